@@ -1,0 +1,151 @@
+"""Atomic file and directory writes, JSON helpers and fingerprints.
+
+Every artifact a stage writes goes through these, so a process killed mid-write leaves a temp name
+behind (ignored, cleaned on the next write), never a half-written file under the final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import StageError
+
+TMP_PREFIX = ".tmp-"
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _disk_full_message(path: Path, err: OSError) -> StageError:
+    return StageError(
+        f"no space left on the device while writing {path}: free disk space (or point pipeline.run_root "
+        f"elsewhere) and rerun the same command; the previous version of this file is intact"
+    )
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[Any]:
+    """Open a temp file next to `path`; on success fsync and rename it over `path`.
+
+    On any exception the temp file is removed and `path` keeps its previous content.
+    Raises:
+        StageError: when the disk is full (ENOSPC), naming the file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
+    binary = "b" in mode
+    try:
+        with os.fdopen(fd, mode, encoding=None if binary else encoding) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as e:
+        _silent_remove(tmp)
+        if e.errno == errno.ENOSPC:
+            raise _disk_full_message(path, e) from e
+        raise
+    except BaseException:
+        _silent_remove(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temp directory next to `path`; on success replace `path` with it.
+
+    The old directory (if any) is moved aside and deleted only after the new one is in place.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent))
+    try:
+        yield tmp
+        old = None
+        if path.exists():
+            old = path.with_name(f"{TMP_PREFIX}old-{path.name}.{os.getpid()}")
+            os.replace(path, old)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if e.errno == errno.ENOSPC:
+            raise _disk_full_message(path, e) from e
+        raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _silent_remove(p: str | os.PathLike) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(p)
+
+
+def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> None:
+    """Write JSON atomically (sorted keys off: the writer's order is the reading order)."""
+    with atomic_write(path) as f:
+        json.dump(obj, f, indent=indent, ensure_ascii=False, allow_nan=False)
+        f.write("\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fingerprint(path: str | os.PathLike, how: str = "sha256") -> dict[str, Any] | None:
+    """Fingerprint a file or a directory tree (temp names skipped); None when it does not exist.
+
+    Returns {"bytes": total size, "files": count, "sha256": digest over (relative name, file digest)}
+    (without "sha256" when how == "size").
+    """
+    path = Path(path)
+    if not path.exists():
+        return None
+    files = [path] if path.is_file() else sorted(
+        p for p in path.rglob("*") if p.is_file() and not any(part.startswith(TMP_PREFIX) for part in p.parts)
+    )
+    total = 0
+    h = hashlib.sha256()
+    for f in files:
+        size = f.stat().st_size
+        total += size
+        rel = f.name if f == path else str(f.relative_to(path))
+        h.update(rel.encode() + b"\0" + str(size).encode() + b"\0")
+        if how == "sha256":
+            h.update(sha256_file(f).encode())
+    out: dict[str, Any] = {"bytes": total, "files": len(files)}
+    if how == "sha256":
+        out["sha256"] = h.hexdigest()
+    return out
