@@ -1,0 +1,100 @@
+"""Tiny deterministic models, tokenizers and configs for tests (seconds, no downloads)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+TEXT = (
+    "the patient received aspirin for chest pain . the patient was treated with heparin . "
+    "cardiac arrest after cocaine use was reported in the patient . aspirin reduces pain . "
+    "the study of tumour growth in mice showed that heparin slows the growth . "
+) * 4
+
+
+def train_bpe_tokenizer(texts: list[str], vocab_size: int = 300, special: tuple[str, ...] = ("<|endoftext|>", "<|pad|>")):
+    """A byte-level BPE PreTrainedTokenizerFast trained in memory (bos=eos=first special, pad=second)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=list(special), initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=special[0], eos_token=special[0],
+                                   unk_token=special[0], pad_token=special[1])
+
+
+def seed_all(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Deterministic weights: every parameter drawn from one seeded generator in name order."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
+            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    return model
+
+
+def tiny_model(arch: str = "gpt_neox", vocab_size: int = 320, hidden: int = 32, layers: int = 2,
+               max_pos: int = 128, tie: bool | None = None, seed: int = 0) -> torch.nn.Module:
+    """A tiny causal LM of the given architecture with deterministic weights.
+
+    arch: gpt_neox (untied, like Pythia), llama (untied), gpt2 (tied), qwen2, mistral.
+    """
+    import transformers as tf
+
+    common = dict(vocab_size=vocab_size, num_hidden_layers=layers, num_attention_heads=4)
+    if arch == "gpt_neox":
+        cfg = tf.GPTNeoXConfig(hidden_size=hidden, intermediate_size=hidden * 4, max_position_embeddings=max_pos,
+                               tie_word_embeddings=bool(tie), **common)
+    elif arch in ("llama", "qwen2", "mistral"):
+        klass = {"llama": tf.LlamaConfig, "qwen2": tf.Qwen2Config, "mistral": tf.MistralConfig}[arch]
+        cfg = klass(hidden_size=hidden, intermediate_size=hidden * 2, max_position_embeddings=max_pos,
+                    num_key_value_heads=2, tie_word_embeddings=bool(tie), **common)
+    elif arch == "gpt2":
+        cfg = tf.GPT2Config(vocab_size=vocab_size, n_embd=hidden, n_layer=layers, n_head=4, n_positions=max_pos,
+                            tie_word_embeddings=True if tie is None else tie)
+    else:
+        raise ValueError(arch)
+    cfg.bos_token_id = 0
+    cfg.eos_token_id = 0
+    cfg.pad_token_id = 1
+    torch.manual_seed(seed)
+    model = tf.AutoModelForCausalLM.from_config(cfg)
+    seed_all(model, seed)
+    if cfg.tie_word_embeddings:
+        model.tie_weights()
+    model.eval()
+    return model
+
+
+def save_tiny_model(directory: Path, tokenizer: Any, arch: str = "gpt_neox", **kwargs: Any) -> Path:
+    """Save a tiny model sized to `tokenizer` plus the tokenizer into `directory`."""
+    model = tiny_model(arch, vocab_size=len(tokenizer), **kwargs)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(directory), safe_serialization=True)
+    tokenizer.save_pretrained(str(directory))
+    return directory
+
+
+def write_jsonl(path: Path, docs: list[str], field: str = "text") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for i, d in enumerate(docs):
+            f.write(json.dumps({"id": i, field: d}) + "\n")
+    return path
+
+
+def write_config(path: Path, data: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
