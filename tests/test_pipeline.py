@@ -1,0 +1,175 @@
+"""Pipeline mechanics with small fake stages: skipping, invalidation, failures, locks, run dirs."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from vocabadapt import pipeline
+from vocabadapt.errors import NotBuiltError, RunLockedError, StageError, TransientError
+from vocabadapt.io import write_json
+from vocabadapt.pipeline import StageSpec
+
+CALLS: list[str] = []
+FAIL: dict[str, object] = {}
+
+
+def _stage_a(ctx):
+    CALLS.append("a")
+    # output depends on one config key, so changing it changes the fingerprint
+    write_json(ctx.path("a", "out.json"), {"seed": ctx.config.alignment.seed})
+    return {"wrote": 1}
+
+
+def _stage_b(ctx):
+    CALLS.append("b")
+    failure = FAIL.pop("b", None)
+    if failure is not None:
+        raise failure
+    data = json.loads(ctx.path("a", "out.json").read_text())
+    write_json(ctx.path("b", "out.json"), {"from_a": data, "pivots": ctx.config.alignment.pivot_count})
+    return {"a_summary": ctx.record("a")["summary"]}
+
+
+FAKE = (
+    StageSpec("a", "test_pipeline:_stage_a", ("alignment.seed",), (), ("a",), "first"),
+    StageSpec("b", "test_pipeline:_stage_b", ("alignment.pivot_count",), ("a",), ("b",), "second"),
+)
+
+
+@pytest.fixture()
+def fake(monkeypatch, tmp_path):
+    monkeypatch.setattr(pipeline, "STAGES", FAKE)
+    monkeypatch.setattr(pipeline, "STAGE_NAMES", tuple(s.name for s in FAKE))
+    CALLS.clear()
+    FAIL.clear()
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("pipeline: {run_root: runs, retry_backoff: 0}\n")
+    return cfg
+
+
+def test_runs_all_then_skips_everything(fake, tmp_path):
+    r1 = pipeline.run(fake, run_dir=tmp_path / "run")
+    assert r1.ran == ["a", "b"] and r1.manifest["complete"]
+    rec = r1.manifest["stages"]["b"]
+    assert rec["status"] == "done" and rec["summary"] == {"a_summary": {"wrote": 1}}
+    assert rec["inputs"]["a"] == r1.manifest["stages"]["a"]["outputs"]
+    assert rec["outputs"]["b"]["files"] == 1 and len(rec["outputs"]["b"]["sha256"]) == 64
+    assert (tmp_path / "run" / "config.yaml").exists()
+    r2 = pipeline.run(fake, run_dir=tmp_path / "run")
+    assert r2.ran == [] and r2.skipped == ["a", "b"] and CALLS == ["a", "b"]
+
+
+def test_changed_key_reruns_that_stage_only_when_outputs_unchanged(fake, tmp_path):
+    pipeline.run(fake, run_dir=tmp_path / "run")
+    r = pipeline.run(fake, ["alignment.pivot_count=7"], run_dir=tmp_path / "run")
+    assert r.ran == ["b"] and r.skipped == ["a"]
+    assert json.loads((tmp_path / "run" / "b" / "out.json").read_text())["pivots"] == 7
+
+
+def test_changed_upstream_output_reruns_downstream(fake, tmp_path):
+    pipeline.run(fake, run_dir=tmp_path / "run")
+    r = pipeline.run(fake, ["alignment.seed=3"], run_dir=tmp_path / "run")
+    assert r.ran == ["a", "b"]
+
+
+def test_corrupted_output_is_detected_and_redone(fake, tmp_path):
+    pipeline.run(fake, run_dir=tmp_path / "run")
+    out = tmp_path / "run" / "b" / "out.json"
+    out.write_text(out.read_text().replace("pivots", "pivotz"))
+    r = pipeline.run(fake, run_dir=tmp_path / "run")
+    assert r.ran == ["b"]
+    assert "pivots" in out.read_text()
+
+
+def test_force_and_from_until(fake, tmp_path):
+    pipeline.run(fake, run_dir=tmp_path / "run", until="a")
+    assert CALLS == ["a"]
+    r = pipeline.run(fake, run_dir=tmp_path / "run", from_stage="a", force=True)
+    assert r.ran == ["a", "b"]
+
+
+def test_failed_stage_is_not_recorded_done_and_resumes(fake, tmp_path):
+    FAIL["b"] = StageError("bad data in b")
+    with pytest.raises(StageError, match="bad data"):
+        pipeline.run(fake, run_dir=tmp_path / "run")
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["stages"]["b"]["status"] == "failed" and not manifest["complete"]
+    r = pipeline.run(fake, run_dir=tmp_path / "run")
+    assert r.ran == ["b"] and r.skipped == ["a"]
+
+
+def test_transient_errors_retry_the_stage(fake, tmp_path):
+    FAIL["b"] = TransientError("disk hiccup")
+    r = pipeline.run(fake, run_dir=tmp_path / "run")
+    assert CALLS == ["a", "b", "b"] and r.manifest["stages"]["b"]["status"] == "done"
+
+
+def test_unbuilt_stage_says_so(monkeypatch, fake, tmp_path):
+    ghost = (FAKE[0], StageSpec("ghost", "vocabadapt.no_such_module:run_stage", (), (), ("g",), "not built"))
+    monkeypatch.setattr(pipeline, "STAGES", ghost)
+    monkeypatch.setattr(pipeline, "STAGE_NAMES", ("a", "ghost"))
+    with pytest.raises(NotBuiltError, match="not built yet"):
+        pipeline.run(fake, run_dir=tmp_path / "run")
+
+
+def test_live_lock_refuses_stale_lock_is_taken(fake, tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    import socket
+
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (run_dir / ".lock").write_text(f"{sleeper.pid}@{socket.gethostname()}")
+        with pytest.raises(RunLockedError, match="in use"):
+            pipeline.run(fake, run_dir=run_dir)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    # the owner is gone: the lock is stale and the run proceeds, removing it afterwards
+    pipeline.run(fake, run_dir=run_dir)
+    assert not (run_dir / ".lock").exists()
+
+
+def test_without_run_dir_resumes_newest_unfinished_run(fake, tmp_path):
+    FAIL["b"] = StageError("boom")
+    with pytest.raises(StageError):
+        pipeline.run(fake)
+    runs = list((tmp_path / "runs").iterdir())
+    assert len(runs) == 1 and runs[0].name.startswith("cfg-")
+    r = pipeline.run(fake)
+    assert r.run_dir == runs[0] and r.ran == ["b"]
+
+
+def test_run_dir_of_another_config_file_is_refused(fake, tmp_path):
+    pipeline.run(fake, run_dir=tmp_path / "run")
+    other = tmp_path / "other.yaml"
+    other.write_text("pipeline: {run_root: runs}\nalignment: {pivot_count: 9}\n")
+    with pytest.raises(StageError, match="alignment.pivot_count"):
+        pipeline.run(other, run_dir=tmp_path / "run")
+    assert pipeline.run(other, run_dir=tmp_path / "run", force=True).ran == ["a", "b"]
+
+
+def test_context_paths_never_escape_run_dir(tmp_path):
+    from vocabadapt.config import Config
+
+    ctx = pipeline.StageContext(run_dir=tmp_path, config=Config(), stage="x")
+    assert ctx.path("a", "b") == tmp_path / "a" / "b"
+    with pytest.raises(StageError, match="escapes"):
+        ctx.path("..", "evil")
+
+
+def test_stage_table_matches_design_order():
+    assert pipeline.STAGE_NAMES == ("corpus", "tokenize", "embed", "align", "transplant", "stage1", "stage2",
+                                    "evaluate", "report")
+    from vocabadapt.config import Config
+
+    dumped = Config().model_dump()
+    for spec in pipeline.STAGES:  # every dependency key exists in the schema
+        for key in spec.config_keys:
+            cur = dumped
+            for part in key.split("."):
+                assert part in cur, f"{spec.name}: unknown config key {key}"
+                cur = cur[part]
