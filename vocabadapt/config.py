@@ -274,6 +274,9 @@ class EvaluationConfig(Section):
     )
     stride: Optional[int] = Field(None, ge=1, description="Sliding-window stride in tokens; null = half the context.")
     batch_size: int = Field(8, ge=1, description="Sequences per evaluation forward pass.")
+    context_length: Optional[int] = Field(
+        None, ge=2, description="Tokens per scoring window; null = the model's context (max_position_embeddings)."
+    )
 
     @field_validator("qa", mode="before")
     @classmethod
