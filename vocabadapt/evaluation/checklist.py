@@ -1,0 +1,275 @@
+"""The six verification checks a reviewer of a vocabulary-adaptation run asks for.
+
+Each check returns {"id", "name", "status": "pass" | "fail" | "not-run", "evidence": {...}, "reason"}.
+The facts come from files other stages write; any that is missing makes its check "not-run" with
+the reason, never an exception:
+
+    train/summary.json            per stage: steps, tokens, sequence_range, first/last loss, spikes,
+                                  embedding_health {"settled", ...}, skipped
+    train/<stage>/metrics.jsonl   per logged step: loss (for first/last window means)
+    align/summary.json            coverage
+    model/init/transplant.json    zero-initialised rows
+    eval/summary.json             bits per byte and PubMedQA of every model (built by evaluate)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+NAMES = {
+    1: "Training loss decreases smoothly",
+    2: "Embeddings converge without overshooting",
+    3: "Stage 2 used the intended data range",
+    4: "Alignment coverage above 95 % and no zero-initialised rows",
+    5: "Final model's held-out bits per byte better than the baseline",
+    6: "PubMedQA accuracy of the final model not below the baseline",
+}
+COVERAGE_MIN = 0.95
+
+
+def read_json_or_none(path: Path) -> Any:
+    """Parsed JSON, or None when the file is missing or unreadable (logged)."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        log.warning("cannot read %s (%s); checks that need it are not run", path, e)
+        return None
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """Lines of a metrics.jsonl; unreadable lines are skipped (a run killed mid-write leaves one)."""
+    out = []
+    if not path.is_file():
+        return out
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
+
+
+def _check(cid: int, status: str, evidence: dict, reason: str) -> dict[str, Any]:
+    return {"id": cid, "name": NAMES[cid], "status": status, "evidence": evidence, "reason": reason}
+
+
+def _num(x: Any) -> float | None:
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else None
+
+
+def loss_windows(losses: list[float]) -> tuple[float, float, int]:
+    """Mean of the first and the last 10 % of the logged losses (at least one value each)."""
+    w = max(1, len(losses) // 10)
+    return sum(losses[:w]) / w, sum(losses[-w:]) / w, w
+
+
+def check_loss(run_dir: Path, train: dict | None) -> dict[str, Any]:
+    if not isinstance(train, dict):
+        return _check(1, "not-run", {}, "train/summary.json is missing")
+    evidence: dict[str, Any] = {}
+    verdicts = []
+    for stage in ("stage1", "stage2"):
+        s = train.get(stage)
+        if not isinstance(s, dict) or s.get("skipped"):
+            evidence[stage] = {"status": "skipped" if isinstance(s, dict) else "missing"}
+            continue
+        losses = [float(r["loss"]) for r in read_metrics(run_dir / "train" / stage / "metrics.jsonl")
+                  if _num(r.get("loss")) is not None and "heldout_bpb" not in r]
+        if len(losses) >= 2:
+            first, last, w = loss_windows(losses)
+            e: dict[str, Any] = {"first_window_mean": first, "last_window_mean": last, "window": w,
+                                 "logged_steps": len(losses)}
+        elif _num(s.get("first_loss")) is not None and _num(s.get("last_loss")) is not None:
+            first, last = float(s["first_loss"]), float(s["last_loss"])
+            e = {"first_loss": first, "last_loss": last}
+        else:
+            evidence[stage] = {"status": "no losses recorded"}
+            continue
+        spikes = s.get("spikes")
+        if not isinstance(spikes, list):
+            e["spikes"] = "not recorded"
+            evidence[stage] = e
+            continue
+        e["spikes"] = len(spikes)
+        ok = last < first and not spikes
+        e["status"] = "pass" if ok else "fail"
+        evidence[stage] = e
+        verdicts.append(ok)
+    if not verdicts:
+        return _check(1, "not-run", evidence, "no trained stage with losses and spike records")
+    if all(verdicts):
+        return _check(1, "pass", evidence, "no spikes and the last-window mean loss is below the first, per stage")
+    return _check(1, "fail", evidence, "a stage had loss spikes or did not end below where it started")
+
+
+def check_embeddings(train: dict | None) -> dict[str, Any]:
+    s = train.get("stage1") if isinstance(train, dict) else None
+    if not isinstance(s, dict):
+        return _check(2, "not-run", {}, "no stage-1 record in train/summary.json")
+    if s.get("skipped"):
+        return _check(2, "not-run", {"skipped": True}, "stage 1 was skipped")
+    health = s.get("embedding_health")
+    if not isinstance(health, dict) or not isinstance(health.get("settled"), bool):
+        return _check(2, "not-run", {}, "stage 1 recorded no embedding_health.settled")
+    evidence = {k: v for k, v in health.items() if isinstance(v, (int, float, bool, str))}
+    if health["settled"]:
+        return _check(2, "pass", evidence, "stage-1 embedding health settled")
+    return _check(2, "fail", evidence, "stage-1 embedding norms/updates had not settled at the end")
+
+
+def _ranges(value: Any) -> list[tuple[int, int]] | None:
+    """[start, stop] or a list of such pairs -> list of (start, stop); None when malformed."""
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(_num(v) is not None for v in value):
+        return [(int(value[0]), int(value[1]))]
+    if isinstance(value, (list, tuple)) and all(isinstance(v, (list, tuple)) and len(v) == 2 for v in value):
+        return [(int(a), int(b)) for a, b in value]
+    return None
+
+
+def check_data_range(train: dict | None, start_idx_stage2: Any) -> dict[str, Any]:
+    if not isinstance(train, dict):
+        return _check(3, "not-run", {}, "train/summary.json is missing")
+    s1, s2 = train.get("stage1"), train.get("stage2")
+    if not isinstance(s2, dict) or s2.get("skipped"):
+        return _check(3, "not-run", {}, "stage 2 did not run")
+    r1 = _ranges(s1.get("sequence_range")) if isinstance(s1, dict) and not s1.get("skipped") else []
+    r2 = _ranges(s2.get("sequence_range"))
+    if r1 is None or r2 is None:
+        return _check(3, "not-run", {}, "sequence_range missing or malformed in train/summary.json")
+    overlap = sum(max(0, min(b1, b2) - max(a1, a2)) for a1, b1 in r1 for a2, b2 in r2)
+    evidence = {"stage1_ranges": [list(r) for r in r1], "stage2_ranges": [list(r) for r in r2],
+                "overlapping_sequences": overlap, "train_start_idx_stage2": start_idx_stage2}
+    if overlap == 0:
+        return _check(3, "pass", evidence, "stage 2 read no sequence stage 1 read")
+    if isinstance(start_idx_stage2, int):
+        evidence["overlap_configured"] = True
+        return _check(3, "pass", evidence,
+                      f"ranges overlap by {overlap} sequences, as configured (train_start_idx_stage2={start_idx_stage2})")
+    return _check(3, "fail", evidence, f"stage 2 re-read {overlap} sequences of stage 1")
+
+
+def coverage_of(align: dict) -> float | None:
+    """The aligned share of target tokens from align/summary.json, whatever its layout."""
+    v = align.get("coverage")
+    if isinstance(v, dict):
+        for k in ("fraction", "aligned_fraction", "overall", "total", "aligned"):
+            if _num(v.get(k)) is not None:
+                v = v[k]
+                break
+    if _num(v) is None:
+        v = align.get("aligned_fraction")
+    if _num(v) is None:
+        return None
+    v = float(v)
+    return v / 100.0 if v > 1.0 else v  # a percentage
+
+
+def zero_rows_of(transplant: dict) -> int | None:
+    for k in ("zero_rows", "rows_zero", "zero_initialised_rows", "zero_initialized_rows"):
+        v = transplant.get(k)
+        if isinstance(v, list):
+            return len(v)
+        if _num(v) is not None:
+            return int(v)
+    methods = transplant.get("rows_per_method") or transplant.get("methods")
+    if isinstance(methods, dict) and "zero" in methods and _num(methods["zero"]) is not None:
+        return int(methods["zero"])
+    return None
+
+
+def check_alignment(align: dict | None, transplant: dict | None, zero_allowed: bool) -> dict[str, Any]:
+    if not isinstance(align, dict):
+        return _check(4, "not-run", {}, "align/summary.json is missing")
+    cov = coverage_of(align)
+    zero = zero_rows_of(transplant) if isinstance(transplant, dict) else None
+    evidence: dict[str, Any] = {"coverage": cov, "threshold": COVERAGE_MIN, "zero_rows": zero,
+                                "zero_rows_allowed": zero_allowed}
+    if cov is None:
+        return _check(4, "not-run", evidence, "align/summary.json has no coverage")
+    if zero is None:
+        return _check(4, "not-run", evidence, "model/init/transplant.json missing or without a zero-row count")
+    problems = []
+    if cov <= COVERAGE_MIN:
+        problems.append(f"coverage {cov:.1%} is not above {COVERAGE_MIN:.0%}")
+    if zero and not zero_allowed:
+        problems.append(f"{zero} rows were zero-initialised")
+    if problems:
+        return _check(4, "fail", evidence, "; ".join(problems))
+    return _check(4, "pass", evidence, f"coverage {cov:.1%}, {zero} zero rows")
+
+
+def _dataset_bpb(model_entry: dict, dataset: str = "heldout") -> float | None:
+    v = (model_entry.get("bpb") or {}).get(dataset)
+    return _num(v.get("bits_per_byte")) if isinstance(v, dict) else None
+
+
+def check_bpb(summary: dict) -> dict[str, Any]:
+    models, final, base = summary.get("models", {}), summary.get("final"), summary.get("baseline")
+    if not final or final == base or final not in models or base not in models:
+        return _check(5, "not-run", {"final": final, "baseline": base}, "no adapted model or no baseline evaluated")
+    f, b = _dataset_bpb(models[final]), _dataset_bpb(models[base])
+    evidence = {"final": final, "baseline": base, "final_bits_per_byte": f, "baseline_bits_per_byte": b}
+    if f is None or b is None:
+        return _check(5, "not-run", evidence, "held-out bits per byte missing for the final model or the baseline")
+    evidence["difference"] = f - b
+    if f < b:
+        return _check(5, "pass", evidence, f"{final} {f:.4f} < {base} {b:.4f} bits/byte")
+    return _check(5, "fail", evidence, f"{final} {f:.4f} >= {base} {b:.4f} bits/byte")
+
+
+def check_pubmedqa(summary: dict) -> dict[str, Any]:
+    models, final, base = summary.get("models", {}), summary.get("final"), summary.get("baseline")
+    if not final or final == base or final not in models or base not in models:
+        return _check(6, "not-run", {"final": final, "baseline": base}, "no adapted model or no baseline evaluated")
+    qf = (models[final].get("pubmedqa") or {})
+    qb = (models[base].get("pubmedqa") or {})
+    diff = (summary.get("pubmedqa_vs_baseline") or {}).get(final) or {}
+    if qf.get("accuracy") is None or qb.get("accuracy") is None:
+        return _check(6, "not-run", {"final": final, "baseline": base}, "PubMedQA was not evaluated")
+    evidence = {"final": final, "baseline": base, "final_accuracy": qf["accuracy"],
+                "final_accuracy_ci95": qf.get("accuracy_ci95"), "baseline_accuracy": qb["accuracy"],
+                "baseline_accuracy_ci95": qb.get("accuracy_ci95"), "accuracy_diff": diff.get("accuracy_diff"),
+                "accuracy_diff_ci95": diff.get("accuracy_diff_ci95"), "n": qf.get("n"),
+                "criterion": "upper end of the paired 95 % interval of (final - baseline) accuracy >= 0"}
+    ci = diff.get("accuracy_diff_ci95")
+    upper = ci[1] if isinstance(ci, list) and len(ci) == 2 else diff.get("accuracy_diff")
+    if upper is None:
+        upper = qf["accuracy"] - qb["accuracy"]
+    if upper >= 0:
+        return _check(6, "pass", evidence, f"accuracy {qf['accuracy']:.3f} vs baseline {qb['accuracy']:.3f}: "
+                                           f"not significantly below")
+    return _check(6, "fail", evidence, f"accuracy {qf['accuracy']:.3f} is significantly below the baseline's "
+                                       f"{qb['accuracy']:.3f}")
+
+
+def build_checklist(run_dir: Path, summary: dict, start_idx_stage2: Any = "auto",
+                    zero_rows_allowed: bool = False) -> list[dict[str, Any]]:
+    """All six checks for a run directory, given the evaluate stage's summary dict.
+
+    Args:
+        run_dir: the run directory.
+        summary: eval/summary.json's content ("models", "final", "baseline", "pubmedqa_vs_baseline").
+        start_idx_stage2: vocab_adaptation.train_start_idx_stage2 (an int means overlap is intended).
+        zero_rows_allowed: the config asks for zero rows (alignment.fallback == "zero").
+    """
+    run_dir = Path(run_dir)
+    train = read_json_or_none(run_dir / "train" / "summary.json")
+    align = read_json_or_none(run_dir / "align" / "summary.json")
+    transplant = read_json_or_none(run_dir / "model" / "init" / "transplant.json")
+    return [
+        check_loss(run_dir, train),
+        check_embeddings(train),
+        check_data_range(train, start_idx_stage2),
+        check_alignment(align, transplant, zero_rows_allowed),
+        check_bpb(summary),
+        check_pubmedqa(summary),
+    ]

@@ -1,0 +1,351 @@
+"""PubMedQA (PQA-L format): loading, zero/few-shot scoring, accuracy, macro-F1 and bootstrap intervals.
+
+A question is scored by the log-likelihood of each answer continuation " yes", " no", " maybe"
+after the prompt, divided by the continuation's UTF-8 bytes (so answers of different lengths and
+models with different tokenizers are treated alike); the highest wins. The prompt is
+
+    [BOS] [few-shot examples] "Context: <contexts joined>\nQuestion: <question>\nAnswer:" + answer
+
+and when it is longer than the model's window, few-shot examples are dropped first (oldest first),
+then the context is cut from its start; the question and the answer are never cut. A question whose
+"Question: ... Answer:" part plus the longest answer does not fit is a recorded skip.
+
+Accepted files: the official ori_pqal.json ({id: {"QUESTION", "CONTEXTS", "final_decision", ...}}),
+a JSON list, or JSONL of records with an id field ("id", "pubid" or "PMID"). Field names are matched
+case-insensitively; "context" may be a string, a list, or {"contexts": [...]} (the HF layout);
+the label may be "final_decision", "label" or "answer".
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..errors import InputError
+from .bpb import Row, encode, model_context, score_rows, start_token
+
+log = logging.getLogger(__name__)
+
+LABELS = ("yes", "no", "maybe")
+CHOICES = tuple(" " + lab for lab in LABELS)
+
+_ID_KEYS = ("id", "pubid", "pmid")
+_QUESTION_KEYS = ("question",)
+_CONTEXT_KEYS = ("contexts", "context")
+_LABEL_KEYS = ("final_decision", "label", "answer")
+
+
+@dataclass(frozen=True)
+class Question:
+    id: str
+    question: str
+    context: str
+    label: str
+
+
+def _field(rec: dict, keys: tuple[str, ...], where: str, what: str) -> Any:
+    lower = {str(k).lower(): v for k, v in rec.items()}
+    for k in keys:
+        if k in lower and lower[k] is not None:
+            return lower[k]
+    raise InputError(
+        f"{where}: missing field {what} (one of {', '.join(repr(k) for k in keys)}); a PubMedQA record needs "
+        f"QUESTION, CONTEXTS and final_decision, as in ori_pqal.json"
+    )
+
+
+def _context_text(value: Any, where: str) -> str:
+    if isinstance(value, dict):  # HF layout: {"contexts": [...], "labels": [...], ...}
+        value = value.get("contexts")
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return " ".join(v.strip() for v in value)
+    raise InputError(f"{where}: CONTEXTS must be a string or a list of strings, not {type(value).__name__}")
+
+
+def _parse_record(rec: Any, rid: str | None, where: str) -> Question:
+    if not isinstance(rec, dict):
+        raise InputError(f"{where}: a record must be a JSON object, got {type(rec).__name__}")
+    if rid is None:
+        rid = str(_field(rec, _ID_KEYS, where, "id"))
+    question = _field(rec, _QUESTION_KEYS, where, "QUESTION")
+    context = _context_text(_field(rec, _CONTEXT_KEYS, where, "CONTEXTS"), where)
+    label = str(_field(rec, _LABEL_KEYS, where, "final_decision")).strip().lower()
+    if label not in LABELS:
+        raise InputError(f"{where}: final_decision is '{label}'; it must be one of {', '.join(LABELS)}")
+    if not isinstance(question, str) or not question.strip():
+        raise InputError(f"{where}: QUESTION must be a non-empty string")
+    return Question(id=str(rid), question=question.strip(), context=context, label=label)
+
+
+def load_questions(path: str | Path, ids: Sequence[str] | None = None, exclude: Sequence[str] = (),
+                   max_samples: int | None = None) -> list[Question]:
+    """Read a PubMedQA-format file.
+
+    Args:
+        path: .json (dict by id, or a list) or .jsonl file.
+        ids: keep only these ids, in this order (e.g. the official test split).
+        exclude: drop these ids (few-shot pools leave out the evaluated questions).
+        max_samples: keep the first N.
+    Raises:
+        InputError: missing file, bad JSON, a record without a required field, or unknown ids.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"PubMedQA file {path} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: cannot read it ({e})") from None
+    items: list[Question] = []
+    data: Any = None
+    if path.suffix != ".jsonl":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            if e.msg != "Extra data":  # "Extra data" = several JSON values: read it as JSONL below
+                raise InputError(f"{path}: not valid JSON at line {e.lineno} ({e.msg})") from None
+    if data is None:
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InputError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+            items.append(_parse_record(rec, None, f"{path}:{n}"))
+    elif isinstance(data, dict):
+        items = [_parse_record(rec, str(k), f"{path}: record {k}") for k, rec in data.items()]
+    elif isinstance(data, list):
+        items = [_parse_record(rec, None, f"{path}: record #{i}") for i, rec in enumerate(data)]
+    else:
+        raise InputError(f"{path}: expected an object keyed by id, a list of records, or JSONL")
+    if not items:
+        raise InputError(f"{path} holds no questions")
+    if ids is not None:
+        by_id = {q.id: q for q in items}
+        missing = [i for i in ids if str(i) not in by_id]
+        if missing:
+            raise InputError(f"{path}: {len(missing)} requested id(s) are not in the file, e.g. {missing[:3]}")
+        items = [by_id[str(i)] for i in ids]
+    if exclude:
+        drop = {str(i) for i in exclude}
+        items = [q for q in items if q.id not in drop]
+    if max_samples is not None:
+        items = items[:max_samples]
+    return items
+
+
+def load_split_ids(path: str | Path) -> list[str]:
+    """Ids of a split file: the keys of a JSON object (test_ground_truth.json) or a JSON list."""
+    path = Path(path)
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise InputError(f"split file {path}: cannot read it as JSON ({e})") from None
+    if isinstance(data, dict):
+        return [str(k) for k in data]
+    if isinstance(data, list):
+        return [str(k) for k in data]
+    raise InputError(f"split file {path}: expected a JSON object keyed by id or a list of ids")
+
+
+# --------------------------------------------------------------------------------------------------
+# prompts
+
+
+def _example_text(q: Question, with_answer: bool) -> tuple[str, str]:
+    """(context part, question part) of one prompt; the context part is what may be cut."""
+    ctx = f"Context: {q.context}\n"
+    qa = f"Question: {q.question}\nAnswer:"
+    if with_answer:
+        qa += f" {q.label}\n\n"
+    return ctx, qa
+
+
+def build_prompt(tokenizer: Any, q: Question, shots: Sequence[Question], context: int) -> tuple[list[int], dict] | None:
+    """Token ids of the prompt (without the answer) that fit `context` with the longest answer.
+
+    Returns (ids, info) with info = {"shots": examples kept, "context_tokens_cut": n}, or None when
+    the question part alone does not fit (a recorded skip).
+    """
+    bos = start_token(tokenizer)
+    head = [bos] if bos is not None else []
+    longest = max(len(encode(tokenizer, c)) for c in CHOICES)
+    ctx_text, qa_text = _example_text(q, with_answer=False)
+    ctx_ids = encode(tokenizer, ctx_text)
+    qa_ids = encode(tokenizer, qa_text)
+    shot_ids = [encode(tokenizer, "".join(_example_text(s, with_answer=True))) for s in shots]
+    budget = context - len(head) - len(qa_ids) - longest
+    if budget < 0:
+        return None
+    # Few-shot examples go first when space runs out, then the start of the context.
+    while shot_ids and sum(map(len, shot_ids)) + len(ctx_ids) > budget:
+        shot_ids.pop(0)
+    cut = max(0, len(ctx_ids) - budget)
+    ctx_ids = ctx_ids[cut:]
+    ids = head + [t for s in shot_ids for t in s] + ctx_ids + qa_ids
+    return ids, {"shots": len(shot_ids), "context_tokens_cut": cut}
+
+
+# --------------------------------------------------------------------------------------------------
+# metrics
+
+
+def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Macro-F1 over the labels present in y_true or y_pred (sklearn's f1_score(average='macro'))."""
+    labels = np.union1d(y_true, y_pred)
+    f1s = []
+    for lab in labels:
+        tp = np.sum((y_pred == lab) & (y_true == lab))
+        fp = np.sum((y_pred == lab) & (y_true != lab))
+        fn = np.sum((y_pred != lab) & (y_true == lab))
+        denom = 2 * tp + fp + fn
+        f1s.append(2 * tp / denom if denom else 0.0)
+    return float(np.mean(f1s)) if f1s else 0.0
+
+
+def _macro_f1_batch(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """Macro-F1 for each row of (B, n) label-code arrays, vectorised (labels 0..2)."""
+    f1s, present = [], []
+    for lab in range(len(LABELS)):
+        t, p = y_true == lab, y_pred == lab
+        tp = np.sum(t & p, axis=1)
+        fp = np.sum(~t & p, axis=1)
+        fn = np.sum(t & ~p, axis=1)
+        denom = 2 * tp + fp + fn
+        f1s.append(np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0))
+        present.append(np.any(t | p, axis=1))
+    f1 = np.stack(f1s)  # (labels, B)
+    pres = np.stack(present)
+    return (f1 * pres).sum(0) / np.maximum(pres.sum(0), 1)
+
+
+def _codes(labels: Sequence[str]) -> np.ndarray:
+    return np.array([LABELS.index(x) for x in labels], dtype=np.int64)
+
+
+def metrics(y_true: Sequence[str], y_pred: Sequence[str], bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Accuracy and macro-F1 with 95 % percentile bootstrap intervals (resampling questions)."""
+    t, p = _codes(y_true), _codes(y_pred)
+    out: dict[str, Any] = {
+        "n": int(len(t)),
+        "accuracy": float(np.mean(t == p)) if len(t) else None,
+        "macro_f1": macro_f1(t, p) if len(t) else None,
+        "label_counts": {lab: int(np.sum(t == i)) for i, lab in enumerate(LABELS)},
+        "prediction_counts": {lab: int(np.sum(p == i)) for i, lab in enumerate(LABELS)},
+    }
+    if bootstrap and len(t):
+        idx = np.random.default_rng(seed).integers(0, len(t), size=(bootstrap, len(t)))  # (B, n)
+        acc = np.mean(t[idx] == p[idx], axis=1)
+        f1 = _macro_f1_batch(t[idx], p[idx])
+        out["accuracy_ci95"] = [float(np.percentile(acc, 2.5)), float(np.percentile(acc, 97.5))]
+        out["macro_f1_ci95"] = [float(np.percentile(f1, 2.5)), float(np.percentile(f1, 97.5))]
+        out["bootstrap"] = bootstrap
+    return out
+
+
+def paired_difference(model_preds: dict[str, dict], baseline_preds: dict[str, dict], bootstrap: int = 1000,
+                      seed: int = 0) -> dict[str, Any]:
+    """Paired bootstrap of (model - baseline) accuracy and macro-F1 over the questions both scored.
+
+    Each argument maps question id -> {"label", "pred"}. Returns the point differences, their 95 %
+    intervals and p_not_better = share of resamples where the model's accuracy is not above the
+    baseline's.
+    """
+    ids = [i for i in model_preds if i in baseline_preds]
+    if not ids:
+        return {"n": 0, "note": "no question scored by both models"}
+    t = _codes([model_preds[i]["label"] for i in ids])
+    pm = _codes([model_preds[i]["pred"] for i in ids])
+    pb = _codes([baseline_preds[i]["pred"] for i in ids])
+    out: dict[str, Any] = {
+        "n": len(ids),
+        "accuracy_diff": float(np.mean(t == pm) - np.mean(t == pb)),
+        "macro_f1_diff": macro_f1(t, pm) - macro_f1(t, pb),
+    }
+    if bootstrap:
+        idx = np.random.default_rng(seed).integers(0, len(ids), size=(bootstrap, len(ids)))
+        d_acc = np.mean(t[idx] == pm[idx], axis=1) - np.mean(t[idx] == pb[idx], axis=1)
+        d_f1 = _macro_f1_batch(t[idx], pm[idx]) - _macro_f1_batch(t[idx], pb[idx])
+        out["accuracy_diff_ci95"] = [float(np.percentile(d_acc, 2.5)), float(np.percentile(d_acc, 97.5))]
+        out["macro_f1_diff_ci95"] = [float(np.percentile(d_f1, 2.5)), float(np.percentile(d_f1, 97.5))]
+        out["p_not_better"] = float(np.mean(d_acc <= 0))
+        out["bootstrap"] = bootstrap
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# scoring
+
+
+def choose_shots(pool: Sequence[Question], k: int, seed: int = 0) -> list[Question]:
+    """k few-shot examples drawn with a fixed seed; the same examples for every question and model."""
+    if k <= 0:
+        return []
+    if len(pool) < k:
+        raise InputError(f"few-shot needs {k} examples but the pool holds {len(pool)}; lower evaluation.qa.fewshot_k")
+    return random.Random(seed).sample(list(pool), k)
+
+
+def score_questions(model: Any, tokenizer: Any, questions: Sequence[Question], shots: Sequence[Question] = (),
+                    context: int | None = None, batch_size: int = 8, bootstrap: int = 1000, seed: int = 0,
+                    on_batch: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Answer every question by per-byte log-likelihood; return metrics and per-question predictions.
+
+    Returns the `metrics` dict plus "skipped" (questions that do not fit), "mean_shots",
+    "context_cut_questions" and "predictions": {id: {"label", "pred", "scores": {label: nll/byte}}}.
+    """
+    model.eval()
+    context = context or model_context(model)
+    choice_ids = [encode(tokenizer, c) for c in CHOICES]
+    choice_bytes = [len(c.encode("utf-8")) for c in CHOICES]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    rows: list[Row] = []
+    skipped: list[str] = []
+    shots_used, cut_count = [], 0
+    for q in questions:
+        built = build_prompt(tokenizer, q, shots, context)
+        if built is None:
+            skipped.append(q.id)
+            continue
+        ids, info = built
+        shots_used.append(info["shots"])
+        cut_count += info["context_tokens_cut"] > 0
+        for c, cids in enumerate(choice_ids):
+            rows.append(Row(ids + cids, len(ids), (q.id, c)))
+    if skipped:
+        log.warning("PubMedQA: %d question(s) skipped: question and answer need more than the model's %d tokens",
+                    len(skipped), context)
+    scores = score_rows(model, rows, batch_size=batch_size, pad_id=pad, on_batch=on_batch)
+    per_q: dict[str, list[float]] = {}
+    for row, (nll, _) in zip(rows, scores):
+        qid, c = row.key
+        per_q.setdefault(qid, [0.0] * len(CHOICES))[c] = nll / choice_bytes[c]  # nats per byte
+    preds: dict[str, dict] = {}
+    for q in questions:
+        if q.id not in per_q:
+            continue
+        s = per_q[q.id]
+        best = int(np.argmin(s))  # lowest NLL per byte = highest normalised log-likelihood
+        preds[q.id] = {"label": q.label, "pred": LABELS[best],
+                       "scores": {lab: -v for lab, v in zip(LABELS, s)}}
+    out = metrics([p["label"] for p in preds.values()], [p["pred"] for p in preds.values()], bootstrap, seed)
+    out.update(
+        skipped=len(skipped),
+        skipped_ids=skipped[:20],
+        shots=len(shots),
+        mean_shots=float(np.mean(shots_used)) if shots_used else 0.0,
+        context_cut_questions=int(cut_count),
+        context=context,
+        scoring="log-likelihood of ' yes'/' no'/' maybe' per UTF-8 byte; highest wins",
+        predictions=preds,
+    )
+    return out
