@@ -656,8 +656,11 @@ def check_stage2_memory(config: Config, facts: Facts) -> list[Finding]:
         return [Finding("stage2_memory", "info", key, msg + ". Not compared with a GPU: no --gpu-memory.",
                         "pass --gpu-memory GB", ev)]
     gpu = facts.gpu_memory_gb
-    rec = ("use stage2_use_lora: true, a bf16-weight model, an 8-bit optimiser (stage2_optimizer: adamw_bnb_8bit), "
-           "or shard across GPUs (accelerate with FSDP/DeepSpeed ZeRO-3)")
+    options = [("LoRA (stage2_use_lora: true)", lora_state), ("bf16 model weights", full_bf16),
+               ("8-bit Adam (stage2_optimizer: adamw_bnb_8bit)", full_8bit)]
+    fitting = [f"{name}: {b / GIB:.1f} GiB" for name, b in options if b < MEMORY_HEADROOM * gpu * GIB]
+    rec = ("use " + ", or ".join(fitting) + "; " if fitting else "") + \
+        "or shard the states across GPUs (accelerate with FSDP / DeepSpeed ZeRO-3)"
     if need > gpu * GIB:
         return [Finding("stage2_memory", "error", key, msg + f"; one GPU has {gpu:g} GiB: it does not fit.", rec, ev)]
     if need > MEMORY_HEADROOM * gpu * GIB:
