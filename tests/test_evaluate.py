@@ -234,3 +234,39 @@ def test_cli_eval_exits_cleanly_on_bad_input(tmp_path, capsys):
 
     assert main(["eval", str(tmp_path / "nope"), "--text", str(tmp_path / "nope.txt")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_padding_rows_past_the_tokenizer_take_no_probability(tok):
+    # transplant pads embedding rows to a multiple of 64; those rows are no token of the tokenizer.
+    model = tiny_model("gpt_neox", vocab_size=len(tok) + 20, seed=4)
+    text = DOCS[1]
+    ids = [tok.bos_token_id] + tok(text, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        lp = torch.log_softmax(model(torch.tensor([ids])).logits[0, :, :len(tok)].double(), -1)
+    nll = -sum(float(lp[i - 1, ids[i]]) for i in range(1, len(ids)))
+    r = bpb.bits_per_byte(model, tok, [text])
+    assert r["bits_per_byte"] == pytest.approx(nll / math.log(2) / len(text.encode()), abs=1e-6)
+
+
+def test_checklist_reads_the_train_stage_format(tmp_path):
+    """train/summary.json as vocabadapt.train writes it: sequences.ranges per epoch, typed metric lines."""
+    (tmp_path / "train" / "stage1").mkdir(parents=True)
+    lines = [{"type": "train", "step": i, "loss": 6.0 - 0.2 * i} for i in range(10)]
+    lines.insert(3, {"type": "spike", "step": 3, "loss": 50.0, "running_mean": 5.5})
+    lines.append({"type": "eval", "step": 10, "heldout_bpb": 2.0})
+    (tmp_path / "train" / "stage1" / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines))
+    s1 = {"sequences": {"start": 0, "stop": 40, "ranges": [{"epoch": 0, "start": 0, "stop": 40}]}, "spikes": [],
+          "first_loss": 6.0, "last_loss": 4.2, "embedding_health": {"settled": None, "reason": "fewer than 4 health records"}}
+    s2 = {"sequences": {"start": 40, "stop": 120, "ranges": [{"epoch": 0, "start": 40, "stop": 100},
+                                                            {"epoch": 1, "start": 0, "stop": 20}]},
+          "spikes": [], "first_loss": 4.2, "last_loss": 4.0}
+    (tmp_path / "train" / "summary.json").write_text(json.dumps({"stage1": s1, "stage2": s2}))
+    checks = checklist.build_checklist(tmp_path, {"models": {}})
+    assert checks[0]["status"] == "pass"
+    assert checks[0]["evidence"]["stage1"]["first_window_mean"] == 6.0  # the spike line is not a training loss
+    assert checks[1]["status"] == "not-run" and "fewer than 4" in checks[1]["reason"]
+    assert checks[2]["status"] == "fail" and "later epoch" in checks[2]["reason"]
+    assert checks[2]["evidence"]["overlapping_sequences"] == 0
+    s2["sequences"]["ranges"] = s2["sequences"]["ranges"][:1]
+    (tmp_path / "train" / "summary.json").write_text(json.dumps({"stage1": s1, "stage2": s2}))
+    assert checklist.build_checklist(tmp_path, {"models": {}})[2]["status"] == "pass"

@@ -97,11 +97,15 @@ def _device_of(model: Any) -> torch.device:
 
 @torch.no_grad()
 def score_rows(model: Any, rows: Sequence[Row], batch_size: int = 8, pad_id: int = 0,
+               vocab_limit: int | None = None,
                on_batch: Callable[[int], None] | None = None) -> list[tuple[float, int]]:
     """Sum of target-token negative log-likelihoods (nats) and target count for each row.
 
     Rows are sorted by length and batched, right-padded with `pad_id` under a zero attention mask;
-    the logits at padded positions are never read. Returns a list aligned with `rows`.
+    the logits at padded positions are never read. `vocab_limit` (the tokenizer's length) drops
+    logits of embedding rows past the tokenizer: rows padded to a multiple of 64 hold no token and
+    are suppressed in generation, so they must not take probability mass here either.
+    Returns a list aligned with `rows`.
     """
     device = _device_of(model)
     order = sorted(range(len(rows)), key=lambda i: -len(rows[i].ids))
@@ -120,7 +124,7 @@ def score_rows(model: Any, rows: Sequence[Row], batch_size: int = 8, pad_id: int
             r = rows[i]
             t = torch.arange(r.first_target, len(r.ids), device=device)  # target positions
             # logits at t-1 predict the token at t; log_softmax in fp32 whatever the model's dtype.
-            lp = torch.log_softmax(logits[b, t - 1].float(), dim=-1)  # (n_targets, V)
+            lp = torch.log_softmax(logits[b, t - 1, :vocab_limit].float(), dim=-1)  # (n_targets, V)
             nll = -lp.gather(1, ids[b, t.cpu()].to(device).unsqueeze(1)).sum()
             out[i] = (float(nll.double()), len(t))
         if on_batch is not None:
@@ -183,7 +187,8 @@ def bits_per_byte(model: Any, tokenizer: Any, texts: Iterable[str], context: int
             rows.append(Row(seq[begin:end], first - begin, doc_i))
     if docs == 0 or n_bytes <= 0:
         raise InputError("no non-empty text to score; check the held-out or --text file")
-    scored = score_rows(model, rows, batch_size=batch_size, pad_id=pad, on_batch=on_batch)
+    scored = score_rows(model, rows, batch_size=batch_size, pad_id=pad, vocab_limit=len(tokenizer),
+                        on_batch=on_batch)
     nll = sum(s for s, _ in scored)
     tokens = sum(n for _, n in scored)
     return {

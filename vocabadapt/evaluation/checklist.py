@@ -82,8 +82,9 @@ def check_loss(run_dir: Path, train: dict | None) -> dict[str, Any]:
         if not isinstance(s, dict) or s.get("skipped"):
             evidence[stage] = {"status": "skipped" if isinstance(s, dict) else "missing"}
             continue
+        # Training lines only ("type": "train", or untyped); spike records repeat a loss.
         losses = [float(r["loss"]) for r in read_metrics(run_dir / "train" / stage / "metrics.jsonl")
-                  if _num(r.get("loss")) is not None and "heldout_bpb" not in r]
+                  if _num(r.get("loss")) is not None and r.get("type", "train") == "train"]
         if len(losses) >= 2:
             first, last, w = loss_windows(losses)
             e: dict[str, Any] = {"first_window_mean": first, "last_window_mean": last, "window": w,
@@ -119,42 +120,64 @@ def check_embeddings(train: dict | None) -> dict[str, Any]:
         return _check(2, "not-run", {"skipped": True}, "stage 1 was skipped")
     health = s.get("embedding_health")
     if not isinstance(health, dict) or not isinstance(health.get("settled"), bool):
-        return _check(2, "not-run", {}, "stage 1 recorded no embedding_health.settled")
+        reason = health.get("reason") if isinstance(health, dict) else None
+        return _check(2, "not-run", {}, reason or "stage 1 recorded no embedding_health.settled")
     evidence = {k: v for k, v in health.items() if isinstance(v, (int, float, bool, str))}
     if health["settled"]:
         return _check(2, "pass", evidence, "stage-1 embedding health settled")
     return _check(2, "fail", evidence, "stage-1 embedding norms/updates had not settled at the end")
 
 
-def _ranges(value: Any) -> list[tuple[int, int]] | None:
-    """[start, stop] or a list of such pairs -> list of (start, stop); None when malformed."""
+def _ranges(stage: dict) -> list[tuple[int, int, int]] | None:
+    """Positions a stage read as [(epoch, start, stop)], epoch-local; None when not recorded.
+
+    Accepts the train stage's {"sequences": {"ranges": [{"epoch", "start", "stop"}], "start", "stop"}}
+    and a plain "sequence_range": [start, stop] or [[start, stop], ...] (taken as epoch 0).
+    """
+    seq = stage.get("sequences")
+    if isinstance(seq, dict):
+        rs = seq.get("ranges")
+        if isinstance(rs, list) and all(isinstance(r, dict) and {"start", "stop"} <= set(r) for r in rs):
+            return [(int(r.get("epoch", 0)), int(r["start"]), int(r["stop"])) for r in rs]
+        if _num(seq.get("start")) is not None and _num(seq.get("stop")) is not None:
+            return [(0, int(seq["start"]), int(seq["stop"]))]
+    value = stage.get("sequence_range")
     if isinstance(value, (list, tuple)) and len(value) == 2 and all(_num(v) is not None for v in value):
-        return [(int(value[0]), int(value[1]))]
-    if isinstance(value, (list, tuple)) and all(isinstance(v, (list, tuple)) and len(v) == 2 for v in value):
-        return [(int(a), int(b)) for a, b in value]
+        return [(0, int(value[0]), int(value[1]))]
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, (list, tuple)) and len(v) == 2 for v in value):
+        return [(0, int(a), int(b)) for a, b in value]
     return None
 
 
 def check_data_range(train: dict | None, start_idx_stage2: Any) -> dict[str, Any]:
+    """Stage 2's positions in the data order must not repeat stage 1's.
+
+    Ranges are epoch-local positions of the seeded order; the same epoch's positions are the same
+    sequences, and a later epoch re-reads sequences of earlier ones (it is a permutation of all).
+    """
     if not isinstance(train, dict):
         return _check(3, "not-run", {}, "train/summary.json is missing")
     s1, s2 = train.get("stage1"), train.get("stage2")
     if not isinstance(s2, dict) or s2.get("skipped"):
         return _check(3, "not-run", {}, "stage 2 did not run")
-    r1 = _ranges(s1.get("sequence_range")) if isinstance(s1, dict) and not s1.get("skipped") else []
-    r2 = _ranges(s2.get("sequence_range"))
+    r1 = _ranges(s1) if isinstance(s1, dict) and not s1.get("skipped") else []
+    r2 = _ranges(s2)
     if r1 is None or r2 is None:
-        return _check(3, "not-run", {}, "sequence_range missing or malformed in train/summary.json")
-    overlap = sum(max(0, min(b1, b2) - max(a1, a2)) for a1, b1 in r1 for a2, b2 in r2)
+        return _check(3, "not-run", {}, "sequence ranges missing or malformed in train/summary.json")
+    overlap = sum(max(0, min(b1, b2) - max(a1, a2)) for e1, a1, b1 in r1 for e2, a2, b2 in r2 if e1 == e2)
+    repeats = [list(r) for r in r2 if r1 and r[0] > min(e for e, _, _ in r1)]
     evidence = {"stage1_ranges": [list(r) for r in r1], "stage2_ranges": [list(r) for r in r2],
-                "overlapping_sequences": overlap, "train_start_idx_stage2": start_idx_stage2}
-    if overlap == 0:
-        return _check(3, "pass", evidence, "stage 2 read no sequence stage 1 read")
+                "range_format": "[epoch, start, stop) positions of the seeded data order",
+                "overlapping_sequences": overlap, "stage2_ranges_in_later_epochs": repeats,
+                "train_start_idx_stage2": start_idx_stage2}
+    if overlap == 0 and not repeats:
+        return _check(3, "pass", evidence, "stage 2 read no position stage 1 read, within the first pass over the data")
+    problem = (f"ranges overlap by {overlap} sequences" if overlap else
+               "stage 2 runs into a later epoch, so it re-reads sequences stage 1 saw")
     if isinstance(start_idx_stage2, int):
         evidence["overlap_configured"] = True
-        return _check(3, "pass", evidence,
-                      f"ranges overlap by {overlap} sequences, as configured (train_start_idx_stage2={start_idx_stage2})")
-    return _check(3, "fail", evidence, f"stage 2 re-read {overlap} sequences of stage 1")
+        return _check(3, "pass", evidence, f"{problem}, as configured (train_start_idx_stage2={start_idx_stage2})")
+    return _check(3, "fail", evidence, problem)
 
 
 def coverage_of(align: dict) -> float | None:

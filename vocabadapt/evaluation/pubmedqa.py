@@ -324,7 +324,8 @@ def score_questions(model: Any, tokenizer: Any, questions: Sequence[Question], s
     if skipped:
         log.warning("PubMedQA: %d question(s) skipped: question and answer need more than the model's %d tokens",
                     len(skipped), context)
-    scores = score_rows(model, rows, batch_size=batch_size, pad_id=pad, on_batch=on_batch)
+    scores = score_rows(model, rows, batch_size=batch_size, pad_id=pad, vocab_limit=len(tokenizer),
+                        on_batch=on_batch)
     per_q: dict[str, list[float]] = {}
     for row, (nll, _) in zip(rows, scores):
         qid, c = row.key
