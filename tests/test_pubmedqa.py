@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
 import json
-import math
 import time
 
 import numpy as np
@@ -51,6 +51,9 @@ def test_load_formats_agree(tmp_path):
                                            "final_decision": v["final_decision"]}) for k, v in RECORDS.items()))
     b = pq.load_questions(jsonl)
     assert a == b
+    gz = tmp_path / "qa.json.gz"
+    gz.write_bytes(gzip.compress(json.dumps(RECORDS).encode()))
+    assert pq.load_questions(gz) == a
     assert [q.id for q in a] == ["101", "102", "103"]
     assert a[0].context == "the patient received aspirin . aspirin reduces pain ."
     assert [q.id for q in pq.load_questions(_write(tmp_path, RECORDS), ids=["103", "101"])] == ["103", "101"]

@@ -18,6 +18,7 @@ the label may be "final_decision", "label" or "answer".
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import random
@@ -85,12 +86,23 @@ def _parse_record(rec: Any, rid: str | None, where: str) -> Question:
     return Question(id=str(rid), question=question.strip(), context=context, label=label)
 
 
+def _read_text(path: Path) -> str:
+    """A file's UTF-8 text, gunzipped when it ends in .gz."""
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rt", encoding="utf-8") as f:
+                return f.read()
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError, EOFError) as e:
+        raise InputError(f"{path}: cannot read it as UTF-8 text ({e})") from None
+
+
 def load_questions(path: str | Path, ids: Sequence[str] | None = None, exclude: Sequence[str] = (),
                    max_samples: int | None = None) -> list[Question]:
     """Read a PubMedQA-format file.
 
     Args:
-        path: .json (dict by id, or a list) or .jsonl file.
+        path: .json (dict by id, or a list) or .jsonl file, optionally .gz.
         ids: keep only these ids, in this order (e.g. the official test split).
         exclude: drop these ids (few-shot pools leave out the evaluated questions).
         max_samples: keep the first N.
@@ -100,13 +112,10 @@ def load_questions(path: str | Path, ids: Sequence[str] | None = None, exclude: 
     path = Path(path)
     if not path.is_file():
         raise InputError(f"PubMedQA file {path} does not exist")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: cannot read it ({e})") from None
+    text = _read_text(path)
     items: list[Question] = []
     data: Any = None
-    if path.suffix != ".jsonl":
+    if not path.name.endswith((".jsonl", ".jsonl.gz")):
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
@@ -147,8 +156,8 @@ def load_split_ids(path: str | Path) -> list[str]:
     """Ids of a split file: the keys of a JSON object (test_ground_truth.json) or a JSON list."""
     path = Path(path)
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
+        data = json.loads(_read_text(path))
+    except json.JSONDecodeError as e:
         raise InputError(f"split file {path}: cannot read it as JSON ({e})") from None
     if isinstance(data, dict):
         return [str(k) for k in data]
