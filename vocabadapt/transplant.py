@@ -271,40 +271,44 @@ def build_rows(src: torch.Tensor, recipe: initialisers.Recipe, n_used: int, n_ro
     out_dtype = out_dtype or src.dtype
     stats = _row_stats(src, n_used)
     out = torch.zeros(n_rows, h, dtype=out_dtype)
+    # The ragged recipe as flat arrays: row t's sources are flat_ids[starts[t] : starts[t] + lens[t]].
+    lens = torch.tensor([len(i) for i in recipe.source_ids], dtype=torch.long)  # (n_tgt,)
+    starts = torch.cumsum(lens, 0) - lens
+    flat_ids = torch.tensor([s for ids in recipe.source_ids for s in ids], dtype=torch.long)
+    flat_w = torch.tensor([x for w in recipe.weights for x in w], dtype=torch.float64)
+    if len(flat_ids) and (int(flat_ids.min()) < 0 or int(flat_ids.max()) >= n_src):
+        raise InputError(f"{name}: the recipe uses source ids outside 0..{n_src - 1} (the matrix has {n_src} rows)")
     labels = recipe.labels
-    random_ids = [t for t, label in enumerate(labels) if label == "random"]
-    gen = torch.Generator().manual_seed(seed)
+    is_mean = torch.tensor([label in ("mean", "special") for label in labels]) & (lens == 0)
+    is_random = torch.tensor([label == "random" for label in labels], dtype=torch.bool)
+    is_zero = torch.tensor([label == "zero" for label in labels], dtype=torch.bool)
+    first_w = torch.zeros(n_tgt, dtype=torch.float64)
+    first_w[lens > 0] = flat_w[starts[lens > 0]]
+    is_exact_copy = (lens == 1) & (first_w == 1.0)  # left untouched by norm_match
     for a in range(0, n_tgt, block):
         b = min(a + block, n_tgt)
         acc = torch.zeros(b - a, h, dtype=torch.float64)  # (block, hidden)
-        lens = torch.tensor([len(recipe.source_ids[t]) for t in range(a, b)])
-        k = int(lens.max()) if b > a else 0
-        ids = torch.zeros(b - a, max(k, 1), dtype=torch.long)
-        w = torch.zeros(b - a, max(k, 1), dtype=torch.float64)
-        for r, t in enumerate(range(a, b)):
-            if lens[r]:
-                ids[r, : lens[r]] = torch.tensor(recipe.source_ids[t], dtype=torch.long)
-                w[r, : lens[r]] = torch.tensor(recipe.weights[t], dtype=torch.float64)
-        for j in range(k):
-            sel = lens > j  # rows that have a j-th source
-            acc[sel] += w[sel, j, None] * src[ids[sel, j]].to(torch.float64)
-        for r, t in enumerate(range(a, b)):
-            if lens[r] == 0 and labels[t] in ("mean", "special"):
-                acc[r] = stats["mean"]
+        blens, bstarts = lens[a:b], starts[a:b]
+        target_norm = torch.zeros(b - a, dtype=torch.float64)  # weighted mean norm of each row's sources
+        for j in range(int(blens.max()) if b > a else 0):
+            sel = (blens > j).nonzero().flatten()  # rows that have a j-th source
+            rows = src[flat_ids[bstarts[sel] + j]].to(torch.float64)  # (len(sel), hidden)
+            w = flat_w[bstarts[sel] + j]
+            acc.index_add_(0, sel, w[:, None] * rows)  # sel is unique: acc[sel] + w * rows, exactly
+            if norm_match:
+                target_norm[sel] += w * rows.norm(dim=1)
+        acc[is_mean[a:b]] = stats["mean"]
         if norm_match:
-            src_norms = src[ids.reshape(-1)].to(torch.float64).norm(dim=1).reshape(ids.shape)  # (block, k)
-            target = (w * src_norms).sum(1)
-            is_copy = (lens == 1) & (w[:, 0] == 1.0)
-            no_src = lens == 0
-            target[no_src] = stats["mean_norm"]
+            is_copy = is_exact_copy[a:b]
+            target_norm[is_mean[a:b]] = stats["mean_norm"]
             have = acc.norm(dim=1)
-            scale = torch.where((have > 0) & ~is_copy, target / have.clamp_min(1e-300), torch.ones_like(have))
-            keep = torch.tensor([labels[t] in ("random", "zero") for t in range(a, b)])
-            scale[keep] = 1.0
-            acc *= scale[:, None]
+            rescale = (have > 0) & ~is_copy & ~is_random[a:b] & ~is_zero[a:b]
+            acc[rescale] *= (target_norm[rescale] / have[rescale])[:, None]
         out[a:b] = acc.to(out_dtype)
-    if random_ids:
-        # (n_random, hidden): N(mean, std^2) per dimension of the source rows
+    random_ids = is_random.nonzero().flatten()
+    if len(random_ids):
+        # (n_random, hidden): N(mean, std^2) per dimension of the source rows, seeded
+        gen = torch.Generator().manual_seed(seed)
         draws = torch.randn(len(random_ids), h, generator=gen, dtype=torch.float64)
         out[random_ids] = (draws * stats["std"] + stats["mean"]).to(out_dtype)
     bad = (~torch.isfinite(out[:n_tgt])).any(dim=1).nonzero().flatten().tolist()

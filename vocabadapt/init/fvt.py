@@ -22,9 +22,16 @@ log = logging.getLogger(__name__)
 
 
 def _byte_level_alphabet() -> dict[int, str]:
-    from transformers.models.gpt2.tokenization_gpt2 import bytes_to_unicode
-
-    return bytes_to_unicode()
+    """GPT-2's byte -> printable character table (the byte-level BPE alphabet)."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    table, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            table[b] = chr(b)
+        else:  # unprintable bytes are moved past 255
+            table[b] = chr(256 + extra)
+            extra += 1
+    return table
 
 
 def _byte_fallback(target_tok: Any, source_vocab: dict[str, int], tid: int) -> list[int] | None:
