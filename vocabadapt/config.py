@@ -367,6 +367,10 @@ def _expand_env(value: Any, where: str, problems: list[str]) -> Any:
         return {k: _expand_env(v, f"{where}.{k}" if where else str(k), problems) for k, v in value.items()}
     if isinstance(value, list):
         return [_expand_env(v, f"{where}[{i}]", problems) for i, v in enumerate(value)]
+    if isinstance(value, str) and "\x00" in value:
+        # No path, id or name holds a NUL byte; os calls would fail on it later with a bare ValueError.
+        problems.append(f"{where or '(top level)'}: the value contains a NUL byte (\\x00); remove it")
+        return value
     if not isinstance(value, str) or "${" not in value:
         return value
 
@@ -376,7 +380,7 @@ def _expand_env(value: Any, where: str, problems: list[str]) -> Any:
             return os.environ[name]
         if default is not None:
             return default
-        problems.append(f"{where}: environment variable ${{{name}}} is not set (set it, or write ${{{name}:-default}})")
+        problems.append(f"{where or '(top level)'}: environment variable ${{{name}}} is not set (set it, or write ${{{name}:-default}})")
         return m.group(0)
 
     expanded = _ENV.sub(sub, value)
@@ -411,11 +415,12 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, raw = text.split("=", 1)
     parts = [p for p in key.strip().split(".") if p]
     if not parts:
-        raise ConfigError("--set", [f"'{text}' has an empty key"])
+        raise ConfigError("--set", [f"{text!r} has an empty key"])
     try:
         value = yaml.load(raw, Loader=_Loader) if raw.strip() else ""
     except yaml.YAMLError as e:
-        raise ConfigError("--set", [f"{key}: value '{raw}' is not valid YAML ({e})"]) from None
+        problem = " ".join(str(getattr(e, "problem", None) or e).split())
+        raise ConfigError("--set", [f"{'.'.join(parts)}: value {raw!r} is not valid YAML ({problem})"]) from None
     return parts, value
 
 
@@ -441,6 +446,10 @@ def _describe(err: dict, lines: dict[str, int], overridden: set[str]) -> str:
     model: Any = Config
     branches: list[type[BaseModel]] = []
     loc = err["loc"]
+    bad_key = None
+    if err["type"] == "invalid_key" and loc:
+        # The last loc item is the offending mapping key (a number, say), not a list index.
+        loc, bad_key = loc[:-1], loc[-1]
     for i, part in enumerate(loc):
         if isinstance(part, int):
             clean.append(part)
@@ -454,9 +463,15 @@ def _describe(err: dict, lines: dict[str, int], overridden: set[str]) -> str:
             model = next(b for b in branches if b.__name__ == part)
         elif err["type"] == "extra_forbidden" and i == len(loc) - 1:
             clean.append(part)
-    path = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in clean).replace(".[", "[")
+    # A key with blanks, separators or control characters is quoted, so the message stays one readable line.
+    path = ".".join(f"[{p}]" if isinstance(p, int) else str(p) if re.fullmatch(r"[\w\-]+", str(p)) else repr(p)
+                    for p in clean).replace(".[", "[")
+    if bad_key is not None:
+        path = f"{path}.{bad_key!r}" if path else repr(bad_key)
     path = path or "(top level)"
     msg = err["msg"]
+    if bad_key is not None:
+        msg = f"keys must be text, got {type(bad_key).__name__} {bad_key!r}; write it as a known key name"
     if err["type"] == "extra_forbidden":
         owner = model
         names = _field_names(owner) if owner else []
@@ -487,7 +502,9 @@ def validate_dict(data: Any, source: str, lines: dict[str, int] | None = None, o
         return Config.model_validate(data)
     except ValidationError as e:
         # For a union such as `str | {train: ...}` given a mapping, the "not a string" branch error is noise.
-        errors = [err for err in e.errors() if not (err["loc"][-1] == "str" and isinstance(err.get("input"), dict))]
+        # A whole-config check (model_validator) has an empty loc; its message names the keys itself.
+        errors = [err for err in e.errors()
+                  if not (err["loc"] and err["loc"][-1] == "str" and isinstance(err.get("input"), dict))]
         problems = [_describe(err, lines or {}, overridden or set()) for err in errors]
         raise ConfigError(source, problems) from None
 
@@ -554,9 +571,14 @@ def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(e, "problem", None) or str(e)
         raise ConfigError(source, [f"{where}YAML syntax error: {problem}"]) from None
-    lines = _line_map(node) if node is not None else {}
     problems: list[str] = []
-    data = _expand_env(data, "", problems)
+    try:
+        lines = _line_map(node) if node is not None else {}
+        data = _expand_env(data, "", problems)
+    except RecursionError:
+        # A YAML alias inside its own anchor (`a: &x [*x]`) makes an endless structure.
+        raise ConfigError(source, ["the YAML nests too deeply or an alias (*name) refers to its own anchor "
+                                   "(&name); write the values out"]) from None
     overridden: set[str] = set()
     for text_override in overrides:
         parts, value = parse_override(text_override)

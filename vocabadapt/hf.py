@@ -100,6 +100,25 @@ def check_weights_safe(directory: Path, models: ModelsConfig) -> None:
         raise InputError(f"{directory} holds no model weights (*.safetensors); is it a model directory?")
 
 
+def check_finite(model: Any, where: Path | str) -> None:
+    """Refuse a model with NaN or infinite weights (a corrupt or diverged checkpoint), naming the tensor.
+
+    Raises:
+        InputError: naming `where` and the first non-finite parameter.
+    """
+    import torch
+
+    for name, param in model.named_parameters():
+        if param.is_meta or not param.is_floating_point():
+            continue  # offloaded (meta) tensors hold no values to check here
+        if not bool(torch.isfinite(param).all()):
+            bad = int((~torch.isfinite(param)).sum())
+            raise InputError(
+                f"{where}: weight {name} {tuple(param.shape)} has {bad} NaN/inf value(s); the checkpoint is "
+                f"corrupt or the run that wrote it diverged. Use an earlier checkpoint or rerun that stage."
+            )
+
+
 def load_model(name: str, models: ModelsConfig, cache_dir: str | None = None, **kwargs: Any) -> Any:
     """Load an AutoModelForCausalLM from a directory or hub id, safely (see module docstring)."""
     from transformers import AutoModelForCausalLM
@@ -113,7 +132,7 @@ def load_model(name: str, models: ModelsConfig, cache_dir: str | None = None, **
         _check_remote_code(p, models, "model")
         check_weights_safe(p, models)
         try:
-            return AutoModelForCausalLM.from_pretrained(
+            model = AutoModelForCausalLM.from_pretrained(
                 str(p),
                 trust_remote_code=models.trust_remote_code,
                 use_safetensors=None if models.allow_pickle else True,
@@ -121,6 +140,8 @@ def load_model(name: str, models: ModelsConfig, cache_dir: str | None = None, **
             )
         except Exception as e:
             raise InputError(f"{p}: could not load the model ({type(e).__name__}: {str(e)[:300]})") from None
+        check_finite(model, p)
+        return model
     if name.startswith((".", "/", "~")):
         raise InputError(f"model path {name} does not exist")
     try:

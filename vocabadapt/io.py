@@ -85,7 +85,12 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         if path.exists():
             old = path.with_name(f"{TMP_PREFIX}old-{path.name}.{os.getpid()}")
             os.replace(path, old)
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            if old is not None:
+                os.replace(old, path)  # put the previous version back before reporting the failure
+            raise
         _fsync_dir(path.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
@@ -134,7 +139,9 @@ def fingerprint(path: str | os.PathLike, how: str = "sha256") -> dict[str, Any] 
     if not path.exists():
         return None
     files = [path] if path.is_file() else sorted(
-        p for p in path.rglob("*") if p.is_file() and not any(part.startswith(TMP_PREFIX) for part in p.parts)
+        # Only names inside the tree count: a run dir that lives under a ".tmp-..." folder is still seen.
+        p for p in path.rglob("*")
+        if p.is_file() and not any(part.startswith(TMP_PREFIX) for part in p.relative_to(path).parts)
     )
     total = 0
     h = hashlib.sha256()
