@@ -623,6 +623,9 @@ def train_stage(
                 f"vocab_adaptation.lora_target_modules {missing} are not linear layers of {type(model).__name__}; "
                 f"its linear projections are {available} (or set lora_target_modules: null to use all of them)"
             )
+        from transformers import set_seed
+
+        set_seed(cfg.seed)  # the adapters' random init must not depend on what ran before in this process
         model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                                                  target_modules=lora_targets, bias="none", task_type="CAUSAL_LM"))
         for p in matrices:  # peft froze them; the new rows keep training with the adapters
@@ -650,6 +653,13 @@ def train_stage(
         log.info("%s: resuming from %s", settings.name, resume_from)
         if settings.trainable == "lora":
             _TrainableRowsSaver.load(resume_from, matrices)
+        else:
+            # Trainer's own resume loads the raw state dict non-strictly, which skips tensors whose saved
+            # name differs from the module's (transformers 5 saves GPT-NeoX's lm_head as embed_out);
+            # loading through from_pretrained maps the names, and strict=True proves nothing was missed.
+            saved = load_model(str(resume_from), models, dtype=torch.float32, attn_implementation=attn)
+            model.load_state_dict(saved.state_dict(), strict=True)
+            del saved
 
     eval_fn = None
     if windows is not None:
