@@ -107,7 +107,7 @@ def _f(x: Any, digits: int = 4) -> str:
     if isinstance(x, int):
         return f"{x:,}"
     if isinstance(x, float):
-        return f"{x:.{digits}f}"
+        return f"{x:,.0f}" if abs(x) >= 10_000 else f"{x:.{digits}f}"
     return str(x)
 
 
@@ -191,7 +191,7 @@ def plot_training(facts: RunFacts, out: Path) -> Path | None:
             ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes)
     src_bpb = _get(facts.summary, "models", "source", "bpb", "heldout", "bits_per_byte")
     if isinstance(src_bpb, (int, float)) and series["bpb"]:
-        ax2.axhline(src_bpb, color="grey", ls="--", lw=1, label="source model (evaluate)")
+        ax2.axhline(src_bpb, color="grey", ls="--", lw=1, label="source model (evaluate stage, full held-out)")
         ax2.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out)

@@ -134,7 +134,8 @@ def score_rows(model: Any, rows: Sequence[Row], batch_size: int = 8, pad_id: int
 
 def encode(tokenizer: Any, text: str) -> list[int]:
     """Token ids of `text` without special tokens (we add the start token ourselves, uniformly)."""
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    # verbose=False: texts longer than model_max_length are expected here (we window them ourselves).
+    return list(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
 
 def bits_per_byte(model: Any, tokenizer: Any, texts: Iterable[str], context: int | None = None,

@@ -67,8 +67,8 @@ def _num(x: Any) -> float | None:
 
 
 def loss_windows(losses: list[float]) -> tuple[float, float, int]:
-    """Mean of the first and the last 10 % of the logged losses (at least one value each)."""
-    w = max(1, len(losses) // 10)
+    """Mean of the first and the last 10 % of the logged losses (3 values at least, half at most)."""
+    w = max(1, min(len(losses) // 2, max(len(losses) // 10, 3)))
     return sum(losses[:w]) / w, sum(losses[-w:]) / w, w
 
 

@@ -105,7 +105,7 @@ def load_questions(path: str | Path, ids: Sequence[str] | None = None, exclude: 
         path: .json (dict by id, or a list) or .jsonl file, optionally .gz.
         ids: keep only these ids, in this order (e.g. the official test split).
         exclude: drop these ids (few-shot pools leave out the evaluated questions).
-        max_samples: keep the first N.
+        max_samples: keep a seeded sample of N (in file order).
     Raises:
         InputError: missing file, bad JSON, a record without a required field, or unknown ids.
     """
@@ -147,8 +147,10 @@ def load_questions(path: str | Path, ids: Sequence[str] | None = None, exclude: 
     if exclude:
         drop = {str(i) for i in exclude}
         items = [q for q in items if q.id not in drop]
-    if max_samples is not None:
-        items = items[:max_samples]
+    if max_samples is not None and max_samples < len(items):
+        # A seeded sample in file order, not the first N: files are often sorted by label or id.
+        keep = sorted(random.Random(0).sample(range(len(items)), max_samples))
+        items = [items[i] for i in keep]
     return items
 
 
