@@ -1,0 +1,127 @@
+"""The embed stage: one co-occurrence vector per token id, for each tokenizer.
+
+TokAlign learns token vectors from each tokenizer's own segmentation of the same text: fastText
+skipgram over the id corpus (each document one line of space-separated ids). Character n-grams are
+off by default because n-grams of numeric ids ("123" inside "41237") are noise. With `thread: 1` the
+result is bitwise reproducible (fastText's `seed`; Hogwild threads race otherwise).
+
+Outputs, per side: `embeddings/{side}.npy` float32 (rows, dim), `{side}_ids.npy` int64 token id of
+each row (ascending), `{side}_counts.npy` int64 corpus frequency of each row's token.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError, StageError
+from .io import atomic_dir, write_json
+from .shards import ShardReader
+
+log = logging.getLogger(__name__)
+
+SIDES = ("source", "target")
+
+
+def write_id_corpus(reader: ShardReader, path: Path) -> None:
+    """One line per document: its token ids separated by spaces (fastText's input)."""
+    with open(path, "w", encoding="ascii") as f:
+        for doc in reader.documents():
+            if doc.size:
+                f.write(" ".join(map(str, doc.tolist())))
+                f.write("\n")
+
+
+def token_counts(reader: ShardReader, vocab_size: int) -> np.ndarray:
+    """Corpus frequency of every id 0..vocab_size-1, shard by shard (int64, (vocab_size,))."""
+    counts = np.zeros(vocab_size, dtype=np.int64)
+    for shard in reader.shards:
+        c = np.bincount(np.asarray(shard), minlength=vocab_size)
+        if c.size > vocab_size:
+            raise InputError(f"{reader.dir}: token id {c.size - 1} is outside the vocabulary ({vocab_size}); rerun tokenize")
+        counts += c
+    return counts
+
+
+def train_vectors(corpus_file: Path, ft_cfg: Any, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Train fastText on an id corpus; return (ids int64 ascending, vectors float32 (n, dim))."""
+    import fasttext
+    from fasttext import FastText as ft_api
+
+    # fasttext 0.9.2's train_unsupervised() refuses a `seed` keyword although its C++ Args has one,
+    # so build the Args the way train_unsupervised does and set the seed on them.
+    args = dict(ft_api.unsupervised_default)
+    given = dict(
+        input=str(corpus_file), model=ft_cfg.model, dim=ft_cfg.dim, ws=ft_cfg.window, epoch=ft_cfg.epochs,
+        lr=ft_cfg.lr, minCount=ft_cfg.mincount, minn=ft_cfg.minn, maxn=ft_cfg.maxn, neg=ft_cfg.neg,
+        thread=ft_cfg.thread or os.cpu_count() or 1, seed=seed, verbose=0,
+    )
+    args.update(given)
+    a = ft_api._build_args(args, set(given))
+    model = ft_api._FastText(args=a)
+    ft_api.fasttext.train(model.f, a)
+    model.set_args(model.f.getArgs())
+    words = model.get_words()
+    ids, rows = [], []
+    for w in words:
+        if w.isdigit():  # skips fastText's own "</s>" line-end token
+            ids.append(int(w))
+            rows.append(model.get_word_vector(w))
+    if not ids:
+        raise StageError(f"fastText learned no token vectors from {corpus_file}; is the corpus empty?")
+    ids_arr = np.asarray(ids, dtype=np.int64)
+    order = np.argsort(ids_arr, kind="stable")
+    return ids_arr[order], np.stack(rows).astype(np.float32)[order]
+
+
+def run_stage(ctx: Any) -> dict[str, Any]:
+    """Write embeddings/{source,target}{.npy,_ids.npy,_counts.npy} and embeddings/summary.json."""
+    ft = ctx.config.embedding.fasttext
+    readers = {}
+    for side in SIDES:
+        d = ctx.path("tokens", side, "train")
+        if not (d / "meta.json").exists():
+            raise InputError(f"{d} is missing or unfinished; run the tokenize stage first")
+        readers[side] = ShardReader(d)
+        if readers[side].num_tokens == 0:
+            raise InputError(f"{d} holds no tokens; the corpus is empty for the {side} tokenizer")
+    summary: dict[str, Any] = {"dim": ft.dim, "model": ft.model, "thread": ft.thread or os.cpu_count()}
+    with atomic_dir(ctx.path("embeddings")) as tmp:
+        for side, reader in readers.items():
+            vocab_size = int(reader.meta.get("vocab_size") or 0)
+            counts_all = token_counts(reader, vocab_size or int(reader.tokens(0, reader.num_tokens).max()) + 1)
+            with tempfile.TemporaryDirectory(dir=tmp) as scratch:
+                corpus_file = Path(scratch) / "ids.txt"
+                write_id_corpus(reader, corpus_file)
+                ids, vecs = train_vectors(corpus_file, ft, seed=0)
+            np.save(tmp / f"{side}.npy", vecs)
+            np.save(tmp / f"{side}_ids.npy", ids)
+            np.save(tmp / f"{side}_counts.npy", counts_all[ids])
+            seen = int((counts_all > 0).sum())
+            summary[side] = {"rows": int(ids.size), "vocab_size": vocab_size, "ids_seen": seen,
+                             "share_of_vocab": round(ids.size / vocab_size, 4) if vocab_size else None,
+                             "tokens": reader.num_tokens}
+            log.info("embed %s: %d vectors of dim %d (%.1f%% of the vocabulary)", side, ids.size, ft.dim,
+                     100 * ids.size / max(vocab_size, 1))
+        write_json(tmp / "summary.json", summary)
+    return summary
+
+
+def load_embeddings(run_dir: Path, side: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(vectors float32 (n, dim), ids int64 (n,), counts int64 (n,)) of one side, checked."""
+    d = Path(run_dir) / "embeddings"
+    try:
+        vecs = np.load(d / f"{side}.npy")
+        ids = np.load(d / f"{side}_ids.npy")
+        counts = np.load(d / f"{side}_counts.npy")
+    except (OSError, ValueError) as e:
+        raise InputError(f"{d}: cannot read the {side} embeddings ({e}); rerun the embed stage") from None
+    if vecs.ndim != 2 or ids.shape != (vecs.shape[0],) or counts.shape != ids.shape:
+        raise InputError(f"{d}: {side} embeddings have inconsistent shapes {vecs.shape}, {ids.shape}, {counts.shape}; "
+                         f"rerun the embed stage")
+    return vecs, ids, counts
