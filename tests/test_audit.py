@@ -163,7 +163,7 @@ def test_stage2_start_measured_cases():
 
 def test_stage2_start_without_statistics_says_what_auto_means():
     f = one(run_rule("stage2_start", cfg(GOOD)), "stage2_start")
-    assert f.severity == "info" and "Not checked" in f.message and "auto = stage 1's consumption = 160,000" in f.message
+    assert f.severity == "info" and "Not checked" in f.message and "auto means stage 1's consumption = 160,000" in f.message
     # Without counts but with documents: the average tokens per document the start index would need.
     orig = copy.deepcopy(ORIGINAL)
     orig["corpus"]["size_gb"] = 0

@@ -448,7 +448,7 @@ def check_lr_stage1(config: Config, facts: Facts) -> list[Finding]:
               f"Adam-style) or {_lr(linear_lr)} (linear) at {ratio:.4g}× the batch")
     hi = min(sqrt_lr, EMBEDDINGS_ONLY_LR_CAP) if small else sqrt_lr
     advice = (f"set lr_stage1 between {_lr(linear_lr)} (linear scaling) and {_lr(hi)}"
-              + (" (square-root scaling, capped at 1e-4 for embeddings-only training at this batch)" if small
+              + (f" (the embeddings-only cap at this batch; square-root scaling gives {_lr(sqrt_lr)})" if small
                  and hi < sqrt_lr else " (square-root scaling)")
               + f", e.g. lr_stage1: {_lr(linear_lr)}; or raise the batch towards "
               f"{PAPER_SEQUENCES_PER_STEP:,} sequences per step")
@@ -456,8 +456,8 @@ def check_lr_stage1(config: Config, facts: Facts) -> list[Finding]:
     severity = "info"
     if lr > LR_WARN_FACTOR * sqrt_lr:
         severity = "error" if lr > LR_ERROR_FACTOR * sqrt_lr else "warning"
-        problems.append(f"{_lr(lr)} is {lr / sqrt_lr:.1f}× the square-root-scaled paper value ({_lr(sqrt_lr)}) "
-                        f"and {lr / linear_lr:.1f}× the linear-scaled one ({_lr(linear_lr)})")
+        problems.append(f"{_lr(lr)} is {lr / sqrt_lr:.3g}× the square-root-scaled paper value ({_lr(sqrt_lr)}) "
+                        f"and {lr / linear_lr:.3g}× the linear-scaled one ({_lr(linear_lr)})")
     if small and lr > EMBEDDINGS_ONLY_LR_CAP:
         if severity == "info":
             severity = "warning"
@@ -541,13 +541,14 @@ def check_stage2_start(config: Config, facts: Facts) -> list[Finding]:
             per_doc = need_tokens / facts.documents
             ev["required_tokens_per_document"] = per_doc
             extra += f", i.e. ≥ {_n(per_doc)} tokens per document over its {_n(facts.documents)} documents"
-        msg = (f"{consumption}{extra}. Not checked against the corpus: no token or byte counts "
-               f"(--corpus-stats with tokens or bytes, or corpus.size_gb). auto = stage 1's consumption = "
-               f"{_n(c1)}, so stage 2 starts on data stage 1 never saw.")
-        if notes or problems:
-            msg += " " + "; ".join(problems + notes) + "."
+        parts = problems + notes + [consumption + extra,
+                                    "not checked against the corpus: no token or byte counts (--corpus-stats with "
+                                    "tokens or bytes, or corpus.size_gb)",
+                                    f"train_start_idx_stage2: auto means stage 1's consumption = {_n(c1)}, so "
+                                    "stage 2 starts on data stage 1 never saw"]
+        msg = ". ".join(p[0].upper() + p[1:] for p in parts) + "."
         findings.append(Finding("stage2_start", severity, key, msg,
-                                "use train_start_idx_stage2: auto" if not is_auto else
+                                f"set train_start_idx_stage2: auto (= {_n(c1)} here)" if not is_auto else
                                 "pass --corpus-stats <run>/corpus/stats.json to check the data suffices", ev))
         return findings
     N = size.sequences
