@@ -194,6 +194,13 @@ def test_checklist_failures(tmp_path):
     assert [c["status"] for c in checks] == ["fail"] * 6
     assert checks[2]["evidence"]["overlapping_sequences"] == 50
     assert "2 rows were zero-initialised" in checks[3]["reason"]
+    # a small gap inside the interval still fails (the criterion is the point estimate), and says so
+    summary["models"]["stage2"]["pubmedqa"]["accuracy"] = 0.59
+    summary["pubmedqa_vs_baseline"]["stage2"] = {"accuracy_diff": -0.01, "accuracy_diff_ci95": [-0.05, 0.03]}
+    c6 = checklist.build_checklist(tmp_path, summary)[5]
+    assert c6["status"] == "fail" and "within noise" in c6["reason"]
+    summary["models"]["stage2"]["pubmedqa"]["accuracy"] = 0.6
+    assert checklist.build_checklist(tmp_path, summary)[5]["status"] == "pass"
     # an overlap that the config asks for passes
     assert checklist.build_checklist(tmp_path, summary, start_idx_stage2=50)[2]["status"] == "pass"
 
