@@ -28,6 +28,7 @@ import math
 import shutil
 import struct
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -74,59 +75,105 @@ def _tensor_bytes(t: torch.Tensor) -> memoryview:
     return memoryview(t.detach().contiguous().cpu().reshape(-1).view(torch.uint8).numpy())
 
 
-def _stream_rewrite(src: Path, dst: Path, replacements: dict[str, torch.Tensor],
+def read_tensor(path: Path, name: str) -> torch.Tensor:
+    """One tensor of a safetensors file, read with plain file reads.
+
+    (safe_open maps the file; the mapped pages would count in the process's resident memory on top
+    of the tensor's own copy, doubling the transplant's peak.)
+    Raises:
+        InputError: the file lacks the tensor, or it is not a float tensor.
+    """
+    start, header = _read_header(path)
+    info = header.get(name)
+    if info is None:
+        raise InputError(f"{path} has no tensor '{name}'; is the index (model.safetensors.index.json) stale?")
+    if info["dtype"] not in _ST_FLOAT:
+        raise InputError(f"{path}: tensor '{name}' has dtype {info['dtype']}, expected a float type")
+    a, b = info["data_offsets"]
+    t = torch.empty(info["shape"], dtype=_ST_FLOAT[info["dtype"]])
+    buf = _tensor_bytes(t)
+    if len(buf) != b - a:
+        raise InputError(f"{path}: tensor '{name}' has {b - a} bytes, its shape needs {len(buf)}; re-save the model")
+    with open(path, "rb") as f:
+        f.seek(start + a)
+        if f.readinto(buf) != b - a:
+            raise InputError(f"{path} is truncated (tensor {name}); re-download or re-save the model")
+    return t
+
+
+@dataclass
+class Spilled:
+    """A built tensor parked in a raw little-endian file until its shard is written (frees memory)."""
+
+    path: Path
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+
+    @classmethod
+    def write(cls, t: torch.Tensor, path: Path) -> "Spilled":
+        with open(path, "wb") as f:
+            f.write(_tensor_bytes(t))
+        return cls(path, t.dtype, tuple(t.shape))
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * torch.empty((), dtype=self.dtype).element_size()
+
+
+def _copy_bytes(f, out, pos: int, left: int, what: str) -> None:
+    f.seek(pos)
+    while left:
+        chunk = f.read(min(left, COPY_CHUNK))
+        if not chunk:
+            raise InputError(f"{what} is truncated; re-download or re-save the model")
+        out.write(chunk)
+        left -= len(chunk)
+
+
+def _stream_rewrite(src: Path, dst: Path, replacements: dict[str, Spilled],
                     convert: torch.dtype | None = None) -> None:
     """Write `dst` = `src` with some tensors replaced (and, with `convert`, float tensors cast).
 
-    Untouched tensors' bytes are copied in COPY_CHUNK pieces; a converted tensor is read alone.
+    Every tensor's bytes are copied in COPY_CHUNK pieces; a converted tensor is read alone.
     """
-    from safetensors import safe_open
-
     start, header = _read_header(src)
     meta = header.pop("__metadata__", None)
     missing = set(replacements) - set(header)
     if missing:
         raise InputError(f"{src} lacks the tensor(s) {sorted(missing)} that should be rewritten")
     names = sorted(header, key=lambda k: header[k]["data_offsets"][0])  # keep the file's order
-    plan: list[tuple[str, str, Any]] = []  # (name, how, what): raw byte range / tensor / converted name
+    plan: list[tuple[str, str]] = []  # (name, how): replace / convert / raw
     new_header: dict[str, Any] = {"__metadata__": meta} if meta is not None else {}
     offset = 0
     for name in names:
         info = header[name]
         if name in replacements:
-            t = replacements[name]
-            code, shape, nbytes = _ST_CODE[t.dtype], list(t.shape), t.numel() * t.element_size()
-            plan.append((name, "tensor", t))
+            r = replacements[name]
+            code, shape, nbytes, how = _ST_CODE[r.dtype], list(r.shape), r.nbytes, "replace"
         elif convert is not None and info["dtype"] in _ST_FLOAT and _ST_FLOAT[info["dtype"]] != convert:
-            code, shape = _ST_CODE[convert], info["shape"]
+            code, shape, how = _ST_CODE[convert], info["shape"], "convert"
             nbytes = math.prod(shape) * torch.empty((), dtype=convert).element_size()
-            plan.append((name, "convert", None))
         else:
-            code, shape = info["dtype"], info["shape"]
-            a, b = info["data_offsets"]
-            nbytes = b - a
-            plan.append((name, "raw", (start + a, b - a)))
+            code, shape, how = info["dtype"], info["shape"], "raw"
+            nbytes = info["data_offsets"][1] - info["data_offsets"][0]
+        plan.append((name, how))
         new_header[name] = {"dtype": code, "shape": shape, "data_offsets": [offset, offset + nbytes]}
         offset += nbytes
     blob = json.dumps(new_header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)  # the format pads the header to 8-byte alignment with spaces
-    with open(dst, "wb") as out, open(src, "rb") as f, safe_open(str(src), "pt") as reader:
+    with open(dst, "wb") as out, open(src, "rb") as f:
         out.write(struct.pack("<Q", len(blob)))
         out.write(blob)
-        for name, how, what in plan:
-            if how == "tensor":
-                out.write(_tensor_bytes(what))
+        for name, how in plan:
+            if how == "replace":
+                r = replacements[name]
+                with open(r.path, "rb") as spilled:
+                    _copy_bytes(spilled, out, 0, r.nbytes, f"{r.path} (built {name})")
             elif how == "convert":
-                out.write(_tensor_bytes(reader.get_tensor(name).to(convert)))
+                out.write(_tensor_bytes(read_tensor(src, name).to(convert)))
             else:
-                pos, left = what
-                f.seek(pos)
-                while left:
-                    chunk = f.read(min(left, COPY_CHUNK))
-                    if not chunk:
-                        raise InputError(f"{src} is truncated (tensor {name}); re-download or re-save the model")
-                    out.write(chunk)
-                    left -= len(chunk)
+                a, b = header[name]["data_offsets"]
+                _copy_bytes(f, out, start + a, b - a, f"{src} (tensor {name})")
 
 
 def _checkpoint_files(model_dir: Path) -> tuple[list[str], dict[str, str] | None]:
@@ -228,7 +275,7 @@ def _locate(model_dir: Path, config: Any, weight_keys: list[str], trust_remote_c
 # building rows
 
 
-def _row_stats(src: torch.Tensor, n_used: int, block: int = 8192) -> dict[str, torch.Tensor]:
+def _row_stats(src: torch.Tensor, n_used: int, block: int = 2048) -> dict[str, torch.Tensor]:
     """Per-dimension mean and std and the mean row norm of src[:n_used], in float64, blockwise."""
     h = src.shape[1]
     total = torch.zeros(h, dtype=torch.float64)
@@ -247,7 +294,7 @@ def _row_stats(src: torch.Tensor, n_used: int, block: int = 8192) -> dict[str, t
 
 def build_rows(src: torch.Tensor, recipe: initialisers.Recipe, n_used: int, n_rows: int, seed: int = 0,
                norm_match: bool = False, out_dtype: torch.dtype | None = None, name: str = "embedding",
-               block: int = 4096) -> torch.Tensor:
+               block: int = 2048) -> torch.Tensor:
     """Rows for the target vocabulary from source rows.
 
     Args:
@@ -287,16 +334,16 @@ def build_rows(src: torch.Tensor, recipe: initialisers.Recipe, n_used: int, n_ro
     is_exact_copy = (lens == 1) & (first_w == 1.0)  # left untouched by norm_match
     for a in range(0, n_tgt, block):
         b = min(a + block, n_tgt)
-        acc = torch.zeros(b - a, h, dtype=torch.float64)  # (block, hidden)
+        acc = torch.zeros(b - a, h, dtype=torch.float64)  # (block, hidden); small blocks bound the peak
         blens, bstarts = lens[a:b], starts[a:b]
         target_norm = torch.zeros(b - a, dtype=torch.float64)  # weighted mean norm of each row's sources
         for j in range(int(blens.max()) if b > a else 0):
             sel = (blens > j).nonzero().flatten()  # rows that have a j-th source
             rows = src[flat_ids[bstarts[sel] + j]].to(torch.float64)  # (len(sel), hidden)
             w = flat_w[bstarts[sel] + j]
-            acc.index_add_(0, sel, w[:, None] * rows)  # sel is unique: acc[sel] + w * rows, exactly
             if norm_match:
                 target_norm[sel] += w * rows.norm(dim=1)
+            acc.index_add_(0, sel, rows.mul_(w[:, None]))  # sel is unique: acc[sel] + w * rows, exactly
         acc[is_mean[a:b]] = stats["mean"]
         if norm_match:
             is_copy = is_exact_copy[a:b]
@@ -304,14 +351,15 @@ def build_rows(src: torch.Tensor, recipe: initialisers.Recipe, n_used: int, n_ro
             have = acc.norm(dim=1)
             rescale = (have > 0) & ~is_copy & ~is_random[a:b] & ~is_zero[a:b]
             acc[rescale] *= (target_norm[rescale] / have[rescale])[:, None]
-        out[a:b] = acc.to(out_dtype)
+        out[a:b] = acc
     random_ids = is_random.nonzero().flatten()
     if len(random_ids):
         # (n_random, hidden): N(mean, std^2) per dimension of the source rows, seeded
         gen = torch.Generator().manual_seed(seed)
         draws = torch.randn(len(random_ids), h, generator=gen, dtype=torch.float64)
         out[random_ids] = (draws * stats["std"] + stats["mean"]).to(out_dtype)
-    bad = (~torch.isfinite(out[:n_tgt])).any(dim=1).nonzero().flatten().tolist()
+    bad = [t for a in range(0, n_tgt, block)
+           for t in (a + (~torch.isfinite(out[a:min(a + block, n_tgt)])).any(dim=1).nonzero().flatten()).tolist()]
     if bad:
         show = ", ".join(f"{t} ({labels[t]} from {recipe.source_ids[t][:5]})" for t in bad[:5])
         raise InputError(
@@ -320,6 +368,12 @@ def build_rows(src: torch.Tensor, recipe: initialisers.Recipe, n_used: int, n_ro
             f"large row can overflow, use bfloat16 or float32."
         )
     return out
+
+
+def _zero_rows(t: torch.Tensor, block: int = 4096) -> torch.Tensor:
+    """(rows,) bool: which rows are all zero, computed blockwise (no full-size temporary)."""
+    return torch.cat([(t[a:a + block] == 0).all(dim=1) for a in range(0, t.shape[0], block)] or
+                     [torch.zeros(0, dtype=torch.bool)])
 
 
 def _check_recipe_ids(recipe: initialisers.Recipe, n_src_rows: int, n_src_tokens: int) -> None:
@@ -396,7 +450,7 @@ def transplant_model(
         if not _has_safetensors(model_dir):
             model_dir = _pickle_to_safetensors(model_dir, models_cfg, Path(scratch))
         return _transplant(model_dir, source_tokenizer, target_tokenizer, mapping, out_dir, recipe_fn, init,
-                           norm_match, pad_to_multiple_of, dtype, seed, trust_remote_code, AutoConfig)
+                           norm_match, pad_to_multiple_of, dtype, seed, trust_remote_code, AutoConfig, Path(scratch))
 
 
 def _has_safetensors(model_dir: Path) -> bool:
@@ -447,8 +501,7 @@ def _special_ids(tok: Any) -> dict[str, int | None]:
 
 
 def _transplant(model_dir, source_tokenizer, target_tokenizer, mapping, out_dir, recipe_fn, init, norm_match,
-                pad_to_multiple_of, dtype, seed, trust_remote_code, AutoConfig) -> dict[str, Any]:
-    from safetensors import safe_open
+                pad_to_multiple_of, dtype, seed, trust_remote_code, AutoConfig, scratch: Path) -> dict[str, Any]:
     from transformers import GenerationConfig
 
     config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)
@@ -459,8 +512,7 @@ def _transplant(model_dir, source_tokenizer, target_tokenizer, mapping, out_dir,
     where = _locate(model_dir, config, list(weight_map), trust_remote_code)
     in_key, out_key, bias_key, tied = where["input"], where["output"], where["bias"], where["tied"]
 
-    with safe_open(str(model_dir / weight_map[in_key]), "pt") as f:
-        src_in = f.get_tensor(in_key)  # (source_rows, hidden)
+    src_in = read_tensor(model_dir / weight_map[in_key], in_key)  # (source_rows, hidden)
     n_src_rows = src_in.shape[0]
     n_src_tok = len(source_tokenizer)
     if n_src_tok > n_src_rows:
@@ -468,13 +520,6 @@ def _transplant(model_dir, source_tokenizer, target_tokenizer, mapping, out_dir,
             f"the source tokenizer has {n_src_tok} tokens but the model's input embedding '{in_key}' has only "
             f"{n_src_rows} rows; this tokenizer does not belong to this model (set models.source_tokenizer)."
         )
-    src_out = None
-    if out_key is not None and not tied:
-        with safe_open(str(model_dir / weight_map[out_key]), "pt") as f:
-            src_out = f.get_tensor(out_key)  # (source_rows, hidden)
-        if src_out.shape[0] < n_src_tok:
-            raise InputError(f"the output head '{out_key}' has {src_out.shape[0]} rows, fewer than the source "
-                             f"tokenizer's {n_src_tok} tokens")
 
     ctx = initialisers.InitContext(mapping=mapping, source_tokenizer=source_tokenizer,
                                    target_tokenizer=target_tokenizer, seed=seed)
@@ -487,27 +532,36 @@ def _transplant(model_dir, source_tokenizer, target_tokenizer, mapping, out_dir,
     n_rows = -(-n_tgt // pad_to_multiple_of) * pad_to_multiple_of
     out_dtype = _DTYPE_NAMES[dtype] if dtype != "auto" else None
     common = dict(recipe=recipe, n_used=n_src_tok, n_rows=n_rows, norm_match=norm_match, out_dtype=out_dtype)
+    # One matrix at a time: source rows in, target rows built, target rows spilled to scratch, so the
+    # peak is one source plus one target matrix (and one float64 block), not all four.
+    zero = torch.zeros(n_tgt, dtype=torch.bool)
+    replacements: dict[str, Spilled] = {}
     new_in = build_rows(src_in, seed=seed, name=in_key, **common)  # (target_rows, hidden)
     del src_in
-    replacements: dict[str, torch.Tensor] = {in_key: new_in}
+    zero |= _zero_rows(new_in[:n_tgt])
+    out_dtype_name = str(new_in.dtype).removeprefix("torch.")
+    replacements[in_key] = Spilled.write(new_in, scratch / "input.bin")
+    del new_in
     if tied and out_key is not None:
-        replacements[out_key] = new_in
-    if src_out is not None:
-        replacements[out_key] = build_rows(src_out, seed=seed + 1, name=out_key, **common)
+        replacements[out_key] = replacements[in_key]
+    if out_key is not None and not tied:
+        src_out = read_tensor(model_dir / weight_map[out_key], out_key)  # (source_rows, hidden)
+        if src_out.shape[0] < n_src_tok:
+            raise InputError(f"the output head '{out_key}' has {src_out.shape[0]} rows, fewer than the source "
+                             f"tokenizer's {n_src_tok} tokens")
+        new_out = build_rows(src_out, seed=seed + 1, name=out_key, **common)
         del src_out
+        zero |= _zero_rows(new_out[:n_tgt])
+        replacements[out_key] = Spilled.write(new_out, scratch / "output.bin")
+        del new_out
     if bias_key is not None:
-        with safe_open(str(model_dir / weight_map[bias_key]), "pt") as f:
-            bias = f.get_tensor(bias_key)[:, None]  # (source_rows, 1): a bias row per token, same recipe
-        replacements[bias_key] = build_rows(bias, seed=seed + 2, name=bias_key, **common)[:, 0].contiguous()
-
-    zero = torch.zeros(n_tgt, dtype=torch.bool)
-    for key in (in_key, out_key):
-        if key is not None:
-            zero |= (replacements[key][:n_tgt] == 0).all(dim=1)
+        bias = read_tensor(model_dir / weight_map[bias_key], bias_key)[:, None]  # (source_rows, 1), same recipe
+        new_bias = build_rows(bias, seed=seed + 2, name=bias_key, **common)[:, 0].contiguous()
+        replacements[bias_key] = Spilled.write(new_bias, scratch / "bias.bin")
     zero_ids = zero.nonzero().flatten().tolist()
 
     convert = out_dtype
-    by_file: dict[str, dict[str, torch.Tensor]] = {}
+    by_file: dict[str, dict[str, Spilled]] = {}
     for key, t in replacements.items():
         by_file.setdefault(weight_map[key], {})[key] = t
 
@@ -579,7 +633,7 @@ def _transplant(model_dir, source_tokenizer, target_tokenizer, mapping, out_dir,
             "tensors": {"input": in_key, "output": out_key, "output_bias": bias_key},
             "files_rewritten": rewritten,
             "files_copied": copied,
-            "dtype": str(new_in.dtype).removeprefix("torch."),
+            "dtype": out_dtype_name,
             "special_ids": ids,
             **({"init_info": ctx.info} if ctx.info else {}),
         }
