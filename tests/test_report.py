@@ -119,3 +119,13 @@ def test_report_stage_and_closing_summary(tmp_path):
     assert "PubMedQA accuracy: source 0.520 [0.480, 0.560]" in text
     assert str(run / "report" / "report.html") in text
     assert "no evaluation found" in closing_summary(tmp_path)
+
+
+def test_cli_report(tmp_path, capsys):
+    from vocabadapt.cli import main
+
+    run = fake_finished_run(tmp_path / "run")
+    assert main(["report", str(run)]) == 0
+    printed = capsys.readouterr().out.split()
+    assert str(run / "report" / "report.html") in printed and len(printed) == 6
+    assert main(["report", str(tmp_path / "absent")]) == 2
