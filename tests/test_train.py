@@ -229,8 +229,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path):
 
 def _run_ddp(root: Path, steps: int) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                           "0", str(Path(__file__).with_name("ddp_worker.py")), str(root), str(steps)],
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(Path(__file__).with_name("ddp_worker.py")), str(root), str(steps)],
                           env=env, capture_output=True, text=True, timeout=300)
 
 

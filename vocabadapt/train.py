@@ -695,6 +695,8 @@ def train_stage(
         train_sampling_strategy="sequential",  # the order is PackedDataset's, identical on every resume
         remove_unused_columns=False,
         dataloader_num_workers=0,
+        # CPU DDP: accelerate only sets up a gloo process group when told the run is on CPU
+        use_cpu=world_size > 1 and not torch.cuda.is_available(),
         ddp_backend="gloo" if world_size > 1 and not torch.cuda.is_available() else None,
         ddp_find_unused_parameters=False,
         disable_tqdm=True,  # our own bar (StageMonitor) replaces Trainer's print-to-stdout one
