@@ -337,8 +337,9 @@ def build_rows(src: torch.Tensor, recipe: initialisers.Recipe, n_used: int, n_ro
         acc = torch.zeros(b - a, h, dtype=torch.float64)  # (block, hidden); small blocks bound the peak
         blens, bstarts = lens[a:b], starts[a:b]
         target_norm = torch.zeros(b - a, dtype=torch.float64)  # weighted mean norm of each row's sources
+        copies = is_exact_copy[a:b].nonzero().flatten()  # the common case: one source row, weight 1
         for j in range(int(blens.max()) if b > a else 0):
-            sel = (blens > j).nonzero().flatten()  # rows that have a j-th source
+            sel = ((blens > j) & ~is_exact_copy[a:b]).nonzero().flatten()  # rows with a j-th source
             rows = src[flat_ids[bstarts[sel] + j]].to(torch.float64)  # (len(sel), hidden)
             w = flat_w[bstarts[sel] + j]
             if norm_match:
@@ -352,6 +353,7 @@ def build_rows(src: torch.Tensor, recipe: initialisers.Recipe, n_used: int, n_ro
             rescale = (have > 0) & ~is_copy & ~is_random[a:b] & ~is_zero[a:b]
             acc[rescale] *= (target_norm[rescale] / have[rescale])[:, None]
         out[a:b] = acc
+        out[a + copies] = src[flat_ids[bstarts[copies]]].to(out_dtype)  # copied as they are, no float64 detour
     random_ids = is_random.nonzero().flatten()
     if len(random_ids):
         # (n_random, hidden): N(mean, std^2) per dimension of the source rows, seeded
