@@ -466,23 +466,32 @@ def _not_utf8(b: bytes) -> bool:
         return True
 
 
-@pytest.mark.xfail(raises=zlib.error, strict=False,
-                   reason="corpus.read_documents does not catch zlib.error (corrupt deflate data); see faults.md")
-@settings(FUZZ, phases=[Phase.explicit, Phase.reuse, Phase.generate])  # no shrinking of the known failure
-@given(payload=st.lists(st.builds(lambda t: json.dumps({"text": t}), text), min_size=1, max_size=8),
-       cut=st.floats(0, 1), corrupt=st.booleans())
-def test_fuzz_truncated_or_corrupt_gzip(tmp_path, payload, cut, corrupt):
-    COUNTS["corpus_gzip_damaged"] += 1
-    blob = bytearray(gzip.compress("\n".join(payload).encode()))
-    blob = blob[: int(len(blob) * cut)]
-    if corrupt and len(blob) > 12:
-        blob[len(blob) // 2] ^= 0xFF
-    path = tmp_path / "in.jsonl.gz"
-    path.write_bytes(bytes(blob))
-    try:
-        _read_all(path)
-    except InputError as e:
-        assert str(path) in str(e)
+def test_fuzz_truncated_or_corrupt_gzip(tmp_path):
+    # A plain seeded loop rather than hypothesis, so every case runs and the unclean ones are counted.
+    unclean: Counter = Counter()
+    for case in range(EXAMPLES):
+        rnd = random.Random(case)
+        payload = "\n".join(json.dumps({"text": f"doc {case} {i} " * rnd.randrange(1, 30)})
+                             for i in range(rnd.randrange(1, 20)))
+        blob = bytearray(gzip.compress(payload.encode()))
+        blob = blob[: rnd.randrange(len(blob) + 1)]
+        if rnd.random() < 0.5 and len(blob) > 12:
+            for _ in range(rnd.randrange(1, 4)):
+                blob[rnd.randrange(10, len(blob))] ^= 1 << rnd.randrange(8)
+        path = tmp_path / f"in{case}.jsonl.gz"
+        path.write_bytes(bytes(blob))
+        COUNTS["corpus_gzip_damaged"] += 1
+        try:
+            docs, stats = _read_all(path)
+            assert len(docs) + stats.bad_lines <= payload.count("\n") + 1 + 1
+        except InputError as e:
+            assert str(path) in str(e)
+        except zlib.error:  # known: corpus.read_documents does not catch it (see faults.md)
+            unclean["zlib.error"] += 1
+    COUNTS["corpus_gzip_unclean_zlib_error"] += sum(unclean.values())
+    if unclean:
+        pytest.xfail(f"{sum(unclean.values())} of {EXAMPLES} damaged gzip files raised zlib.error instead of "
+                     f"InputError: vocabadapt/corpus.py read_documents should catch zlib.error too")
 
 
 def test_huge_line_and_empty_file(tmp_path):

@@ -1,0 +1,525 @@
+"""Fault-injection benchmark: SIGKILL inside every stage, corrupted artifacts, fuzzed inputs.
+
+    python benchmarks/faults.py --quick          # one kill per stage, 5 corruptions, 100 fuzz cases/property
+    python benchmarks/faults.py                  # 3 random kills per stage, 300 fuzz cases/property
+
+writes benchmarks/results/faults.md (and faults.json next to it). What it does:
+
+1. Fuzz: runs tests/test_faults.py and tests/test_safety.py with VOCABADAPT_FUZZ_EXAMPLES raised and
+   collects how many cases each property ran and whether any failed uncleanly.
+2. Reference: `vocabadapt run configs/demo.yaml --run-dir REF --set ...` (made tiny by --set), run
+   once without interruption.
+3. Kills: for each kill point (stage, fraction) a fresh run directory; the same command is started in
+   its own process group, manifest.json is polled until the target stage is "running", and after
+   `fraction` x that stage's reference wall time the whole group gets SIGKILL (only if the stage is still
+   running; the stage actually hit is recorded). Then: no stage that was cut short may be recorded done,
+   every stage recorded done must still match its fingerprints, and the same command run again must
+   finish; its outputs are compared with the reference (sha256 fingerprints from the manifests: bitwise
+   for corpus/tokenize/embed/align/transplant, reported for training; eval/summary.json numbers within a
+   relative tolerance).
+4. Corruptions: a copy of the reference run has one artifact damaged (bytes flipped, file cut short or
+   deleted); the same command must notice it by fingerprint, redo that stage and end with outputs equal
+   to the reference.
+
+The source model is examples/pubmed_demo/model when it exists, else a tiny deterministic GPT-NeoX built
+by tests/helpers.py for the demo's source tokenizer (--model tiny forces that).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import platform
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+DETERMINISTIC = ("corpus", "tokenize", "embed", "align", "transplant")
+KILL_STAGES = ("corpus", "tokenize", "embed", "align", "transplant", "stage1", "stage2", "evaluate", "report")
+# Makes configs/demo.yaml take about two minutes on 2 CPU cores; every run uses exactly these.
+TINY = (
+    "corpus.byte_budget=200000",
+    "embedding.fasttext.thread=1",  # bitwise-deterministic fastText
+    "embedding.fasttext.epochs=1",
+    "vocab_adaptation.stage1_steps=6",
+    "vocab_adaptation.stage2_steps=6",
+    "vocab_adaptation.save_steps=2",  # checkpoints to resume from
+    "vocab_adaptation.eval_steps=6",
+    "vocab_adaptation.eval_max_bytes=2000",
+    "vocab_adaptation.logging_steps=2",
+    "evaluation.max_samples=4",
+    "evaluation.qa.bootstrap=20",
+)
+EVAL_RTOL = 1e-4
+
+
+# --------------------------------------------------------------------------------------------------
+# helpers
+
+
+def log(msg: str) -> None:
+    print(f"[{dt.datetime.now().strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((run_dir / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def running_stage(run_dir: Path) -> str | None:
+    for name, rec in read_manifest(run_dir).get("stages", {}).items():
+        if rec.get("status") == "running":
+            return name
+    return None
+
+
+def command(config: Path, run_dir: Path, overrides: list[str]) -> list[str]:
+    cmd = [sys.executable, "-m", "vocabadapt", "run", str(config), "--run-dir", str(run_dir)]
+    for o in overrides:
+        cmd += ["--set", o]
+    return cmd
+
+
+def run_to_end(cmd: list[str], logfile: Path, timeout: float = 1800) -> tuple[int, str, float]:
+    t0 = time.perf_counter()
+    with open(logfile, "w") as f:
+        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=REPO, timeout=timeout)
+    return proc.returncode, logfile.read_text(errors="replace"), time.perf_counter() - t0
+
+
+def stage_events(output: str) -> dict[str, str]:
+    """From the CLI's progress lines '[i/9] stage  running (reason)': stage -> 'ran: reason' / 'skipped'."""
+    out: dict[str, str] = {}
+    for line in output.splitlines():
+        if line.startswith("[") and "] " in line:
+            parts = line.split("] ", 1)[1].split(None, 2)
+            if len(parts) >= 2 and parts[1] in ("running", "skipped"):
+                out[parts[0]] = ("ran: " + (parts[2] if len(parts) > 2 else "")) if parts[1] == "running" else "skipped"
+    return out
+
+
+def output_prints(manifest: dict) -> dict[str, Any]:
+    """'stage:output path' -> its fingerprint in the manifest."""
+    return {f"{s}:{o}": fp for s, rec in manifest.get("stages", {}).items() for o, fp in (rec.get("outputs") or {}).items()}
+
+
+# Outputs that hold wall times or throughput (training metrics, eval JSON, the report) differ between
+# any two runs; they are compared by their numbers (eval/summary.json), not their bytes.
+TIMING_BEARING = ("train/", "eval", "report")
+
+
+def flat_numbers(obj: Any, prefix: str = "") -> dict[str, float]:
+    out: dict[str, float] = {}
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            out.update(flat_numbers(v, f"{prefix}{k}."))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            out.update(flat_numbers(v, f"{prefix}{i}."))
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        key = prefix.rstrip(".")
+        if not any(w in key for w in ("wall", "seconds", "time", "_s.", "per_s", "tokens_per")):
+            out[key] = float(obj)
+    return out
+
+
+def eval_differences(ref_dir: Path, run_dir: Path) -> tuple[int, float, list[str]]:
+    """(numbers compared, largest relative difference, keys beyond EVAL_RTOL) of eval/summary.json."""
+    try:
+        a = flat_numbers(json.loads((ref_dir / "eval" / "summary.json").read_text()))
+        b = flat_numbers(json.loads((run_dir / "eval" / "summary.json").read_text()))
+    except (OSError, ValueError) as e:
+        return 0, math.inf, [f"cannot read eval/summary.json: {e}"]
+    worst, bad = 0.0, []
+    for k in sorted(set(a) | set(b)):
+        if k not in a or k not in b:
+            bad.append(f"{k} only in one")
+            continue
+        rel = abs(a[k] - b[k]) / max(abs(a[k]), 1e-12) if a[k] != b[k] else 0.0
+        worst = max(worst, rel)
+        if rel > EVAL_RTOL:
+            bad.append(f"{k}: {a[k]} vs {b[k]}")
+    return len(a), worst, bad
+
+
+def compare_to_reference(ref: dict, got: dict, ref_dir: Path, run_dir: Path) -> dict[str, Any]:
+    ref_p, got_p = output_prints(ref), output_prints(got)
+    differ = [k for k in ref_p if ref_p[k] != got_p.get(k)]
+    n, worst, bad = eval_differences(ref_dir, run_dir)
+    return {
+        "deterministic_differ": [k for k in differ if k.split(":")[0] in DETERMINISTIC],
+        "weights_differ": [k for k in differ if k.split(":")[1].startswith("model/stage")],
+        "timing_bearing_differ": [k for k in differ if k.split(":")[1].startswith(TIMING_BEARING)],
+        "eval_numbers": n, "eval_max_rel_diff": worst, "eval_beyond_tol": bad[:5], "eval_beyond_count": len(bad),
+    }
+
+
+def check_done_records(run_dir: Path, config_path: Path, overrides: list[str]) -> list[str]:
+    """Stages recorded done whose outputs no longer match their record (a cut-short stage taken as done)."""
+    from vocabadapt import pipeline
+    from vocabadapt.config import load_config
+
+    cfg = load_config(config_path, overrides)
+    manifest = read_manifest(run_dir)
+    bad = []
+    for spec in pipeline.STAGES:
+        rec = manifest.get("stages", {}).get(spec.name)
+        if rec and rec.get("status") == "done":
+            ok, reason = pipeline.stage_is_current(run_dir, spec, cfg, manifest)
+            if not ok:
+                bad.append(f"{spec.name}: {reason}")
+    return bad
+
+
+def leftover_temps(run_dir: Path) -> int:
+    return sum(1 for p in run_dir.rglob(".tmp-*"))
+
+
+# --------------------------------------------------------------------------------------------------
+# parts
+
+
+def fuzz(examples: int, work: Path) -> dict[str, Any]:
+    counts_file = work / "fuzz_counts.json"
+    counts_file.unlink(missing_ok=True)
+    env = {**os.environ, "VOCABADAPT_FUZZ_EXAMPLES": str(examples), "VOCABADAPT_FUZZ_LOG": str(counts_file)}
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rxXf",
+                           "tests/test_faults.py", "tests/test_safety.py"],
+                          cwd=REPO, env=env, capture_output=True, text=True)
+    tail = proc.stdout.strip().splitlines()[-12:]
+    counts = json.loads(counts_file.read_text()) if counts_file.exists() else {}
+    return {"examples_per_property": examples, "counts": counts, "pytest_rc": proc.returncode,
+            "pytest_tail": tail, "wall_s": round(time.perf_counter() - t0, 1)}
+
+
+def choose_model(kind: str, work: Path) -> tuple[str, str]:
+    demo = REPO / "examples" / "pubmed_demo" / "model"
+    if kind in ("auto", "demo") and (demo / "config.json").exists():
+        return str(demo), "examples/pubmed_demo/model (the demo's pretrained model)"
+    if kind == "demo":
+        raise SystemExit("examples/pubmed_demo/model does not exist; build it or use --model tiny")
+    from helpers import save_tiny_model
+    from vocabadapt.config import ModelsConfig
+    from vocabadapt.hf import load_tokenizer
+
+    out = work / "tiny_model"
+    if not (out / "model.safetensors").exists():
+        tok = load_tokenizer(str(REPO / "examples/pubmed_demo/tokenizers/source"), ModelsConfig())
+        save_tiny_model(out, tok, arch="gpt_neox", hidden=64, layers=2, max_pos=256)
+    return str(out), "tiny deterministic GPT-NeoX (tests/helpers.py, hidden 64, 2 layers) for the demo source tokenizer"
+
+
+def kill_once(cmd: list[str], run_dir: Path, target: str, delay: float, logfile: Path,
+              timeout: float = 900) -> dict[str, Any]:
+    """Start the run, SIGKILL its process group `delay` s after `target` starts (if still running)."""
+    with open(logfile, "w") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
+    t_start = None
+    landed = None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        now_running = running_stage(run_dir)
+        if t_start is None and (now_running == target):
+            t_start = time.monotonic()
+        if t_start is not None and time.monotonic() - t_start >= delay:
+            landed = running_stage(run_dir)
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    else:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return {"landed": landed, "exited_before_kill": landed is None, "rc_first": proc.returncode,
+            "waited_s": round(time.monotonic() - t_start, 2) if t_start else None}
+
+
+CORRUPTIONS = (
+    ("corpus/train.jsonl", "flip"),
+    ("tokens", "flip_largest"),
+    ("align/mapping.json", "truncate"),
+    ("model/init/model.safetensors", "flip"),
+    ("model/stage1/model.safetensors", "truncate"),
+    ("embeddings", "delete_largest"),
+    ("eval/summary.json", "flip"),
+)
+STAGE_OF = {"corpus": "corpus", "tokens": "tokenize", "align": "align", "model/init": "transplant",
+            "model/stage1": "stage1", "embeddings": "embed", "eval": "evaluate"}
+
+
+def corrupt(run_dir: Path, rel: str, how: str, rng: random.Random) -> str:
+    p = run_dir / rel
+    if p.is_dir():
+        files = sorted((f for f in p.rglob("*") if f.is_file()), key=lambda f: f.stat().st_size)
+        p = files[-1]
+    if how.startswith("delete"):
+        p.unlink()
+        return f"deleted {p.relative_to(run_dir)}"
+    data = bytearray(p.read_bytes())
+    if how == "truncate":
+        p.write_bytes(bytes(data[: len(data) // 2]))
+        return f"cut {p.relative_to(run_dir)} from {len(data)} to {len(data) // 2} bytes"
+    for _ in range(8):
+        i = rng.randrange(len(data))
+        data[i] ^= 0x55
+    p.write_bytes(bytes(data))
+    return f"flipped 8 bytes of {p.relative_to(run_dir)} ({len(data)} bytes)"
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="one kill per stage, 100 fuzz cases per property")
+    ap.add_argument("--kills-per-stage", type=int, default=3)
+    ap.add_argument("--fuzz-examples", type=int, default=None)
+    ap.add_argument("--stages", default=",".join(KILL_STAGES), help="comma-separated stages to kill in")
+    ap.add_argument("--no-fuzz", action="store_true")
+    ap.add_argument("--no-corrupt", action="store_true")
+    ap.add_argument("--config", default=str(REPO / "configs" / "demo.yaml"))
+    ap.add_argument("--until", default=None, help="last stage (when later stages do not work yet)")
+    ap.add_argument("--model", choices=("auto", "demo", "tiny"), default="auto")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--work", default="/tmp/vocabadapt-faults", help="scratch folder for the run directories")
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "faults.md"))
+    args = ap.parse_args(argv)
+
+    rng = random.Random(args.seed)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    config = Path(args.config)
+    kills_per_stage = 1 if args.quick else args.kills_per_stage
+    examples = args.fuzz_examples or (100 if args.quick else 300)
+    started = dt.datetime.now(dt.timezone.utc)
+    results: dict[str, Any] = {"started": started.isoformat(timespec="seconds"), "quick": args.quick}
+
+    if not args.no_fuzz:
+        log(f"fuzz: {examples} cases per property")
+        results["fuzz"] = fuzz(examples, work)
+        log(f"fuzz: rc {results['fuzz']['pytest_rc']}, {results['fuzz']['counts']}")
+
+    model, model_note = choose_model(args.model, work)
+    overrides = [f"models.source_model={model}", *TINY]
+    until = ["--until", args.until] if args.until else []
+    results.update(model=model_note, overrides=overrides, until=args.until)
+
+    ref_dir = work / "reference"
+    shutil.rmtree(ref_dir, ignore_errors=True)
+    cmd_ref = command(config, ref_dir, overrides) + until
+    log("reference run")
+    rc, out, wall = run_to_end(cmd_ref, work / "reference.log")
+    if rc != 0:
+        raise SystemExit(f"reference run failed (rc {rc}); see {work / 'reference.log'}:\n{out[-3000:]}")
+    ref = read_manifest(ref_dir)
+    stage_wall = {s: rec.get("wall_s", 0.0) for s, rec in ref["stages"].items()}
+    results["reference"] = {"wall_s": round(wall, 1), "stage_wall_s": stage_wall,
+                            "command": " ".join(cmd_ref).replace(str(ref_dir), "RUN_DIR")}
+    log(f"reference: {wall:.0f}s, stages {stage_wall}")
+
+    kills = []
+    stages = [s for s in args.stages.split(",") if s in stage_wall]
+    for stage in stages:
+        for k in range(kills_per_stage):
+            frac = rng.uniform(0.05, 0.9)
+            delay = frac * stage_wall[stage]
+            run_dir = work / f"kill-{stage}-{k}"
+            shutil.rmtree(run_dir, ignore_errors=True)
+            cmd = command(config, run_dir, overrides) + until
+            log(f"kill in {stage} after {delay:.2f}s ({frac:.0%} of its reference time)")
+            info = kill_once(cmd, run_dir, stage, delay, work / f"kill-{stage}-{k}.log")
+            after = read_manifest(run_dir)
+            landed = info["landed"]
+            cut_short_done = bool(landed) and after.get("stages", {}).get(landed, {}).get("status") == "done"
+            stale_done = check_done_records(run_dir, config, overrides)
+            temps = leftover_temps(run_dir)
+            rc2, out2, wall2 = run_to_end(cmd, work / f"kill-{stage}-{k}.rerun.log")
+            final = read_manifest(run_dir)
+            events = stage_events(out2)
+            cmp = compare_to_reference(ref, final, ref_dir, run_dir) if rc2 == 0 else {}
+            complete = final.get("complete") or (args.until and final.get("stages", {}).get(args.until, {}).get("status") == "done")
+            rec = {
+                "target": stage, "delay_s": round(delay, 2), **info,
+                "cut_short_recorded_done": cut_short_done, "done_records_not_matching": stale_done,
+                "temp_leftovers_after_kill": temps, "rerun_rc": rc2, "rerun_wall_s": round(wall2, 1),
+                "rerun_complete": bool(complete), "rerun_redid_landed": events.get(landed, "").startswith("ran") if landed else None,
+                "rerun_events": events, **cmp,
+                "rerun_error": None if rc2 == 0 else out2[-1500:],
+            }
+            rec["survived"] = (rc2 == 0 and bool(complete) and not cut_short_done and not stale_done
+                               and not cmp.get("deterministic_differ") and not cmp.get("eval_beyond_count"))
+            kills.append(rec)
+            log(f"  landed in {landed}, rerun rc {rc2} in {wall2:.0f}s, survived={rec['survived']}, "
+                f"differ={cmp.get('deterministic_differ')}/{cmp.get('weights_differ')}, "
+                f"eval max rel diff {cmp.get('eval_max_rel_diff')}")
+            shutil.rmtree(run_dir, ignore_errors=True)
+            write_results(results | {"kills": kills}, Path(args.out), partial=True)
+    results["kills"] = kills
+
+    corrupts = []
+    if not args.no_corrupt:
+        for rel, how in CORRUPTIONS:
+            if not (ref_dir / rel).exists():
+                continue
+            run_dir = work / "corrupt"
+            shutil.rmtree(run_dir, ignore_errors=True)
+            shutil.copytree(ref_dir, run_dir, symlinks=True)
+            # The copy's manifest names the reference's paths nowhere (all paths are run-dir relative).
+            what = corrupt(run_dir, rel, how, rng)
+            stage = STAGE_OF[rel.split("/")[0] if not rel.startswith("model/") else "/".join(rel.split("/")[:2])]
+            cmd = command(config, run_dir, overrides) + until
+            log(f"corrupt: {what}")
+            rc3, out3, wall3 = run_to_end(cmd, work / "corrupt.log")
+            events = stage_events(out3)
+            final = read_manifest(run_dir)
+            cmp = compare_to_reference(ref, final, ref_dir, run_dir) if rc3 == 0 else {}
+            detected = events.get(stage, "").startswith("ran") and "fingerprint" in events.get(stage, "")
+            rec = {"artifact": rel, "damage": what, "stage": stage, "rerun_rc": rc3, "rerun_wall_s": round(wall3, 1),
+                   "detected": detected, "reason": events.get(stage), "rerun_events": events, **cmp,
+                   "rerun_error": None if rc3 == 0 else out3[-1500:]}
+            rec["recovered"] = rc3 == 0 and detected and not cmp.get("deterministic_differ") and not cmp.get("eval_beyond_count")
+            corrupts.append(rec)
+            log(f"  detected={detected} ({events.get(stage)}), rc {rc3}, recovered={rec['recovered']}")
+            shutil.rmtree(run_dir, ignore_errors=True)
+            write_results(results | {"kills": kills, "corruptions": corrupts}, Path(args.out), partial=True)
+    results["corruptions"] = corrupts
+    results["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    write_results(results, Path(args.out), partial=False)
+    log(f"wrote {args.out}")
+    bad = [k for k in kills if not k["survived"]] + [c for c in corrupts if not c["recovered"]]
+    return 1 if bad else 0
+
+
+# --------------------------------------------------------------------------------------------------
+# the results file
+
+
+def _git_commit() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True).stdout.strip()
+        return sha + (" (+ uncommitted changes)" if dirty else "")
+    except OSError:
+        return "unknown"
+
+
+def _machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+
+
+def write_results(r: dict[str, Any], out: Path, partial: bool) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(r, indent=2, default=str))
+    quick = " --quick" if r.get("quick") else ""
+    L = ["# Fault-injection results", ""]
+    if partial:
+        L += ["**PARTIAL: the benchmark was still running when this was written.**", ""]
+    L += [f"Command: `python benchmarks/faults.py{quick}` (from the repository root, in the project venv)  ",
+          f"Commit: {_git_commit()}  ",
+          f"Machine: {_machine()}  ",
+          f"Date: {r.get('started')} to {r.get('finished', '(running)')} UTC  ",
+          f"Source model: {r.get('model', '?')}  ",
+          f"Pipeline command (every kill, rerun and corruption uses exactly this): "
+          f"`{r.get('reference', {}).get('command', '?')}`", ""]
+    if r.get("until"):
+        L += [f"Stages after `{r['until']}` were not run (`--until {r['until']}`).", ""]
+    ref = r.get("reference")
+    if ref:
+        L += [f"Reference run: {ref['wall_s']} s; stage wall times (s): "
+              + ", ".join(f"{k} {v}" for k, v in ref["stage_wall_s"].items()), ""]
+
+    kills = r.get("kills", [])
+    if kills:
+        L += ["## SIGKILL inside a stage, then the same command again", "",
+              "A kill is SIGKILL to the whole process group at a random point of the target stage (the stage "
+              "actually running at that moment is the one counted). *Survived*: the rerun exits 0 and completes, "
+              "no cut-short stage was recorded done, every stage recorded done after the kill still matched its "
+              "fingerprints, deterministic stages' outputs are bitwise equal to the reference, and every "
+              f"eval/summary.json number is within relative {EVAL_RTOL} of the reference.", "",
+              "| stage | kills injected | landed in stage | survived | cut-short stage recorded done | deterministic outputs differing | trained weights differing bitwise | eval max rel. diff | temp files left by the kill |",
+              "|---|---|---|---|---|---|---|---|---|"]
+        for stage in KILL_STAGES:
+            ks = [k for k in kills if k["target"] == stage]
+            if not ks:
+                continue
+            landed = sum(k["landed"] == stage for k in ks)
+            surv = sum(k["survived"] for k in ks)
+            cut = sum(bool(k["cut_short_recorded_done"] or k["done_records_not_matching"]) for k in ks)
+            det = sum(bool(k.get("deterministic_differ")) for k in ks)
+            tr = sum(bool(k.get("weights_differ")) for k in ks)
+            worst = max((k.get("eval_max_rel_diff") or 0.0) for k in ks)
+            temps = sum(k["temp_leftovers_after_kill"] for k in ks)
+            L.append(f"| {stage} | {len(ks)} | {landed} | {surv} | {cut} | {det} | {tr} | {worst:.2e} | {temps} |")
+        total_s = sum(k["survived"] for k in kills)
+        L += ["", f"Total: {len(kills)} kills injected, {total_s} survived, {len(kills) - total_s} not.", ""]
+        L += ["Outputs that carry wall times (train/*, eval, report) differ byte-wise between any two runs and are "
+              "compared through the eval/summary.json numbers instead.", "",
+              "Each kill:", "", "| target | delay s | landed | rerun rc | rerun redid landed stage | stages the rerun ran | outputs differing bitwise (deterministic, weights) | eval max rel. diff |",
+              "|---|---|---|---|---|---|---|---|"]
+        for k in kills:
+            ran = ", ".join(s for s, e in k.get("rerun_events", {}).items() if e.startswith("ran"))
+            diff = ", ".join(k.get("deterministic_differ", []) + k.get("weights_differ", [])) or "none"
+            L.append(f"| {k['target']} | {k['delay_s']} | {k['landed']} | {k['rerun_rc']} | {k['rerun_redid_landed']} | "
+                     f"{ran} | {diff} | {(k.get('eval_max_rel_diff') or 0):.2e} |")
+        failures = [k for k in kills if not k["survived"]]
+        for k in failures:
+            L += ["", f"**Not survived: kill in {k['target']}** (landed {k['landed']}): rc {k['rerun_rc']}; "
+                  f"done records not matching: {k['done_records_not_matching']}; eval beyond tolerance: "
+                  f"{k.get('eval_beyond_tol')}", "", "```", (k.get("rerun_error") or "")[-1200:], "```"]
+        L.append("")
+
+    cs = r.get("corruptions", [])
+    if cs:
+        L += ["## Corrupted artifacts", "",
+              "A copy of the finished reference run gets one artifact damaged, then the same command runs again. "
+              "*Detected*: the rerun redid the owning stage because its output differs from the manifest "
+              "fingerprint; *recovered*: it exited 0 and the deterministic outputs and eval numbers equal the "
+              "reference.", "",
+              "| artifact | damage | stage | detected | reason given | stages rerun | rerun rc | recovered |",
+              "|---|---|---|---|---|---|---|---|"]
+        for c in cs:
+            ran = ", ".join(s for s, e in c.get("rerun_events", {}).items() if e.startswith("ran"))
+            L.append(f"| {c['artifact']} | {c['damage']} | {c['stage']} | {c['detected']} | {c['reason']} | {ran} | "
+                     f"{c['rerun_rc']} | {c['recovered']} |")
+        L += ["", f"Total: {len(cs)} corruptions, {sum(c['detected'] for c in cs)} detected, "
+              f"{sum(c['recovered'] for c in cs)} recovered.", ""]
+
+    fz = r.get("fuzz")
+    if fz:
+        L += ["## Fuzzed inputs (hypothesis, deterministic seeds)", "",
+              f"`VOCABADAPT_FUZZ_EXAMPLES={fz['examples_per_property']} pytest tests/test_faults.py tests/test_safety.py` "
+              f"(exit code {fz['pytest_rc']}, {fz['wall_s']} s). An *unclean failure* is any outcome other than "
+              "success or the project's own error (exit 2 with a message naming the key path / file / record).", "",
+              "| input kind | cases run |", "|---|---|"]
+        for k, v in sorted(fz["counts"].items()):
+            L.append(f"| {k} | {v} |")
+        L += ["", "pytest summary:", "", "```", *fz["pytest_tail"], "```", ""]
+    out.write_text("\n".join(L) + "\n")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
