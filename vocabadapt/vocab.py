@@ -204,13 +204,13 @@ def identical_from_forms(target_forms: Iterable[CanonicalToken | None],
     """
     by_text: dict[bytes, dict[bool | None, int]] = {}
     for sid, form in enumerate(source_forms):
-        if form is None or not form.text:
+        if form is None:
             continue
         slot = by_text.setdefault(form.text, {})
         slot.setdefault(form.boundary, sid)  # ascending ids: the first one stays
     out: dict[int, int] = {}
     for tid, form in enumerate(target_forms):
-        if form is None or not form.text:
+        if form is None:
             continue
         slot = by_text.get(form.text)
         if not slot:
