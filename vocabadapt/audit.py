@@ -26,6 +26,8 @@ Facts (`gather_facts`):
 * `--model-config FILE|DIR`: the model's `config.json` (parameters, maximum positions, tied
   embeddings, architecture). Without it, `models.source_model` is used when it is a local directory.
 * `--gpu-memory GB`: memory of one GPU in GiB (80 for an 80 GB H100); it also implies a GPU exists.
+  Without it, on a machine where CUDA is available, the first GPU's memory (and bf16 support) is used.
+* flash-attn: whether the `flash_attn` package is importable here.
 
 Units: "GiB" is 2**30 bytes. World size (processes) is assumed 1: `batch_size` and
 `gradient_accumulation` are per process, so on N GPUs every per-step number below grows N-fold.
@@ -388,10 +390,6 @@ def _optimizer_state_bytes(name: str) -> tuple[float, str]:
     return 8.0, "two fp32 states (Adam moments)"
 
 
-def _model_facts(config: Config, facts: Facts) -> Optional[dict]:
-    return facts.model_config
-
-
 # --------------------------------------------------------------------------------------------------
 # the registry
 
@@ -621,7 +619,7 @@ def check_stage2_memory(config: Config, facts: Facts) -> list[Finding]:
     key = f"{VA}.stage2_use_lora"
     if va.stage2_steps == 0:
         return []
-    mc = _model_facts(config, facts)
+    mc = facts.model_config
     if mc is None:
         return [_missing("stage2_memory", key, "stage-2 memory: no model config",
                          "pass --model-config <model>/config.json and --gpu-memory GB "
@@ -687,7 +685,7 @@ def check_lora(config: Config, facts: Facts) -> list[Finding]:
                            f"LoRA scale lora_alpha / lora_r = {va.lora_alpha:g} / {va.lora_r} = {scale:.3g}, outside "
                            f"[{lo}, {hi}]: updates are {'tiny' if scale < lo else 'amplified'} relative to the usual "
                            f"alpha = r to 2r.", f"set lora_alpha to {va.lora_r}–{2 * va.lora_r}", ev))
-    mc = _model_facts(config, facts)
+    mc = facts.model_config
     if va.lora_target_modules:
         if mc is None:
             out.append(_missing("lora", f"{VA}.lora_target_modules",
@@ -781,7 +779,7 @@ def check_eval_leak(config: Config, facts: Facts) -> list[Finding]:
 def check_max_positions(config: Config, facts: Facts) -> list[Finding]:
     """max_seq_length against the model's maximum positions."""
     L = config.vocab_adaptation.max_seq_length
-    mc = _model_facts(config, facts)
+    mc = facts.model_config
     if mc is None:
         return [_missing("max_positions", f"{VA}.max_seq_length",
                          f"max_seq_length {L:,} against the model's maximum positions: no model config",
