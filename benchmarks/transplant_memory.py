@@ -100,7 +100,7 @@ def main() -> None:
     tok_path = NEOX if NEOX.is_file() else synthetic_tokenizer(work / "tokenizer.json")
     rows = 50304
     cfg = tf.LlamaConfig(vocab_size=rows, hidden_size=args.hidden, intermediate_size=int(args.hidden * 2.75),
-                         num_hidden_layers=args.layers, num_attention_heads=max(args.hidden // 64, 1),
+                         num_hidden_layers=args.layers[0], num_attention_heads=max(args.hidden // 64, 1),
                          num_key_value_heads=max(args.hidden // 64, 1), tie_word_embeddings=False)
     emb_mb = 2 * rows * args.hidden * 4 / 2**20
     table = []
