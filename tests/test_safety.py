@@ -350,3 +350,52 @@ def test_fuzz_pubmedqa_records(tmp_path_factory, records):
         assert str(f) in str(e)
         return
     assert qs and all(q.label in ("yes", "no", "maybe") and q.question for q in qs)
+
+
+# --------------------------------------------------------------------------------------------------
+# the demo pipeline with networking disabled for the whole process
+
+NO_NETWORK_SITECUSTOMIZE = '''
+import socket
+
+def _refuse(self, address, *args, **kwargs):
+    if self.family in (socket.AF_INET, socket.AF_INET6):
+        raise OSError(f"network disabled for this test: connect to {address}")
+    return _connect(self, address, *args, **kwargs)
+
+_connect = socket.socket.connect
+socket.socket.connect = _refuse
+socket.socket.connect_ex = lambda self, address: 111
+'''
+
+
+@pytest.mark.slow
+def test_demo_pipeline_runs_with_networking_disabled(tmp_path):
+    """`vocabadapt run configs/demo.yaml` (made tiny) end to end in a process whose sockets cannot connect."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    demo = repo / "configs" / "demo.yaml"
+    source_tok = repo / "examples" / "pubmed_demo" / "tokenizers" / "source"
+    if not demo.exists() or not source_tok.exists():
+        pytest.skip("configs/demo.yaml or the demo tokenizers are missing")
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(NO_NETWORK_SITECUSTOMIZE)
+    model = save_tiny_model(tmp_path / "model", load_tokenizer(str(source_tok), SAFE), hidden=64, max_pos=256)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
+           "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    sets = [f"models.source_model={model}", "corpus.byte_budget=200000", "embedding.fasttext.epochs=1",
+            "embedding.fasttext.thread=1", "vocab_adaptation.stage1_steps=2", "vocab_adaptation.stage2_steps=2",
+            "vocab_adaptation.eval_max_bytes=2000", "evaluation.max_samples=2", "evaluation.qa.bootstrap=10"]
+    cmd = [sys.executable, "-m", "vocabadapt", "run", str(demo), "--run-dir", str(tmp_path / "run")]
+    for s in sets:
+        cmd += ["--set", s]
+    probe = subprocess.run([sys.executable, "-c", "import socket; socket.create_connection(('1.1.1.1', 443), 2)"],
+                           env=env, capture_output=True, text=True)
+    assert probe.returncode != 0 and "network disabled" in probe.stderr  # the block is in force
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=repo, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["complete"] and all(r["status"] == "done" for r in manifest["stages"].values())
