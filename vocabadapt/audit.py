@@ -575,7 +575,7 @@ def check_stage2_start(config: Config, facts: Facts) -> list[Finding]:
     rec = ""
     if severity != "info" or not is_auto:
         rec = f"set train_start_idx_stage2: auto (= {_n(c1)} here)"
-        if start + c2 > N or c1 > N:
+        if c1 + c2 > N:  # even with auto the two stages do not fit in one epoch
             rec += "; and use a larger corpus or fewer steps so both stages fit in one epoch"
     findings.append(Finding("stage2_start", severity, key, msg + ".", rec, ev))
     return findings
