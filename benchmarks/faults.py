@@ -281,6 +281,54 @@ def corrupt(run_dir: Path, rel: str, how: str, rng: random.Random) -> str:
     return f"flipped 8 bytes of {p.relative_to(run_dir)} ({len(data)} bytes)"
 
 
+def checkpoint_corruption(ref_dir: Path, work: Path, config: Path, overrides: list[str], until: list[str],
+                          rng: random.Random) -> dict[str, Any]:
+    """stage1 killed after a checkpoint whose weights were then damaged on disk; the same command again.
+
+    Built from a copy of the reference run: stage1's record set back to "running", its output and the
+    later stages' records removed, the newest checkpoint deleted (so the next one is where it resumes),
+    and bytes flipped inside that checkpoint's model.safetensors. A safe outcome is a clean refusal or a
+    stage1 that starts over; resuming from the damaged weights shows up as eval numbers that differ.
+    """
+    run_dir = work / "ckpt-corrupt"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    shutil.copytree(ref_dir, run_dir, symlinks=True)
+    m = read_manifest(run_dir)
+    later = list(m["stages"])[list(m["stages"]).index("stage1") + 1:]
+    for s in later:
+        m["stages"].pop(s)
+    m["stages"]["stage1"]["status"] = "running"
+    m["complete"] = False
+    (run_dir / "manifest.json").write_text(json.dumps(m, indent=2))
+    shutil.rmtree(run_dir / "model" / "stage1", ignore_errors=True)
+    ckpts = sorted((d for d in (run_dir / "checkpoints" / "stage1").glob("checkpoint-*")),
+                   key=lambda d: int(d.name.split("-")[1]))
+    if len(ckpts) < 2:
+        return {"skipped": "fewer than two stage1 checkpoints in the reference run"}
+    shutil.rmtree(ckpts[-1])
+    target = ckpts[-2] / "model.safetensors"
+    data = bytearray(target.read_bytes())
+    for _ in range(2000):  # in the tensor data, past the JSON header
+        i = rng.randrange(len(data) // 2, len(data))
+        data[i] ^= 0xFF
+    target.write_bytes(bytes(data))
+    cmd = command(config, run_dir, overrides) + until
+    log(f"checkpoint corruption: flipped 2000 bytes of {target.relative_to(run_dir)}")
+    rc, out, wall = run_to_end(cmd, work / "ckpt-corrupt.log")
+    resumed = [line.strip() for line in out.splitlines() if "resuming from" in line]
+    cmp = compare_to_reference(read_manifest(ref_dir), read_manifest(run_dir), ref_dir, run_dir) if rc == 0 else {}
+    rec = {"damaged": str(target.relative_to(run_dir)), "rerun_rc": rc, "rerun_wall_s": round(wall, 1),
+           "resumed_from_damaged": any(ckpts[-2].name in r for r in resumed), "resume_lines": resumed,
+           "error": None if rc == 0 else out[-1500:], **cmp,
+           "warnings": [line.strip() for line in out.splitlines() if "missing keys" in line or "unexpected keys" in line][:4]}
+    refused_cleanly = rc != 0 and "Traceback" not in out
+    rec["safe"] = refused_cleanly or (rc == 0 and not rec["resumed_from_damaged"] and not cmp.get("eval_beyond_count"))
+    log(f"  rc {rc}, resumed from damaged: {rec['resumed_from_damaged']}, eval max rel diff "
+        f"{cmp.get('eval_max_rel_diff')}, safe={rec['safe']}")
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return rec
+
+
 # --------------------------------------------------------------------------------------------------
 
 
@@ -292,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stages", default=",".join(KILL_STAGES), help="comma-separated stages to kill in")
     ap.add_argument("--no-fuzz", action="store_true")
     ap.add_argument("--no-corrupt", action="store_true")
+    ap.add_argument("--only-checkpoint", action="store_true",
+                    help="add just the damaged-checkpoint scenario to an existing results file, reusing WORK/reference")
     ap.add_argument("--config", default=str(REPO / "configs" / "demo.yaml"))
     ap.add_argument("--until", default=None, help="last stage (when later stages do not work yet)")
     ap.add_argument("--model", choices=("auto", "demo", "tiny"), default="auto")
@@ -308,6 +358,15 @@ def main(argv: list[str] | None = None) -> int:
     examples = args.fuzz_examples or (100 if args.quick else 300)
     started = dt.datetime.now(dt.timezone.utc)
     results: dict[str, Any] = {"started": started.isoformat(timespec="seconds"), "quick": args.quick}
+
+    if args.only_checkpoint:
+        results = json.loads(Path(args.out).with_suffix(".json").read_text())
+        model, _ = choose_model(args.model, work)
+        overrides = [f"models.source_model={model}", *TINY]
+        until = ["--until", args.until] if args.until else []
+        results["checkpoint_corruption"] = checkpoint_corruption(work / "reference", work, config, overrides, until, rng)
+        write_results(results, Path(args.out), partial=False)
+        return 0 if results["checkpoint_corruption"].get("safe", True) else 1
 
     if not args.no_fuzz:
         log(f"fuzz: {examples} cases per property")
@@ -336,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     stages = [s for s in args.stages.split(",") if s in stage_wall]
     for stage in stages:
         for k in range(kills_per_stage):
-            frac = rng.uniform(0.05, 0.9)
+            frac = rng.uniform(0.05, 0.6)  # reference times are noisy; stay well inside the stage
             delay = frac * stage_wall[stage]
             run_dir = work / f"kill-{stage}-{k}"
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -398,6 +457,8 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(run_dir, ignore_errors=True)
             write_results(results | {"kills": kills, "corruptions": corrupts}, Path(args.out), partial=True)
     results["corruptions"] = corrupts
+    if not args.no_corrupt and (ref_dir / "checkpoints" / "stage1").is_dir():
+        results["checkpoint_corruption"] = checkpoint_corruption(ref_dir, work, config, overrides, until, rng)
     results["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     write_results(results, Path(args.out), partial=False)
     log(f"wrote {args.out}")
@@ -507,6 +568,22 @@ def write_results(r: dict[str, Any], out: Path, partial: bool) -> None:
                      f"{c['rerun_rc']} | {c['recovered']} |")
         L += ["", f"Total: {len(cs)} corruptions, {sum(c['detected'] for c in cs)} detected, "
               f"{sum(c['recovered'] for c in cs)} recovered.", ""]
+
+    ck = r.get("checkpoint_corruption")
+    if ck:
+        L += ["## A damaged training checkpoint", "",
+              "stage1 interrupted after a checkpoint, then 2000 bytes flipped inside that checkpoint's "
+              "model.safetensors (see `checkpoint_corruption` in benchmarks/faults.py), then the same command. "
+              "Safe: a clean refusal, or a stage1 that does not resume from the damaged weights.", ""]
+        if ck.get("skipped"):
+            L += [f"Skipped: {ck['skipped']}", ""]
+        else:
+            L += [f"- damaged: `{ck['damaged']}`; rerun exit code {ck['rerun_rc']}",
+                  f"- resumed from the damaged checkpoint: **{ck['resumed_from_damaged']}** ({'; '.join(ck['resume_lines'])})",
+                  f"- eval numbers vs the reference: max relative difference {(ck.get('eval_max_rel_diff') or 0):.2e}, "
+                  f"{ck.get('eval_beyond_count', 0)} beyond {EVAL_RTOL}; trained weights differing: {ck.get('weights_differ')}",
+                  f"- warnings printed on resume: {ck['warnings'] or 'none'}",
+                  f"- **safe: {ck['safe']}**", ""]
 
     fz = r.get("fuzz")
     if fz:
