@@ -415,3 +415,14 @@ def test_gpt_neox_model_onto_real_biogpt_tokenizer(tmp_path):
     s = mapping.source_ids[t][0]
     assert torch.equal(out_t["gpt_neox.embed_in.weight"][t], src_t["gpt_neox.embed_in.weight"][s])
     assert torch.equal(out_t["embed_out.weight"][t], src_t["embed_out.weight"][s])
+
+
+def test_dtype_option_casts_every_float_tensor(tok, tmp_path):
+    src = save_tiny_model(tmp_path / "src", tok, "llama")
+    summary = transplant_model(src, tok, tok, identity_mapping(tok), tmp_path / "out", dtype="bfloat16")
+    assert summary["dtype"] == "bfloat16" and summary["files_copied"] == []
+    before, after = tensors(src), tensors(tmp_path / "out")
+    assert {t.dtype for t in after.values()} == {torch.bfloat16}
+    assert torch.equal(after["model.embed_tokens.weight"][:300], before["model.embed_tokens.weight"].to(torch.bfloat16))
+    assert torch.equal(after["model.layers.0.mlp.up_proj.weight"], before["model.layers.0.mlp.up_proj.weight"].to(torch.bfloat16))
+    assert load(tmp_path / "out").dtype == torch.bfloat16

@@ -316,7 +316,6 @@ def build_rows(src: torch.Tensor, recipe: initialisers.Recipe, n_used: int, n_ro
     n_src, h = src.shape
     n_tgt = len(recipe)
     out_dtype = out_dtype or src.dtype
-    stats = _row_stats(src, n_used)
     out = torch.zeros(n_rows, h, dtype=out_dtype)
     # The ragged recipe as flat arrays: row t's sources are flat_ids[starts[t] : starts[t] + lens[t]].
     lens = torch.tensor([len(i) for i in recipe.source_ids], dtype=torch.long)  # (n_tgt,)
@@ -332,6 +331,9 @@ def build_rows(src: torch.Tensor, recipe: initialisers.Recipe, n_used: int, n_ro
     first_w = torch.zeros(n_tgt, dtype=torch.float64)
     first_w[lens > 0] = flat_w[starts[lens > 0]]
     is_exact_copy = (lens == 1) & (first_w == 1.0)  # left untouched by norm_match
+    # per-dimension mean/std and mean norm: a full pass over the source rows, only when some row needs them
+    needs_stats = bool(is_mean.any() or is_random.any() or norm_match)
+    stats = _row_stats(src, n_used) if needs_stats else {}
     for a in range(0, n_tgt, block):
         b = min(a + block, n_tgt)
         acc = torch.zeros(b - a, h, dtype=torch.float64)  # (block, hidden); small blocks bound the peak
@@ -345,7 +347,8 @@ def build_rows(src: torch.Tensor, recipe: initialisers.Recipe, n_used: int, n_ro
             if norm_match:
                 target_norm[sel] += w * rows.norm(dim=1)
             acc.index_add_(0, sel, rows.mul_(w[:, None]))  # sel is unique: acc[sel] + w * rows, exactly
-        acc[is_mean[a:b]] = stats["mean"]
+        if needs_stats:
+            acc[is_mean[a:b]] = stats["mean"]
         if norm_match:
             is_copy = is_exact_copy[a:b]
             target_norm[is_mean[a:b]] = stats["mean_norm"]
@@ -431,8 +434,6 @@ def transplant_model(
         InputError: mismatched tokenizers/mapping, ids out of range, non-finite rows, unsafe weights.
         ConfigError: unknown initialiser.
     """
-    from transformers import AutoConfig
-
     from .hf import _check_remote_code, check_weights_safe
 
     model_dir = Path(source_model_dir)
@@ -451,8 +452,10 @@ def transplant_model(
     with tempfile.TemporaryDirectory(prefix=".tmp-transplant-", dir=out_dir.parent) as scratch:
         if not _has_safetensors(model_dir):
             model_dir = _pickle_to_safetensors(model_dir, models_cfg, Path(scratch))
-        return _transplant(model_dir, source_tokenizer, target_tokenizer, mapping, out_dir, recipe_fn, init,
-                           norm_match, pad_to_multiple_of, dtype, seed, trust_remote_code, AutoConfig, Path(scratch))
+        return _transplant(model_dir, source_tokenizer, target_tokenizer, mapping, out_dir, Path(scratch),
+                           recipe_fn=recipe_fn, init=init, norm_match=norm_match,
+                           pad_to_multiple_of=pad_to_multiple_of, dtype=dtype, seed=seed,
+                           trust_remote_code=trust_remote_code)
 
 
 def _has_safetensors(model_dir: Path) -> bool:
@@ -502,9 +505,11 @@ def _special_ids(tok: Any) -> dict[str, int | None]:
     return {k: getattr(tok, k, None) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
 
 
-def _transplant(model_dir, source_tokenizer, target_tokenizer, mapping, out_dir, recipe_fn, init, norm_match,
-                pad_to_multiple_of, dtype, seed, trust_remote_code, AutoConfig, scratch: Path) -> dict[str, Any]:
-    from transformers import GenerationConfig
+def _transplant(model_dir: Path, source_tokenizer: Any, target_tokenizer: Any, mapping: TokenMapping,
+                out_dir: Path, scratch: Path, *, recipe_fn: Any, init: str | None, norm_match: bool,
+                pad_to_multiple_of: int, dtype: str, seed: int, trust_remote_code: bool) -> dict[str, Any]:
+    """transplant_model after its checks; `scratch` holds the built matrices until they are written."""
+    from transformers import AutoConfig, GenerationConfig
 
     config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)
     files, weight_map = _checkpoint_files(model_dir)
