@@ -253,3 +253,18 @@ def test_two_process_ddp_equals_one_process_with_the_global_batch(data, tmp_path
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
     assert valid_checkpoints(root / "ddp_ck", need_rows=False)[-1][0] == 3
+
+
+def test_checkpoints_of_changed_inputs_are_discarded_but_other_settings_refused(tmp_path):
+    from vocabadapt.io import write_json
+    from vocabadapt.train import STATE_FILE, _check_resume
+
+    record = {"stage.learning_rate": 0.01, "input_model": "abc", "train_data": {"tokens": 10}}
+    write_json(tmp_path / STATE_FILE, {"settings": record})
+    (tmp_path / "checkpoint-2").mkdir()
+    assert _check_resume(tmp_path, dict(record), True) == {"settings": record}  # same: resume
+    with pytest.raises(StageError, match=r"differing: stage\.learning_rate\)"):
+        _check_resume(tmp_path, {**record, "stage.learning_rate": 0.02}, True)
+    new_input = {**record, "input_model": "def"}  # transplant reran: the old checkpoints are obsolete
+    assert _check_resume(tmp_path, new_input, True)["discarded_checkpoints"] is True
+    assert not (tmp_path / "checkpoint-2").exists()

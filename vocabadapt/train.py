@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 STATE_FILE = "vocabadapt_train.json"  # checkpoints/<stage>/: the settings the checkpoints were made with
 ROWS_FILE = "vocabadapt_trainable_rows.safetensors"  # LoRA checkpoints: embeddings + head
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+_INPUT_KEYS = {"input_model", "train_data"}  # settings keys that name inputs, not configuration
 SPIKE_WINDOW = 50  # steps in the running mean a loss is compared with
 SPIKE_MIN_HISTORY = 5  # no spike verdicts before this many steps
 
@@ -506,6 +507,15 @@ def _check_resume(checkpoint_dir: Path, record: dict[str, Any], has_checkpoint: 
         saved = read_json(state_file)
         old = saved.get("settings", {})
         diff = sorted(k for k in set(old) | set(record) if old.get(k) != record.get(k))
+        if diff and set(diff) <= _INPUT_KEYS:
+            # Same settings, new inputs (the pipeline reran transplant/tokenize): the checkpoints are
+            # obsolete rather than conflicting, so the stage starts over.
+            log.warning("%s: checkpoints were made from another %s; discarding them and starting over",
+                        checkpoint_dir, " and ".join(diff))
+            for d in checkpoint_dir.iterdir():
+                if _CHECKPOINT_RE.match(d.name):
+                    shutil.rmtree(d, ignore_errors=True)
+            return {"settings": record, "discarded_checkpoints": True}
         if diff:
             raise StageError(
                 f"{checkpoint_dir} holds checkpoints of a different configuration (differing: {', '.join(diff)}); "
@@ -639,6 +649,8 @@ def train_stage(
     record = _settings_record(settings, cfg, world_size, bf16, model_dir, train_shards)
     good = valid_checkpoints(checkpoint_dir, need_rows=settings.trainable == "lora")
     state = _check_resume(checkpoint_dir, record, bool(good))
+    if state.pop("discarded_checkpoints", False):
+        good = []
     resume_from = good[-1][1] if good else None
     metrics_path = metrics_dir / "metrics.jsonl"
     if main:
@@ -695,6 +707,7 @@ def train_stage(
         train_sampling_strategy="sequential",  # the order is PackedDataset's, identical on every resume
         remove_unused_columns=False,
         dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
         # CPU DDP: accelerate only sets up a gloo process group when told the run is on CPU
         use_cpu=world_size > 1 and not torch.cuda.is_available(),
         ddp_backend="gloo" if world_size > 1 and not torch.cuda.is_available() else None,
