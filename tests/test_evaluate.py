@@ -69,6 +69,10 @@ def test_bits_per_byte_same_in_one_window_or_many(tok):
     a = bpb.bits_per_byte(real, tok, DOCS, context=16, stride=8, batch_size=1)
     b = bpb.bits_per_byte(real, tok, DOCS, context=16, stride=8, batch_size=7)
     assert a["bits_per_byte"] == pytest.approx(b["bits_per_byte"], abs=1e-6)
+    # full logits (a model without logits_to_keep) score the same as the kept positions
+    real._vocabadapt_keep_ok = False
+    c = bpb.bits_per_byte(real, tok, DOCS, context=16, stride=8, batch_size=7)
+    assert c["bits_per_byte"] == pytest.approx(b["bits_per_byte"], abs=1e-6)
 
 
 def test_empty_text_is_a_clear_error(tok, tmp_path):

@@ -119,17 +119,46 @@ def score_rows(model: Any, rows: Sequence[Row], batch_size: int = 8, pad_id: int
             r = rows[i]
             ids[b, :len(r.ids)] = torch.tensor(r.ids, dtype=torch.long)
             mask[b, :len(r.ids)] = 1
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits  # (B, T, V)
+        # Positions whose logits are read (t - 1 for every target t), over the whole batch.
+        need = sorted({p for i in idx for p in range(rows[i].first_target - 1, len(rows[i].ids) - 1)})
+        logits, col = _forward(model, ids.to(device), mask.to(device), need, width)  # (B, K, V), pos -> column
         for b, i in enumerate(idx):
             r = rows[i]
-            t = torch.arange(r.first_target, len(r.ids), device=device)  # target positions
+            t = torch.arange(r.first_target, len(r.ids))  # target positions
+            cols = col[t - 1].to(device)
             # logits at t-1 predict the token at t; log_softmax in fp32 whatever the model's dtype.
-            lp = torch.log_softmax(logits[b, t - 1, :vocab_limit].float(), dim=-1)  # (n_targets, V)
-            nll = -lp.gather(1, ids[b, t.cpu()].to(device).unsqueeze(1)).sum()
+            lp = torch.log_softmax(logits[b, cols, :vocab_limit].float(), dim=-1)  # (n_targets, V)
+            nll = -lp.gather(1, ids[b, t].to(device).unsqueeze(1)).sum()
             out[i] = (float(nll.double()), len(t))
         if on_batch is not None:
             on_batch(len(idx))
     return out
+
+
+def _forward(model: Any, ids: torch.Tensor, mask: torch.Tensor, need: list[int], width: int):
+    """Logits at the positions in `need` only, when the model supports it, else at every position.
+
+    Projecting onto the vocabulary is most of the cost for short targets (PubMedQA reads 1-2
+    positions of a ~400-token row; a 50k vocabulary makes full logits 50k x 400 per row), so the
+    model is asked for `logits_to_keep` = those positions (transformers >= 4.50). A model that
+    refuses the argument, or ignores it (returns every position), is served in full.
+    Returns (logits (B, K, V), col (width,) mapping a position to its column in logits).
+    """
+    full_col = torch.arange(width)
+    if len(need) < width and getattr(model, "_vocabadapt_keep_ok", True):
+        keep = torch.tensor(need, dtype=torch.long)
+        try:
+            logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep.to(ids.device)).logits
+        except TypeError:
+            logits = None
+        if logits is not None and logits.shape[1] == len(need):
+            col = torch.full((width,), -1, dtype=torch.long)
+            col[keep] = torch.arange(len(need))
+            return logits, col
+        model._vocabadapt_keep_ok = False  # do not ask again
+        if logits is not None and logits.shape[1] == width:
+            return logits, full_col
+    return model(input_ids=ids, attention_mask=mask).logits, full_col
 
 
 def encode(tokenizer: Any, text: str) -> list[int]:
