@@ -397,7 +397,7 @@ def run_stage(ctx: Any) -> dict[str, Any]:
             "documents": len(heldout),
             "target_types_with_same_span_source": len(truth),
             "aligned": precision_at(truth, aligned_candidates),
-            "identical": precision_at(truth, {t: [s] for t, s in identical.items() if methods[t] == "identical"}, (1,)),
+            "identical": precision_at(truth, {t: [s] for t, s in identical.items() if methods[t] == "identical"}),
             "relrep_all_with_vectors": precision_at(truth, relrep_all),
         }
     # Model-free check that needs no held-out text: identical pairs not used as pivots should find
