@@ -93,7 +93,7 @@ def entry(ctx: InitContext, tid: int) -> tuple[str, list[int], list[float]]:
         return method, [], []
     if not ids:
         if method == "special":
-            return "special", [], []  # built as the mean row, see transplant._build_rows
+            return "special", [], []  # built as the mean row, see transplant.build_rows
         raise InputError(
             f"mapping entry for target id {tid} has method '{method}' but no source ids; rerun the align stage"
         )
