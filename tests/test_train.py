@@ -268,3 +268,37 @@ def test_checkpoints_of_changed_inputs_are_discarded_but_other_settings_refused(
     new_input = {**record, "input_model": "def"}  # transplant reran: the old checkpoints are obsolete
     assert _check_resume(tmp_path, new_input, True)["discarded_checkpoints"] is True
     assert not (tmp_path / "checkpoint-2").exists()
+
+
+def test_spike_and_nonfinite_detection(tmp_path):
+    from transformers import TrainerControl
+
+    from vocabadapt.train import StageMonitor
+
+    mon = StageMonitor(tmp_path / "m.jsonl", 100, 3.0, 1000, None, None, {}, tmp_path / "s.json")
+    control = TrainerControl()
+    mon._pending = [(s, torch.tensor(v)) for s, v in enumerate([2.0, 2.1, 1.9, 2.0, 2.0, 7.0, 2.0], start=1)]
+    mon._flush(control)
+    recs = [json.loads(x) for x in (tmp_path / "m.jsonl").read_text().splitlines()]
+    assert [(r["type"], r["step"]) for r in recs] == [("spike", 6)]  # 7.0 > 3 x mean(2.0, 2.1, 1.9, 2.0, 2.0)
+    assert recs[0]["running_mean"] == pytest.approx(2.0)
+    assert not control.should_training_stop
+    control.should_save = True
+    mon._pending = [(8, torch.tensor(2.0)), (9, torch.tensor(float("inf")))]
+    mon._flush(control)
+    assert mon.nonfinite_step == 9 and control.should_training_stop and not control.should_save
+
+
+def test_embedding_health_verdict():
+    from vocabadapt.train import EmbeddingHealth
+
+    def recs(updates, built):
+        return [{"embeddings_rel_update_per_step": u, "embeddings_built_mean_norm": built, "embeddings_copied_mean_norm": 1.0}
+                for u in updates]
+
+    settles = EmbeddingHealth.verdict(recs([0.1, 0.08, 0.05, 0.02, 0.01, 0.01, 0.01, 0.01], 1.1), ["embeddings"])
+    assert settles["settled"] is True and settles["embeddings_built_to_copied_norm"] == pytest.approx(1.1)
+    still_moving = EmbeddingHealth.verdict(recs([0.1] * 8, 1.1), ["embeddings"])
+    assert still_moving["settled"] is False and still_moving["embeddings_update_settled"] is False
+    overshoot = EmbeddingHealth.verdict(recs([0.1, 0.05, 0.01, 0.01], 2.0), ["embeddings"])
+    assert overshoot["settled"] is False and overshoot["embeddings_norm_overshoot"] is True
