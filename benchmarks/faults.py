@@ -86,6 +86,18 @@ def running_stage(run_dir: Path) -> str | None:
     return None
 
 
+SRC = REPO  # where the vocabadapt package is imported from; main() points it at a frozen snapshot
+
+
+def snapshot_code(work: Path) -> Path:
+    """Copy the vocabadapt package into WORK/src so that edits to the shared working tree during the
+    benchmark cannot make the reference and a rerun use different code. Returns the folder to run in."""
+    src = work / "src"
+    shutil.rmtree(src, ignore_errors=True)
+    shutil.copytree(REPO / "vocabadapt", src / "vocabadapt", ignore=shutil.ignore_patterns("__pycache__"))
+    return src
+
+
 def command(config: Path, run_dir: Path, overrides: list[str]) -> list[str]:
     cmd = [sys.executable, "-m", "vocabadapt", "run", str(config), "--run-dir", str(run_dir)]
     for o in overrides:
@@ -96,7 +108,7 @@ def command(config: Path, run_dir: Path, overrides: list[str]) -> list[str]:
 def run_to_end(cmd: list[str], logfile: Path, timeout: float = 1800) -> tuple[int, str, float]:
     t0 = time.perf_counter()
     with open(logfile, "w") as f:
-        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=REPO, timeout=timeout)
+        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=SRC, timeout=timeout)
     return proc.returncode, logfile.read_text(errors="replace"), time.perf_counter() - t0
 
 
@@ -227,7 +239,7 @@ def kill_once(cmd: list[str], run_dir: Path, target: str, delay: float, logfile:
               timeout: float = 900) -> dict[str, Any]:
     """Start the run, SIGKILL its process group `delay` s after `target` starts (if still running)."""
     with open(logfile, "w") as f:
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=SRC, start_new_session=True)
     t_start = None
     landed = None
     deadline = time.monotonic() + timeout
@@ -349,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", default="/tmp/vocabadapt-faults", help="scratch folder for the run directories")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "faults.md"))
     args = ap.parse_args(argv)
+    global SRC
 
     rng = random.Random(args.seed)
     work = Path(args.work)
@@ -360,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"started": started.isoformat(timespec="seconds"), "quick": args.quick}
 
     if args.only_checkpoint:
+        SRC = work / "src" if (work / "src" / "vocabadapt").is_dir() else REPO
         results = json.loads(Path(args.out).with_suffix(".json").read_text())
         model, _ = choose_model(args.model, work)
         overrides = [f"models.source_model={model}", *TINY]
@@ -373,6 +387,9 @@ def main(argv: list[str] | None = None) -> int:
         results["fuzz"] = fuzz(examples, work)
         log(f"fuzz: rc {results['fuzz']['pytest_rc']}, {results['fuzz']['counts']}")
 
+    SRC = snapshot_code(work)
+    sys.path.insert(0, str(SRC))  # check_done_records imports the same snapshot
+    results["code"] = f"{_git_commit()}, vocabadapt/ copied at {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}"
     model, model_note = choose_model(args.model, work)
     overrides = [f"models.source_model={model}", *TINY]
     until = ["--until", args.until] if args.until else []
@@ -500,7 +517,7 @@ def write_results(r: dict[str, Any], out: Path, partial: bool) -> None:
     if partial:
         L += ["**PARTIAL: the benchmark was still running when this was written.**", ""]
     L += [f"Command: `python benchmarks/faults.py{quick}` (from the repository root, in the project venv)  ",
-          f"Commit: {_git_commit()}  ",
+          f"Code: {r.get('code') or _git_commit()} (every run of this benchmark imports that one snapshot)  ",
           f"Machine: {_machine()}  ",
           f"Date: {r.get('started')} to {r.get('finished', '(running)')} UTC  ",
           f"Source model: {r.get('model', '?')}  ",
