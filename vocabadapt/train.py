@@ -314,7 +314,7 @@ class StageMonitor(TrainerCallback):
         bad = bool((~torch.isfinite(losses)).any())
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             # Every rank must stop at the same step, or the others would wait forever in all-reduce.
-            flag = torch.tensor([int(bad)])
+            flag = torch.tensor([int(bad)], device=self._pending[-1][1].device)  # NCCL needs a device tensor
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
             bad = bool(flag.item())
         for (step, _), value in zip(self._pending, losses.tolist()):
