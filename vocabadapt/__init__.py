@@ -1,29 +1,18 @@
 """vocabadapt: give a pretrained causal LM a new tokenizer and prove the result.
 
-Public API (kept small):
+Public API (kept small; none of these import torch):
     load_config, Config     the validated YAML config (vocabadapt.config)
-    run                     the whole pipeline, resumable (vocabadapt.pipeline)
-    audit                   review a config before spending GPU hours (vocabadapt.audit)
+    run_pipeline            the whole pipeline, resumable (vocabadapt.pipeline.run)
+    audit_config            review a config before spending GPU hours (vocabadapt.audit.audit)
+    the error types         VocabadaptError and its subclasses (vocabadapt.errors)
 """
 
 __version__ = "0.1.0"
 
-from .config import Config, load_config  # noqa: E402
-from .errors import ConfigError, InputError, StageError, VocabadaptError  # noqa: E402
+from .audit import audit as audit_config
+from .config import Config, load_config
+from .errors import ConfigError, InputError, StageError, VocabadaptError
+from .pipeline import run as run_pipeline
 
-
-def run(*args, **kwargs):
-    """See vocabadapt.pipeline.run."""
-    from .pipeline import run as _run
-
-    return _run(*args, **kwargs)
-
-
-def audit(*args, **kwargs):
-    """See vocabadapt.audit.audit."""
-    from .audit import audit as _audit
-
-    return _audit(*args, **kwargs)
-
-
-__all__ = ["Config", "load_config", "run", "audit", "ConfigError", "InputError", "StageError", "VocabadaptError"]
+__all__ = ["Config", "load_config", "run_pipeline", "audit_config", "ConfigError", "InputError", "StageError",
+           "VocabadaptError"]
