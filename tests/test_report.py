@@ -119,6 +119,8 @@ def test_report_stage_and_closing_summary(tmp_path):
     assert "PubMedQA accuracy: source 0.520 [0.480, 0.560]" in text
     assert str(run / "report" / "report.html") in text
     assert "no evaluation found" in closing_summary(tmp_path)
+    _w(tmp_path / "eval" / "summary.json", {"skipped": True, "reason": "evaluation.enabled is false"})
+    assert closing_summary(tmp_path).startswith("evaluation skipped: evaluation.enabled is false")
 
 
 def test_cli_report(tmp_path, capsys):

@@ -555,4 +555,6 @@ def closing_summary(run_dir: Path) -> str:
     lines.append(f"report: {report}" if report.is_file() else "report: not written (run the report stage)")
     if not s:
         lines.insert(0, "no evaluation found (eval/summary.json missing)")
+    elif s.get("skipped") is True:
+        lines.insert(0, f"evaluation skipped: {s.get('reason', 'evaluation.enabled is false')}")
     return "\n".join(lines)
