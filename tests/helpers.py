@@ -62,7 +62,7 @@ def tiny_model(arch: str = "gpt_neox", vocab_size: int = 320, hidden: int = 32, 
                     num_key_value_heads=2, tie_word_embeddings=bool(tie), **common)
     elif arch == "gpt2":
         cfg = tf.GPT2Config(vocab_size=vocab_size, n_embd=hidden, n_layer=layers, n_head=4, n_positions=max_pos,
-                            tie_word_embeddings=True if tie is None else tie)
+                            tie_word_embeddings=True if tie is None else tie, bos_token_id=0, eos_token_id=0)
     else:
         raise ValueError(arch)
     cfg.bos_token_id = 0
