@@ -603,6 +603,23 @@ def train_stage(
     if heldout_texts is not None:
         windows, heldout_bytes = prepare_heldout(heldout_texts, tokenizer, cfg.max_seq_length, cfg.eval_max_bytes)
 
+    # ---- checkpoints: refuse other settings, drop cut-off ones, find where to resume
+    record = _settings_record(settings, cfg, world_size, bf16, model_dir, train_shards)
+    good = valid_checkpoints(checkpoint_dir, need_rows=settings.trainable == "lora")
+    state = _check_resume(checkpoint_dir, record, bool(good))
+    if state.pop("discarded_checkpoints", False):
+        good = []
+    resume_from = good[-1][1] if good else None
+    metrics_path = metrics_dir / "metrics.jsonl"
+    if main:
+        for d in _partial_checkpoints(checkpoint_dir, good):
+            log.warning("ignoring the partially written checkpoint %s (removed)", d)
+            shutil.rmtree(d, ignore_errors=True)
+        if resume_from is None:
+            metrics_path.unlink(missing_ok=True)
+        else:
+            _truncate_metrics(metrics_path, good[-1][0])
+
     model = load_model(str(model_dir), models, dtype=torch.float32, attn_implementation=attn)
     max_pos = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
     if max_pos is not None and cfg.max_seq_length > max_pos:
@@ -645,22 +662,6 @@ def train_stage(
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_total = sum(p.numel() for p in model.parameters())
 
-    # ---- checkpoints: refuse other settings, drop cut-off ones, find where to resume
-    record = _settings_record(settings, cfg, world_size, bf16, model_dir, train_shards)
-    good = valid_checkpoints(checkpoint_dir, need_rows=settings.trainable == "lora")
-    state = _check_resume(checkpoint_dir, record, bool(good))
-    if state.pop("discarded_checkpoints", False):
-        good = []
-    resume_from = good[-1][1] if good else None
-    metrics_path = metrics_dir / "metrics.jsonl"
-    if main:
-        for d in _partial_checkpoints(checkpoint_dir, good):
-            log.warning("ignoring the partially written checkpoint %s (removed)", d)
-            shutil.rmtree(d, ignore_errors=True)
-        if resume_from is None:
-            metrics_path.unlink(missing_ok=True)
-        else:
-            _truncate_metrics(metrics_path, good[-1][0])
     if resume_from is not None:
         log.info("%s: resuming from %s", settings.name, resume_from)
         if settings.trainable == "lora":
