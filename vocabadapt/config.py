@@ -244,6 +244,16 @@ class VocabAdaptationConfig(Section):
     eval_steps: int = Field(250, ge=1, description="Held-out bits per byte every this many steps.")
     eval_max_bytes: int = Field(200_000, ge=1000, description="Bytes of held-out text scored during training.")
     spike_factor: float = Field(3.0, gt=1, description="A loss above this × its running mean is a spike.")
+    num_processes: int = Field(
+        1, ge=1, description="Training processes (GPUs); > 1 launches the training stages with the launcher below."
+    )
+    launcher: Literal["accelerate", "torchrun"] = Field(
+        "accelerate", description="How training stages start several processes (accelerate launch / torchrun)."
+    )
+    accelerate_config: Optional[str] = Field(
+        None, description="accelerate config file (DDP, FSDP, DeepSpeed) passed to `accelerate launch`.",
+        json_schema_extra=PATH,
+    )
 
 
 # --------------------------------------------------------------------------------------------------

@@ -57,6 +57,9 @@ class StageSpec:
     inputs: tuple[str, ...]  # upstream stages whose outputs it reads
     outputs: tuple[str, ...]  # run-dir relative paths it writes (fingerprinted)
     description: str
+    # Resume state (checkpoints) kept across an interruption but cleared when a finished stage is
+    # redone because its keys or inputs changed, or under --force: stale weights must not be resumed.
+    resume_state: tuple[str, ...] = ()
 
 
 _MODEL_KEYS = ("models.source_model", "models.source_tokenizer", "models.target_tokenizer")
@@ -94,14 +97,14 @@ STAGES: tuple[StageSpec, ...] = (
               (*_TRAIN_KEYS, "vocab_adaptation.stage1_steps", "vocab_adaptation.lr_stage1",
                "vocab_adaptation.stage1_optimizer"),
               ("tokenize", "transplant"), ("model/stage1", "train/stage1"),
-              "train input embeddings and output head"),
+              "train input embeddings and output head", ("checkpoints/stage1",)),
     StageSpec("stage2", "vocabadapt.train:run_stage2",
               (*_TRAIN_KEYS, "vocab_adaptation.stage1_steps", "vocab_adaptation.stage2_steps",
                "vocab_adaptation.lr_stage2", "vocab_adaptation.train_start_idx_stage2",
                "vocab_adaptation.stage2_use_lora", "vocab_adaptation.stage2_optimizer", "vocab_adaptation.lora_r",
                "vocab_adaptation.lora_alpha", "vocab_adaptation.lora_dropout", "vocab_adaptation.lora_target_modules"),
               ("tokenize", "stage1"), ("model/stage2", "train/stage2"),
-              "train the whole model or LoRA"),
+              "train the whole model or LoRA", ("checkpoints/stage2",)),
     StageSpec("evaluate", "vocabadapt.evaluate:run_stage",
               ("evaluation", "models.source_model"),
               ("corpus", "tokenize", "align", "transplant", "stage1", "stage2"), ("eval",),
@@ -404,6 +407,9 @@ def run(
                 emit(spec.name, "skip", reason)
                 continue
             emit(spec.name, "start", reason if not force else "forced")
+            previous = manifest["stages"].get(spec.name, {}).get("status")
+            if force or previous == "done":
+                _clear_resume_state(run_dir, spec)
             _run_one(spec, ctx, manifest)
             ran.append(spec.name)
             emit(spec.name, "done", f"{manifest['stages'][spec.name]['wall_s']:.1f}s")
@@ -412,6 +418,16 @@ def run(
         )
         write_json(run_dir / MANIFEST, manifest)
     return RunResult(run_dir=run_dir, ran=ran, skipped=skipped, manifest=manifest)
+
+
+def _clear_resume_state(run_dir: Path, spec: StageSpec) -> None:
+    import shutil
+
+    for rel in spec.resume_state:
+        path = run_dir / rel
+        if path.exists():
+            log.info("%s: starting over, removing the checkpoints of its previous run (%s)", spec.name, path)
+            shutil.rmtree(path)
 
 
 def _run_one(spec: StageSpec, ctx: StageContext, manifest: dict) -> None:

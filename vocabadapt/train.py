@@ -854,8 +854,40 @@ def _stage1_consumed(ctx: Any) -> int:
     return int(summary["sequences"]["stop"])
 
 
+def _launch_distributed(ctx: Any, name: str) -> dict[str, Any]:
+    """Run this training stage in `num_processes` processes (accelerate launch or torchrun).
+
+    The pipeline stays one process; only the training stage fans out. Each worker rebuilds the stage
+    context from the run directory (vocabadapt.train_launch) and rank 0 writes the summary back.
+    """
+    import subprocess
+    import sys
+
+    cfg = ctx.config.vocab_adaptation
+    result = ctx.path("train", name, "launch_result.json")
+    result.unlink(missing_ok=True)
+    worker = ["-m", "vocabadapt.train_launch", str(ctx.run_dir), name]
+    if cfg.launcher == "torchrun":
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={cfg.num_processes}", *worker]
+    else:
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", f"--num_processes={cfg.num_processes}"]
+        if cfg.accelerate_config:
+            cmd.append(f"--config_file={cfg.accelerate_config}")
+        cmd += worker
+    log.info("%s: launching %d training processes: %s", name, cfg.num_processes, " ".join(cmd))
+    proc = subprocess.run(cmd)
+    if proc.returncode != 0:
+        raise StageError(f"{name}: the {cfg.launcher} launch exited with code {proc.returncode}; see the log above "
+                         f"(rerun the same command to resume from the last checkpoint)")
+    if not result.exists():
+        raise StageError(f"{name}: the training processes finished without writing {result}")
+    return read_json(result)
+
+
 def _run_pipeline_stage(ctx: Any, name: str) -> dict[str, Any]:
     cfg = ctx.config.vocab_adaptation
+    if cfg.num_processes > 1 and _world()[1] == 1:
+        return _launch_distributed(ctx, name)
     if name == "stage1":
         src, start = ctx.path("model", "init"), 0
     else:

@@ -1,0 +1,85 @@
+"""The whole pipeline on a tiny model, corpus and tokenizers: every stage runs, reruns skip, the
+closing summary is printed, and (slow tier) the training stages run as 2 processes."""
+
+import json
+
+import pytest
+from helpers import TEXT, save_tiny_model, train_bpe_tokenizer, write_config, write_jsonl
+
+from vocabadapt.cli import main
+from vocabadapt.pipeline import STAGE_NAMES
+
+DOCS = [f"{TEXT} case {i}: the patient number {i} received {i % 7} doses of heparin." for i in range(60)]
+HELDOUT = [f"report {i}: aspirin and heparin were given for chest pain in the study." for i in range(6)]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    source_tok = train_bpe_tokenizer(DOCS[:20], vocab_size=280)
+    target_tok = train_bpe_tokenizer(DOCS, vocab_size=330)
+    save_tiny_model(root / "model", source_tok, "gpt_neox", max_pos=64)
+    target_tok.save_pretrained(str(root / "target_tok"))
+    write_jsonl(root / "train.jsonl", DOCS)
+    write_jsonl(root / "heldout.jsonl", HELDOUT)
+    qa = {str(1000 + i): {"QUESTION": f"Does heparin help case {i}?", "CONTEXTS": ["heparin slows growth."],
+                          "final_decision": ["yes", "no", "maybe"][i % 3]} for i in range(6)}
+    (root / "qa.json").write_text(json.dumps(qa))
+    config = {
+        "models": {"source_model": "model", "target_tokenizer": "target_tok"},
+        "corpus": {"inputs": ["train.jsonl"], "heldout_inputs": ["heldout.jsonl"]},
+        "term_mining": {"top_k": 20, "min_frequency": 2, "add_to_target": True},
+        "embedding": {"fasttext": {"epochs": 2, "dim": 16, "thread": 1}},
+        "alignment": {"pivot_count": 50, "similarity_threshold": 0.3},
+        "evaluation": {"qa": {"file": "qa.json", "bootstrap": 50}, "batch_size": 4},
+        "pipeline": {"run_root": "runs"},
+        "vocab_adaptation": {"stage1_steps": 3, "stage2_steps": 3, "batch_size": 2, "gradient_accumulation": 1,
+                             "max_seq_length": 32, "lr_stage1": 1e-3, "lr_stage2": 1e-3, "bf16": False,
+                             "save_steps": 2, "eval_steps": 2, "logging_steps": 1, "eval_max_bytes": 2000},
+    }
+    return root, write_config(root / "tiny.yaml", config)
+
+
+def test_whole_pipeline_runs_then_skips(setup, capsys):
+    root, cfg = setup
+    run_dir = root / "run1"
+    assert main(["run", str(cfg), "--run-dir", str(run_dir)]) == 0
+    out, err = capsys.readouterr()
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["complete"] and all(manifest["stages"][s]["status"] == "done" for s in STAGE_NAMES)
+    assert "final model:" in out and "checklist:" in out and "bits per byte" in out
+    for k, name in enumerate(STAGE_NAMES, 1):
+        assert f"[{k}/9] {name}" in err
+    # artifacts the design names
+    for rel in ("corpus/stats.json", "terms/terms.txt", "align/mapping.json", "model/init/transplant.json",
+                "model/stage2/config.json", "train/summary.json", "eval/summary.json", "eval/checklist.json",
+                "report/report.html"):
+        assert (run_dir / rel).exists(), rel
+    # mined terms were added to the target tokenizer and got non-zero rows
+    transplant = json.loads((run_dir / "model/init/transplant.json").read_text())
+    assert transplant["zero_rows"] == 0
+    stats = json.loads((run_dir / "corpus/stats.json").read_text())
+    assert stats["heldout_documents"] == len(HELDOUT) and stats["documents"] == len(DOCS)
+    # the same command again: nothing reruns
+    assert main(["run", str(cfg), "--run-dir", str(run_dir)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("skipped") == 9
+
+
+def test_changed_training_key_reruns_from_stage2(setup, capsys):
+    root, cfg = setup
+    run_dir = root / "run1"
+    assert main(["run", str(cfg), "--run-dir", str(run_dir), "--set", "vocab_adaptation.lr_stage2=5e-4"]) == 0
+    err = capsys.readouterr().err
+    ran = [n for n in STAGE_NAMES if f"{n:<10} running" in err]
+    assert ran == ["stage2", "evaluate", "report"]
+
+
+@pytest.mark.slow
+def test_training_stages_launch_two_processes(setup):
+    root, cfg = setup
+    run_dir = root / "run_ddp"
+    assert main(["run", str(cfg), "--run-dir", str(run_dir), "--until", "stage2",
+                 "--set", "vocab_adaptation.num_processes=2", "--set", "vocab_adaptation.launcher=torchrun"]) == 0
+    summary = json.loads((run_dir / "train" / "summary.json").read_text())
+    assert summary["stage1"]["world_size"] == 2 and summary["stage2"]["steps"] == 3
