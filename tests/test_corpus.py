@@ -107,3 +107,16 @@ def test_errors_name_the_cause(tmp_path):
     short.write_text('{"text": "abc"}\n')
     with pytest.raises(InputError, match="shorter than tokenization.min_line_length=10"):
         run_stage(_ctx(tmp_path, {"inputs": [str(short)]}, min_len=10))
+
+
+def test_lone_surrogate_is_a_bad_line_and_damaged_gzip_an_input_error(tmp_path):
+    f = tmp_path / "s.jsonl"
+    f.write_text(json.dumps({"text": "lone \ud800 surrogate"}) + "\n" + json.dumps({"text": "fine"}) + "\n")
+    stats = run_stage(_ctx(tmp_path, {"inputs": [str(f)], "heldout_fraction": 0.0}))
+    assert stats["documents"] == 1 and stats["bad_lines"] == 1
+    g = tmp_path / "d.jsonl.gz"
+    blob = bytearray(gzip.compress(b'{"text": "one"}\n' * 200))
+    blob[20] ^= 0xFF  # corrupt the deflate stream: gzip raises zlib.error, not OSError
+    g.write_bytes(bytes(blob))
+    with pytest.raises(InputError, match="d.jsonl.gz"):
+        run_stage(_ctx(tmp_path / "g", {"inputs": [str(g)], "heldout_fraction": 0.0}))

@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import logging
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -99,9 +100,8 @@ def read_documents(path: Path, text_fields: list[str], txt_document: str, stats:
                 yield from _read_jsonl(raw, path, text_fields, stats)
             else:
                 yield from _read_txt(raw, path, txt_document, stats)
-    except (OSError, EOFError) as e:
-        if isinstance(e, InputError):
-            raise
+    except (OSError, EOFError, zlib.error) as e:
+        # A damaged gzip stream raises zlib.error (not OSError) from deep inside the gzip module.
         raise InputError(f"{path}: cannot read it ({type(e).__name__}: {e}); is it a truncated or corrupt file?") from None
 
 
@@ -122,6 +122,9 @@ def _read_jsonl(raw, path: Path, fields: list[str], stats: FileStats) -> Iterato
         text = _join(rec, fields) if isinstance(rec, dict) else None
         if text is None:
             stats.bad(n, f"no text in fields {fields}")
+            continue
+        if not _encodable(text):
+            stats.bad(n, "escaped lone surrogate (\\ud800-\\udfff): not valid Unicode text")
             continue
         yield f"{path.name}:{n}", text
 
@@ -171,6 +174,15 @@ def _read_parquet(path: Path, fields: list[str], stats: FileStats) -> Iterator[t
                 stats.bad(row, f"no text in fields {fields}")
                 continue
             yield f"{path.name}:{row}", text
+
+
+def _encodable(text: str) -> bool:
+    # JSON may escape a lone surrogate ("\ud800"): valid JSON, but no UTF-8 encoding exists for it.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _normalised_hash(text: str, hash_name: str) -> bytes:
