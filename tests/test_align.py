@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from helpers import TEXT, train_bpe_tokenizer, write_config, write_jsonl
-from vocabadapt import align
 from vocabadapt.align import RelativeRepresentation, blockwise_topk, choose_pivots, precision_at
 from vocabadapt.mapping import METHODS, TokenMapping
 from vocabadapt.pipeline import run

@@ -50,7 +50,6 @@ def token_counts(reader: ShardReader, vocab_size: int) -> np.ndarray:
 
 def train_vectors(corpus_file: Path, ft_cfg: Any, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Train fastText on an id corpus; return (ids int64 ascending, vectors float32 (n, dim))."""
-    import fasttext
     from fasttext import FastText as ft_api
 
     # fasttext 0.9.2's train_unsupervised() refuses a `seed` keyword although its C++ Args has one,
