@@ -161,6 +161,7 @@ class FastTextConfig(Section):
     maxn: int = Field(0, ge=0, description="Max character n-gram; 0 = off.")
     model: Literal["skipgram", "cbow"] = Field("skipgram", description="fastText objective.")
     neg: int = Field(5, ge=1, description="Negative samples.")
+    seed: int = Field(0, ge=0, description="fastText seed (bitwise reproducible with thread: 1).")
 
 
 class EmbeddingConfig(Section):

@@ -97,7 +97,7 @@ def run_stage(ctx: Any) -> dict[str, Any]:
             with tempfile.TemporaryDirectory(dir=tmp) as scratch:
                 corpus_file = Path(scratch) / "ids.txt"
                 write_id_corpus(reader, corpus_file)
-                ids, vecs = train_vectors(corpus_file, ft, seed=0)
+                ids, vecs = train_vectors(corpus_file, ft, seed=ft.seed)
             np.save(tmp / f"{side}.npy", vecs)
             np.save(tmp / f"{side}_ids.npy", ids)
             np.save(tmp / f"{side}_counts.npy", counts_all[ids])

@@ -72,6 +72,9 @@ def load_tokenizer(name: str, models: ModelsConfig, cache_dir: str | None = None
             return PreTrainedTokenizerFast(tokenizer_file=str(p))
         if p.is_dir():
             _check_remote_code(p, models, "tokenizer")
+            bare = _bare_bpe_tokenizer(p)
+            if bare is not None:
+                return bare
             return AutoTokenizer.from_pretrained(str(p), trust_remote_code=models.trust_remote_code)
     except InputError:
         raise
@@ -85,6 +88,36 @@ def load_tokenizer(name: str, models: ModelsConfig, cache_dir: str | None = None
         )
     except Exception as e:
         raise _hub_error("tokenizer", name, e) from None
+
+
+def _bare_bpe_tokenizer(directory: Path) -> Any | None:
+    """A folder holding only vocab.json + merges.txt (as GPT-2's and BioGPT's original releases).
+
+    transformers 5 cannot load such a folder by itself. fairseq/Moses BPE (tokens ending in `</w>`, as
+    BioGPT) becomes a BioGptTokenizer; anything else a byte-level BPE like GPT-2's. None when the
+    folder has a tokenizer.json or tokenizer_config.json (AutoTokenizer handles those).
+    """
+    vocab, merges = directory / "vocab.json", directory / "merges.txt"
+    if (directory / "tokenizer.json").exists() or (directory / "tokenizer_config.json").exists():
+        return None
+    if not (vocab.is_file() and merges.is_file()):
+        return None
+    try:
+        entries = json.loads(vocab.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise InputError(f"{vocab} is not valid JSON ({e})") from None
+    if any(k.endswith("</w>") for k in entries):
+        from transformers import BioGptTokenizer
+
+        return BioGptTokenizer(vocab_file=str(vocab), merges_file=str(merges))
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE.from_file(str(vocab), str(merges)))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    eos = "<|endoftext|>" if "<|endoftext|>" in entries else None
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=eos, eos_token=eos, unk_token=eos)
 
 
 def check_weights_safe(directory: Path, models: ModelsConfig) -> None:
