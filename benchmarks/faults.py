@@ -374,7 +374,8 @@ def main(argv: list[str] | None = None) -> int:
     kills_per_stage = 1 if args.quick else args.kills_per_stage
     examples = args.fuzz_examples or (100 if args.quick else 300)
     started = dt.datetime.now(dt.timezone.utc)
-    results: dict[str, Any] = {"started": started.isoformat(timespec="seconds"), "quick": args.quick}
+    results: dict[str, Any] = {"started": started.isoformat(timespec="seconds"), "quick": args.quick,
+                               "argv": list(argv if argv is not None else sys.argv[1:])}
 
     if args.rewrite:
         write_results(json.loads(Path(args.out).with_suffix(".json").read_text()), Path(args.out), partial=False)
@@ -442,6 +443,8 @@ def main(argv: list[str] | None = None) -> int:
                 "temp_leftovers_after_kill": temps, "rerun_rc": rc2, "rerun_wall_s": round(wall2, 1),
                 "rerun_complete": bool(complete), "rerun_redid_landed": events.get(landed, "").startswith("ran") if landed else None,
                 "rerun_events": events, **cmp,
+                "rerun_resumed": [line.split("resuming from ")[1].split("/")[-1] for line in out2.splitlines()
+                                  if "resuming from" in line],
                 "rerun_error": None if rc2 == 0 else out2[-1500:],
             }
             rec["survived"] = (rc2 == 0 and bool(complete) and not cut_short_done and not stale_done
@@ -519,7 +522,7 @@ def _machine() -> str:
 def write_results(r: dict[str, Any], out: Path, partial: bool) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(r, indent=2, default=str))
-    quick = " --quick" if r.get("quick") else ""
+    quick = (" " + " ".join(r["argv"])) if r.get("argv") else (" --quick" if r.get("quick") else "")
     L = ["# Fault-injection results", ""]
     if partial:
         L += ["**PARTIAL: the benchmark was still running when this was written.**", ""]
@@ -591,13 +594,13 @@ def write_results(r: dict[str, Any], out: Path, partial: bool) -> None:
         L += ["", f"Total: {len(kills)} kills injected, {total_s} survived, {len(kills) - total_s} not.", ""]
         L += ["Outputs that carry wall times (train/*, eval, report) differ byte-wise between any two runs and are "
               "compared through the eval/summary.json numbers instead.", "",
-              "Each kill:", "", "| target | delay s | landed | rerun rc | rerun redid landed stage | stages the rerun ran | outputs differing bitwise (deterministic, weights) | eval max rel. diff |",
-              "|---|---|---|---|---|---|---|---|"]
+              "Each kill:", "", "| target | delay s | landed | rerun rc | rerun redid landed stage | stages the rerun ran | training resumed from | outputs differing bitwise (deterministic, weights) | eval max rel. diff |",
+              "|---|---|---|---|---|---|---|---|---|"]
         for k in kills:
             ran = ", ".join(s for s, e in k.get("rerun_events", {}).items() if e.startswith("ran"))
             diff = ", ".join(k.get("deterministic_differ", []) + k.get("weights_differ", [])) or "none"
             L.append(f"| {k['target']} | {k['delay_s']} | {k['landed']} | {k['rerun_rc']} | {k['rerun_redid_landed']} | "
-                     f"{ran} | {diff} | {(k.get('eval_max_rel_diff') or 0):.2e} |")
+                     f"{ran} | {', '.join(k.get('rerun_resumed') or []) or '-'} | {diff} | {(k.get('eval_max_rel_diff') or 0):.2e} |")
         failures = [k for k in kills if not k["survived"]]
         for k in failures:
             L += ["", f"**Not survived: kill in {k['target']}** (landed {k['landed']}): rc {k['rerun_rc']}; "
