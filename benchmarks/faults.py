@@ -214,7 +214,8 @@ def fuzz(examples: int, work: Path) -> dict[str, Any]:
                           cwd=REPO, env=env, capture_output=True, text=True)
     tail = proc.stdout.strip().splitlines()[-12:]
     counts = json.loads(counts_file.read_text()) if counts_file.exists() else {}
-    return {"examples_per_property": examples, "counts": counts, "pytest_rc": proc.returncode,
+    return {"examples_per_property": examples, "counts": counts, "pytest_rc": proc.returncode, "code": _git_commit(),
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "pytest_tail": tail, "wall_s": round(time.perf_counter() - t0, 1)}
 
 
@@ -352,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stages", default=",".join(KILL_STAGES), help="comma-separated stages to kill in")
     ap.add_argument("--no-fuzz", action="store_true")
     ap.add_argument("--no-corrupt", action="store_true")
+    ap.add_argument("--only-fuzz", action="store_true", help="rerun just the fuzz part into the existing results")
     ap.add_argument("--rewrite", action="store_true", help="only rewrite the .md from the existing .json results")
     ap.add_argument("--only-checkpoint", action="store_true",
                     help="add just the damaged-checkpoint scenario to an existing results file, reusing WORK/reference")
@@ -377,6 +379,11 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"started": started.isoformat(timespec="seconds"), "quick": args.quick,
                                "argv": list(argv if argv is not None else sys.argv[1:])}
 
+    if args.only_fuzz:
+        results = json.loads(Path(args.out).with_suffix(".json").read_text())
+        results["fuzz"] = fuzz(examples, work)
+        write_results(results, Path(args.out), partial=False)
+        return 0 if results["fuzz"]["pytest_rc"] == 0 else 1
     if args.rewrite:
         write_results(json.loads(Path(args.out).with_suffix(".json").read_text()), Path(args.out), partial=False)
         return 0
@@ -644,7 +651,7 @@ def write_results(r: dict[str, Any], out: Path, partial: bool) -> None:
     if fz:
         L += ["## Fuzzed inputs (hypothesis, deterministic seeds)", "",
               f"`VOCABADAPT_FUZZ_EXAMPLES={fz['examples_per_property']} pytest tests/test_faults.py tests/test_safety.py` "
-              f"(exit code {fz['pytest_rc']}, {fz['wall_s']} s). An *unclean failure* is any outcome other than "
+              f"(exit code {fz['pytest_rc']}, {fz['wall_s']} s; code {fz.get('code', 'as above')}, {fz.get('date', '')}). An *unclean failure* is any outcome other than "
               "success or the project's own error (exit 2 with a message naming the key path / file / record).", "",
               "| input kind | cases run |", "|---|---|"]
         for k, v in sorted(fz["counts"].items()):

@@ -486,12 +486,10 @@ def test_fuzz_truncated_or_corrupt_gzip(tmp_path):
             assert len(docs) + stats.bad_lines <= payload.count("\n") + 1 + 1
         except InputError as e:
             assert str(path) in str(e)
-        except zlib.error:  # known: corpus.read_documents does not catch it (see faults.md)
+        except zlib.error:  # was not caught by corpus.read_documents before da93701
             unclean["zlib.error"] += 1
     COUNTS["corpus_gzip_unclean_zlib_error"] += sum(unclean.values())
-    if unclean:
-        pytest.xfail(f"{sum(unclean.values())} of {EXAMPLES} damaged gzip files raised zlib.error instead of "
-                     f"InputError: vocabadapt/corpus.py read_documents should catch zlib.error too")
+    assert not unclean, f"{sum(unclean.values())} of {EXAMPLES} damaged gzip files raised zlib.error, not InputError"
 
 
 def test_huge_line_and_empty_file(tmp_path):
@@ -560,8 +558,6 @@ def test_corpus_stage_stats_add_up_on_messy_input(tmp_path):
     assert out["duplicates"] >= 1 and out["bad_lines"] >= 1
 
 
-@pytest.mark.xfail(raises=UnicodeEncodeError, strict=False,
-                   reason="corpus: an escaped lone surrogate (\\ud800) is valid JSON but not encodable; see faults.md")
 @pytest.mark.parametrize("record", [
     {"text": "lone surrogate \ud800 in an escaped string"},
 ])
