@@ -567,6 +567,9 @@ def write_results(r: dict[str, Any], out: Path, partial: bool) -> None:
             unclean.append(f"test: {line}")
     L += ["## Unclean failures found", ""]
     L += [f"- {u}" for u in unclean] if unclean else ["None."]
+    if r.get("fixed"):
+        L += ["", "Found by this benchmark or its tests and fixed since (rerun clean):", ""]
+        L += [f"- {f}" for f in r["fixed"]]
     L.append("")
     ref = r.get("reference")
     if ref:
