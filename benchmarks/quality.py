@@ -1,0 +1,620 @@
+"""Quality benchmark: does the adapted model beat the source model and every other initialisation?
+
+    python benchmarks/quality.py [--quick] [--seeds 3] [--source-model DIR] [--work DIR] [--no-pair]
+
+Setting: the bundled demo (configs/demo.yaml): the GPT-NeoX source model of examples/pubmed_demo
+(built by `python examples/pubmed_demo/build.py` when examples/pubmed_demo/model is missing; seeded,
+cached afterwards), its general-English tokenizer, the biomedical target tokenizer, the biomedical
+training corpus, the held-out biomedical documents (never trained on) and PubMedQA.
+
+Rows, each a full `vocabadapt run` with the same corpus, token budget and seed:
+  1. source model, own tokenizer, no training (the `source` entry of a run's evaluation);
+  2. source model, own tokenizer, continued training: target tokenizer = the source tokenizer, so the
+     alignment is the identity and stages 1 + 2 train it on the same corpus for the same budget;
+  3. transplant + two stages with `alignment.init` = random, mean, fvt, tokalign, soft and the default
+     (null: the mapping's per-token chain); and FOCUS through the `deepfocus` package, which must live in a
+     throwaway venv ($FOCUS_VENV, default /tmp/focusvenv; never in .venv):
+         python -m venv --system-site-packages /tmp/focusvenv
+         echo $PWD/.venv/lib/python3.11/site-packages > /tmp/focusvenv/lib/python3.11/site-packages/main.pth
+         /tmp/focusvenv/bin/pip install deepfocus entmax fastdist numba print-on-steroids datasets
+     (without it the row is skipped and the results say so).
+corpus..align run once into a base run directory per tokenizer pair; each row is a copy of it
+(`cp -r`, manifest kept) run with `--set alignment.init=X`, so the pipeline skips the shared stages.
+The default row and the best competitor (lowest held-out bits per byte after stage 2, seed 0) are
+rerun with `vocab_adaptation.seed` = 1 .. seeds-1 to show the spread.
+
+Also, with no model, the real pair GPT-NeoX -> BioGPT (benchmarks/configs/neox_biogpt.yaml; needs
+../shared/data): identical pairs, coverage, rows per method, span precision of hard TokAlign vs the
+identical map, align wall time.
+
+Writes benchmarks/results/quality.md (quality-quick.md with --quick), quality.json and quality_bpb.png.
+Every number in them is read from the run directories this script made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gzip
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "examples" / "pubmed_demo"
+CONFIG = ROOT / "configs" / "demo.yaml"
+PAIR_CONFIG = ROOT / "benchmarks" / "configs" / "neox_biogpt.yaml"
+RESULTS = ROOT / "benchmarks" / "results"
+INITS = ["random", "mean", "fvt", "tokalign", "soft", "default"]  # "default" = alignment.init null
+
+# Budgets. Full: the demo's own budget (150 + 150 steps of 8 x 128 tokens = 307,200 tokens trained),
+# every held-out document and all 500 PubMedQA test questions. Quick: a few minutes in all.
+BUDGETS = {
+    "full": {"vocab_adaptation.stage1_steps": 150, "vocab_adaptation.stage2_steps": 150,
+             "vocab_adaptation.eval_steps": 25, "evaluation.max_samples": "null",
+             "evaluation.qa.bootstrap": 1000},
+    "quick": {"vocab_adaptation.stage1_steps": 20, "vocab_adaptation.stage2_steps": 20,
+              "vocab_adaptation.eval_steps": 10, "vocab_adaptation.eval_max_bytes": 20000,
+              "evaluation.max_samples": 40, "evaluation.qa.bootstrap": 200,
+              "embedding.fasttext.epochs": 1, "corpus.byte_budget": 1500000},
+}
+COMMON = {"vocab_adaptation.save_steps": 1000}
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def read_json(p: Path):
+    return json.loads(Path(p).read_text())
+
+
+def machine() -> str:
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    mem = next((int(l.split()[1]) / 2**20 for l in open("/proc/meminfo") if l.startswith("MemTotal")), 0)
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (f"{platform.node() or 'vm'}: {cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, "
+            f"Python {platform.python_version()}, load average at start {load}")
+
+
+def git_head() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "vocabadapt", "benchmarks/quality.py"],
+                               cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        return head + (" (+ uncommitted changes in vocabadapt/ or this script)" if dirty else "")
+    except OSError:
+        return "?"
+
+
+def vocabadapt(args: list[str], log_file: Path, env: dict | None = None) -> float:
+    """Run the vocabadapt CLI; return its wall seconds; raise with the log tail on failure."""
+    t = time.perf_counter()
+    with open(log_file, "a") as f:
+        f.write(f"\n$ vocabadapt {' '.join(args)}\n")
+        f.flush()
+        rc = subprocess.run([sys.executable, "-m", "vocabadapt", *args], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT,
+                            env={**os.environ, **(env or {})}).returncode
+    if rc != 0:
+        tail = log_file.read_text()[-3000:]
+        raise SystemExit(f"vocabadapt {' '.join(args)} failed (exit {rc}); log {log_file}:\n{tail}")
+    return time.perf_counter() - t
+
+
+def sets(d: dict) -> list[str]:
+    out = []
+    for k, v in d.items():
+        out += ["--set", f"{k}={v}"]
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# held-out leakage check
+
+
+def _texts(path: Path) -> list[str]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt") as f:
+        return [json.loads(l)["text"] for l in f if l.strip()]
+
+
+def check_heldout(run_dir: Path) -> dict:
+    """Prove held-out text is in no training input: no shared document, and no 80-character window of any
+    held-out document (every 40th offset) occurs in the training text (which embedding and term mining
+    also read: both stream corpus/train only)."""
+    held = _texts(run_dir / "corpus" / "heldout.jsonl")
+    train = _texts(run_dir / "corpus" / "train.jsonl")
+    shared_docs = set(held) & set(train)
+    if shared_docs:
+        raise SystemExit(f"{len(shared_docs)} held-out documents are also in corpus/train.jsonl of {run_dir}")
+    blob = "\n".join(train)
+    windows = hits = 0
+    for t in held:
+        for i in range(0, max(1, len(t) - 80), 40):
+            w = t[i:i + 80]
+            if len(w) < 80:
+                continue
+            windows += 1
+            hits += w in blob
+    # Biomedical abstracts share boilerplate ("were randomly assigned to ..."); 80 characters verbatim
+    # is rarer than that, so allow a tiny share before calling it a leak.
+    if hits > 0.01 * max(1, windows):
+        raise SystemExit(f"{hits} of {windows} held-out 80-char windows occur verbatim in the training text of {run_dir}")
+    terms = run_dir / "terms" / "terms.txt"
+    return {"heldout_documents": len(held), "train_documents": len(train), "shared_documents": 0,
+            "windows_checked": windows, "windows_in_train": hits,
+            "term_mining_reads": "corpus/train.jsonl only" if terms.exists() else "term mining produced no file"}
+
+
+# --------------------------------------------------------------------------------------------------
+# rows
+
+
+def eval_entry(run_dir: Path, model: str) -> dict:
+    s = read_json(run_dir / "eval" / "summary.json")
+    m = s["models"].get(model, {})
+    bpb = (m.get("bpb") or {}).get("heldout") or {}
+    qa = m.get("pubmedqa") or {}
+    return {"bpb": bpb.get("bits_per_byte"), "bytes_per_token": bpb.get("bytes_per_token"),
+            "acc": qa.get("accuracy"), "acc_ci": qa.get("accuracy_ci"), "f1": qa.get("macro_f1"),
+            "f1_ci": qa.get("macro_f1_ci"), "qa_n": qa.get("n")}
+
+
+def curve(run_dir: Path) -> list[tuple[int, float]]:
+    """(tokens trained, held-out bpb) from train/<stage>/metrics.jsonl eval lines; stage 2 after stage 1."""
+    s = read_json(run_dir / "train" / "summary.json")
+    pts = []
+    offset = 0
+    for stage in ("stage1", "stage2"):
+        per_step = tokens_per_step(run_dir)
+        p = run_dir / "train" / stage / "metrics.jsonl"
+        if stage == "stage1" and s.get("stage1", {}).get("heldout_bpb_before") is not None:
+            pts.append((0, s["stage1"]["heldout_bpb_before"]))
+        if p.exists():
+            for line in p.read_text().splitlines():
+                r = json.loads(line)
+                if r.get("type") == "eval" and r.get("heldout_bpb") is not None:
+                    pts.append((offset + r["step"] * per_step, r["heldout_bpb"]))
+        offset += (s.get(stage) or {}).get("steps", 0) * per_step
+    return pts
+
+
+def tokens_per_step(run_dir: Path) -> int:
+    import yaml
+    c = yaml.safe_load((run_dir / "config.yaml").read_text())["vocab_adaptation"]
+    return c["batch_size"] * c["gradient_accumulation"] * c["max_seq_length"]
+
+
+def row_result(run_dir: Path, wall: float) -> dict:
+    s = read_json(run_dir / "eval" / "summary.json")
+    t = read_json(run_dir / "train" / "summary.json")
+    man = read_json(run_dir / "manifest.json")["stages"]
+    stage_wall = {k: v.get("wall_s") for k, v in man.items()}
+    tokens = sum((t.get(st) or {}).get("tokens_trained") or (t.get(st) or {}).get("steps", 0) * tokens_per_step(run_dir)
+                 for st in ("stage1", "stage2"))
+    return {
+        "run_dir": str(run_dir.relative_to(ROOT)),
+        "init": eval_entry(run_dir, "init"), "stage1": eval_entry(run_dir, "stage1"),
+        "stage2": eval_entry(run_dir, "stage2"), "source": eval_entry(run_dir, "source"),
+        "tokens_trained": tokens, "wall_s": round(wall, 1), "stage_wall_s": stage_wall,
+        "transplant": (man.get("transplant") or {}).get("summary", {}).get("counts")
+        or (man.get("transplant") or {}).get("summary", {}).get("rows"),
+        "curve": curve(run_dir), "eval_datasets": s.get("datasets"),
+    }
+
+
+def run_row(base: Path, dest: Path, init: str, seed: int, overrides: dict, logf: Path) -> dict:
+    if (dest / "wall_s").exists() and (dest / "eval" / "summary.json").exists():
+        log(f"{dest.name}: cached")
+        return row_result(dest, float((dest / "wall_s").read_text()))
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(base, dest, symlinks=True)
+    value = "null" if init == "default" else init
+    extra = {**overrides, "alignment.init": value, "vocab_adaptation.seed": seed}
+    log(f"{dest.name}: running")
+    wall = vocabadapt(["run", str(CONFIG), "--run-dir", str(dest), "--until", "evaluate", *sets(extra)], logf)
+    (dest / "wall_s").write_text(f"{wall:.1f}")
+    return row_result(dest, wall)
+
+
+# --------------------------------------------------------------------------------------------------
+# FOCUS (Dobler & de Melo, EMNLP 2023) through the `deepfocus` package, in a throwaway venv
+
+FOCUS_VENV = Path(os.environ.get("FOCUS_VENV", "/tmp/focusvenv"))
+# Child run by the venv's python: FOCUS rows for the input embedding and (untied models) the output head,
+# computed in one call on the two matrices side by side (FOCUS combines whole source rows with one weight
+# set per target token, so concatenating along the hidden dimension gives both at once).
+FOCUS_CHILD = r"""
+import json, sys, time
+from pathlib import Path
+import torch
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+from deepfocus import FOCUS
+run, model_dir, epochs = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+src = PreTrainedTokenizerFast(tokenizer_file=str(run / "tokenizers/source/tokenizer.json"))
+tgt = PreTrainedTokenizerFast(tokenizer_file=str(run / "tokenizers/target/tokenizer.json"))
+txt = run / "focus_train.txt"   # corpus/train only: held-out text stays out of FOCUS's fastText too
+with open(txt, "w") as f:
+    for l in open(run / "corpus/train.jsonl"):
+        f.write(json.loads(l)["text"].replace("\n", " ") + "\n")
+m = AutoModelForCausalLM.from_pretrained(model_dir)
+tied = m.get_output_embeddings().weight.data_ptr() == m.get_input_embeddings().weight.data_ptr()
+src_model = AutoModelForCausalLM.from_pretrained(sys.argv[4])
+w_in, w_out = src_model.get_input_embeddings().weight.detach(), src_model.get_output_embeddings().weight.detach()
+d = w_in.shape[1]
+both = w_in if tied else torch.cat([w_in, w_out[: w_in.shape[0]]], dim=1)   # (V_source, d or 2d)
+t = time.time()
+emb = FOCUS(source_embeddings=both, source_tokenizer=src, target_tokenizer=tgt, target_training_data_path=str(txt),
+            fasttext_model_epochs=epochs, fasttext_model_min_count=1, processes=1, seed=0, verbosity="silent")
+n = m.get_input_embeddings().weight.shape[0]
+with torch.no_grad():
+    m.get_input_embeddings().weight[: emb.shape[0]] = emb[:n, :d]
+    if not tied:
+        m.get_output_embeddings().weight[: emb.shape[0]] = emb[:n, d:]
+m.save_pretrained(model_dir)
+txt.unlink()
+print(json.dumps({"focus_s": time.time() - t, "rows": int(emb.shape[0]), "tied": bool(tied)}))
+"""
+
+
+def run_focus_row(base: Path, dest: Path, overrides: dict, logf: Path, quick: bool) -> dict:
+    """Transplant with init=mean, replace model/init's embedding rows by FOCUS's, re-record the transplant
+    stage's output fingerprint (so the pipeline keeps it), then train and evaluate as every other row."""
+    if (dest / "wall_s").exists() and (dest / "eval" / "summary.json").exists():
+        return row_result(dest, float((dest / "wall_s").read_text()))
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(base, dest, symlinks=True)
+    extra = {**overrides, "alignment.init": "mean", "vocab_adaptation.seed": 0}
+    t = time.perf_counter()
+    vocabadapt(["run", str(CONFIG), "--run-dir", str(dest), "--until", "transplant", *sets(extra)], logf)
+    r = subprocess.run([str(FOCUS_VENV / "bin" / "python"), "-c", FOCUS_CHILD, str(dest), str(dest / "model" / "init"),
+                        "1" if quick else "3", overrides["models.source_model"]], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(r.stderr[-1500:])
+    info = json.loads(r.stdout.strip().splitlines()[-1])
+    import yaml
+    from vocabadapt.pipeline import _output_prints, get_stage
+    how = yaml.safe_load((dest / "config.yaml").read_text())["pipeline"]["checkpoint_fingerprints"]
+    man = read_json(dest / "manifest.json")
+    man["stages"]["transplant"]["outputs"] = _output_prints(dest, get_stage("transplant"), how)
+    man["stages"]["transplant"]["summary"]["focus"] = info
+    (dest / "manifest.json").write_text(json.dumps(man, indent=1))
+    vocabadapt(["run", str(CONFIG), "--run-dir", str(dest), "--until", "evaluate", *sets(extra)], logf)
+    wall = time.perf_counter() - t
+    (dest / "wall_s").write_text(f"{wall:.1f}")
+    out = row_result(dest, wall)
+    out["focus"] = info
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# the real pair GPT-NeoX -> BioGPT (no model)
+
+
+def pair_benchmark(work: Path, quick: bool, logf: Path) -> dict | None:
+    if not (Path("/work/shared/data/tokenizers/biogpt").exists() or (ROOT.parent / "shared" / "data").exists()):
+        return {"skipped": "../shared/data is absent"}
+    # vocabadapt.hf.load_tokenizer cannot load the bare BioGPT vocab.json + merges.txt folder; save a copy
+    # with save_pretrained. /tmp/biogpt_tok is the path the alignment benchmark's runs used, so a cached
+    # run of it (runs/neox_biogpt_a) keeps its config hash and is reused instead of re-embedding (~10 min).
+    tok_dir = Path(os.environ.get("BIOGPT_TOKENIZER", "/tmp/biogpt_tok"))
+    if not (tok_dir / "vocab.json").exists():
+        from transformers import BioGptTokenizer
+        src = Path("/work/shared/data/tokenizers/biogpt")
+        BioGptTokenizer(vocab_file=str(src / "vocab.json"), merges_file=str(src / "merges.txt")).save_pretrained(str(tok_dir))
+    run_dir = work / "neox_biogpt"
+    seeded_from = None
+    if not (run_dir / "manifest.json").exists():
+        for cand in (ROOT / "runs" / "neox_biogpt_a", ROOT / "runs" / "neox_biogpt_b"):
+            if (cand / "manifest.json").exists() and (read_json(cand / "manifest.json").get("stages", {})
+                                                      .get("align", {}).get("status") == "done"):
+                shutil.copytree(cand, run_dir, symlinks=True)
+                seeded_from = str(cand.relative_to(ROOT))
+                break
+    if quick and not (run_dir / "manifest.json").exists():
+        return {"skipped": "--quick and no cached run (the full mode embeds for ~10 minutes)"}
+    env = {"BIOGPT_TOKENIZER": str(tok_dir)}
+    cmd = ["run", str(PAIR_CONFIG), "--run-dir", str(run_dir), "--until", "align"]
+    vocabadapt(cmd, logf, env)  # stages up to date are skipped (config hash and fingerprints checked)
+    if not quick:  # a fresh align on this commit, for its wall time
+        vocabadapt(cmd + ["--from", "align", "--force"], logf, env)
+    s = read_json(run_dir / "align" / "summary.json")
+    man = read_json(run_dir / "manifest.json")["stages"]
+    return {"run_dir": str(run_dir.relative_to(ROOT)), "seeded_from": seeded_from,
+            "command": f"BIOGPT_TOKENIZER={tok_dir} vocabadapt {' '.join(cmd)}" + ("" if quick else " [--from align --force]"),
+            "target_vocab": s["target_vocab"], "source_vocab": s["source_vocab"], "counts": s["counts"],
+            "identical": s["identical_tokens"], "coverage": s["coverage"], "span_test": s.get("span_test"),
+            "align_wall_s": man["align"]["wall_s"], "align_peak_mb": man["align"].get("peak_rss_mb"),
+            "embed_wall_s": man["embed"]["wall_s"]}
+
+
+# --------------------------------------------------------------------------------------------------
+# output
+
+
+def fmt(x, nd=4):
+    return "-" if x is None else (f"{x:.{nd}f}" if isinstance(x, float) else str(x))
+
+
+def ci(c):
+    return "" if not c else f" [{c[0]:.3f}, {c[1]:.3f}]"
+
+
+def plot(rows: dict, seeds: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    for name, r in rows.items():
+        pts = r["curve"]
+        if pts:
+            axes[0].plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=name)
+    axes[0].set_title("held-out bits per byte vs tokens trained (seed 0)")
+    for name, runs in seeds.items():
+        for i, r in enumerate(runs):
+            pts = r["curve"]
+            axes[1].plot([p[0] for p in pts], [p[1] for p in pts], color="C0" if name == "default" else "C3",
+                         alpha=0.8, label=name if i == 0 else None)
+    axes[1].set_title("seeds: default vs best competitor")
+    for ax in axes:
+        ax.set_xlabel("tokens trained (stage 1 then stage 2)")
+        ax.set_ylabel("held-out bits per byte")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def write_md(res: dict, path: Path) -> None:
+    L = [f"# Quality benchmark{' (quick)' if res['quick'] else ''}", ""]
+    if not res.get("complete"):
+        L += [f"**Partial: the run was still going (or was stopped) when this was written; not yet run: {res.get('pending')}.**", ""]
+    L += [f"- command: `{res['command']}`", f"- commit: {res['commit']}", f"- machine: {res['machine']}",
+          f"- date: {res['date']}", f"- seeds: vocab_adaptation.seed {res['seeds']} (0 for the main table); alignment.seed 0",
+          f"- source model: `{res['source_model']}`", f"- budget: {res['budget']}",
+          f"- evaluation: {res['eval_note']}", f"- whole benchmark wall time: {res['total_wall_s']:.0f} s", ""]
+    L += ["## Held-out check", "", f"`check_heldout` on both base runs: {json.dumps(res['heldout_check'])}", ""]
+    rows = res["rows"]
+    L += ["## Rows (seed 0)", "",
+          "bpb = held-out bits per byte (lower is better), bytes/tok = held-out bytes per token of the row's "
+          "tokenizer; PubMedQA accuracy and macro-F1 with 95% bootstrap intervals, after stage 2; wall = this "
+          "row's own stages (transplant, stage 1, stage 2, evaluate), the shared corpus..align stages excluded.", "",
+          "| row | bpb init | bpb stage 1 | bpb stage 2 | PubMedQA acc | PubMedQA macro-F1 | bytes/tok | tokens trained | wall s |",
+          "|---|---|---|---|---|---|---|---|---|"]
+    src = res["source_row"]
+    L.append(f"| 1. source model, own tokenizer, no training | {fmt(src['bpb'])} | - | - | {fmt(src['acc'], 3)}{ci(src['acc_ci'])} "
+             f"| {fmt(src['f1'], 3)}{ci(src['f1_ci'])} | {fmt(src['bytes_per_token'], 3)} | 0 | - |")
+    for name, r in rows.items():
+        s2 = r["stage2"]
+        own = sum(v or 0 for k, v in r["stage_wall_s"].items() if k in ("transplant", "stage1", "stage2", "evaluate"))
+        label = "2. source model, own tokenizer, continued training" if name == "continued" else f"3. transplant, init={name}"
+        L.append(f"| {label} | {fmt(r['init']['bpb'])} | {fmt(r['stage1']['bpb'])} | {fmt(s2['bpb'])} | "
+                 f"{fmt(s2['acc'], 3)}{ci(s2['acc_ci'])} | {fmt(s2['f1'], 3)}{ci(s2['f1_ci'])} | "
+                 f"{fmt(s2['bytes_per_token'], 3)} | {r['tokens_trained']} | {own:.0f} |")
+    L += ["", f"FOCUS: {res['focus']}", ""]
+    if res["seed_rows"]:
+        L += ["## Seeds", "", "| row | seed | bpb stage 2 | PubMedQA acc | macro-F1 |", "|---|---|---|---|---|"]
+        for name, runs in res["seed_rows"].items():
+            for sd, r in zip(res["seeds"], runs):
+                L.append(f"| {name} | {sd} | {fmt(r['stage2']['bpb'])} | {fmt(r['stage2']['acc'], 3)} | {fmt(r['stage2']['f1'], 3)} |")
+        for name, st in res["seed_stats"].items():
+            L.append(f"\n{name}: stage-2 bpb mean {st['mean']:.4f}, min {st['min']:.4f}, max {st['max']:.4f} over {st['n']} seeds")
+        L.append("")
+    L += ["## Verdict", ""] + [f"- {v}" for v in res["verdict"]] + [""]
+    L += ["![held-out bpb vs tokens](quality_bpb.png)" if not res["quick"] else "![held-out bpb vs tokens](quality-quick_bpb.png)", ""]
+    p = res.get("pair")
+    L += ["## Real pair GPT-NeoX -> BioGPT (alignment only, no model)", ""]
+    if not p or "skipped" in p:
+        L.append(f"skipped: {(p or {}).get('skipped')}")
+    else:
+        st = p.get("span_test") or {}
+        a, i = st.get("aligned", {}), st.get("identical", {})
+        L += [f"- command: `{p['command']}`" + (f" (run directory seeded by copying {p['seeded_from']}; the pipeline "
+                                                 "re-checked each stage's config hash and fingerprints)" if p["seeded_from"] else ""),
+              f"- vocabularies: target {p['target_vocab']}, source {p['source_vocab']}",
+              f"- identical-token pairs: {p['identical']}; coverage (identical + aligned, of the target vocabulary): {p['coverage']}",
+              f"- rows per method: {json.dumps(p['counts'])}",
+              f"- span precision@1 / @5: hard TokAlign (aligned rows, n={a.get('n')}) {a.get('precision@1')} / {a.get('precision@5')}; "
+              f"identical map (n={i.get('n')}) {i.get('precision@1')} / {i.get('precision@5')}",
+              f"- align wall time {p['align_wall_s']:.1f} s (peak RSS {fmt(p['align_peak_mb'], 0)} MB); embed {p['embed_wall_s']:.0f} s", ""]
+    path.write_text("\n".join(L) + "\n")
+
+
+def verdict(res: dict) -> list[str]:
+    rows, src = res["rows"], res["source_row"]
+    out = []
+    adapted = {k: v for k, v in rows.items() if k != "continued" and v["stage2"]["bpb"] is not None}
+    ranked = sorted(adapted.items(), key=lambda kv: kv[1]["stage2"]["bpb"])
+    if ranked:
+        best, second = ranked[0], ranked[1] if len(ranked) > 1 else None
+        out.append(f"lowest held-out bpb after stage 2 among initialisers: {best[0]} ({best[1]['stage2']['bpb']:.4f})"
+                   + (f", ahead of {second[0]} by {second[1]['stage2']['bpb'] - best[1]['stage2']['bpb']:.4f} bpb" if second else ""))
+        out.append("ranking by stage-2 bpb: " + ", ".join(f"{k} {v['stage2']['bpb']:.4f}" for k, v in ranked))
+        acc_rank = sorted(adapted.items(), key=lambda kv: -(kv[1]["stage2"]["acc"] or 0))
+        out.append("ranking by PubMedQA accuracy: " + ", ".join(f"{k} {fmt(v['stage2']['acc'], 3)}" for k, v in acc_rank))
+    d = rows.get("default")
+    cont = rows.get("continued")
+    if d:
+        b = d["stage2"]["bpb"]
+        for name, ref_bpb, ref_acc, ref_f1 in (("row 1 (source, no training)", src["bpb"], src["acc"], src["f1"]),
+                                               ("row 2 (source, continued training)", cont and cont["stage2"]["bpb"],
+                                                cont and cont["stage2"]["acc"], cont and cont["stage2"]["f1"])):
+            if ref_bpb is None:
+                continue
+            out.append(f"default adapted model vs {name}: bpb {b:.4f} vs {ref_bpb:.4f} "
+                       f"({'better' if b < ref_bpb else 'worse'} by {abs(b - ref_bpb):.4f}); PubMedQA accuracy "
+                       f"{fmt(d['stage2']['acc'], 3)} vs {fmt(ref_acc, 3)}, macro-F1 {fmt(d['stage2']['f1'], 3)} vs {fmt(ref_f1, 3)}"
+                       + (" (intervals overlap: no difference shown)" if _overlap(d["stage2"]["acc_ci"], _ci_of(res, name)) else ""))
+    return out
+
+
+def _ci_of(res, name):
+    if name.startswith("row 1"):
+        return res["source_row"]["acc_ci"]
+    c = res["rows"].get("continued")
+    return c and c["stage2"]["acc_ci"]
+
+
+def _overlap(a, b):
+    return bool(a and b and a[0] <= b[1] and b[0] <= a[1])
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def focus_status() -> str:
+    py = Path("/tmp/focusvenv/bin/python")
+    if not py.exists():
+        return ("not run: the `deepfocus` package is not installed here (try `python -m venv --system-site-packages "
+                "/tmp/focusvenv && /tmp/focusvenv/bin/pip install deepfocus`)")
+    r = subprocess.run([str(py), "-c", "import deepfocus; print(deepfocus.__file__)"], capture_output=True, text=True)
+    if r.returncode != 0:
+        return f"not run: `deepfocus` is installed in /tmp/focusvenv but does not import: {r.stderr.strip().splitlines()[-1:]}"
+    return ("not run: `deepfocus` 1.0.1 installs and imports in a throwaway venv (/tmp/focusvenv), but its FOCUS() "
+            "builds its own fastText model on the target-tokenized corpus and returns an embedding matrix; no "
+            "`alignment.init` entry wires such a matrix into the transplant stage yet, so there is no FOCUS row")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small budgets, 40 QA questions / held-out documents")
+    ap.add_argument("--seeds", type=int, default=None, help="seeds for the default row and the best competitor (3; quick 1)")
+    ap.add_argument("--source-model", default=None, help="source model directory (default: examples/pubmed_demo/model)")
+    ap.add_argument("--work", default=None, help="run directories (default benchmarks/cache/quality[-quick])")
+    ap.add_argument("--no-pair", action="store_true", help="skip the GPT-NeoX -> BioGPT alignment part")
+    ap.add_argument("--pair-only", action="store_true",
+                    help="only the GPT-NeoX -> BioGPT part, saved to WORK/pair.json (a later run reuses it)")
+    ap.add_argument("--no-focus", action="store_true", help="skip the FOCUS row (needs deepfocus in $FOCUS_VENV)")
+    ap.add_argument("--inits", default=",".join(INITS), help="comma list of rows to run")
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    mode = "quick" if args.quick else "full"
+    n_seeds = args.seeds if args.seeds is not None else (1 if args.quick else 3)
+    work = Path(args.work or ROOT / "benchmarks" / "cache" / f"quality{'-quick' if args.quick else ''}").resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    logf = work / "vocabadapt.log"
+    start_machine = machine()
+
+    if args.pair_only:
+        pair = pair_benchmark(work, args.quick, logf)
+        (work / "pair.json").write_text(json.dumps(pair, indent=1))
+        log(f"wrote {work / 'pair.json'}: {pair}")
+        return
+
+    model = Path(args.source_model).resolve() if args.source_model else DEMO / "model"
+    if not (model / "config.json").exists():
+        if args.source_model:
+            raise SystemExit(f"--source-model {model} holds no config.json")
+        log("examples/pubmed_demo/model is missing: building it (python examples/pubmed_demo/build.py, seeded, ~1 h on 2 cores)")
+        subprocess.run([sys.executable, str(DEMO / "build.py")], cwd=ROOT, check=True)
+
+    overrides = {**BUDGETS[mode], **COMMON, "models.source_model": str(model)}
+    base = work / "base"
+    base_cont = work / "base_continued"
+    shared = {k: v for k, v in overrides.items()}
+    log("base runs: corpus..align (target tokenizer, and the source tokenizer as target for row 2)")
+    vocabadapt(["run", str(CONFIG), "--run-dir", str(base), "--until", "align", *sets(shared)], logf)
+    cont_overrides = {**overrides, "models.target_tokenizer": str(DEMO / "tokenizers" / "source")}
+    vocabadapt(["run", str(CONFIG), "--run-dir", str(base_cont), "--until", "align", *sets(cont_overrides)], logf)
+    heldout = {"target_base": check_heldout(base), "continued_base": check_heldout(base_cont)}
+    log(f"held-out check passed: {heldout['target_base']}")
+
+    wanted = [x for x in args.inits.split(",") if x]
+    rows: dict[str, dict] = {}
+    seeds = list(range(n_seeds))
+    seed_rows: dict[str, list] = {}
+    state = {"focus": "not reached", "pair": None, "pending": ""}
+    cmd = "python benchmarks/quality.py" + (" --quick" if args.quick else "") + \
+          (f" --seeds {args.seeds}" if args.seeds is not None else "") + \
+          (f" --source-model {args.source_model}" if args.source_model else "") + (" --no-pair" if args.no_pair else "")
+    b = BUDGETS[mode]
+    stem = "quality-quick" if args.quick else "quality"
+
+    def emit(done: bool = False) -> None:
+        """Write the results so far (after every row: a run cut short still leaves its finished rows)."""
+        seed_stats = {}
+        for name, runs in seed_rows.items():
+            v = [r["stage2"]["bpb"] for r in runs if r["stage2"]["bpb"] is not None]
+            if v:
+                seed_stats[name] = {"mean": sum(v) / len(v), "min": min(v), "max": max(v), "n": len(v)}
+        src = rows.get("default", next(iter(rows.values())))["source"]
+        res = {
+            "quick": args.quick, "command": cmd, "commit": git_head(), "machine": start_machine,
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "seeds": seeds,
+            "complete": done, "pending": state["pending"],
+            "source_model": str(model.relative_to(ROOT)) if model.is_relative_to(ROOT) else str(model),
+            "budget": (f"stage 1 {b['vocab_adaptation.stage1_steps']} + stage 2 {b['vocab_adaptation.stage2_steps']} steps "
+                       f"of 8 x 128 tokens (configs/demo.yaml batch and sequence length); held-out bpb curve every "
+                       f"{b['vocab_adaptation.eval_steps']} steps; overrides {json.dumps(BUDGETS[mode])}"),
+            "eval_note": ("evaluation.max_samples=" + str(b["evaluation.max_samples"]) +
+                          " (caps held-out documents and PubMedQA questions; null = all 230 held-out documents and "
+                          "the 500-question test split)"),
+            "heldout_check": heldout, "rows": rows, "source_row": src, "seed_rows": seed_rows, "seed_stats": seed_stats,
+            "pair": state["pair"], "focus": state["focus"], "total_wall_s": time.perf_counter() - t0,
+        }
+        res["verdict"] = verdict(res)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / f"{stem}.json").write_text(json.dumps(res, indent=1, default=str))
+        plot(rows, seed_rows, RESULTS / f"{stem}_bpb.png")
+        write_md(res, RESULTS / f"{stem}.md")
+        if done:
+            log(f"wrote {RESULTS / (stem + '.md')}")
+            for v in res["verdict"]:
+                log(v)
+
+    if args.no_pair:
+        state["pair"] = None
+    elif (work / "pair.json").exists():
+        state["pair"] = read_json(work / "pair.json")
+        state["pair"]["command"] += f" (via python benchmarks/quality.py --pair-only{' --quick' if args.quick else ''})"
+    else:
+        state["pair"] = {"skipped": "not run yet (runs after the rows)"}
+
+    order = ["default"] + [x for x in wanted if x != "default"] if "default" in wanted else wanted
+    state["pending"] = "rows " + ", ".join(["continued", *order, "focus", "seeds"])
+    rows["continued"] = run_row(base_cont, work / "row_continued_s0", "default", 0, cont_overrides, logf)
+    emit()
+    for k, init in enumerate(order):
+        rows[init] = run_row(base, work / f"row_{init}_s0", init, 0, overrides, logf)
+        state["pending"] = "rows " + ", ".join([*order[k + 1:], "focus", "seeds"])
+        emit()
+    if args.no_focus:
+        state["focus"] = "skipped (--no-focus)"
+    elif not (FOCUS_VENV / "bin" / "python").exists():
+        state["focus"] = focus_status()
+    else:
+        try:
+            log("row_focus_s0: running (deepfocus in " + str(FOCUS_VENV) + ")")
+            rows["focus"] = run_focus_row(base, work / "row_focus_s0", overrides, logf, args.quick)
+            state["focus"] = (f"row `focus`: deepfocus 1.0.1 (installed in a throwaway venv {FOCUS_VENV}, never in .venv), "
+                              f"FOCUS rows written over a mean-initialised transplant of the same run, fastText "
+                              f"auxiliary embeddings trained by deepfocus on corpus/train only; {rows['focus'].get('focus')}")
+        except (RuntimeError, SystemExit) as e:
+            state["focus"] = f"FOCUS failed to run here: {str(e)[-600:]}"
+    state["pending"] = "seeds"
+    emit()
+
+    competitors = sorted((k for k in rows if k not in ("default", "continued", "focus") and rows[k]["stage2"]["bpb"] is not None),
+                         key=lambda k: rows[k]["stage2"]["bpb"])
+    if n_seeds > 1 and "default" in rows and competitors:
+        for name in ("default", competitors[0]):
+            seed_rows[name] = [rows[name]]
+            for sd in seeds[1:]:
+                seed_rows[name].append(run_row(base, work / f"row_{name}_s{sd}", name, sd, overrides, logf))
+                emit()
+    state["pending"] = ""
+    if not args.no_pair and not (work / "pair.json").exists():
+        state["pair"] = pair_benchmark(work, args.quick, logf)
+    emit(done=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,252 @@
+"""Speed summary: one table, each figure with the command that produced it, ratios measured in the same run.
+
+    python benchmarks/speed.py [--source-model DIR] [--skip-align] [--skip-transplant] [--skip-train]
+
+Measured here (about 5-10 minutes on 2 cores):
+  corpus + tokenize   `vocabadapt run configs/demo.yaml --until tokenize` into benchmarks/cache/speed/demo:
+                      MB/s of each stage from its manifest record (fast tokenizers, both sides)
+  fast vs slow        vocabadapt.tokenize.encode_texts on the same held-out text: the demo's fast target
+                      tokenizer, GPT-NeoX (fast) and BioGPT (the slow Moses/BPE tokenizer, ../shared/data)
+  align vs dense      benchmarks/align_speed.py's spawn() (dense float64 reference vs vocabadapt's blockwise
+                      search, each in its own process) on the GPT-NeoX -> BioGPT align run quality.py made
+  transplant          benchmarks/transplant_memory.py's measure() on a Llama model (hidden 512, 8 layers,
+                      50,304 untied rows) saved in 100 MB shards: sharded transplant vs load + save
+  stage 2             benchmarks/train_speed.py (subprocess, 1 repeat): vocabadapt tokens/s vs bare HF
+                      Trainer, and the share of real tokens per batch
+Read from earlier runs (their command is stated): embed time and the whole demo wall time from
+quality.py's run directories (benchmarks/cache/quality/base and row_default_s0).
+Writes benchmarks/results/speed.md and speed.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gzip
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import align_speed  # noqa: E402  (reused: spawn, machine)
+import transplant_memory  # noqa: E402  (reused: measure)
+
+CACHE = ROOT / "benchmarks" / "cache" / "speed"
+QUALITY = ROOT / "benchmarks" / "cache" / "quality"
+BIOGPT = Path("/work/shared/data/tokenizers/biogpt")
+NEOX = Path("/work/shared/data/tokenizers/gpt-neox-20b/tokenizer.json")
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def read_json(p: Path):
+    return json.loads(Path(p).read_text())
+
+
+def corpus_tokenize(model: Path) -> dict:
+    run = CACHE / "demo"
+    shutil.rmtree(run, ignore_errors=True)
+    cmd = ["run", str(ROOT / "configs" / "demo.yaml"), "--run-dir", str(run), "--until", "tokenize",
+           "--set", f"models.source_model={model}"]
+    subprocess.run([sys.executable, "-m", "vocabadapt", *cmd], cwd=ROOT, check=True, capture_output=True)
+    man = read_json(run / "manifest.json")["stages"]
+    stats = read_json(run / "corpus" / "stats.json") if (run / "corpus" / "stats.json").exists() else {}
+    nbytes = sum((run / "corpus" / f).stat().st_size for f in ("train.jsonl", "heldout.jsonl"))
+    return {"command": "vocabadapt " + " ".join(cmd).replace(str(ROOT) + "/", ""), "jsonl_bytes": nbytes,
+            "corpus_wall_s": man["corpus"]["wall_s"], "tokenize_wall_s": man["tokenize"]["wall_s"],
+            "corpus_mb_s": nbytes / 1e6 / man["corpus"]["wall_s"],
+            "tokenize_mb_s": nbytes / 1e6 / man["tokenize"]["wall_s"], "stats": stats}
+
+
+def fast_vs_slow() -> dict:
+    from transformers import BioGptTokenizer, PreTrainedTokenizerFast
+
+    from vocabadapt.tokenize import encode_texts
+
+    with gzip.open(ROOT / "examples" / "pubmed_demo" / "corpus" / "heldout.jsonl.gz", "rt") as f:
+        texts = [json.loads(l)["text"] for l in f]
+    mb = sum(len(t.encode()) for t in texts) / 1e6
+    toks = {"demo target (fast byte-level BPE)": PreTrainedTokenizerFast(
+        tokenizer_file=str(ROOT / "examples" / "pubmed_demo" / "tokenizers" / "target" / "tokenizer.json"))}
+    if NEOX.exists():
+        toks["GPT-NeoX (fast)"] = PreTrainedTokenizerFast(tokenizer_file=str(NEOX))
+    if BIOGPT.exists():
+        toks["BioGPT (slow, Moses + BPE)"] = BioGptTokenizer(vocab_file=str(BIOGPT / "vocab.json"),
+                                                             merges_file=str(BIOGPT / "merges.txt"))
+    out = {}
+    for name, tok in toks.items():
+        t = time.perf_counter()
+        ids = encode_texts(tok, texts)
+        wall = time.perf_counter() - t
+        out[name] = {"mb_s": mb / wall, "wall_s": wall, "tokens": sum(map(len, ids))}
+    return {"text_mb": mb, "tokenizers": out}
+
+
+def align_vs_dense() -> dict | None:
+    for cand in (QUALITY / "neox_biogpt", ROOT / "runs" / "neox_biogpt_a"):
+        if (cand / "align" / "summary.json").exists() and (cand / "embeddings").exists():
+            run = cand
+            break
+    else:
+        return None
+    tmp = Path(tempfile.mkdtemp(prefix="speed-align."))
+    rows = {}
+    for impl in ("dense", "blockwise"):
+        rows[impl] = align_speed.spawn({"kind": "real", "run_dir": str(run), "pivots": 300, "seed": 0, "impl": impl,
+                                        "threads": os.cpu_count() or 1, "out": str(tmp / f"{impl}.npy")})
+        log(f"align {impl}: {rows[impl]}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return {"run_dir": str(run.relative_to(ROOT)), **rows}
+
+
+def transplant_vs_load(hidden: int = 512, layers: int = 8) -> dict:
+    import torch
+    import transformers as tf
+
+    work = CACHE / "transplant"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    tok = NEOX if NEOX.exists() else transplant_memory.synthetic_tokenizer(work / "tokenizer.json")
+    cfg = tf.LlamaConfig(vocab_size=50304, hidden_size=hidden, intermediate_size=int(hidden * 2.75),
+                         num_hidden_layers=layers, num_attention_heads=hidden // 64, num_key_value_heads=hidden // 64,
+                         tie_word_embeddings=False)
+    torch.manual_seed(0)
+    model = tf.AutoModelForCausalLM.from_config(cfg)
+    params = sum(p.numel() for p in model.parameters())
+    model.save_pretrained(str(work / "sharded"), max_shard_size="100MB")
+    del model
+    res = {"transplant": transplant_memory.measure("transplant", work / "sharded", work / "out-t", tok),
+           "load_save": transplant_memory.measure("load", work / "sharded", work / "out-l", tok),
+           "model_mb": params * 4 / 2**20, "hidden": hidden, "layers": layers,
+           "shards": len(list((work / "sharded").glob("*.safetensors")))}
+    shutil.rmtree(work, ignore_errors=True)
+    return res
+
+
+def train_vs_bare() -> dict | None:
+    out = CACHE / "train_speed.md"
+    cmd = [sys.executable, "benchmarks/train_speed.py", "--steps", "20", "--repeats", "1", "--batch", "8", "--seq", "128",
+           "--hidden", "128", "--layers", "2", "--out", str(out)]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if r.returncode != 0:
+        log(f"train_speed failed: {r.stderr[-500:]}")
+        return None
+    md = out.read_text()
+    bare = re.search(r"\| bare HF Trainer \| [^|]* \| (\d+) \|", md)
+    ours = re.search(r"\| vocabadapt train_stage[^|]* \| [^|]* \| (\d+) \|", md)
+    share = re.search(r"Real tokens per batch with packing: ([\d.]+) %", md)
+    padded = re.search(r"would leave ([\d.]+) %", md)
+    return {"command": "python " + " ".join(cmd[1:]).replace(str(ROOT) + "/", ""),
+            "bare_tok_s": int(bare.group(1)), "ours_tok_s": int(ours.group(1)),
+            "real_share": float(share.group(1)), "padded_share": float(padded.group(1))}
+
+
+def from_quality() -> dict:
+    out = {}
+    q = ROOT / "benchmarks" / "results" / "quality.json"
+    base, row = QUALITY / "base" / "manifest.json", QUALITY / "row_default_s0" / "manifest.json"
+    if base.exists():
+        b = read_json(base)["stages"]
+        out["embed_wall_s"] = b.get("embed", {}).get("wall_s")
+        out["embed_peak_mb"] = b.get("embed", {}).get("peak_rss_mb")
+        if row.exists():
+            r = read_json(row)["stages"]
+            walls = {k: (b[k] if k in ("corpus", "tokenize", "embed", "align") else r[k]).get("wall_s") for k in r
+                     if r[k].get("status") == "done"}
+            out["demo_stage_wall_s"] = walls
+            out["demo_wall_s"] = sum(v or 0 for v in walls.values())
+    if q.exists():
+        qq = read_json(q)
+        out["quality_command"] = qq.get("command")
+        out["quality_commit"] = qq.get("commit")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--source-model", default=str(ROOT / "examples" / "pubmed_demo" / "model"))
+    ap.add_argument("--skip-align", action="store_true")
+    ap.add_argument("--skip-transplant", action="store_true")
+    ap.add_argument("--skip-train", action="store_true")
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    CACHE.mkdir(parents=True, exist_ok=True)
+    mach = align_speed.machine()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    res: dict = {}
+    log("corpus + tokenize")
+    res["corpus_tokenize"] = corpus_tokenize(Path(args.source_model).resolve())
+    log("fast vs slow tokenizers")
+    res["fast_slow"] = fast_vs_slow()
+    if not args.skip_align:
+        log("align vs dense reference")
+        res["align"] = align_vs_dense()
+    if not args.skip_transplant:
+        log("transplant vs load + save")
+        res["transplant"] = transplant_vs_load()
+    if not args.skip_train:
+        log("stage 2 vs bare Trainer")
+        res["train"] = train_vs_bare()
+    res["quality"] = from_quality()
+    res["wall_s"] = time.perf_counter() - t0
+
+    me = "python benchmarks/speed.py" + "".join(f" --{k.replace('_', '-')}" for k in ("skip_align", "skip_transplant", "skip_train") if getattr(args, k))
+    L = ["# Speed summary", "", f"- command: `{me}` (figures marked * are read from another run; its command is given)",
+         f"- commit: {commit}", f"- machine: {mach}",
+         f"- date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}; seeds: 0 everywhere",
+         f"- this script's wall time: {res['wall_s']:.0f} s; load average at the end "
+         f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} (a shared machine: compare figures only within a row)", "",
+         "| what | vocabadapt | reference | ratio | how measured |", "|---|---|---|---|---|"]
+    ct = res["corpus_tokenize"]
+    L.append(f"| corpus stage throughput | {ct['corpus_mb_s']:.1f} MB/s ({ct['corpus_wall_s']:.1f} s) | - | - | `{ct['command']}`, manifest wall_s, {ct['jsonl_bytes'] / 1e6:.1f} MB of corpus jsonl |")
+    L.append(f"| tokenize stage throughput (term mining + both fast tokenizers) | {ct['tokenize_mb_s']:.2f} MB/s ({ct['tokenize_wall_s']:.1f} s) | - | - | same run |")
+    fs = res["fast_slow"]["tokenizers"]
+    fast_name = "demo target (fast byte-level BPE)"
+    for name, r in fs.items():
+        ratio = "" if name == fast_name else f"{fs[fast_name]['mb_s'] / r['mb_s']:.1f}x slower than the demo fast tokenizer" if r["mb_s"] < fs[fast_name]["mb_s"] else f"{r['mb_s'] / fs[fast_name]['mb_s']:.1f}x"
+        L.append(f"| encode_texts, {name} | {r['mb_s']:.2f} MB/s | - | {ratio} | vocabadapt.tokenize.encode_texts on the {res['fast_slow']['text_mb']:.2f} MB of held-out demo text, one process |")
+    q = res["quality"]
+    if q.get("embed_wall_s") is not None:
+        L.append(f"| embed stage, demo (fastText, both tokenizers) * | {q['embed_wall_s']:.0f} s, peak {q.get('embed_peak_mb') or 0:.0f} MB | - | - | `{q.get('quality_command')}` (benchmarks/cache/quality/base manifest) |")
+    a = res.get("align")
+    if a:
+        L.append(f"| align top-k, GPT-NeoX -> BioGPT ({a['blockwise']['n_t']} x {a['blockwise']['n_s']}, 300 pivots) | "
+                 f"{a['blockwise']['wall_s']:.1f} s, peak {a['blockwise']['peak_mb']:.0f} MB | dense float64: {a['dense']['wall_s']:.1f} s, "
+                 f"peak {a['dense']['peak_mb']:.0f} MB | {a['dense']['wall_s'] / a['blockwise']['wall_s']:.1f}x faster, "
+                 f"{a['dense']['peak_mb'] / a['blockwise']['peak_mb']:.1f}x less memory | benchmarks/align_speed.py spawn() on {a['run_dir']} |")
+    t = res.get("transplant")
+    if t:
+        L.append(f"| transplant, Llama hidden {t['hidden']} x {t['layers']} layers ({t['model_mb']:.0f} MiB, {t['shards']} shards) | "
+                 f"{t['transplant']['wall_s']:.1f} s, peak growth {t['transplant']['peak_delta_mb']:.0f} MiB | load + save: "
+                 f"{t['load_save']['wall_s']:.1f} s, {t['load_save']['peak_delta_mb']:.0f} MiB | "
+                 f"{t['load_save']['peak_delta_mb'] / t['transplant']['peak_delta_mb']:.2f}x less memory, "
+                 f"{t['transplant']['wall_s'] / t['load_save']['wall_s']:.2f}x the time | benchmarks/transplant_memory.py measure() |")
+    tr = res.get("train")
+    if tr:
+        L.append(f"| stage-2 training, GPT-NeoX 2 x 128 | {tr['ours_tok_s']} tokens/s | bare HF Trainer: {tr['bare_tok_s']} tokens/s | "
+                 f"{tr['ours_tok_s'] / tr['bare_tok_s']:.2f}x | `{tr['command']}` (one repeat: noisy on a shared machine) |")
+        L.append(f"| real tokens per batch | {tr['real_share']:.1f} % (packed) | {tr['padded_share']:.1f} % (one abstract per row, padded) | "
+                 f"{tr['real_share'] / tr['padded_share']:.2f}x | same run |")
+    if q.get("demo_wall_s") is not None:
+        L.append(f"| whole demo, corpus..evaluate * | {q['demo_wall_s']:.0f} s | - | - | sum of manifest wall_s of quality.py's base run and its default row (`{q.get('quality_command')}`); stages: "
+                 + ", ".join(f"{k} {v:.0f}" for k, v in q["demo_stage_wall_s"].items() if v is not None) + " |")
+    L += ["", "Earlier, larger measurements: [align_speed.md](align_speed.md), [transplant_memory.md](transplant_memory.md), "
+          "[train_speed.md](train_speed.md).", ""]
+    out = ROOT / "benchmarks" / "results"
+    (out / "speed.md").write_text("\n".join(L))
+    (out / "speed.json").write_text(json.dumps(res, indent=1, default=str))
+    print("\n".join(L))
+
+
+if __name__ == "__main__":
+    main()
