@@ -147,6 +147,29 @@ def test_kill_and_resume_reaches_the_same_weights(data, tmp_path):
                     lora_r=8), data["gpt_neox"], data["shards"], tmp_path / "b", tmp_path / "b_train", tmp_path / "b_ck")
 
 
+def test_damaged_checkpoint_is_never_resumed_from(data, tmp_path):
+    cfg = _cfg(stage1_steps=4, save_steps=2, save_total_limit=2)
+    st = stage_settings(cfg, "stage1")
+    whole = train_stage(st, cfg, data["gpt_neox"], data["shards"], tmp_path / "a", tmp_path / "a_train", tmp_path / "a_ck")
+    with pytest.raises(KeyboardInterrupt):
+        train_stage(st, cfg, data["gpt_neox"], data["shards"], tmp_path / "b", tmp_path / "b_train", tmp_path / "b_ck",
+                    callbacks=[_Kill(3)])
+    ck = tmp_path / "b_ck" / "checkpoint-2"
+    assert (tmp_path / "b_ck" / "checkpoint-2.seal.json").exists()
+    weights = next(ck.glob("*.safetensors"))
+    raw = bytearray(weights.read_bytes())
+    raw[-64:] = bytes(64)  # damage the tail of the weights, as a bad disk would
+    weights.write_bytes(bytes(raw))
+    assert valid_checkpoints(tmp_path / "b_ck", need_rows=False) == []
+    resumed = train_stage(st, cfg, data["gpt_neox"], data["shards"], tmp_path / "b", tmp_path / "b_train",
+                          tmp_path / "b_ck")
+    assert resumed.get("resumed_from") is None  # started over instead of training on garbage
+    a, b = _state(tmp_path / "a"), _state(tmp_path / "b")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+    assert whole["steps"] == resumed["steps"] == 4
+
+
 def test_pipeline_stages_auto_start_disjoint_ranges_and_summary(data, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(data["gpt_neox"], run / "model" / "init")

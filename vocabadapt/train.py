@@ -46,7 +46,7 @@ import torch
 from .config import ModelsConfig, VocabAdaptationConfig
 from .data import PackedDataset, PackedSequences, SequenceOrder, collate, heldout_windows
 from .errors import InputError, StageError
-from .io import atomic_dir, atomic_write, read_json, write_json
+from .io import atomic_dir, atomic_write, fingerprint, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -160,9 +160,18 @@ def _state_fingerprint(path: Path) -> dict[str, Any]:
     return {"path": str(path), "digest": h.hexdigest()[:16]}
 
 
+def _seal_path(checkpoint: Path) -> Path:
+    return checkpoint.with_name(checkpoint.name + ".seal.json")
+
+
 def valid_checkpoints(checkpoint_dir: Path, need_rows: bool) -> list[tuple[int, Path]]:
-    """Finished checkpoints, oldest first. Trainer writes trainer_state.json last, so a checkpoint
-    without it (or, under LoRA, without the saved embedding rows) was cut off mid-write."""
+    """Finished, intact checkpoints, oldest first.
+
+    A checkpoint counts only when its seal (`checkpoint-N.seal.json`, written by _CheckpointSeal after
+    everything else of it) exists and still matches the directory's sha256 fingerprint: one cut off
+    mid-write has no seal, and one damaged on disk afterwards no longer matches, so training never
+    resumes from garbage (it falls back to an older checkpoint or starts the stage over).
+    """
     out = []
     if not checkpoint_dir.is_dir():
         return out
@@ -173,6 +182,15 @@ def valid_checkpoints(checkpoint_dir: Path, need_rows: bool) -> list[tuple[int, 
         if not (d / "trainer_state.json").is_file():
             continue
         if need_rows and not (d / ROWS_FILE).is_file():
+            continue
+        seal = _seal_path(d)
+        try:
+            sealed = read_json(seal)
+        except (OSError, ValueError):
+            log.warning("checkpoint %s has no valid seal (cut off while saving?); not resuming from it", d)
+            continue
+        if sealed != fingerprint(d):
+            log.warning("checkpoint %s differs from its seal (damaged on disk); not resuming from it", d)
             continue
         out.append((int(m.group(1)), d))
     return sorted(out)
@@ -420,6 +438,21 @@ class _TrainableRowsSaver(TrainerCallback):
                     raise StageError(f"{checkpoint / ROWS_FILE}: matrix m{i} missing or of another shape than "
                                      f"{tuple(p.shape)}; delete {checkpoint.parent} to start the stage over")
                 p.copy_(t.to(p.dtype))
+
+
+class _CheckpointSeal(TrainerCallback):
+    """Write `checkpoint-N.seal.json` (the directory's fingerprint) once checkpoint-N is complete.
+
+    Must be the last callback: Trainer calls on_save after writing the checkpoint, and the LoRA row
+    saver adds its file in its own on_save.
+    """
+
+    def on_save(self, args, state, control, **kwargs):
+        if not args.should_save:
+            return
+        d = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if d.is_dir():
+            write_json(_seal_path(d), fingerprint(d))
 
 
 class EmbeddingHealth:
@@ -723,7 +756,7 @@ def train_stage(
     dataset = PackedDataset(packed, order, settings.start_position, count)
     trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collate,
                       callbacks=[monitor, *([_TrainableRowsSaver(matrices)] if settings.trainable == "lora" else []),
-                                 *callbacks])
+                                 *callbacks, _CheckpointSeal()])
     for cb in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(cb)
     # Every micro-batch has exactly batch x (seq_len - 1) targets (no padding), so the per-micro-batch mean
