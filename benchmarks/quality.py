@@ -52,12 +52,15 @@ PAIR_CONFIG = ROOT / "benchmarks" / "configs" / "neox_biogpt.yaml"
 RESULTS = ROOT / "benchmarks" / "results"
 INITS = ["random", "mean", "fvt", "tokalign", "soft", "default"]  # "default" = alignment.init null
 
-# Budgets. Full: the demo's own budget (150 + 150 steps of 8 x 128 tokens = 307,200 tokens trained),
-# every held-out document and all 500 PubMedQA test questions. Quick: a few minutes in all.
+# Budgets, chosen for 2 shared CPU cores. Full: 50 + 50 steps of 8 x 128 tokens (102,400 tokens trained per
+# row), curves every 25 steps, and evaluation.max_samples=100 (100 held-out documents, the first 100 questions
+# of the official 500-question PubMedQA test split): one evaluation of the 4 models of a row on all 500
+# questions takes ~12 minutes on this machine, which would put the benchmark at hours; `--max-samples 0`
+# evaluates everything (500 questions, all 230 held-out documents). Quick: a few minutes in all.
 BUDGETS = {
-    "full": {"vocab_adaptation.stage1_steps": 150, "vocab_adaptation.stage2_steps": 150,
-             "vocab_adaptation.eval_steps": 25, "evaluation.max_samples": "null",
-             "evaluation.qa.bootstrap": 1000},
+    "full": {"vocab_adaptation.stage1_steps": 50, "vocab_adaptation.stage2_steps": 50,
+             "vocab_adaptation.eval_steps": 25, "vocab_adaptation.eval_max_bytes": 20000,
+             "evaluation.max_samples": 100, "evaluation.qa.bootstrap": 1000},
     "quick": {"vocab_adaptation.stage1_steps": 20, "vocab_adaptation.stage2_steps": 20,
               "vocab_adaptation.eval_steps": 10, "vocab_adaptation.eval_max_bytes": 20000,
               "evaluation.max_samples": 40, "evaluation.qa.bootstrap": 200,
@@ -161,8 +164,8 @@ def eval_entry(run_dir: Path, model: str) -> dict:
     bpb = (m.get("bpb") or {}).get("heldout") or {}
     qa = m.get("pubmedqa") or {}
     return {"bpb": bpb.get("bits_per_byte"), "bytes_per_token": bpb.get("bytes_per_token"),
-            "acc": qa.get("accuracy"), "acc_ci": qa.get("accuracy_ci"), "f1": qa.get("macro_f1"),
-            "f1_ci": qa.get("macro_f1_ci"), "qa_n": qa.get("n")}
+            "acc": qa.get("accuracy"), "acc_ci": qa.get("accuracy_ci95"), "f1": qa.get("macro_f1"),
+            "f1_ci": qa.get("macro_f1_ci95"), "qa_n": qa.get("n"), "predicted": qa.get("prediction_counts")}
 
 
 def curve(run_dir: Path) -> list[tuple[int, float]]:
@@ -347,6 +350,11 @@ def ci(c):
     return "" if not c else f" [{c[0]:.3f}, {c[1]:.3f}]"
 
 
+def pred(e):
+    p = e.get("predicted") or {}
+    return "/".join(str(p.get(k, 0)) for k in ("yes", "no", "maybe")) if p else "-"
+
+
 def plot(rows: dict, seeds: dict, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -367,7 +375,8 @@ def plot(rows: dict, seeds: dict, path: Path) -> None:
     for ax in axes:
         ax.set_xlabel("tokens trained (stage 1 then stage 2)")
         ax.set_ylabel("held-out bits per byte")
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -387,17 +396,17 @@ def write_md(res: dict, path: Path) -> None:
           "bpb = held-out bits per byte (lower is better), bytes/tok = held-out bytes per token of the row's "
           "tokenizer; PubMedQA accuracy and macro-F1 with 95% bootstrap intervals, after stage 2; wall = this "
           "row's own stages (transplant, stage 1, stage 2, evaluate), the shared corpus..align stages excluded.", "",
-          "| row | bpb init | bpb stage 1 | bpb stage 2 | PubMedQA acc | PubMedQA macro-F1 | bytes/tok | tokens trained | wall s |",
-          "|---|---|---|---|---|---|---|---|---|"]
+          "| row | bpb init | bpb stage 1 | bpb stage 2 | PubMedQA acc | PubMedQA macro-F1 | predicted yes/no/maybe | bytes/tok | tokens trained | wall s |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
     src = res["source_row"]
     L.append(f"| 1. source model, own tokenizer, no training | {fmt(src['bpb'])} | - | - | {fmt(src['acc'], 3)}{ci(src['acc_ci'])} "
-             f"| {fmt(src['f1'], 3)}{ci(src['f1_ci'])} | {fmt(src['bytes_per_token'], 3)} | 0 | - |")
+             f"| {fmt(src['f1'], 3)}{ci(src['f1_ci'])} | {pred(src)} | {fmt(src['bytes_per_token'], 3)} | 0 | - |")
     for name, r in rows.items():
         s2 = r["stage2"]
         own = sum(v or 0 for k, v in r["stage_wall_s"].items() if k in ("transplant", "stage1", "stage2", "evaluate"))
         label = "2. source model, own tokenizer, continued training" if name == "continued" else f"3. transplant, init={name}"
         L.append(f"| {label} | {fmt(r['init']['bpb'])} | {fmt(r['stage1']['bpb'])} | {fmt(s2['bpb'])} | "
-                 f"{fmt(s2['acc'], 3)}{ci(s2['acc_ci'])} | {fmt(s2['f1'], 3)}{ci(s2['f1_ci'])} | "
+                 f"{fmt(s2['acc'], 3)}{ci(s2['acc_ci'])} | {fmt(s2['f1'], 3)}{ci(s2['f1_ci'])} | {pred(s2)} | "
                  f"{fmt(s2['bytes_per_token'], 3)} | {r['tokens_trained']} | {own:.0f} |")
     L += ["", f"FOCUS: {res['focus']}", ""]
     if res["seed_rows"]:
@@ -492,6 +501,10 @@ def main() -> None:
     ap.add_argument("--no-pair", action="store_true", help="skip the GPT-NeoX -> BioGPT alignment part")
     ap.add_argument("--pair-only", action="store_true",
                     help="only the GPT-NeoX -> BioGPT part, saved to WORK/pair.json (a later run reuses it)")
+    ap.add_argument("--max-samples", type=int, default=None,
+                    help="evaluation.max_samples (held-out documents and PubMedQA questions); 0 = all (500 questions)")
+    ap.add_argument("--steps", type=int, default=None, help="steps of each training stage (full 50, quick 20)")
+    ap.add_argument("--bases-only", action="store_true", help="only the shared corpus..align runs (no model needed)")
     ap.add_argument("--no-focus", action="store_true", help="skip the FOCUS row (needs deepfocus in $FOCUS_VENV)")
     ap.add_argument("--inits", default=",".join(INITS), help="comma list of rows to run")
     args = ap.parse_args()
@@ -510,22 +523,33 @@ def main() -> None:
         return
 
     model = Path(args.source_model).resolve() if args.source_model else DEMO / "model"
-    if not (model / "config.json").exists():
+    if not (model / "config.json").exists() and not args.bases_only:
         if args.source_model:
             raise SystemExit(f"--source-model {model} holds no config.json")
         log("examples/pubmed_demo/model is missing: building it (python examples/pubmed_demo/build.py, seeded, ~1 h on 2 cores)")
         subprocess.run([sys.executable, str(DEMO / "build.py")], cwd=ROOT, check=True)
 
-    overrides = {**BUDGETS[mode], **COMMON, "models.source_model": str(model)}
+    if args.max_samples is not None:
+        BUDGETS[mode]["evaluation.max_samples"] = "null" if args.max_samples == 0 else args.max_samples
+    if args.steps is not None:
+        BUDGETS[mode]["vocab_adaptation.stage1_steps"] = BUDGETS[mode]["vocab_adaptation.stage2_steps"] = args.steps
+    # The source tokenizer named explicitly (the model's own, build.py saves it with the model): the shared
+    # corpus..align stages then need no model, and --bases-only can run them while the model is being built.
+    src_tok = DEMO / "tokenizers" / "source"
+    overrides = {**BUDGETS[mode], **COMMON, "models.source_model": str(model), "models.source_tokenizer": str(src_tok)}
     base = work / "base"
     base_cont = work / "base_continued"
     shared = {k: v for k, v in overrides.items()}
     log("base runs: corpus..align (target tokenizer, and the source tokenizer as target for row 2)")
     vocabadapt(["run", str(CONFIG), "--run-dir", str(base), "--until", "align", *sets(shared)], logf)
-    cont_overrides = {**overrides, "models.target_tokenizer": str(DEMO / "tokenizers" / "source")}
+    # Row 2's alignment is the identity whatever the embeddings (every target token is identical to a source
+    # token), so its base embeds with 1 fastText epoch instead of 5: same mapping, less time.
+    cont_overrides = {**overrides, "models.target_tokenizer": str(src_tok), "embedding.fasttext.epochs": 1}
     vocabadapt(["run", str(CONFIG), "--run-dir", str(base_cont), "--until", "align", *sets(cont_overrides)], logf)
     heldout = {"target_base": check_heldout(base), "continued_base": check_heldout(base_cont)}
     log(f"held-out check passed: {heldout['target_base']}")
+    if args.bases_only:
+        return
 
     wanted = [x for x in args.inits.split(",") if x]
     rows: dict[str, dict] = {}
@@ -534,7 +558,10 @@ def main() -> None:
     state = {"focus": "not reached", "pair": None, "pending": ""}
     cmd = "python benchmarks/quality.py" + (" --quick" if args.quick else "") + \
           (f" --seeds {args.seeds}" if args.seeds is not None else "") + \
-          (f" --source-model {args.source_model}" if args.source_model else "") + (" --no-pair" if args.no_pair else "")
+          (f" --source-model {args.source_model}" if args.source_model else "") + (" --no-pair" if args.no_pair else "") + \
+          (f" --max-samples {args.max_samples}" if args.max_samples is not None else "") + \
+          (f" --steps {args.steps}" if args.steps is not None else "") + (" --no-focus" if args.no_focus else "") + \
+          (f" --inits {args.inits}" if args.inits != ",".join(INITS) else "")
     b = BUDGETS[mode]
     stem = "quality-quick" if args.quick else "quality"
 
@@ -555,8 +582,8 @@ def main() -> None:
                        f"of 8 x 128 tokens (configs/demo.yaml batch and sequence length); held-out bpb curve every "
                        f"{b['vocab_adaptation.eval_steps']} steps; overrides {json.dumps(BUDGETS[mode])}"),
             "eval_note": ("evaluation.max_samples=" + str(b["evaluation.max_samples"]) +
-                          " (caps held-out documents and PubMedQA questions; null = all 230 held-out documents and "
-                          "the 500-question test split)"),
+                          " (caps held-out documents and PubMedQA questions, first N of each; null = all 230 held-out "
+                          "documents and the 500-question official test split)"),
             "heldout_check": heldout, "rows": rows, "source_row": src, "seed_rows": seed_rows, "seed_stats": seed_stats,
             "pair": state["pair"], "focus": state["focus"], "total_wall_s": time.perf_counter() - t0,
         }
@@ -579,8 +606,8 @@ def main() -> None:
         state["pair"] = {"skipped": "not run yet (runs after the rows)"}
 
     order = ["default"] + [x for x in wanted if x != "default"] if "default" in wanted else wanted
-    state["pending"] = "rows " + ", ".join(["continued", *order, "focus", "seeds"])
     rows["continued"] = run_row(base_cont, work / "row_continued_s0", "default", 0, cont_overrides, logf)
+    state["pending"] = "rows " + ", ".join([*order, "focus", "seeds"])
     emit()
     for k, init in enumerate(order):
         rows[init] = run_row(base, work / f"row_{init}_s0", init, 0, overrides, logf)

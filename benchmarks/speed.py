@@ -200,7 +200,8 @@ def main() -> None:
     res["quality"] = from_quality()
     res["wall_s"] = time.perf_counter() - t0
 
-    me = "python benchmarks/speed.py" + "".join(f" --{k.replace('_', '-')}" for k in ("skip_align", "skip_transplant", "skip_train") if getattr(args, k))
+    default_model = str(ROOT / "examples" / "pubmed_demo" / "model")
+    me = "python benchmarks/speed.py" + (f" --source-model {args.source_model}" if args.source_model != default_model else "") + "".join(f" --{k.replace('_', '-')}" for k in ("skip_align", "skip_transplant", "skip_train") if getattr(args, k))
     L = ["# Speed summary", "", f"- command: `{me}` (figures marked * are read from another run; its command is given)",
          f"- commit: {commit}", f"- machine: {mach}",
          f"- date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}; seeds: 0 everywhere",
@@ -238,7 +239,7 @@ def main() -> None:
         L.append(f"| real tokens per batch | {tr['real_share']:.1f} % (packed) | {tr['padded_share']:.1f} % (one abstract per row, padded) | "
                  f"{tr['real_share'] / tr['padded_share']:.2f}x | same run |")
     if q.get("demo_wall_s") is not None:
-        L.append(f"| whole demo, corpus..evaluate * | {q['demo_wall_s']:.0f} s | - | - | sum of manifest wall_s of quality.py's base run and its default row (`{q.get('quality_command')}`); stages: "
+        L.append(f"| whole demo pipeline, corpus..evaluate, at quality.py's full budget (50 + 50 steps, not demo.yaml's 150 + 150) * | {q['demo_wall_s']:.0f} s | - | - | sum of manifest wall_s of quality.py's base run and its default row (`{q.get('quality_command')}`); stages: "
                  + ", ".join(f"{k} {v:.0f}" for k, v in q["demo_stage_wall_s"].items() if v is not None) + " |")
     L += ["", "Earlier, larger measurements: [align_speed.md](align_speed.md), [transplant_memory.md](transplant_memory.md), "
           "[train_speed.md](train_speed.md).", ""]
