@@ -271,7 +271,7 @@ def test_stale_lock_of_dead_process_is_taken_over(tmp_path):
     (run_dir / pipeline.LOCK).write_text(f"{dead.pid}@{socket.gethostname()}")
     with pipeline.run_lock(run_dir):
         assert (run_dir / pipeline.LOCK).read_text() == f"{os.getpid()}@{socket.gethostname()}"
-    assert not (run_dir / pipeline.LOCK).exists()
+    assert (run_dir / pipeline.LOCK).read_text() == ""  # released: emptied, kept (see run_lock)
 
 
 def test_killed_holder_leaves_a_stale_lock_that_is_taken_over(tmp_path):
@@ -290,7 +290,7 @@ def test_unreadable_lock_content_counts_as_stale(tmp_path, content):
     (tmp_path / pipeline.LOCK).write_text(content)
     with pipeline.run_lock(tmp_path):
         pass
-    assert not (tmp_path / pipeline.LOCK).exists()
+    assert (tmp_path / pipeline.LOCK).read_text() == ""
 
 
 def test_lock_of_another_host_is_respected(tmp_path):

@@ -118,19 +118,39 @@ def test_unbuilt_stage_says_so(monkeypatch, fake, tmp_path):
 def test_live_lock_refuses_stale_lock_is_taken(fake, tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    import socket
-
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from vocabadapt.pipeline import run_lock\n"
+         "with run_lock(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(30)", str(run_dir)],
+        stdout=subprocess.PIPE, text=True)
     try:
-        (run_dir / ".lock").write_text(f"{sleeper.pid}@{socket.gethostname()}")
-        with pytest.raises(RunLockedError, match="in use"):
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunLockedError, match=f"in use by process {holder.pid}@"):
             pipeline.run(fake, run_dir=run_dir)
     finally:
-        sleeper.kill()
-        sleeper.wait()
-    # the owner is gone: the lock is stale and the run proceeds, removing it afterwards
+        holder.kill()  # SIGKILL: the kernel drops its flock, its pid stays written in the file
+        holder.wait()
+    # the owner is gone: the lock is stale and the run proceeds, emptying it afterwards
     pipeline.run(fake, run_dir=run_dir)
-    assert not (run_dir / ".lock").exists()
+    assert (run_dir / ".lock").read_text() == ""
+
+
+def test_a_held_flock_refuses_a_second_run(fake, tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with pipeline.run_lock(run_dir):
+        assert str(os.getpid()) in (run_dir / ".lock").read_text()
+        with pytest.raises(RunLockedError, match=f"in use by process {os.getpid()}@"):
+            pipeline.run(fake, run_dir=run_dir)
+    pipeline.run(fake, run_dir=run_dir)  # released on exit
+
+
+def test_temp_files_of_a_killed_writer_are_removed(fake, tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / "a").mkdir(parents=True)
+    (run_dir / "a" / ".tmp-out.json.x1").write_text("half")
+    (run_dir / ".tmp-model.x2").mkdir()
+    pipeline.run(fake, run_dir=run_dir)
+    assert not list(run_dir.rglob(".tmp-*"))
 
 
 def test_without_run_dir_resumes_newest_unfinished_run(fake, tmp_path):

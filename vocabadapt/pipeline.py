@@ -209,34 +209,57 @@ def latest_unfinished_run(config: Config, config_path: str | os.PathLike) -> Pat
 
 @contextlib.contextmanager
 def run_lock(run_dir: Path) -> Iterator[None]:
-    """Hold `run_dir/.lock` (pid@host) for the duration; a live owner makes us refuse."""
+    """Hold an exclusive flock on `run_dir/.lock` for the duration; refuse when another process holds it.
+
+    The kernel drops a flock when its holder dies (even by SIGKILL), so a dead owner never blocks a
+    rerun and two processes can never both hold the lock. The file records the owner (pid@host) for the
+    message; it is emptied, not deleted, on exit (deleting it would let a waiting process lock a
+    detached inode). A lock naming another host is respected, since a flock may not cross hosts.
+    """
+    import fcntl
+
     lock = run_dir / LOCK
     me = f"{os.getpid()}@{socket.gethostname()}"
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            with os.fdopen(fd, "w") as f:
-                f.write(me)
-            break
-        except FileExistsError:
-            owner = lock.read_text().strip() if lock.exists() else ""
-            pid_text, _, host = owner.partition("@")
-            alive = host == socket.gethostname() and pid_text.isdigit() and _pid_alive(int(pid_text))
-            if alive or (host and host != socket.gethostname()):
-                raise RunLockedError(
-                    f"{run_dir} is in use by process {owner}; wait for it to finish, or stop it. "
-                    f"(If that process no longer exists, delete {lock}.)"
-                ) from None
-            log.warning("removing stale lock %s left by %s", lock, owner or "an unknown process")
-            lock.unlink(missing_ok=True)
-    else:
-        raise RunLockedError(f"could not take {lock}")
+    fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise RunLockedError(f"{run_dir} is in use by process {owner}; wait for it to finish, or stop it") from None
+    owner = os.pread(fd, 200, 0).decode(errors="replace").strip()
+    host = owner.partition("@")[2]
+    if host and host != socket.gethostname():
+        os.close(fd)
+        raise RunLockedError(
+            f"{run_dir} is in use by process {owner} on another machine; if that run is gone, delete {lock}"
+        )
+    if owner:
+        log.warning("taking over the lock %s left by %s, which no longer runs", lock, owner)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, me.encode(), 0)
     try:
         yield
     finally:
         with contextlib.suppress(OSError):
-            if lock.read_text().strip() == me:
-                lock.unlink()
+            os.ftruncate(fd, 0)
+        os.close(fd)  # releases the flock
+
+
+def remove_temp_files(run_dir: Path) -> int:
+    """Delete temp names (vocabadapt.io's `.tmp-*`) that killed writers left; call only under the lock."""
+    import shutil
+
+    from .io import TMP_PREFIX
+
+    leftovers = sorted(run_dir.rglob(TMP_PREFIX + "*"), key=lambda p: len(p.parts), reverse=True)
+    for p in leftovers:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+    return len(leftovers)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -388,6 +411,8 @@ def run(
     emit = on_event or (lambda *a: None)
 
     with run_lock(run_dir):
+        if removed := remove_temp_files(run_dir):
+            log.info("removed %d temp file(s) left by an interrupted run", removed)
         manifest = load_manifest(run_dir)
         manifest["config_source"] = str(Path(config_path).resolve())
         with atomic_write(run_dir / "config.yaml") as f:

@@ -22,6 +22,7 @@ import gzip
 import json
 import logging
 import random
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -93,7 +94,7 @@ def _read_text(path: Path) -> str:
             with gzip.open(path, "rt", encoding="utf-8") as f:
                 return f.read()
         return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError, EOFError) as e:
+    except (OSError, UnicodeDecodeError, EOFError, zlib.error) as e:
         raise InputError(f"{path}: cannot read it as UTF-8 text ({e})") from None
 
 
