@@ -106,7 +106,7 @@ def test_lr_stage1_severities():
 
 
 def test_lr_stage1_counts_processes():
-    f = one(run_rule("lr_stage1", cfg(ORIGINAL), Facts(world_size=16)), "lr_stage1")
+    f = one(run_rule("lr_stage1", cfg(ORIGINAL, vocab_adaptation={"num_processes": 16})), "lr_stage1")
     # 16 processes × 64 sequences = the paper's 1,024 per step, so 6.4e-4 is right there.
     assert f.evidence["tokens_per_step"] == 2_097_152 and f.severity == "info"
 
@@ -394,7 +394,7 @@ def test_shipped_configs_load_and_audit_clean():
     assert [f for f in audit(paper, Facts()) if f.severity == "error"] == []
     for name in ("research.yaml", "paper.yaml"):
         first = (REPO / "configs" / name).read_text().splitlines()[0]
-        assert first.startswith(f"# vocabadapt audit configs/{name}") and "accelerate launch" in first
+        assert first.startswith(f"# vocabadapt audit configs/{name}") and f"vocabadapt run configs/{name}" in first
 
 
 # CLI -----------------------------------------------------------------------------------------------

@@ -134,7 +134,6 @@ class Facts:
     cuda_available: bool = False
     bf16_supported: Optional[bool] = None  # None: unknown (no GPU visible here)
     flash_attn_installed: bool = False
-    world_size: int = 1
 
     @property
     def has_gpu(self) -> bool:
@@ -253,7 +252,7 @@ def gather_facts(corpus_stats: str | None = None, model_config: str | None = Non
 
 def sequences_per_step(config: Config, facts: Facts) -> int:
     va = config.vocab_adaptation
-    return va.batch_size * va.gradient_accumulation * max(1, facts.world_size)
+    return va.batch_size * va.gradient_accumulation * va.num_processes
 
 
 def stage_consumption(config: Config, facts: Facts) -> tuple[int, int]:
@@ -434,13 +433,13 @@ def check_lr_stage1(config: Config, facts: Facts) -> list[Finding]:
     ev = {
         "lr_stage1": lr, "tokens_per_step": tokens, "sequences_per_step": seqs,
         "batch_size": va.batch_size, "gradient_accumulation": va.gradient_accumulation,
-        "max_seq_length": va.max_seq_length, "world_size": facts.world_size,
+        "max_seq_length": va.max_seq_length, "world_size": va.num_processes,
         "paper_lr_stage1": PAPER_LR_STAGE1, "paper_tokens_per_step": PAPER_TOKENS_PER_STEP,
         "batch_ratio": ratio, "sqrt_scaled_lr": sqrt_lr, "linear_scaled_lr": linear_lr,
         "lr_over_sqrt_scaled": lr / sqrt_lr, "lr_over_linear_scaled": lr / linear_lr,
     }
     step = (f"{_n(tokens)} tokens per optimiser step ({va.batch_size} × {va.gradient_accumulation} × "
-            f"{_n(va.max_seq_length)} × {facts.world_size} process{'es' if facts.world_size > 1 else ''})")
+            f"{_n(va.max_seq_length)} × {va.num_processes} process{'es' if va.num_processes > 1 else ''})")
     scaled = (f"the paper's {_lr(PAPER_LR_STAGE1)} at {_n(PAPER_TOKENS_PER_STEP)} tokens/step "
               f"({PAPER_SEQUENCES_PER_STEP:,} × {PAPER_SEQ_LEN:,}) scales to {_lr(sqrt_lr)} (square-root, "
               f"Adam-style) or {_lr(linear_lr)} (linear) at {ratio:.4g}× the batch")
