@@ -418,6 +418,8 @@ def write_md(res: dict, path: Path) -> None:
             L.append(f"\n{name}: stage-2 bpb mean {st['mean']:.4f}, min {st['min']:.4f}, max {st['max']:.4f} over {st['n']} seeds")
         L.append("")
     L += ["## Verdict", ""] + [f"- {v}" for v in res["verdict"]] + [""]
+    L += ["Curves: the training monitor's held-out bits per byte on the first vocab_adaptation.eval_max_bytes "
+          "bytes of held-out text (the table's columns come from the evaluate stage on evaluation.max_samples documents).", ""]
     L += ["![held-out bpb vs tokens](quality_bpb.png)" if not res["quick"] else "![held-out bpb vs tokens](quality-quick_bpb.png)", ""]
     p = res.get("pair")
     L += ["## Real pair GPT-NeoX -> BioGPT (alignment only, no model)", ""]
@@ -624,7 +626,7 @@ def main() -> None:
             state["focus"] = (f"row `focus`: deepfocus 1.0.1 (installed in a throwaway venv {FOCUS_VENV}, never in .venv), "
                               f"FOCUS rows written over a mean-initialised transplant of the same run, fastText "
                               f"auxiliary embeddings trained by deepfocus on corpus/train only; {rows['focus'].get('focus')}")
-        except (RuntimeError, SystemExit) as e:
+        except (Exception, SystemExit) as e:  # noqa: BLE001 - a failed FOCUS row must not lose the other rows
             state["focus"] = f"FOCUS failed to run here: {str(e)[-600:]}"
     state["pending"] = "seeds"
     emit()

@@ -178,35 +178,51 @@ def main() -> None:
     ap.add_argument("--skip-align", action="store_true")
     ap.add_argument("--skip-transplant", action="store_true")
     ap.add_argument("--skip-train", action="store_true")
+    ap.add_argument("--reuse", action="store_true",
+                    help="keep the measurements of the last run (results/speed.json, its command and date are kept) "
+                         "and only refresh the figures read from quality.py's runs")
     args = ap.parse_args()
     t0 = time.perf_counter()
     CACHE.mkdir(parents=True, exist_ok=True)
     mach = align_speed.machine()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    res: dict = {}
-    log("corpus + tokenize")
-    res["corpus_tokenize"] = corpus_tokenize(Path(args.source_model).resolve())
-    log("fast vs slow tokenizers")
-    res["fast_slow"] = fast_vs_slow()
-    if not args.skip_align:
-        log("align vs dense reference")
-        res["align"] = align_vs_dense()
-    if not args.skip_transplant:
-        log("transplant vs load + save")
-        res["transplant"] = transplant_vs_load()
-    if not args.skip_train:
-        log("stage 2 vs bare Trainer")
-        res["train"] = train_vs_bare()
-    res["quality"] = from_quality()
-    res["wall_s"] = time.perf_counter() - t0
-
     default_model = str(ROOT / "examples" / "pubmed_demo" / "model")
-    me = "python benchmarks/speed.py" + (f" --source-model {args.source_model}" if args.source_model != default_model else "") + "".join(f" --{k.replace('_', '-')}" for k in ("skip_align", "skip_transplant", "skip_train") if getattr(args, k))
+    me = "python benchmarks/speed.py" + (f" --source-model {args.source_model}" if args.source_model != default_model else "") + "".join(
+        f" --{k.replace('_', '-')}" for k in ("skip_align", "skip_transplant", "skip_train") if getattr(args, k))
+    res: dict = {}
+    prev = ROOT / "benchmarks" / "results" / "speed.json"
+    if args.reuse and prev.exists():
+        res = read_json(prev)
+        res.setdefault("command", me)
+        res.setdefault("commit", commit)
+        res.setdefault("machine", mach)
+        me, commit, mach = res["command"], res["commit"], res["machine"]
+    else:
+        res.update(command=me, commit=commit, machine=mach,
+                   date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+        log("corpus + tokenize")
+        res["corpus_tokenize"] = corpus_tokenize(Path(args.source_model).resolve())
+        log("fast vs slow tokenizers")
+        res["fast_slow"] = fast_vs_slow()
+        if not args.skip_align:
+            log("align vs dense reference")
+            res["align"] = align_vs_dense()
+        if not args.skip_transplant:
+            log("transplant vs load + save")
+            res["transplant"] = transplant_vs_load()
+        if not args.skip_train:
+            log("stage 2 vs bare Trainer")
+            res["train"] = train_vs_bare()
+        res["wall_s"] = time.perf_counter() - t0
+    res["quality"] = from_quality()
+
     L = ["# Speed summary", "", f"- command: `{me}` (figures marked * are read from another run; its command is given)",
          f"- commit: {commit}", f"- machine: {mach}",
-         f"- date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}; seeds: 0 everywhere",
-         f"- this script's wall time: {res['wall_s']:.0f} s; load average at the end "
-         f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} (a shared machine: compare figures only within a row)", "",
+         f"- date: {res.get('date', dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds'))}; seeds: 0 everywhere"
+         + (f"; figures marked * refreshed by `python benchmarks/speed.py --reuse` at "
+            f"{dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}" if args.reuse else ""),
+         f"- this script's wall time: {res['wall_s']:.0f} s; load average {', '.join(f'{x:.1f}' for x in os.getloadavg())} "
+         f"when written (a shared machine: compare figures only within a row)", "",
          "| what | vocabadapt | reference | ratio | how measured |", "|---|---|---|---|---|"]
     ct = res["corpus_tokenize"]
     L.append(f"| corpus stage throughput | {ct['corpus_mb_s']:.1f} MB/s ({ct['corpus_wall_s']:.1f} s) | - | - | `{ct['command']}`, manifest wall_s, {ct['jsonl_bytes'] / 1e6:.1f} MB of corpus jsonl |")
