@@ -300,6 +300,9 @@ class PipelineConfig(Section):
     run_root: str = Field("runs", description="Folder that holds run directories.", json_schema_extra=PATH)
     max_retries: int = Field(2, ge=0, description="Retries of a stage after a transient error.")
     retry_backoff: float = Field(5.0, ge=0, description="Seconds before the first retry; doubles each time.")
+    torch_threads: Optional[int] = Field(
+        None, ge=1, description="CPU threads for torch (null = torch's default); 1 suits tiny models on few cores."
+    )
     checkpoint_fingerprints: Literal["sha256", "size"] = Field(
         "sha256", description="How outputs are fingerprinted in the manifest."
     )

@@ -409,6 +409,10 @@ def run(
         raise ConfigError("--from/--until", [f"--from {from_stage} comes after --until {until}"])
     run_dir = prepare_run_dir(config, config_path, run_dir, force)
     emit = on_event or (lambda *a: None)
+    if config.pipeline.torch_threads:
+        import torch
+
+        torch.set_num_threads(config.pipeline.torch_threads)
 
     with run_lock(run_dir):
         if removed := remove_temp_files(run_dir):
