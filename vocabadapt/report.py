@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .evaluation.checklist import read_json_or_none, read_metrics
 from .errors import InputError
 from .io import atomic_dir, atomic_write
 
@@ -35,28 +36,9 @@ STAGES = ("stage1", "stage2")
 # reading the run
 
 
-def _read_json(path: Path) -> Any:
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        log.warning("report: cannot read %s (%s)", path, e)
-        return None
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    out: list[dict] = []
-    if not path.is_file():
-        return out
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut by a killed writer
-        if isinstance(rec, dict):
-            out.append(rec)
-    return out
+# JSON readers shared with the checklist: a missing or unreadable file is None / [] (logged).
+_read_json = read_json_or_none
+_read_jsonl = read_metrics
 
 
 @dataclass
