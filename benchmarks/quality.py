@@ -205,8 +205,7 @@ def row_result(run_dir: Path, wall: float) -> dict:
         "init": eval_entry(run_dir, "init"), "stage1": eval_entry(run_dir, "stage1"),
         "stage2": eval_entry(run_dir, "stage2"), "source": eval_entry(run_dir, "source"),
         "tokens_trained": tokens, "wall_s": round(wall, 1), "stage_wall_s": stage_wall,
-        "transplant": (man.get("transplant") or {}).get("summary", {}).get("counts")
-        or (man.get("transplant") or {}).get("summary", {}).get("rows"),
+        "transplant": {k: (man.get("transplant") or {}).get("summary", {}).get(k) for k in ("rows_per_method", "rows_copied")},
         "curve": curve(run_dir), "eval_datasets": s.get("datasets"),
     }
 
@@ -404,10 +403,17 @@ def write_md(res: dict, path: Path) -> None:
     for name, r in rows.items():
         s2 = r["stage2"]
         own = sum(v or 0 for k, v in r["stage_wall_s"].items() if k in ("transplant", "stage1", "stage2", "evaluate"))
+        own += (r.get("focus") or {}).get("focus_s", 0)  # FOCUS's own fastText + weights, outside the pipeline
         label = "2. source model, own tokenizer, continued training" if name == "continued" else f"3. transplant, init={name}"
         L.append(f"| {label} | {fmt(r['init']['bpb'])} | {fmt(r['stage1']['bpb'])} | {fmt(s2['bpb'])} | "
                  f"{fmt(s2['acc'], 3)}{ci(s2['acc_ci'])} | {fmt(s2['f1'], 3)}{ci(s2['f1_ci'])} | {pred(s2)} | "
                  f"{fmt(s2['bytes_per_token'], 3)} | {r['tokens_trained']} | {own:.0f} |")
+    L += ["", "Target rows by how the transplant built them (`transplant` stage summary, rows_per_method / rows copied "
+          "verbatim from one source row):", ""]
+    for name, r in rows.items():
+        t = r.get("transplant") or {}
+        if t.get("rows_per_method"):
+            L.append(f"- {name}: {json.dumps(t['rows_per_method'])}, copied {t.get('rows_copied')}")
     L += ["", f"FOCUS: {res['focus']}", ""]
     if res["seed_rows"]:
         L += ["## Seeds", "", "| row | seed | bpb stage 2 | PubMedQA acc | macro-F1 |", "|---|---|---|---|---|"]
@@ -420,7 +426,7 @@ def write_md(res: dict, path: Path) -> None:
     L += ["## Verdict", ""] + [f"- {v}" for v in res["verdict"]] + [""]
     L += ["Curves: the training monitor's held-out bits per byte on the first vocab_adaptation.eval_max_bytes "
           "bytes of held-out text (the table's columns come from the evaluate stage on evaluation.max_samples documents).", ""]
-    L += ["![held-out bpb vs tokens](quality_bpb.png)" if not res["quick"] else "![held-out bpb vs tokens](quality-quick_bpb.png)", ""]
+    L += [f"![held-out bpb vs tokens]({res['stem']}_bpb.png)", ""]
     p = res.get("pair")
     L += ["## Real pair GPT-NeoX -> BioGPT (alignment only, no model)", ""]
     if not p or "skipped" in p:
@@ -451,8 +457,20 @@ def verdict(res: dict) -> list[str]:
         out.append("ranking by stage-2 bpb: " + ", ".join(f"{k} {v['stage2']['bpb']:.4f}" for k, v in ranked))
         acc_rank = sorted(adapted.items(), key=lambda kv: -(kv[1]["stage2"]["acc"] or 0))
         out.append("ranking by PubMedQA accuracy: " + ", ".join(f"{k} {fmt(v['stage2']['acc'], 3)}" for k, v in acc_rank))
+    groups: dict = {}
+    for k, v in adapted.items():
+        groups.setdefault((round(v["init"]["bpb"] or 0, 4), round(v["stage2"]["bpb"] or 0, 4)), []).append(k)
+    for names in groups.values():
+        if len(names) > 1:
+            out.append(f"{', '.join(names)} gave identical results (to 4 decimals): with alignment.method=hard (configs/demo.yaml) every "
+                       "aligned entry has one source row, so soft has nothing to combine and the default chain is "
+                       "tokalign's top-1 copy with the FVT fallback")
     d = rows.get("default")
     cont = rows.get("continued")
+    if cont and cont["stage2"]["bpb"] is not None and ranked:
+        best = ranked[0]
+        out.append(f"continued training of the source model (row 2) {'beats' if cont['stage2']['bpb'] < best[1]['stage2']['bpb'] else 'loses to'} "
+                   f"the best initialiser ({best[0]}) by {abs(cont['stage2']['bpb'] - best[1]['stage2']['bpb']):.4f} bpb after stage 2")
     if d:
         b = d["stage2"]["bpb"]
         for name, ref_bpb, ref_acc, ref_f1 in (("row 1 (source, no training)", src["bpb"], src["acc"], src["f1"]),
@@ -506,6 +524,8 @@ def main() -> None:
     ap.add_argument("--max-samples", type=int, default=None,
                     help="evaluation.max_samples (held-out documents and PubMedQA questions); 0 = all (500 questions)")
     ap.add_argument("--steps", type=int, default=None, help="steps of each training stage (full 50, quick 20)")
+    ap.add_argument("--tag", default=None, help="results go to quality-TAG.md/.json/_bpb.png instead of quality.*")
+    ap.add_argument("--render", action="store_true", help="rewrite the markdown from the results json (no runs)")
     ap.add_argument("--bases-only", action="store_true", help="only the shared corpus..align runs (no model needed)")
     ap.add_argument("--no-focus", action="store_true", help="skip the FOCUS row (needs deepfocus in $FOCUS_VENV)")
     ap.add_argument("--inits", default=",".join(INITS), help="comma list of rows to run")
@@ -518,6 +538,18 @@ def main() -> None:
     logf = work / "vocabadapt.log"
     start_machine = machine()
 
+    if args.render:
+        stem = ("quality-quick" if args.quick else "quality") + (f"-{args.tag}" if args.tag else "")
+        res = read_json(RESULTS / f"{stem}.json")
+        for r in list(res["rows"].values()) + [x for runs in res["seed_rows"].values() for x in runs]:
+            man = read_json(ROOT / r["run_dir"] / "manifest.json")["stages"]
+            r["transplant"] = {k: man["transplant"]["summary"].get(k) for k in ("rows_per_method", "rows_copied")}
+        res["stem"] = stem
+        res["verdict"] = verdict(res)
+        (RESULTS / f"{stem}.json").write_text(json.dumps(res, indent=1, default=str))
+        write_md(res, RESULTS / f"{stem}.md")
+        log(f"re-rendered {RESULTS / (stem + '.md')} from its json and run directories")
+        return
     if args.pair_only:
         pair = pair_benchmark(work, args.quick, logf)
         (work / "pair.json").write_text(json.dumps(pair, indent=1))
@@ -563,9 +595,10 @@ def main() -> None:
           (f" --source-model {args.source_model}" if args.source_model else "") + (" --no-pair" if args.no_pair else "") + \
           (f" --max-samples {args.max_samples}" if args.max_samples is not None else "") + \
           (f" --steps {args.steps}" if args.steps is not None else "") + (" --no-focus" if args.no_focus else "") + \
-          (f" --inits {args.inits}" if args.inits != ",".join(INITS) else "")
+          (f" --inits {args.inits}" if args.inits != ",".join(INITS) else "") + \
+          (f" --work {args.work}" if args.work else "") + (f" --tag {args.tag}" if args.tag else "")
     b = BUDGETS[mode]
-    stem = "quality-quick" if args.quick else "quality"
+    stem = ("quality-quick" if args.quick else "quality") + (f"-{args.tag}" if args.tag else "")
 
     def emit(done: bool = False) -> None:
         """Write the results so far (after every row: a run cut short still leaves its finished rows)."""
@@ -578,7 +611,7 @@ def main() -> None:
         res = {
             "quick": args.quick, "command": cmd, "commit": git_head(), "machine": start_machine,
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "seeds": seeds,
-            "complete": done, "pending": state["pending"],
+            "complete": done, "pending": state["pending"], "stem": stem,
             "source_model": str(model.relative_to(ROOT)) if model.is_relative_to(ROOT) else str(model),
             "budget": (f"stage 1 {b['vocab_adaptation.stage1_steps']} + stage 2 {b['vocab_adaptation.stage2_steps']} steps "
                        f"of 8 x 128 tokens (configs/demo.yaml batch and sequence length); held-out bpb curve every "
