@@ -165,6 +165,10 @@ def from_quality() -> dict:
                      if r[k].get("status") == "done"}
             out["demo_stage_wall_s"] = walls
             out["demo_wall_s"] = sum(v or 0 for v in walls.values())
+            import yaml
+            c = yaml.safe_load((QUALITY / "row_default_s0" / "config.yaml").read_text())
+            out["demo_budget"] = (f"{c['vocab_adaptation']['stage1_steps']} + {c['vocab_adaptation']['stage2_steps']} steps, "
+                                  f"evaluation.max_samples {c['evaluation']['max_samples']}")
     if q.exists():
         qq = read_json(q)
         out["quality_command"] = qq.get("command")
@@ -255,7 +259,7 @@ def main() -> None:
         L.append(f"| real tokens per batch | {tr['real_share']:.1f} % (packed) | {tr['padded_share']:.1f} % (one abstract per row, padded) | "
                  f"{tr['real_share'] / tr['padded_share']:.2f}x | same run |")
     if q.get("demo_wall_s") is not None:
-        L.append(f"| whole demo pipeline, corpus..evaluate, at quality.py's full budget (50 + 50 steps, not demo.yaml's 150 + 150) * | {q['demo_wall_s']:.0f} s | - | - | sum of manifest wall_s of quality.py's base run and its default row (`{q.get('quality_command')}`); stages: "
+        L.append(f"| whole demo pipeline, corpus..evaluate, at quality.py's budget ({q.get('demo_budget')}; demo.yaml has 150 + 150, 100) * | {q['demo_wall_s']:.0f} s | - | - | sum of manifest wall_s of quality.py's base run and its default row (`{q.get('quality_command')}`); stages: "
                  + ", ".join(f"{k} {v:.0f}" for k, v in q["demo_stage_wall_s"].items() if v is not None) + " |")
     L += ["", "Earlier, larger measurements: [align_speed.md](align_speed.md), [transplant_memory.md](transplant_memory.md), "
           "[train_speed.md](train_speed.md).", ""]
