@@ -184,6 +184,9 @@ def curve(run_dir: Path) -> list[tuple[int, float]]:
                 if r.get("type") == "eval" and r.get("heldout_bpb") is not None:
                     pts.append((offset + r["step"] * per_step, r["heldout_bpb"]))
         offset += (s.get(stage) or {}).get("steps", 0) * per_step
+        after = (s.get(stage) or {}).get("heldout_bpb_after")
+        if after is not None and (not pts or pts[-1][0] != offset):
+            pts.append((offset, after))
     return pts
 
 
@@ -544,7 +547,9 @@ def main() -> None:
         for r in list(res["rows"].values()) + [x for runs in res["seed_rows"].values() for x in runs]:
             man = read_json(ROOT / r["run_dir"] / "manifest.json")["stages"]
             r["transplant"] = {k: man["transplant"]["summary"].get(k) for k in ("rows_per_method", "rows_copied")}
+            r["curve"] = curve(ROOT / r["run_dir"])
         res["stem"] = stem
+        plot(res["rows"], res["seed_rows"], RESULTS / f"{stem}_bpb.png")
         res["verdict"] = verdict(res)
         (RESULTS / f"{stem}.json").write_text(json.dumps(res, indent=1, default=str))
         write_md(res, RESULTS / f"{stem}.md")
