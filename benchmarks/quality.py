@@ -540,6 +540,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     logf = work / "vocabadapt.log"
     start_machine = machine()
+    start_commit = git_head()  # the code this run started from (others may commit while it runs)
 
     if args.render:
         stem = ("quality-quick" if args.quick else "quality") + (f"-{args.tag}" if args.tag else "")
@@ -614,7 +615,7 @@ def main() -> None:
                 seed_stats[name] = {"mean": sum(v) / len(v), "min": min(v), "max": max(v), "n": len(v)}
         src = rows.get("default", next(iter(rows.values())))["source"]
         res = {
-            "quick": args.quick, "command": cmd, "commit": git_head(), "machine": start_machine,
+            "quick": args.quick, "command": cmd, "commit": f"{start_commit} at start, {git_head()} when written", "machine": start_machine,
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "seeds": seeds,
             "complete": done, "pending": state["pending"], "stem": stem,
             "source_model": str(model.relative_to(ROOT)) if model.is_relative_to(ROOT) else str(model),
