@@ -187,10 +187,10 @@ def valid_checkpoints(checkpoint_dir: Path, need_rows: bool) -> list[tuple[int, 
         try:
             sealed = read_json(seal)
         except (OSError, ValueError):
-            log.warning("checkpoint %s has no valid seal (cut off while saving?); not resuming from it", d)
+            log.warning("checkpoint %s has no valid seal (cut off while saving?); it is skipped as a resume point", d)
             continue
         if sealed != fingerprint(d):
-            log.warning("checkpoint %s differs from its seal (damaged on disk); not resuming from it", d)
+            log.warning("checkpoint %s differs from its seal (damaged on disk); it is skipped as a resume point", d)
             continue
         out.append((int(m.group(1)), d))
     return sorted(out)
