@@ -314,7 +314,7 @@ def checkpoint_corruption(ref_dir: Path, work: Path, config: Path, overrides: li
     m["complete"] = False
     (run_dir / "manifest.json").write_text(json.dumps(m, indent=2))
     shutil.rmtree(run_dir / "model" / "stage1", ignore_errors=True)
-    ckpts = sorted((d for d in (run_dir / "checkpoints" / "stage1").glob("checkpoint-*")),
+    ckpts = sorted((d for d in (run_dir / "checkpoints" / "stage1").glob("checkpoint-*") if d.is_dir()),
                    key=lambda d: int(d.name.split("-")[1]))
     if len(ckpts) < 2:
         return {"skipped": "fewer than two stage1 checkpoints in the reference run"}
