@@ -113,6 +113,18 @@ def mapping_recipe(ctx: InitContext) -> Recipe:
 
 # The registry is explicit; the modules import Recipe/InitContext from this package, so they are
 # imported here, after those are defined.
+def baseline_recipe(ctx: InitContext, label: str) -> Recipe:
+    """Every non-special row gets the baseline `label` (mean / random); special tokens keep their entry."""
+    special = ctx.special_ids()
+    labels, ids, weights = [], [], []
+    for tid in range(ctx.mapping.target_vocab_size):
+        label_i, i, w = entry(ctx, tid) if tid in special else (label, [], [])
+        labels.append(label_i)
+        ids.append(i)
+        weights.append(w)
+    return Recipe(labels, ids, weights)
+
+
 from . import fvt, mean, random, soft, tokalign  # noqa: E402
 
 REGISTRY: dict[str, Callable[[InitContext], Recipe]] = {

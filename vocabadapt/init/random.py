@@ -8,18 +8,8 @@ their entry.
 
 from __future__ import annotations
 
-from . import InitContext, Recipe, entry
+from . import InitContext, Recipe, baseline_recipe
 
 
 def recipe(ctx: InitContext) -> Recipe:
-    special = ctx.special_ids()
-    labels, ids, weights = [], [], []
-    for tid in range(ctx.mapping.target_vocab_size):
-        if tid in special:
-            label, i, w = entry(ctx, tid)
-        else:
-            label, i, w = "random", [], []
-        labels.append(label)
-        ids.append(i)
-        weights.append(w)
-    return Recipe(labels, ids, weights)
+    return baseline_recipe(ctx, "random")
