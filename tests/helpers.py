@@ -98,3 +98,14 @@ def write_config(path: Path, data: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+def write_fuzz_counts(counts: dict) -> None:
+    """Add fuzz case counts to the JSON file named by $VOCABADAPT_FUZZ_LOG (benchmarks/faults.py reads it)."""
+    import os
+
+    log = os.environ.get("VOCABADAPT_FUZZ_LOG")
+    if log and counts:
+        old = json.loads(Path(log).read_text()) if Path(log).exists() else {}
+        old.update(counts)
+        Path(log).write_text(json.dumps(old, indent=2))

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
 import pytest
+from helpers import write_fuzz_counts
 import yaml
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -47,11 +48,7 @@ COUNTS: Counter = Counter()
 @pytest.fixture(scope="module", autouse=True)
 def _record_counts():
     yield
-    log = os.environ.get("VOCABADAPT_FUZZ_LOG")
-    if log and COUNTS:
-        old = json.loads(Path(log).read_text()) if Path(log).exists() else {}
-        old.update(COUNTS)
-        Path(log).write_text(json.dumps(old, indent=2))
+    write_fuzz_counts(COUNTS)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
-from helpers import TEXT, save_tiny_model, train_bpe_tokenizer
+from helpers import TEXT, save_tiny_model, train_bpe_tokenizer, write_fuzz_counts
 from vocabadapt import pipeline
 from vocabadapt.config import Config, ModelsConfig
 from vocabadapt.errors import InputError, StageError
@@ -34,11 +34,7 @@ COUNTS: Counter = Counter()
 @pytest.fixture(scope="module", autouse=True)
 def _record_counts():
     yield
-    log = os.environ.get("VOCABADAPT_FUZZ_LOG")
-    if log and COUNTS:
-        old = json.loads(Path(log).read_text()) if Path(log).exists() else {}
-        old.update(COUNTS)
-        Path(log).write_text(json.dumps(old, indent=2))
+    write_fuzz_counts(COUNTS)
 
 
 @pytest.fixture(scope="module")

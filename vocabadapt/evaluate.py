@@ -13,7 +13,6 @@ side by side, no per-question data) and eval/checklist.json, all in one atomic d
 
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 import time
@@ -40,51 +39,26 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "to
 
 
 def read_texts(path: str | Path, max_docs: int | None = None) -> list[str]:
-    """Documents of a text file: .jsonl[.gz] ("text" field, else title + abstract) or .txt[.gz]
-    (one document per blank-line separated block).
+    """Documents of a text file, read by the corpus stage's reader (vocabadapt.corpus.read_documents):
+    .jsonl/.parquet ("text", else title + abstract), .txt (blank-line separated blocks), optionally .gz.
+    Malformed lines are skipped and logged, as in the corpus stage.
 
     Raises:
         InputError: the file is missing, unreadable or holds no text.
     """
+    from .corpus import FileStats, read_documents
+
     path = Path(path)
     if not path.is_file():
         raise InputError(f"text file {path} does not exist")
-    opener = gzip.open if path.suffix == ".gz" else open
-    stem_suffix = Path(path.stem).suffix if path.suffix == ".gz" else path.suffix
+    stats = FileStats()
     docs: list[str] = []
-    try:
-        with opener(path, "rt", encoding="utf-8") as f:
-            if stem_suffix == ".jsonl":
-                for n, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        rec = json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise InputError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-                    text = rec.get("text") if isinstance(rec, dict) else None
-                    if text is None and isinstance(rec, dict) and ("abstract" in rec or "title" in rec):
-                        text = "\n".join(str(rec[k]) for k in ("title", "abstract") if rec.get(k))
-                    if not isinstance(text, str):
-                        raise InputError(f"{path}:{n}: no 'text' field (or title/abstract) in the record")
-                    if text.strip():
-                        docs.append(text)
-                    if max_docs and len(docs) >= max_docs:
-                        break
-            else:
-                block: list[str] = []
-                for line in f:
-                    if line.strip():
-                        block.append(line.rstrip("\n"))
-                    elif block:
-                        docs.append("\n".join(block))
-                        block = []
-                    if max_docs and len(docs) >= max_docs:
-                        break
-                if block and not (max_docs and len(docs) >= max_docs):
-                    docs.append("\n".join(block))
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: cannot read it as UTF-8 text ({e})") from None
+    for _, text in read_documents(path, ["text", "title", "abstract"], "block", stats):
+        docs.append(text)
+        if max_docs and len(docs) >= max_docs:
+            break
+    if stats.bad_lines:
+        log.warning("%s: %d malformed line(s) skipped (%s)", path, stats.bad_lines, "; ".join(stats.first_bad_lines))
     if not docs:
         raise InputError(f"{path} holds no text; give a file with at least one non-empty document")
     return docs
