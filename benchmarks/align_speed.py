@@ -55,15 +55,15 @@ def _rss_mb() -> float:
 
 def real_inputs(run_dir: Path, pivots: int, seed: int):
     """Target/source vectors and pivot rows exactly as the align stage chooses them."""
-    from vocabadapt import vocab as V
-    from vocabadapt.align import choose_pivots
-    from vocabadapt.embed import load_embeddings
-    from vocabadapt.tokenizer_prep import load_run_tokenizer
+    from vocabadapt.text import vocab as V
+    from vocabadapt.align.relrep import choose_pivots
+    from vocabadapt.run.layout import RunLayout
 
-    tv, ti, _ = load_embeddings(run_dir, "target")
-    sv, si, _ = load_embeddings(run_dir, "source")
-    _, tf = V.canonical_vocab(load_run_tokenizer(run_dir, "target"))
-    _, sf = V.canonical_vocab(load_run_tokenizer(run_dir, "source"))
+    layout = RunLayout(run_dir)
+    tv, ti, _ = layout.embeddings("target")
+    sv, si, _ = layout.embeddings("source")
+    _, tf = V.canonical_vocab(layout.tokenizer("target"))
+    _, sf = V.canonical_vocab(layout.tokenizer("source"))
     identical = V.identical_from_forms(tf, sf)
     tr = {int(t): r for r, t in enumerate(ti)}
     sr = {int(s): r for r, s in enumerate(si)}
@@ -105,7 +105,7 @@ def dense_reference(tv, sv, tp, sp, k=K):
 
 
 def blockwise(tv, sv, tp, sp, k=K, block_rows=4096):
-    from vocabadapt.align import RelativeRepresentation, blockwise_topk
+    from vocabadapt.align.relrep import RelativeRepresentation, blockwise_topk
 
     rt = RelativeRepresentation(tv, tp)
     rs = RelativeRepresentation(sv, sp).full()
@@ -116,7 +116,7 @@ def floor(tv, sv, tp, sp, k=K, block_rows=4096):
     """Bare float32 blockwise product of the same shape: (V_t, P) x (P, V_s), no top-k."""
     import torch
 
-    from vocabadapt.align import MAX_BLOCK_ELEMENTS
+    from vocabadapt.align.relrep import MAX_BLOCK_ELEMENTS
 
     rt = torch.as_tensor(tv) @ torch.as_tensor(tv[tp]).T  # (V_t, P)
     rs = torch.as_tensor(sv) @ torch.as_tensor(sv[sp]).T  # (V_s, P)

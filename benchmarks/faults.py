@@ -181,16 +181,18 @@ def compare_to_reference(ref: dict, got: dict, ref_dir: Path, run_dir: Path) -> 
 
 def check_done_records(run_dir: Path, config_path: Path, overrides: list[str]) -> list[str]:
     """Stages recorded done whose outputs no longer match their record (a cut-short stage taken as done)."""
-    from vocabadapt import pipeline
     from vocabadapt.config import load_config
+    from vocabadapt.run.layout import RunLayout
+    from vocabadapt.run.manifest import stage_is_current
+    from vocabadapt.stages import STAGES
 
     cfg = load_config(config_path, overrides)
     manifest = read_manifest(run_dir)
     bad = []
-    for spec in pipeline.STAGES:
+    for spec in STAGES:
         rec = manifest.get("stages", {}).get(spec.name)
         if rec and rec.get("status") == "done":
-            ok, reason = pipeline.stage_is_current(run_dir, spec, cfg, manifest)
+            ok, reason = stage_is_current(RunLayout(run_dir), spec, cfg, manifest)
             if not ok:
                 bad.append(f"{spec.name}: {reason}")
     return bad
@@ -227,7 +229,7 @@ def choose_model(kind: str, work: Path) -> tuple[str, str]:
         raise SystemExit("examples/pubmed_demo/model does not exist; build it or use --model tiny")
     from helpers import save_tiny_model
     from vocabadapt.config import ModelsConfig
-    from vocabadapt.hf import load_tokenizer
+    from vocabadapt.model.hub import load_tokenizer
 
     out = work / "tiny_model"
     if not (out / "model.safetensors").exists():

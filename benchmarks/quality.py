@@ -285,10 +285,12 @@ def run_focus_row(base: Path, dest: Path, overrides: dict, logf: Path, quick: bo
         raise RuntimeError(r.stderr[-1500:])
     info = json.loads(r.stdout.strip().splitlines()[-1])
     import yaml
-    from vocabadapt.pipeline import _output_prints, get_stage
+    from vocabadapt.run.layout import RunLayout
+    from vocabadapt.run.manifest import output_prints
+    from vocabadapt.run.runner import get_stage
     how = yaml.safe_load((dest / "config.yaml").read_text())["pipeline"]["checkpoint_fingerprints"]
     man = read_json(dest / "manifest.json")
-    man["stages"]["transplant"]["outputs"] = _output_prints(dest, get_stage("transplant"), how)
+    man["stages"]["transplant"]["outputs"] = output_prints(RunLayout(dest), get_stage("transplant"), how)
     man["stages"]["transplant"]["summary"]["focus"] = info
     (dest / "manifest.json").write_text(json.dumps(man, indent=1))
     vocabadapt(["run", str(CONFIG), "--run-dir", str(dest), "--until", "evaluate", *sets(extra)], logf)

@@ -71,7 +71,7 @@ def corpus_tokenize(model: Path) -> dict:
 def fast_vs_slow() -> dict:
     from transformers import BioGptTokenizer, PreTrainedTokenizerFast
 
-    from vocabadapt.tokenize import encode_texts
+    from vocabadapt.text.tokenizers import encode_texts
 
     with gzip.open(ROOT / "examples" / "pubmed_demo" / "corpus" / "heldout.jsonl.gz", "rt") as f:
         texts = [json.loads(l)["text"] for l in f]

@@ -1,4 +1,4 @@
-"""Stage-2 training speed: vocabadapt.train.train_stage vs a bare HF Trainer on the same model and batch.
+"""Stage-2 training speed: vocabadapt.training.trainer.train_stage vs a bare HF Trainer on the same model and batch.
 
     python benchmarks/train_speed.py [--steps 30] [--repeats 3] [--out benchmarks/results/train_speed.md]
 
@@ -38,11 +38,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GPTNeoXConfig, Tra
 from transformers.trainer_callback import PrinterCallback, ProgressCallback  # noqa: E402
 
 from vocabadapt.config import VocabAdaptationConfig  # noqa: E402
-from vocabadapt.data import PackedSequences, SequenceOrder  # noqa: E402
-from vocabadapt.shards import ShardReader, ShardWriter  # noqa: E402
-import vocabadapt.data as vdata  # noqa: E402
-import vocabadapt.train as vtrain  # noqa: E402
-from vocabadapt.train import StageMonitor, StageSettings, train_stage  # noqa: E402
+from vocabadapt.training.packing import PackedSequences, SequenceOrder  # noqa: E402
+from vocabadapt.text.shards import ShardReader, ShardWriter  # noqa: E402
+import vocabadapt.training.packing as vdata  # noqa: E402
+import vocabadapt.training.trainer as vtrain  # noqa: E402
+from vocabadapt.training.callbacks import StageMonitor  # noqa: E402
+from vocabadapt.training.settings import StageSettings  # noqa: E402
+from vocabadapt.training.trainer import train_stage  # noqa: E402
 
 
 class OwnTime:
@@ -152,7 +154,7 @@ def main() -> None:
         stats = packed.stats()
 
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "vocabadapt/train.py", "vocabadapt/data.py",
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "vocabadapt/training/",
                                 "benchmarks/train_speed.py"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
         bare, ours, own_share = [], [], []
         for r in range(a.repeats):

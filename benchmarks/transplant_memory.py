@@ -7,7 +7,7 @@ Builds a Llama-architecture model with random weights sized to the GPT-NeoX toke
 single file, and measures in fresh processes the growth of peak RSS (VmHWM, reset through
 /proc/self/clear_refs after imports and tokenizers are loaded) for:
 
-    transplant (sharded)      vocabadapt.transplant.transplant_model on the sharded checkpoint
+    transplant (sharded)      vocabadapt.model.transplant.transplant_model on the sharded checkpoint
     transplant (single file)  the same on the one-file checkpoint
     load + save whole model   AutoModelForCausalLM.from_pretrained then save_pretrained: the floor of a
                               load-resize-save transplant (transformers 5 maps the weights lazily, so
@@ -49,8 +49,8 @@ def hwm_mb():
 what, model_dir, out_dir, tok_path = sys.argv[1:5]
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
-from vocabadapt.mapping import TokenMapping
-from vocabadapt.transplant import transplant_model
+from vocabadapt.align.mapping import TokenMapping
+from vocabadapt.model.transplant import transplant_model
 tok = PreTrainedTokenizerFast(tokenizer_file=tok_path)
 n = len(tok)
 mapping = TokenMapping(["identical"] * n, [[i] for i in range(n)], [[1.0]] * n, [None] * n, n)

@@ -7,7 +7,8 @@ import pytest
 from helpers import TEXT, save_tiny_model, train_bpe_tokenizer, write_config, write_jsonl
 
 from vocabadapt.cli import main
-from vocabadapt.pipeline import STAGE_NAMES
+from vocabadapt.run.layout import RunLayout
+from vocabadapt.stages import STAGE_NAMES
 
 DOCS = [f"{TEXT} case {i}: the patient number {i} received {i % 7} doses of heparin." for i in range(60)]
 HELDOUT = [f"report {i}: aspirin and heparin were given for chest pain in the study." for i in range(6)]
@@ -52,7 +53,7 @@ def test_whole_pipeline_runs_then_skips(setup, capsys):
         assert f"[{k}/9] {name}" in err
     # artifacts the design names
     for rel in ("corpus/stats.json", "terms/terms.txt", "align/mapping.json", "model/init/transplant.json",
-                "model/stage2/config.json", "train/summary.json", "eval/summary.json", "eval/checklist.json",
+                "model/stage2/config.json", "train/stage1/summary.json", "train/stage2/summary.json", "eval/summary.json", "eval/checklist.json",
                 "report/report.html"):
         assert (run_dir / rel).exists(), rel
     # mined terms were added to the target tokenizer and got non-zero rows
@@ -81,5 +82,5 @@ def test_training_stages_launch_two_processes(setup):
     run_dir = root / "run_ddp"
     assert main(["run", str(cfg), "--run-dir", str(run_dir), "--until", "stage2",
                  "--set", "vocab_adaptation.num_processes=2", "--set", "vocab_adaptation.launcher=torchrun"]) == 0
-    summary = json.loads((run_dir / "train" / "summary.json").read_text())
+    summary = RunLayout(run_dir).train_summaries()
     assert summary["stage1"]["world_size"] == 2 and summary["stage2"]["steps"] == 3

@@ -35,7 +35,7 @@ def _add_run_args(p: argparse.ArgumentParser, with_config: bool = True) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .pipeline import STAGES
+    from .stages import STAGES
 
     parser = argparse.ArgumentParser(prog="vocabadapt", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -130,14 +130,14 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(load_config(args.config, args.overrides).to_yaml(), end="")
         return 0
     if cmd == "eval":
-        from .evaluate import eval_command
+        from .evaluation.suite import eval_command
 
         result = eval_command(model=args.model, baseline=args.baseline, texts=args.text,
                               pubmedqa=args.pubmedqa, max_samples=args.max_samples, out=args.out)
         print(json.dumps(result, indent=2))
         return 0
     if cmd == "report":
-        from .report import build_report
+        from .stages.report import build_report
 
         paths = build_report(Path(args.run_dir))
         print("\n".join(str(p) for p in paths))
@@ -147,7 +147,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .errors import ConfigError
-    from .pipeline import STAGES, run
+    from .run.runner import run
+    from .stages import STAGES
 
     if args.command == "demo":
         if not DEMO_CONFIG.exists():
@@ -169,10 +170,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
                  until=until, force=args.force, on_event=show)
     print(f"run directory: {result.run_dir}")
     if result.manifest.get("complete"):
-        try:
-            from .report import closing_summary
-        except ImportError:
-            return 0
+        from .stages.report import closing_summary
+
         print(closing_summary(result.run_dir))
     return 0
 

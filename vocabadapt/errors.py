@@ -35,10 +35,6 @@ class StageError(VocabadaptError):
     """A pipeline stage failed for a reason that retrying will not fix (data or configuration)."""
 
 
-class NotBuiltError(StageError):
-    """A pipeline stage whose implementation does not exist yet; the run stops instead of pretending."""
-
-
 class TransientError(VocabadaptError):
     """A failure worth retrying (I/O hiccup, interrupted download); the pipeline retries the stage."""
 

@@ -1,4 +1,4 @@
-"""Atomic file and directory writes, JSON helpers and fingerprints.
+"""Atomic file and directory writes, the one set of JSON/JSONL readers, fingerprints.
 
 Every artifact a stage writes goes through these, so a process killed mid-write leaves a temp name
 behind (ignored, cleaned on the next write), never a half-written file under the final name.
@@ -10,6 +10,7 @@ import contextlib
 import errno
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import StageError
+
+log = logging.getLogger(__name__)
 
 TMP_PREFIX = ".tmp-"
 
@@ -117,8 +120,47 @@ def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Non
 
 
 def read_json(path: str | os.PathLike) -> Any:
+    """Parsed JSON of a file (raises OSError / ValueError as json does)."""
     with open(path, encoding="utf-8") as f:
         return json.load(f)
+
+
+def read_json_or_none(path: str | os.PathLike) -> Any:
+    """Parsed JSON, or None when the file is missing or unreadable (logged)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return read_json(path)
+    except (OSError, ValueError) as e:
+        log.warning("cannot read %s (%s); what needs it is not done", path, e)
+        return None
+
+
+def iter_jsonl(path: str | os.PathLike) -> Iterator[Any]:
+    """Records of a JSONL file this project wrote (blank lines skipped; a bad line raises ValueError)."""
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                yield json.loads(line)
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Object records of a JSONL log ([] when missing); lines a kill cut off, or non-objects, are skipped."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:

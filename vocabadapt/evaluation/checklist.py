@@ -1,22 +1,20 @@
 """The six verification checks a reviewer of a vocabulary-adaptation run asks for.
 
 Each check returns {"id", "name", "status": "pass" | "fail" | "not-run", "evidence": {...}, "reason"}.
-The facts come from files other stages write; any that is missing makes its check "not-run" with
-the reason, never an exception:
+The facts are what other stages wrote, passed in (the evaluate stage reads them through RunLayout);
+any that is missing makes its check "not-run" with the reason, never an exception:
 
-    train/summary.json            per stage: steps, tokens, sequence_range, first/last loss, spikes,
-                                  embedding_health {"settled", ...}, skipped
-    train/<stage>/metrics.jsonl   per logged step: loss (for first/last window means)
-    align/summary.json            coverage
-    model/init/transplant.json    zero-initialised rows
-    eval/summary.json             bits per byte and PubMedQA of every model (built by evaluate)
+    train         {stage: summary} of the training stages: steps, tokens, sequence ranges, first/last
+                  loss, spikes, embedding_health {"settled", ...}, skipped  (train/<stage>/summary.json)
+    metrics       {stage: records of train/<stage>/metrics.jsonl}: per logged step, the loss
+    align         the alignment summary: coverage
+    transplant    the transplant summary: zero-initialised rows
+    summary       bits per byte and PubMedQA of every model (built by evaluate)
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -30,32 +28,6 @@ NAMES = {
     6: "PubMedQA accuracy of the final model not below the baseline",
 }
 COVERAGE_MIN = 0.95
-
-
-def read_json_or_none(path: Path) -> Any:
-    """Parsed JSON, or None when the file is missing or unreadable (logged)."""
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        log.warning("cannot read %s (%s); checks that need it are not run", path, e)
-        return None
-
-
-def read_metrics(path: Path) -> list[dict]:
-    """Lines of a metrics.jsonl; unreadable lines are skipped (a run killed mid-write leaves one)."""
-    out = []
-    if not path.is_file():
-        return out
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(rec, dict):
-            out.append(rec)
-    return out
 
 
 def _check(cid: int, status: str, evidence: dict, reason: str) -> dict[str, Any]:
@@ -72,9 +44,9 @@ def loss_windows(losses: list[float]) -> tuple[float, float, int]:
     return sum(losses[:w]) / w, sum(losses[-w:]) / w, w
 
 
-def check_loss(run_dir: Path, train: dict | None) -> dict[str, Any]:
+def check_loss(train: dict | None, metrics: dict[str, list[dict]]) -> dict[str, Any]:
     if not isinstance(train, dict):
-        return _check(1, "not-run", {}, "train/summary.json is missing")
+        return _check(1, "not-run", {}, "no training stage recorded a summary (train/<stage>/summary.json)")
     evidence: dict[str, Any] = {}
     verdicts = []
     for stage in ("stage1", "stage2"):
@@ -83,7 +55,7 @@ def check_loss(run_dir: Path, train: dict | None) -> dict[str, Any]:
             evidence[stage] = {"status": "skipped" if isinstance(s, dict) else "missing"}
             continue
         # Training lines only ("type": "train", or untyped); spike records repeat a loss.
-        losses = [float(r["loss"]) for r in read_metrics(run_dir / "train" / stage / "metrics.jsonl")
+        losses = [float(r["loss"]) for r in metrics.get(stage, [])
                   if _num(r.get("loss")) is not None and r.get("type", "train") == "train"]
         if len(losses) >= 2:
             first, last, w = loss_windows(losses)
@@ -115,7 +87,7 @@ def check_loss(run_dir: Path, train: dict | None) -> dict[str, Any]:
 def check_embeddings(train: dict | None) -> dict[str, Any]:
     s = train.get("stage1") if isinstance(train, dict) else None
     if not isinstance(s, dict):
-        return _check(2, "not-run", {}, "no stage-1 record in train/summary.json")
+        return _check(2, "not-run", {}, "no stage-1 summary (train/stage1/summary.json)")
     if s.get("skipped"):
         return _check(2, "not-run", {"skipped": True}, "stage 1 was skipped")
     health = s.get("embedding_health")
@@ -156,14 +128,14 @@ def check_data_range(train: dict | None, start_idx_stage2: Any) -> dict[str, Any
     sequences, and a later epoch re-reads sequences of earlier ones (it is a permutation of all).
     """
     if not isinstance(train, dict):
-        return _check(3, "not-run", {}, "train/summary.json is missing")
+        return _check(3, "not-run", {}, "no training stage recorded a summary (train/<stage>/summary.json)")
     s1, s2 = train.get("stage1"), train.get("stage2")
     if not isinstance(s2, dict) or s2.get("skipped"):
         return _check(3, "not-run", {}, "stage 2 did not run")
     r1 = _ranges(s1) if isinstance(s1, dict) and not s1.get("skipped") else []
     r2 = _ranges(s2)
     if r1 is None or r2 is None:
-        return _check(3, "not-run", {}, "sequence ranges missing or malformed in train/summary.json")
+        return _check(3, "not-run", {}, "sequence ranges missing or malformed in the training summaries")
     overlap = sum(max(0, min(b1, b2) - max(a1, a2)) for e1, a1, b1 in r1 for e2, a2, b2 in r2 if e1 == e2)
     repeats = [list(r) for r in r2 if r1 and r[0] > min(e for e, _, _ in r1)]
     evidence = {"stage1_ranges": [list(r) for r in r1], "stage2_ranges": [list(r) for r in r2],
@@ -275,22 +247,23 @@ def check_pubmedqa(summary: dict) -> dict[str, Any]:
     return _check(6, "pass" if gap >= 0 else "fail", evidence, text)
 
 
-def build_checklist(run_dir: Path, summary: dict, start_idx_stage2: Any = "auto",
+def build_checklist(summary: dict, train: dict | None, metrics: dict[str, list[dict]], align: dict | None,
+                    transplant: dict | None, start_idx_stage2: Any = "auto",
                     zero_rows_allowed: bool = False) -> list[dict[str, Any]]:
-    """All six checks for a run directory, given the evaluate stage's summary dict.
+    """All six checks for a run, given the evaluate stage's summary dict and the run's records.
 
     Args:
-        run_dir: the run directory.
         summary: eval/summary.json's content ("models", "final", "baseline", "pubmedqa_vs_baseline").
+        train: {stage: summary} of the training stages (None or {} when none finished).
+        metrics: {stage: metrics.jsonl records}.
+        align: the alignment summary (None when missing).
+        transplant: the transplant summary (None when missing).
         start_idx_stage2: vocab_adaptation.train_start_idx_stage2 (an int means overlap is intended).
         zero_rows_allowed: the config asks for zero rows (alignment.fallback == "zero").
     """
-    run_dir = Path(run_dir)
-    train = read_json_or_none(run_dir / "train" / "summary.json")
-    align = read_json_or_none(run_dir / "align" / "summary.json")
-    transplant = read_json_or_none(run_dir / "model" / "init" / "transplant.json")
+    train = train or None
     return [
-        check_loss(run_dir, train),
+        check_loss(train, metrics),
         check_embeddings(train),
         check_data_range(train, start_idx_stage2),
         check_alignment(align, transplant, zero_rows_allowed),

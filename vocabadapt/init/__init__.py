@@ -28,8 +28,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ..align.mapping import TokenMapping
 from ..errors import ConfigError, InputError
-from ..mapping import TokenMapping
 
 log = logging.getLogger(__name__)
 

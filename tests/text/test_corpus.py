@@ -1,0 +1,123 @@
+"""The corpus stage: formats, bad lines, dedup, budget, held-out split, errors."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+
+from vocabadapt.config import validate_dict
+from vocabadapt.run.layout import RunLayout
+from vocabadapt.stages.corpus import run as run_stage
+from vocabadapt.errors import InputError
+from vocabadapt.run.context import StageContext
+
+
+def _ctx(tmp_path, corpus: dict, min_len: int = 0):
+    cfg = validate_dict({"corpus": corpus, "tokenization": {"min_line_length": min_len}}, "test")
+    return StageContext(layout=RunLayout(tmp_path / "run"), config=cfg, stage="corpus")
+
+
+def _read(path):
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_jsonl_bad_lines_dedup_and_fields(tmp_path):
+    f = tmp_path / "a.jsonl"
+    f.write_bytes(
+        b'{"title": "T1", "abstract": "first  abstract"}\n'
+        b"not json\n"
+        b'{"other": 1}\n'
+        b'{"title": "T1", "abstract": "first abstract"}\n'  # duplicate after whitespace normalisation
+        b'{"abstract": "\xff\xfe broken"}\n'
+        b'{"abstract": "only abstract"}\n'
+    )
+    ctx = _ctx(tmp_path, {"inputs": [str(f)], "text_fields": ["title", "abstract"], "heldout_fraction": 0.0})
+    stats = run_stage(ctx)
+    docs = _read(ctx.layout.path("corpus", "train.jsonl"))
+    assert [d["text"] for d in docs] == ["T1\nfirst  abstract", "only abstract"]
+    assert docs[0]["id"] == "a.jsonl:1"
+    assert stats["documents"] == 2 and stats["duplicates"] == 1 and stats["bad_lines"] == 3
+    file_stats = json.loads(ctx.layout.path("corpus", "stats.json").read_text())["files"][str(f)]
+    assert file_stats["first_bad_lines"] == ["line 2: not valid JSON", "line 3: no text in fields ['title', 'abstract']",
+                                             "line 5: not UTF-8"]
+    assert stats["bytes"] == len("T1\nfirst  abstract".encode()) + len(b"only abstract")
+
+
+def test_txt_blocks_lines_gzip_and_parquet(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    (tmp_path / "b.txt").write_text("para one\nstill one\n\npara two\n")
+    with gzip.open(tmp_path / "c.txt.gz", "wt") as g:
+        g.write("gz para\n")
+    pq.write_table(pa.table({"text": ["pq one", None, "pq two"]}), tmp_path / "d.parquet")
+    inputs = [str(tmp_path / n) for n in ("b.txt", "c.txt.gz", "d.parquet")]
+    ctx = _ctx(tmp_path, {"inputs": inputs, "heldout_fraction": 0.0})
+    stats = run_stage(ctx)
+    texts = [d["text"] for d in _read(ctx.layout.path("corpus", "train.jsonl"))]
+    assert texts == ["para one\nstill one", "para two", "gz para", "pq one", "pq two"]
+    assert stats["bad_lines"] == 1  # the parquet row without text
+    ctx2 = _ctx(tmp_path / "l", {"inputs": [inputs[0]], "txt_document": "line", "heldout_fraction": 0.0})
+    run_stage(ctx2)
+    assert [d["text"] for d in _read(ctx2.layout.path("corpus", "train.jsonl"))] == ["para one", "still one", "para two"]
+
+
+def test_heldout_split_is_by_hash_and_never_in_training(tmp_path):
+    f = tmp_path / "a.jsonl"
+    f.write_text("".join(json.dumps({"text": f"document number {i}"}) + "\n" for i in range(400)))
+    ctx = _ctx(tmp_path, {"inputs": [str(f)], "heldout_fraction": 0.25})
+    stats = run_stage(ctx)
+    train = {d["text"] for d in _read(ctx.layout.path("corpus", "train.jsonl"))}
+    held = {d["text"] for d in _read(ctx.layout.path("corpus", "heldout.jsonl"))}
+    assert not train & held and len(train) + len(held) == 400
+    assert 60 < stats["heldout_documents"] < 140
+    # Reversed file order: the same documents are held out (the split depends on the text only).
+    g = tmp_path / "rev.jsonl"
+    g.write_text("".join(reversed(f.read_text().splitlines(keepends=True))))
+    ctx2 = _ctx(tmp_path / "r", {"inputs": [str(g)], "heldout_fraction": 0.25})
+    run_stage(ctx2)
+    assert {d["text"] for d in _read(ctx2.layout.path("corpus", "heldout.jsonl"))} == held
+
+
+def test_budget_and_separate_heldout_files(tmp_path):
+    f = tmp_path / "a.jsonl"
+    f.write_text("".join(json.dumps({"text": "x" * 100 + str(i)}) + "\n" for i in range(20)))
+    h = tmp_path / "h.jsonl"
+    h.write_text(json.dumps({"text": "x" * 100 + "3"}) + "\n")  # also in training: must be dropped there
+    ctx = _ctx(tmp_path, {"inputs": [str(f)], "heldout_inputs": [str(h)], "byte_budget": 500})
+    stats = run_stage(ctx)
+    train = [d["text"] for d in _read(ctx.layout.path("corpus", "train.jsonl"))]
+    assert len(train) == 4 and "x" * 100 + "3" not in train and stats["budget_applied"] is True
+    assert stats["bytes"] <= 500 and stats["heldout_documents"] == 1 and stats["duplicates"] == 1
+
+
+def test_errors_name_the_cause(tmp_path):
+    with pytest.raises(InputError, match="matches no file"):
+        run_stage(_ctx(tmp_path, {"inputs": [str(tmp_path / "missing.jsonl")]}))
+    u16 = tmp_path / "u16.txt"
+    u16.write_bytes("hello world\n".encode("utf-16"))
+    with pytest.raises(InputError, match="UTF-16"):
+        run_stage(_ctx(tmp_path, {"inputs": [str(u16)]}))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"body": "x"}\n')
+    with pytest.raises(InputError, match="no usable training text.*first: .*line 1"):
+        run_stage(_ctx(tmp_path, {"inputs": [str(bad)]}))
+    short = tmp_path / "short.jsonl"
+    short.write_text('{"text": "abc"}\n')
+    with pytest.raises(InputError, match="shorter than tokenization.min_line_length=10"):
+        run_stage(_ctx(tmp_path, {"inputs": [str(short)]}, min_len=10))
+
+
+def test_lone_surrogate_is_a_bad_line_and_damaged_gzip_an_input_error(tmp_path):
+    f = tmp_path / "s.jsonl"
+    f.write_text(json.dumps({"text": "lone \ud800 surrogate"}) + "\n" + json.dumps({"text": "fine"}) + "\n")
+    stats = run_stage(_ctx(tmp_path, {"inputs": [str(f)], "heldout_fraction": 0.0}))
+    assert stats["documents"] == 1 and stats["bad_lines"] == 1
+    g = tmp_path / "d.jsonl.gz"
+    blob = bytearray(gzip.compress(b'{"text": "one"}\n' * 200))
+    blob[20] ^= 0xFF  # corrupt the deflate stream: gzip raises zlib.error, not OSError
+    g.write_bytes(bytes(blob))
+    with pytest.raises(InputError, match="d.jsonl.gz"):
+        run_stage(_ctx(tmp_path / "g", {"inputs": [str(g)], "heldout_fraction": 0.0}))

@@ -1,0 +1,103 @@
+"""The target-to-source token mapping: what align writes and transplant reads.
+
+For every target token id, one entry says how its rows are built:
+    method      why this row: special | identical | aligned | soft | fvt | mean | random | zero
+    source_ids  the source token ids whose rows combine (empty for mean/random/zero)
+    weights     one weight per source id, summing to 1 (copy = [1.0])
+    similarity  cosine of relative representations for aligned/soft tokens, else null
+
+`align/mapping.json` stores it column-wise (one list per field, index = target id) with checksums of
+both tokenizers, so a mapping made for another tokenizer is refused by its checksum.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+from ..io import write_json
+
+METHODS = ("special", "identical", "aligned", "soft", "fvt", "mean", "random", "zero")
+
+
+def tokenizer_checksum(tokenizer: Any) -> str:
+    """sha256 over the tokenizer's vocabulary (token -> id, added tokens included)."""
+    vocab = tokenizer.get_vocab()
+    payload = json.dumps(sorted(vocab.items(), key=lambda kv: kv[1]), ensure_ascii=False)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+@dataclass
+class TokenMapping:
+    methods: list[str]
+    source_ids: list[list[int]]
+    weights: list[list[float]]
+    similarity: list[float | None]
+    source_vocab_size: int
+    target_checksum: str = ""
+    source_checksum: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.methods)
+        if not (len(self.source_ids) == len(self.weights) == len(self.similarity) == n):
+            raise InputError("mapping columns have different lengths")
+        for i, (m, ids, w) in enumerate(zip(self.methods, self.source_ids, self.weights)):
+            if m not in METHODS:
+                raise InputError(f"mapping entry {i}: unknown method '{m}' (valid: {', '.join(METHODS)})")
+            if len(ids) != len(w):
+                raise InputError(f"mapping entry {i}: {len(ids)} source ids but {len(w)} weights")
+
+    @property
+    def target_vocab_size(self) -> int:
+        return len(self.methods)
+
+    def checksum(self) -> str:
+        payload = json.dumps([self.methods, self.source_ids, self.weights], separators=(",", ":"))
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+    def counts(self) -> dict[str, int]:
+        out = {m: 0 for m in METHODS}
+        for m in self.methods:
+            out[m] += 1
+        return {m: c for m, c in out.items() if c}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": "vocabadapt.mapping/1",
+            "target_vocab_size": self.target_vocab_size,
+            "source_vocab_size": self.source_vocab_size,
+            "target_checksum": self.target_checksum,
+            "source_checksum": self.source_checksum,
+            "info": self.info,
+            "methods": self.methods,
+            "source_ids": self.source_ids,
+            "weights": self.weights,
+            "similarity": self.similarity,
+        }
+
+    def save(self, path: str | Path) -> None:
+        write_json(path, self.to_json(), indent=None)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TokenMapping":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise InputError(f"{path}: cannot read the mapping ({e}); rerun the align stage") from None
+        if not isinstance(data, dict) or data.get("format") != "vocabadapt.mapping/1":
+            raise InputError(f"{path} is not a vocabadapt mapping (format vocabadapt.mapping/1)")
+        try:
+            return cls(
+                methods=data["methods"], source_ids=data["source_ids"], weights=data["weights"],
+                similarity=data["similarity"], source_vocab_size=data["source_vocab_size"],
+                target_checksum=data.get("target_checksum", ""), source_checksum=data.get("source_checksum", ""),
+                info=data.get("info", {}),
+            )
+        except KeyError as e:
+            raise InputError(f"{path}: mapping lacks the field {e}") from None

@@ -1,0 +1,174 @@
+"""The arithmetic the rules share: data consumption per stage, corpus size, parameter counts, number formats."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from ..config import Config
+from ..errors import InputError
+from .findings import CorpusSize, Facts
+
+# The TokAlign paper's stage-1 setting: 6.4e-4 with about 1,024 sequences × 2,048 tokens per step.
+PAPER_LR_STAGE1 = 6.4e-4
+PAPER_SEQUENCES_PER_STEP = 1024
+PAPER_SEQ_LEN = 2048
+PAPER_TOKENS_PER_STEP = PAPER_SEQUENCES_PER_STEP * PAPER_SEQ_LEN  # 2,097,152
+
+# Bytes of text per token used when only bytes are known. Measured: the GPT-NeoX tokenizer (50k
+# vocabulary) gives 4.71 bytes/token on the 2,276 PubMed documents in shared/data; 32k-vocabulary
+# tokenizers (Mistral, Llama 2) split finer, so 4.0 is the working assumption. Always labelled.
+ESTIMATED_BYTES_PER_TOKEN = 4.0
+
+# Stage-1 learning rate judgement.
+LR_WARN_FACTOR = 2.0  # warning above 2× the square-root-scaled paper value
+LR_ERROR_FACTOR = 10.0  # error above 10× it
+EMBEDDINGS_ONLY_LR_CAP = 1e-4  # embeddings-only training at small batch: above this is a warning
+SMALL_BATCH_TOKENS = PAPER_TOKENS_PER_STEP // 4  # below 256 × 2,048 tokens per step counts as small
+
+TINY_BATCH_SEQUENCES = 8
+TINY_BATCH_TOKENS = 16_384
+
+THRESHOLD_RANGE = (0.0, 0.95)  # sensible cosine thresholds for relative representations
+LORA_SCALE_RANGE = (0.25, 4.0)  # lora_alpha / lora_r outside this is unusual
+MEMORY_HEADROOM = 0.85  # warn when states alone take more than this share of the GPU
+
+LLAMA_FAMILY = ("llama", "mistral", "qwen2", "gemma")
+
+
+def sequences_per_step(config: Config, facts: Facts) -> int:
+    va = config.vocab_adaptation
+    return va.batch_size * va.gradient_accumulation * va.num_processes
+
+
+def stage_consumption(config: Config, facts: Facts) -> tuple[int, int]:
+    """Sequences stage 1 and stage 2 read: steps × batch × accumulation × processes."""
+    s = sequences_per_step(config, facts)
+    va = config.vocab_adaptation
+    return va.stage1_steps * s, va.stage2_steps * s
+
+
+def stage2_start(config: Config, facts: Facts) -> int:
+    start = config.vocab_adaptation.train_start_idx_stage2
+    return stage_consumption(config, facts)[0] if start == "auto" else int(start)
+
+
+def corpus_size(config: Config, facts: Facts) -> Optional[CorpusSize]:
+    """Packed sequences in the corpus: measured when the stats have them, else estimated (labelled)."""
+    L = config.vocab_adaptation.max_seq_length
+    if facts.sequences is not None:
+        return CorpusSize(facts.sequences, facts.sequences * L, "packed sequences in the corpus statistics", True)
+    if facts.tokens_target is not None:
+        return CorpusSize(facts.tokens_target / L, facts.tokens_target,
+                          f"target tokens in the statistics / {L:,} tokens per sequence", True)
+    nbytes, source = facts.bytes, "bytes in the corpus statistics"
+    if nbytes is None and config.corpus.budget_bytes() > 0:
+        nbytes = config.corpus.budget_bytes()
+        source = f"corpus budget ({nbytes / 1e9:g} GB from corpus.size_gb/byte_budget)"
+        if facts.documents:
+            source += f" over {facts.documents:,} documents = {nbytes / facts.documents:,.0f} bytes/document"
+    if nbytes is None:
+        return None
+    tokens = nbytes / ESTIMATED_BYTES_PER_TOKEN
+    basis = f"ESTIMATE: {source} / {ESTIMATED_BYTES_PER_TOKEN} bytes per token / {L:,} tokens per sequence"
+    if facts.documents:
+        basis += f" (≈ {tokens / facts.documents:,.0f} tokens per document)"
+    return CorpusSize(tokens / L, tokens, basis, False)
+
+
+def num(x: float) -> str:
+    """Readable number: 2,560,000 / 0.26 / 1.6e-04."""
+    if isinstance(x, int) or (isinstance(x, float) and x.is_integer() and abs(x) >= 1):
+        return f"{int(x):,}"
+    if abs(x) >= 100:
+        return f"{x:,.0f}"
+    if abs(x) >= 0.01:
+        return f"{x:.3g}"
+    return f"{x:.2g}"
+
+
+def lr_text(x: float) -> str:
+    """Learning rates as people write them: 6.4e-4, 4e-5, 1.6e-4."""
+    mant, exp = f"{x:.2g}".split("e") if "e" in f"{x:.2g}" else (None, None)
+    if mant is None:
+        mant, exp = f"{x:.1e}".split("e")
+    mant = mant.rstrip("0").rstrip(".") if "." in mant else mant
+    return f"{mant}e{int(exp)}"
+
+
+# --------------------------------------------------------------------------------------------------
+# model arithmetic
+
+
+def cfg_value(mc: dict, *names: str, default: Any = None) -> Any:
+    for n in names:
+        if mc.get(n) is not None:
+            return mc[n]
+    return default
+
+
+def count_parameters(mc: dict[str, Any]) -> tuple[int, bool]:
+    """Parameters of a causal LM from its config.json.
+
+    Exact (counted layer by layer) for Llama/Mistral/Qwen2/Gemma, GPT-NeoX and GPT-2 configs;
+    otherwise the approximation 12·L·h² + V·h (×2 when untied), flagged by returning exact=False.
+    Returns (parameters, exact).
+    """
+    mt = str(mc.get("model_type", ""))
+    V = int(cfg_value(mc, "vocab_size", default=0))
+    h = int(cfg_value(mc, "hidden_size", "n_embd", "d_model", default=0))
+    L = int(cfg_value(mc, "num_hidden_layers", "n_layer", "num_layers", default=0))
+    tied = bool(mc.get("tie_word_embeddings", mt == "gpt2"))
+    if not (V and h and L):
+        raise InputError("model config lacks vocab_size, hidden_size or num_hidden_layers; pass the model's config.json")
+    head = 0 if tied else V * h
+    if mt in LLAMA_FAMILY:
+        nh = int(cfg_value(mc, "num_attention_heads"))
+        kv = int(cfg_value(mc, "num_key_value_heads", default=nh))
+        hd = int(cfg_value(mc, "head_dim", default=h // nh))
+        inter = int(cfg_value(mc, "intermediate_size"))
+        qkv_bias = mt == "qwen2" or bool(mc.get("attention_bias", False))
+        o_bias = bool(mc.get("attention_bias", False)) and mt != "qwen2"
+        attn = h * nh * hd + 2 * h * kv * hd + nh * hd * h  # q, k, v, o weights
+        attn += (nh * hd + 2 * kv * hd) * qkv_bias + h * o_bias
+        mlp = 3 * h * inter + (2 * inter + h) * bool(mc.get("mlp_bias", False))  # gate, up, down
+        per_layer = attn + mlp + 2 * h  # two RMSNorm weights
+        return V * h + L * per_layer + h + head, True
+    if mt == "gpt_neox":
+        inter = int(cfg_value(mc, "intermediate_size", default=4 * h))
+        bias = bool(mc.get("attention_bias", True))
+        per_layer = 4 * h + (3 * h * h + 3 * h * bias) + (h * h + h * bias) + (h * inter + inter + inter * h + h)
+        return V * h + L * per_layer + 2 * h + head, True
+    if mt == "gpt2":
+        inter = int(cfg_value(mc, "n_inner", default=None) or 4 * h)
+        P = int(cfg_value(mc, "n_positions", default=1024))
+        per_layer = 4 * h + (3 * h * h + 3 * h) + (h * h + h) + (h * inter + inter + inter * h + h)
+        return V * h + P * h + L * per_layer + 2 * h + head, True
+    return 12 * L * h * h + V * h + head, False
+
+
+def lora_params(mc: dict[str, Any], r: int) -> int:
+    """LoRA parameters with every linear projection targeted: r × (in + out) per projection."""
+    mt = str(mc.get("model_type", ""))
+    h = int(cfg_value(mc, "hidden_size", "n_embd", "d_model", default=0))
+    L = int(cfg_value(mc, "num_hidden_layers", "n_layer", "num_layers", default=0))
+    inter = int(cfg_value(mc, "intermediate_size", "n_inner", default=None) or 4 * h)
+    if mt in LLAMA_FAMILY:
+        nh = int(cfg_value(mc, "num_attention_heads"))
+        kv = int(cfg_value(mc, "num_key_value_heads", default=nh))
+        hd = int(cfg_value(mc, "head_dim", default=h // nh))
+        per_layer = (h + nh * hd) * 2 + 2 * (h + kv * hd) + 3 * (h + inter)
+    else:  # fused qkv (h -> 3h), out (h -> h), two MLP projections
+        per_layer = (h + 3 * h) + 2 * h + 2 * (h + inter)
+    return r * L * per_layer
+
+
+def optimizer_state_bytes(name: str) -> tuple[float, str]:
+    """Optimiser state bytes per trained parameter (fp32 states unless the name says 8-bit)."""
+    n = name.lower()
+    if "8bit" in n or "4bit" in n:
+        return (2.0 if "lion" not in n else 1.0), "8-bit states"
+    if "adafactor" in n or n in ("sgd", "lomo", "adalomo", "schedule_free_sgd"):
+        return 0.0, "factored or no per-parameter state (approximately 0)"
+    if "lion" in n or "rmsprop" in n or "adagrad" in n:
+        return 4.0, "one fp32 state"
+    return 8.0, "two fp32 states (Adam moments)"

@@ -1,0 +1,341 @@
+"""The config schema: one pydantic model per section, the only place a default lives.
+
+A research config of the layout this tool replaces loads unchanged (sections `models`, `corpus`,
+`term_mining`, `embedding`, `alignment`, `tokenization`, `evaluation`, `pipeline`,
+`vocab_adaptation`); the extra keys vocabadapt needs all have defaults. Loading (YAML, `${VAR}`,
+`--set`, messages with key paths) lives in vocabadapt.config.loading; the reference docs are
+generated from this schema by vocabadapt.config.docs.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# Marker put in a field's json_schema_extra: the value is a filesystem path (resolved against the
+# config folder) or, for "path_or_id", a path when it exists locally and a hub id otherwise.
+PATH = {"path": "path"}
+PATH_OR_ID = {"path": "path_or_id"}
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# models
+
+
+class TokenizerTrainSpec(BaseModel):
+    """Train the target tokenizer on the run's training corpus instead of loading one."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["bpe", "unigram"] = Field("bpe", description="Tokenizer model: byte-level BPE or Unigram.")
+    vocab_size: int = Field(32000, ge=256, description="Vocabulary size including special tokens.")
+    min_frequency: int = Field(2, ge=1, description="BPE: minimum pair frequency to merge.")
+    special_tokens: list[str] = Field(
+        default_factory=lambda: ["<|endoftext|>", "<|pad|>"],
+        description="Special tokens; the first is bos/eos, the second pad.",
+    )
+
+
+class TargetTokenizerSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    train: TokenizerTrainSpec = Field(description="How to train the target tokenizer.")
+
+
+class ModelsConfig(Section):
+    source_model: Optional[str] = Field(
+        None, description="Source causal LM: local directory or Hugging Face id.", json_schema_extra=PATH_OR_ID
+    )
+    source_tokenizer: Optional[str] = Field(
+        None,
+        description="Source tokenizer (path or id); null = the source model's own tokenizer.",
+        json_schema_extra=PATH_OR_ID,
+    )
+    target_tokenizer: Union[str, TargetTokenizerSpec, None] = Field(
+        None,
+        description="Target tokenizer: path or id, or {train: {...}} to train one on the corpus.",
+        json_schema_extra=PATH_OR_ID,
+    )
+    trust_remote_code: bool = Field(
+        False, description="Allow models/tokenizers that ship their own Python code (off: refuse them)."
+    )
+    allow_pickle: bool = Field(
+        False, description="Allow loading pickle (.bin) weights (with weights_only=True); off: safetensors only."
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# corpus and tokenization
+
+
+class CorpusConfig(Section):
+    inputs: list[str] = Field(
+        default_factory=list,
+        description="Training text files: .jsonl/.txt/.parquet, optionally .gz; globs allowed.",
+        json_schema_extra=PATH,
+    )
+    heldout_inputs: list[str] = Field(
+        default_factory=list,
+        description="Separate held-out text files; when given, heldout_fraction is not used.",
+        json_schema_extra=PATH,
+    )
+    text_fields: list[str] = Field(
+        default_factory=lambda: ["text"],
+        description="JSONL/parquet fields joined (newline) to make a document's text.",
+    )
+    txt_document: Literal["block", "line"] = Field(
+        "block", description=".txt files: one document per blank-line separated block, or per line."
+    )
+    size_gb: float = Field(0.0, ge=0, description="Corpus size to use in GB (1e9 bytes); 0 = all of it.")
+    byte_budget: int = Field(0, ge=0, description="Training text bytes to use; 0 = derive from size_gb.")
+    deduplicate: bool = Field(True, description="Drop exact duplicates (whitespace-normalised hash).")
+    hash_name: str = Field("sha1", description="hashlib algorithm for dedup and the held-out split.")
+    heldout_fraction: float = Field(
+        0.01, ge=0.0, lt=1.0, description="Share of documents held out (chosen by document hash)."
+    )
+    heldout_max_bytes: int = Field(
+        2_000_000, ge=0, description="Cap on held-out bytes kept for evaluation (0 = no cap)."
+    )
+
+    @field_validator("hash_name")
+    @classmethod
+    def _known_hash(cls, v: str) -> str:
+        if v not in hashlib.algorithms_available:
+            near = difflib.get_close_matches(v, sorted(hashlib.algorithms_guaranteed), n=1)
+            hint = f" (did you mean '{near[0]}'?)" if near else ""
+            raise ValueError(f"unknown hash '{v}'{hint}; use one of {sorted(hashlib.algorithms_guaranteed)}")
+        return v
+
+    def budget_bytes(self) -> int:
+        """Training bytes to read; 0 means no limit."""
+        return self.byte_budget or int(self.size_gb * 1e9)
+
+
+class TokenizationConfig(Section):
+    workers: Optional[int] = Field(None, ge=1, description="Tokenizer processes; null = CPU count.")
+    cache_dir: Optional[str] = Field(
+        None, description="Hugging Face cache folder for models/tokenizers; null = HF default.", json_schema_extra=PATH
+    )
+    min_line_length: int = Field(0, ge=0, description="Documents shorter than this many characters are dropped.")
+    batch_size: int = Field(1000, ge=1, description="Documents per tokenizer batch.")
+    shard_tokens: int = Field(50_000_000, ge=1000, description="Token ids per uint32 shard file.")
+
+
+# --------------------------------------------------------------------------------------------------
+# term mining, embeddings, alignment, transplant
+
+
+class TermMiningConfig(Section):
+    enabled: bool = Field(True, description="Mine frequent domain words into terms/terms.txt.")
+    top_k: int = Field(1000, ge=1, description="Number of terms to keep.")
+    min_frequency: int = Field(5, ge=1, description="Minimum corpus count of a term (both modes).")
+    use_tfidf: bool = Field(True, description="Rank by TF-IDF against document frequency; false = by count.")
+    add_to_target: bool = Field(False, description="Add mined terms to the target tokenizer as whole tokens.")
+
+
+class FastTextConfig(Section):
+    epochs: int = Field(5, ge=1, description="Training epochs over the token-id corpus.")
+    mincount: int = Field(1, ge=1, description="Minimum count of a token id to get a vector.")
+    lr: float = Field(0.05, gt=0, description="Learning rate.")
+    thread: Optional[int] = Field(None, ge=1, description="Threads; null = CPU count (use 1 for bitwise determinism).")
+    dim: int = Field(100, ge=2, description="Vector dimension.")
+    window: int = Field(5, ge=1, description="Context window (tokens each side).")
+    minn: int = Field(0, ge=0, description="Min character n-gram; 0 = off (n-grams of numeric ids are noise).")
+    maxn: int = Field(0, ge=0, description="Max character n-gram; 0 = off.")
+    model: Literal["skipgram", "cbow"] = Field("skipgram", description="fastText objective.")
+    neg: int = Field(5, ge=1, description="Negative samples.")
+    seed: int = Field(0, ge=0, description="fastText seed (bitwise reproducible with thread: 1).")
+
+
+class EmbeddingConfig(Section):
+    backend: Literal["fasttext"] = Field("fasttext", description="Token co-occurrence embedding trainer.")
+    fasttext: FastTextConfig = Field(default_factory=FastTextConfig, description="fastText options.")
+
+
+class AlignmentConfig(Section):
+    pivot_count: int = Field(300, ge=1, description="Identical-token pairs used as pivots (paper: 300).")
+    pivot_strategy: Literal["random", "frequent"] = Field(
+        "random", description="How pivots are chosen among identical pairs (random: the paper; seeded)."
+    )
+    similarity_threshold: float = Field(
+        0.5,
+        ge=-1.0,
+        le=1.0,
+        description="Cosine of relative representations at or above which a token counts as aligned.",
+    )
+    method: Literal["hard", "soft"] = Field(
+        "hard", description="hard: copy the top-1 source row (paper); soft: softmax over top-k sources."
+    )
+    top_k: int = Field(5, ge=1, description="Candidates kept per target token (soft mapping, precision@k).")
+    soft_temperature: float = Field(0.05, gt=0, description="Softmax temperature over top-k cosines (soft).")
+    fallback: Literal["fvt", "mean", "random", "zero"] = Field(
+        "fvt",
+        description="Rows for tokens below the threshold or unseen: fvt (then mean), mean, random or zero.",
+    )
+    init: Optional[str] = Field(
+        None, description="Row initialiser for every row (tokalign, soft, fvt, mean, random); null = per-token method."
+    )
+    norm_match: bool = Field(False, description="Rescale each built row to the mean norm of its source rows.")
+    block_size: int = Field(4096, ge=16, description="Target rows per similarity block (bounds memory).")
+    seed: int = Field(0, description="Seed for pivot choice and random rows.")
+
+
+class TransplantConfig(Section):
+    pad_to_multiple_of: int = Field(64, ge=1, description="Pad embedding rows to a multiple of this.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="dtype of the written model; auto = the source checkpoint's."
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# training
+
+
+class VocabAdaptationConfig(Section):
+    enabled: bool = Field(True, description="Run the two training stages.")
+    stage1_steps: int = Field(2500, ge=0, description="Optimiser steps of stage 1 (embeddings + head); 0 = skip.")
+    stage2_steps: int = Field(2500, ge=0, description="Optimiser steps of stage 2 (whole model or LoRA); 0 = skip.")
+    lr_stage1: float = Field(5e-5, gt=0, description="Peak learning rate of stage 1.")
+    lr_stage2: float = Field(5e-5, gt=0, description="Peak learning rate of stage 2.")
+    batch_size: int = Field(4, ge=1, description="Sequences per device per micro-batch.")
+    gradient_accumulation: int = Field(16, ge=1, description="Micro-batches per optimiser step.")
+    max_seq_length: int = Field(2048, ge=8, description="Tokens per packed training sequence.")
+    train_start_idx_stage2: Union[Literal["auto"], int] = Field(
+        "auto",
+        description="First sequence of stage 2 in the data order; auto = sequences stage 1 consumed.",
+    )
+    seed: int = Field(0, description="Seed of data order, initialisation and training.")
+    shuffle: bool = Field(True, description="Seeded shuffle of packed sequences each epoch.")
+    use_flash_attn: bool = Field(False, description="Use flash-attn 2 (must be installed); otherwise SDPA.")
+    bf16: bool = Field(True, description="bf16 mixed precision where supported (fp32 otherwise, with a notice).")
+    stage2_use_lora: bool = Field(False, description="Stage 2 trains LoRA adapters (+ embeddings/head), merged at the end.")
+    stage2_optimizer: str = Field("adamw_torch", description="transformers optimiser name for stage 2.")
+    stage1_optimizer: str = Field("adamw_torch", description="transformers optimiser name for stage 1.")
+    lora_r: int = Field(64, ge=1, description="LoRA rank.")
+    lora_alpha: float = Field(128, gt=0, description="LoRA alpha (scale = alpha / r).")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout.")
+    lora_target_modules: Optional[list[str]] = Field(
+        None, description="Module names for LoRA; null = every linear projection of the architecture."
+    )
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Share of steps with linear warmup.")
+    lr_scheduler: str = Field("cosine", description="transformers scheduler name.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm (0 = off).")
+    gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")
+    save_steps: int = Field(500, ge=1, description="Checkpoint every this many steps.")
+    save_total_limit: int = Field(2, ge=1, description="Checkpoints kept per stage.")
+    logging_steps: int = Field(10, ge=1, description="Log loss, lr, grad norm, tokens/s every this many steps.")
+    eval_steps: int = Field(250, ge=1, description="Held-out bits per byte every this many steps.")
+    eval_max_bytes: int = Field(200_000, ge=1000, description="Bytes of held-out text scored during training.")
+    spike_factor: float = Field(3.0, gt=1, description="A loss above this × its running mean is a spike.")
+    num_processes: int = Field(
+        1, ge=1, description="Training processes (GPUs); > 1 launches the training stages with the launcher below."
+    )
+    launcher: Literal["accelerate", "torchrun"] = Field(
+        "accelerate", description="How training stages start several processes (accelerate launch / torchrun)."
+    )
+    accelerate_config: Optional[str] = Field(
+        None, description="accelerate config file (DDP, FSDP, DeepSpeed) passed to `accelerate launch`.",
+        json_schema_extra=PATH,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# evaluation and pipeline
+
+
+class QAConfig(Section):
+    enabled: bool = Field(True, description="Evaluate PubMedQA-format question answering.")
+    file: Optional[str] = Field(None, description="PQA-L format JSON/JSONL file.", json_schema_extra=PATH)
+    split_ids: Optional[str] = Field(
+        None, description="JSON file whose keys are the ids to evaluate (e.g. test_ground_truth.json).", json_schema_extra=PATH
+    )
+    fewshot_file: Optional[str] = Field(None, description="Records for few-shot examples.", json_schema_extra=PATH)
+    fewshot_k: int = Field(0, ge=0, description="Few-shot examples per prompt (0 = zero-shot only).")
+    bootstrap: int = Field(1000, ge=0, description="Bootstrap resamples for intervals.")
+
+
+class EvaluationConfig(Section):
+    enabled: bool = Field(True, description="Run the evaluate stage.")
+    datasets: list[str] = Field(
+        default_factory=lambda: ["heldout", "pubmedqa"],
+        description="What to evaluate: 'heldout' (bits per byte), 'pubmedqa', or paths of extra text files.",
+    )
+    max_samples: Optional[int] = Field(None, ge=1, description="Cap on QA questions and held-out documents.")
+    qa: QAConfig = Field(default_factory=QAConfig, description="Question answering set.")
+    baseline_model: Optional[str] = Field(
+        None, description="Baseline model; null = the source model with its own tokenizer.", json_schema_extra=PATH_OR_ID
+    )
+    stride: Optional[int] = Field(None, ge=1, description="Sliding-window stride in tokens; null = half the context.")
+    batch_size: int = Field(8, ge=1, description="Sequences per evaluation forward pass.")
+    context_length: Optional[int] = Field(
+        None, ge=2, description="Tokens per scoring window; null = the model's context (max_position_embeddings)."
+    )
+
+    @field_validator("qa", mode="before")
+    @classmethod
+    def _qa_bool(cls, v: Any) -> Any:
+        # Research configs write `qa: true|false`; that is the `enabled` switch with defaults.
+        return {"enabled": v} if isinstance(v, bool) else v
+
+
+class PipelineConfig(Section):
+    run_root: str = Field("runs", description="Folder that holds run directories.", json_schema_extra=PATH)
+    max_retries: int = Field(2, ge=0, description="Retries of a stage after a transient error.")
+    retry_backoff: float = Field(5.0, ge=0, description="Seconds before the first retry; doubles each time.")
+    torch_threads: Optional[int] = Field(
+        None, ge=1, description="CPU threads for torch (null = torch's default); 1 suits tiny models on few cores."
+    )
+    checkpoint_fingerprints: Literal["sha256", "size"] = Field(
+        "sha256", description="How outputs are fingerprinted in the manifest."
+    )
+
+
+class Config(BaseModel):
+    """The whole config. Sections may be omitted; every key has a default except the model paths."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    models: ModelsConfig = Field(default_factory=ModelsConfig, description="Models and tokenizers.")
+    corpus: CorpusConfig = Field(default_factory=CorpusConfig, description="Training and held-out text.")
+    term_mining: TermMiningConfig = Field(default_factory=TermMiningConfig, description="Domain term mining.")
+    embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig, description="Token embeddings.")
+    alignment: AlignmentConfig = Field(default_factory=AlignmentConfig, description="Token alignment.")
+    transplant: TransplantConfig = Field(default_factory=TransplantConfig, description="Model rebuild.")
+    tokenization: TokenizationConfig = Field(default_factory=TokenizationConfig, description="Tokenization.")
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig, description="Evaluation.")
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig, description="Run directory, retries.")
+    vocab_adaptation: VocabAdaptationConfig = Field(
+        default_factory=VocabAdaptationConfig, description="Two-stage training."
+    )
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "Config":
+        ft = self.embedding.fasttext
+        if ft.maxn < ft.minn:
+            raise ValueError(f"embedding.fasttext.maxn ({ft.maxn}) must be >= minn ({ft.minn})")
+        return self
+
+    # --- helpers used across stages -------------------------------------------------------------
+    def section_hash(self, keys: tuple[str, ...] | list[str]) -> str:
+        """sha256 of the config values under `keys` (dotted section or key paths), for the manifest."""
+        dumped = self.model_dump(mode="json")
+        picked = {k: _get_dotted(dumped, k) for k in sorted(keys)}
+        return hashlib.sha256(json.dumps(picked, sort_keys=True).encode()).hexdigest()
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def _get_dotted(d: dict, key: str) -> Any:
+    cur: Any = d
+    for part in key.split("."):
+        cur = cur[part]
+    return cur

@@ -1,0 +1,309 @@
+"""Evaluating models side by side: the per-model measurements, the run summary, and `vocabadapt eval`.
+
+Each model gets bits per byte on every text set (vocabadapt.evaluation.bpb) and PubMedQA zero-shot
+and few-shot (vocabadapt.evaluation.pubmedqa) with a paired bootstrap against the baseline; once per
+run: tokenizer efficiency and the vocabulary's cost (evaluation.efficiency) and alignment quality.
+The evaluate stage (vocabadapt.stages.evaluate) chooses the models and writes the results.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..config import EvaluationConfig, ModelsConfig
+from ..errors import InputError
+from ..io import write_json
+from . import bpb as bpb_mod
+from . import checklist as checklist_mod
+from . import efficiency as eff
+from . import pubmedqa as qa_mod
+
+log = logging.getLogger(__name__)
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+
+
+# --------------------------------------------------------------------------------------------------
+# inputs
+
+
+def read_texts(path: str | Path, max_docs: int | None = None) -> list[str]:
+    """Documents of a text file, read by the corpus reader (vocabadapt.text.corpus.read_documents):
+    .jsonl/.parquet ("text", else title + abstract), .txt (blank-line separated blocks), optionally .gz.
+    Malformed lines are skipped and logged, as in the corpus stage.
+
+    Raises:
+        InputError: the file is missing, unreadable or holds no text.
+    """
+    from ..text.corpus import FileStats, read_documents
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"text file {path} does not exist")
+    stats = FileStats()
+    docs: list[str] = []
+    for _, text in read_documents(path, ["text", "title", "abstract"], "block", stats):
+        docs.append(text)
+        if max_docs and len(docs) >= max_docs:
+            break
+    if stats.bad_lines:
+        log.warning("%s: %d malformed line(s) skipped (%s)", path, stats.bad_lines, "; ".join(stats.first_bad_lines))
+    if not docs:
+        raise InputError(f"{path} holds no text; give a file with at least one non-empty document")
+    return docs
+
+
+def has_tokenizer(directory: Path) -> bool:
+    return directory.is_dir() and any((directory / n).is_file() for n in _TOKENIZER_FILES)
+
+
+def load_model_for_eval(path: str, models_cfg: ModelsConfig, cache_dir: str | None = None) -> Any:
+    """load_model (safe), on the GPU when there is one, in eval mode."""
+    import torch
+
+    from ..model.hub import load_model
+
+    model = load_model(path, models_cfg, cache_dir)
+    if torch.cuda.is_available():
+        model = model.to("cuda")
+    model.eval()
+    return model
+
+
+def check_vocab(model: Any, tokenizer: Any, name: str) -> None:
+    rows = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > rows:
+        raise InputError(
+            f"{name}: the tokenizer has {len(tokenizer)} tokens but the model only {rows} embedding rows; "
+            f"this tokenizer does not belong to this model"
+        )
+
+
+@dataclass
+class QASetup:
+    """PubMedQA questions and few-shot examples, fixed once for all models of a run."""
+
+    questions: list[qa_mod.Question]
+    shots: list[qa_mod.Question] = field(default_factory=list)
+    bootstrap: int = 1000
+    source: str = ""
+
+
+def qa_setup(file: str, split_ids: str | None, fewshot_file: str | None, fewshot_k: int, bootstrap: int,
+             max_samples: int | None) -> QASetup:
+    ids = qa_mod.load_split_ids(split_ids) if split_ids else None
+    questions = qa_mod.load_questions(file, ids=ids, max_samples=max_samples)
+    shots: list[qa_mod.Question] = []
+    if fewshot_k:
+        # Few-shot examples never come from the evaluated questions (nor, with a split, from the split).
+        exclude = set(ids or []) | {q.id for q in questions}
+        pool = qa_mod.load_questions(fewshot_file or file, exclude=sorted(exclude))
+        shots = qa_mod.choose_shots(pool, fewshot_k)
+    return QASetup(questions, shots, bootstrap, str(file))
+
+
+def gather_inputs(ev: EvaluationConfig, heldout: Path) -> tuple[dict[str, list[str]], QASetup | None, dict[str, str]]:
+    """The text sets and PubMedQA questions evaluation.datasets asks for, read before any model loads.
+
+    Args:
+        ev: the evaluation section.
+        heldout: the held-out text file ('heldout' in evaluation.datasets).
+    Returns:
+        ({name: documents}, the QA setup or None, {what was skipped: why}).
+    Raises:
+        InputError: a text or QA file is missing or malformed.
+    """
+    texts: dict[str, list[str]] = {}
+    skips: dict[str, str] = {}
+    for ds in ev.datasets:
+        if ds == "heldout":
+            if not heldout.is_file():
+                raise InputError(f"{heldout} is missing; run the corpus stage first (or drop 'heldout' from "
+                                 f"evaluation.datasets)")
+            texts["heldout"] = read_texts(heldout, ev.max_samples)
+        elif ds != "pubmedqa":
+            texts[Path(ds).name.split(".")[0] or ds] = read_texts(ds, ev.max_samples)
+    qa: QASetup | None = None
+    if "pubmedqa" in ev.datasets:
+        if not ev.qa.enabled:
+            skips["pubmedqa"] = "evaluation.qa.enabled is false"
+        elif not ev.qa.file:
+            skips["pubmedqa"] = "evaluation.qa.file is not set"
+        else:
+            qa = qa_setup(ev.qa.file, ev.qa.split_ids, ev.qa.fewshot_file, ev.qa.fewshot_k, ev.qa.bootstrap,
+                          ev.max_samples)
+    for what, why in skips.items():
+        log.warning("evaluate: %s skipped: %s", what, why)
+    return texts, qa, skips
+
+
+# --------------------------------------------------------------------------------------------------
+# one model
+
+
+def evaluate_model(name: str, model: Any, tokenizer: Any, texts: dict[str, list[str]], qa: QASetup | None,
+                   cfg: EvaluationConfig, context_cap: int | None = None) -> dict[str, Any]:
+    """Bits per byte on each text set, PubMedQA (zero-shot, and few-shot when configured), model facts."""
+    t0 = time.perf_counter()
+    check_vocab(model, tokenizer, name)
+    context = bpb_mod.model_context(model, tokenizer, cap=context_cap)
+    result: dict[str, Any] = {"name": name, "context": context, "facts": eff.model_facts(model),
+                              "tokenizer_vocab": len(tokenizer), "bpb": {}}
+    for ds, docs in texts.items():
+        r = bpb_mod.bits_per_byte(model, tokenizer, docs, context=context, stride=cfg.stride,
+                                  batch_size=cfg.batch_size)
+        log.info("%s: %s %.4f bits/byte over %d bytes (%d tokens)", name, ds, r["bits_per_byte"], r["bytes"], r["tokens"])
+        result["bpb"][ds] = r
+    if qa is not None:
+        r = qa_mod.score_questions(model, tokenizer, qa.questions, context=context, batch_size=cfg.batch_size,
+                                   bootstrap=qa.bootstrap)
+        log.info("%s: PubMedQA accuracy %.3f macro-F1 %.3f (n=%d, skipped %d)", name, r["accuracy"] or 0,
+                 r["macro_f1"] or 0, r["n"], r["skipped"])
+        result["pubmedqa"] = r
+        if qa.shots:
+            r = qa_mod.score_questions(model, tokenizer, qa.questions, shots=qa.shots, context=context,
+                                       batch_size=cfg.batch_size, bootstrap=qa.bootstrap)
+            log.info("%s: PubMedQA %d-shot accuracy %.3f", name, len(qa.shots), r["accuracy"] or 0)
+            result["pubmedqa_fewshot"] = r
+    result["wall_s"] = round(time.perf_counter() - t0, 3)
+    return result
+
+
+def slim(result: dict[str, Any]) -> dict[str, Any]:
+    """A model's result without per-question predictions (for summaries and printing)."""
+    out = dict(result)
+    for k in ("pubmedqa", "pubmedqa_fewshot"):
+        if isinstance(out.get(k), dict):
+            out[k] = {kk: v for kk, v in out[k].items() if kk != "predictions"}
+    return out
+
+
+def compare_to_baseline(results: dict[str, dict], baseline: str, bootstrap: int) -> dict[str, dict]:
+    """Paired bootstrap of every model's PubMedQA against the baseline's, on the same questions."""
+    out: dict[str, dict] = {}
+    base = results.get(baseline, {})
+    for name, r in results.items():
+        if name == baseline:
+            continue
+        for key, label in (("pubmedqa", name), ("pubmedqa_fewshot", f"{name}/fewshot")):
+            if key in r and key in base:
+                out[label] = qa_mod.paired_difference(r[key]["predictions"], base[key]["predictions"], bootstrap)
+    return out
+
+
+def get(d: Any, *keys: str) -> Any:
+    for k in keys:
+        if not isinstance(d, dict):
+            return None
+        d = d.get(k)
+    return d
+
+
+def build_summary(results: dict[str, dict], baseline: str, final: str | None, texts: dict[str, list[str]],
+                  qa: QASetup | None, skips: dict[str, str], tokenizers: dict[str, Any], terms: list[str] | None,
+                  align: dict[str, Any] | None) -> dict[str, Any]:
+    """eval/summary.json: models side by side, tokenizer efficiency, vocabulary cost, alignment.
+
+    Args:
+        results: per-model results (evaluate_model), in evaluation order.
+        baseline, final: the names of the baseline and of the final adapted model (None: none).
+        texts: the scored text sets.
+        qa: the PubMedQA setup, or None.
+        skips: what was skipped and why.
+        tokenizers: {"source": ..., "target": ...} for tokenizer efficiency (either may be missing).
+        terms: domain words (the run's mined terms), or None to take the held-out text's frequent words.
+        align: the alignment summary, or None.
+    """
+    summary: dict[str, Any] = {
+        "baseline": baseline,
+        "final": final,
+        "models": {n: slim(r) for n, r in results.items()},
+        "datasets": {ds: {"documents": len(d), "bytes": sum(len(t.encode("utf-8")) for t in d)}
+                     for ds, d in texts.items()},
+        "skipped": skips,
+    }
+    if qa is not None:
+        summary["pubmedqa_file"] = qa.source
+        summary["pubmedqa_vs_baseline"] = compare_to_baseline(results, baseline, qa.bootstrap)
+
+    # Tokenizer efficiency on the held-out text (else the first text set) with the run's tokenizers.
+    eval_texts = texts.get("heldout") or next(iter(texts.values()), None)
+    if eval_texts:
+        words = terms if terms is not None else eff.frequent_words(eval_texts)
+        summary["tokenizers"] = {side: eff.efficiency(t, eval_texts, words) for side, t in tokenizers.items()}
+        summary["tokenizers"]["domain_words_from"] = "terms/terms.txt" if terms is not None else "held-out text"
+        adapted = final
+        if adapted and "target" in summary["tokenizers"] and "source" in results:
+            summary["vocab_cost"] = eff.vocab_cost(
+                results["source"]["facts"], results[adapted]["facts"],
+                summary["tokenizers"]["source"]["bytes_per_token"], summary["tokenizers"]["target"]["bytes_per_token"])
+            summary["vocab_cost"]["compared"] = ["source", adapted]
+
+    if isinstance(align, dict):
+        # Scalars and small tables only; the similarity histogram is for the report's plot.
+        summary["alignment"] = {k: v for k, v in align.items()
+                                if k != "similarity_histogram" and len(json.dumps(v)) < 4000}
+        cov = checklist_mod.coverage_of(align)
+        if cov is not None:
+            summary["alignment"]["coverage_fraction"] = cov
+    return summary
+
+
+# --------------------------------------------------------------------------------------------------
+# the CLI command
+
+
+def eval_command(model: str, baseline: str | None, texts: Sequence[str], pubmedqa: str | None,
+                 max_samples: int | None, out: str | None) -> dict[str, Any]:
+    """`vocabadapt eval MODEL [--baseline B] [--text F ...] [--pubmedqa F] [--max-samples N] [--out F]`.
+
+    Each model is evaluated with the tokenizer saved in its directory. For PubMedQA, when the file
+    is the official ori_pqal.json with test_ground_truth.json beside it, the 500-question test
+    split is used; otherwise every record. Returns the result without per-question predictions;
+    --out gets the full result.
+    Raises:
+        InputError: nothing to evaluate, a missing tokenizer, bad text or QA files.
+    """
+    from ..model.hub import load_tokenizer
+
+    cfg = EvaluationConfig()
+    models_cfg = ModelsConfig()
+    if not texts and not pubmedqa:
+        raise InputError("nothing to evaluate: pass --text FILE (held-out text) and/or --pubmedqa FILE")
+    text_sets = {Path(t).name.split(".")[0] or str(t): read_texts(t, max_samples) for t in texts}
+    qa = None
+    if pubmedqa:
+        split = Path(pubmedqa).with_name("test_ground_truth.json")
+        use_split = Path(pubmedqa).name == "ori_pqal.json" and split.is_file()
+        if use_split:
+            log.info("using the official test split %s", split)
+        qa = qa_setup(pubmedqa, str(split) if use_split else None, None, 0, cfg.qa.bootstrap, max_samples)
+
+    results: dict[str, dict] = {}
+    for name, path in (("model", model), ("baseline", baseline)):
+        if path is None:
+            continue
+        p = Path(path)
+        if p.is_dir() and not has_tokenizer(p):
+            raise InputError(f"{p} has no tokenizer files (tokenizer.json / tokenizer_config.json); "
+                             f"save the model's tokenizer into it with tokenizer.save_pretrained('{p}')")
+        tok = load_tokenizer(str(path), models_cfg)
+        m = load_model_for_eval(str(path), models_cfg)
+        results[name] = evaluate_model(name, m, tok, text_sets, qa, cfg)
+        results[name]["path"] = str(path)
+        del m
+    full: dict[str, Any] = {"models": results}
+    if baseline is not None:
+        if qa is not None:
+            full["pubmedqa_vs_baseline"] = compare_to_baseline(results, "baseline", cfg.qa.bootstrap)
+        full["bits_per_byte_difference"] = {
+            ds: results["model"]["bpb"][ds]["bits_per_byte"] - results["baseline"]["bpb"][ds]["bits_per_byte"]
+            for ds in text_sets}
+    if out:
+        write_json(Path(out), full)
+    return {**full, "models": {n: slim(r) for n, r in results.items()}}

@@ -1,0 +1,93 @@
+"""Which checkpoint tensors are the input embedding and the output head, asked of the architecture.
+
+The model is built on the meta device from its config (no memory, no weights) and
+`get_input_embeddings()` / `get_output_embeddings()` name the parameters; the checkpoint key is the one
+that transformers' own load-time renaming maps onto that parameter. There is no table of names per
+model family.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import InputError
+
+
+def meta_model(config: Any, trust_remote_code: bool) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+
+
+def param_name(model: Any, param: torch.nn.Parameter) -> str:
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if p is param:
+            return name
+    raise InputError(f"{type(model).__name__}: embedding parameter not found among its parameters")
+
+
+def checkpoint_key(model: Any, param_name: str, keys: list[str]) -> str | None:
+    """The checkpoint key that transformers loads into `param_name`, or None if there is none."""
+    if param_name in keys:
+        return param_name
+    renamings = []
+    try:  # transformers >= 5 renames some legacy keys on load (e.g. GPT-NeoX embed_out -> lm_head)
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import WeightRenaming, apply_renamings
+
+        renamings = [c for c in get_model_conversion_mapping(model) if isinstance(c, WeightRenaming)]
+    except ImportError:  # older transformers: names on disk are the module names
+        apply_renamings = None
+    prefix = getattr(model, "base_model_prefix", "") or ""
+
+    def variants(name: str) -> set[str]:
+        # a checkpoint may be saved with or without the base-model prefix ("transformer.", "model.")
+        out = {name}
+        if prefix and name.startswith(prefix + "."):
+            out.add(name[len(prefix) + 1:])
+        elif prefix:
+            out.add(f"{prefix}.{name}")
+        return out
+
+    wanted = variants(param_name)
+    for key in keys:
+        renamed = apply_renamings(key, renamings) if apply_renamings and renamings else key
+        if renamed in wanted or key in wanted:
+            return key
+    return None
+
+
+def locate_embeddings(model_dir: Path, config: Any, weight_keys: list[str], trust_remote_code: bool) -> dict[str, Any]:
+    """Checkpoint keys of the input embedding, output head (and its bias), and whether they are tied."""
+    model = meta_model(config, trust_remote_code)
+    emb, head = model.get_input_embeddings(), model.get_output_embeddings()
+    if emb is None or head is None:
+        raise InputError(f"{model_dir}: {type(model).__name__} exposes no input embedding or no output head; "
+                         f"vocabadapt transplants causal LMs with both")
+    tied = head.weight is emb.weight
+    in_name = param_name(model, emb.weight)
+    in_key = checkpoint_key(model, in_name, weight_keys)
+    if in_key is None:
+        raise InputError(f"{model_dir}: the checkpoint has no tensor for the input embedding '{in_name}'")
+    out_name = param_name(model, head.weight) if not tied else None
+    out_key = None
+    if tied:
+        # some tied checkpoints store the head too; it is rewritten with the same rows
+        for name, p in model.named_parameters(remove_duplicate=False):
+            if p is emb.weight and name != in_name:
+                out_key = checkpoint_key(model, name, [k for k in weight_keys if k != in_key])
+    else:
+        out_key = checkpoint_key(model, out_name, weight_keys)
+        if out_key is None:
+            raise InputError(f"{model_dir}: untied model but the checkpoint has no tensor for the output head "
+                             f"'{out_name}'")
+    bias = getattr(head, "bias", None)
+    bias_key = None
+    if isinstance(bias, torch.nn.Parameter):
+        bias_key = checkpoint_key(model, param_name(model, bias), weight_keys)
+    return {"input": in_key, "output": out_key, "bias": bias_key, "tied": tied,
+            "input_param": in_name, "output_param": out_name or in_name}

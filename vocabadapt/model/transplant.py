@@ -1,0 +1,310 @@
+"""Transplant: rebuild a Hugging Face causal LM for the target tokenizer.
+
+The only tensors that change are the input embedding and the output head (one tensor when tied),
+found by vocabadapt.model.keys (asked of the architecture, no table of names). Weights are never
+loaded as a model: every safetensors file is copied unchanged or rewritten by streaming
+(vocabadapt.model.streaming), so peak memory is about the size of the source and target embedding
+matrices, not of the model.
+
+Rows are built in float64 from a `vocabadapt.init.Recipe` (vocabadapt.model.rows) and cast back to
+the checkpoint's dtype, so a copied row is bit-identical to its source row. Padding rows (the target
+vocabulary rounded up to `pad_to_multiple_of`) are zero in both matrices and listed in the generation
+config's `suppress_tokens`, so `generate()` can never produce them; anything computing probabilities
+over the vocabulary should use only the first len(tokenizer) logits (the padding logits are exactly 0).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .. import init as initialisers
+from ..align.mapping import TokenMapping, tokenizer_checksum
+from ..config import ModelsConfig
+from ..errors import InputError
+from ..io import atomic_dir, write_json
+from .keys import locate_embeddings
+from .rows import build_rows, check_recipe_ids, zero_rows
+from .streaming import (
+    DTYPE_NAMES,
+    INDEX_FILE,
+    SINGLE_FILE,
+    Spilled,
+    checkpoint_files,
+    has_safetensors,
+    read_header,
+    read_tensor,
+    stream_rewrite,
+    tensor_sizes,
+)
+
+log = logging.getLogger(__name__)
+
+
+def transplant_model(
+    source_model_dir: str | Path,
+    source_tokenizer: Any,
+    target_tokenizer: Any,
+    mapping: TokenMapping,
+    out_dir: str | Path,
+    *,
+    init: str | None = None,
+    norm_match: bool = False,
+    pad_to_multiple_of: int = 64,
+    dtype: str = "auto",
+    seed: int = 0,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+) -> dict[str, Any]:
+    """Write a copy of the source model rebuilt for the target tokenizer into `out_dir` (atomically).
+
+    Args:
+        source_model_dir: local HF model directory (safetensors; pickle only with allow_pickle).
+        source_tokenizer, target_tokenizer: transformers tokenizers (the target one is saved to out_dir).
+        mapping: one entry per target id; its checksums, when set, must match the two tokenizers.
+        out_dir: the model directory to write (replaced as a whole on success).
+        init: row initialiser name (vocabadapt.init.REGISTRY) or None for the mapping's per-token method.
+        norm_match: rescale combined rows to their source rows' norm (see build_rows).
+        pad_to_multiple_of: round the target rows up to a multiple of this (padding rows are zero and
+            suppressed in generation).
+        dtype: "auto" (the checkpoint's) or float32 / bfloat16 / float16 for every float tensor written.
+        seed: seed of random rows (input rows use seed, output rows seed + 1).
+        allow_pickle: load a pickle-only checkpoint (weights_only) instead of refusing it.
+        trust_remote_code: allow a model whose config asks for its own code.
+    Returns:
+        the summary also written to out_dir/transplant.json.
+    Raises:
+        InputError: mismatched tokenizers/mapping, ids out of range, non-finite rows, unsafe weights.
+        ConfigError: unknown initialiser.
+    """
+    from .hub import check_remote_code, check_weights_safe
+
+    model_dir = Path(source_model_dir)
+    out_dir = Path(out_dir)
+    models_cfg = ModelsConfig(allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    recipe_fn = initialisers.get(init)  # unknown names fail before any work
+    if dtype != "auto" and dtype not in DTYPE_NAMES:
+        raise InputError(f"transplant.dtype '{dtype}' is not one of auto, {', '.join(DTYPE_NAMES)}")
+    if not (model_dir / "config.json").is_file():
+        raise InputError(f"{model_dir} has no config.json; is it a Hugging Face model directory?")
+    check_remote_code(model_dir, models_cfg, "model")
+    check_weights_safe(model_dir, models_cfg)
+    _check_mapping(mapping, source_tokenizer, target_tokenizer)
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".tmp-transplant-", dir=out_dir.parent) as scratch:
+        if not has_safetensors(model_dir):
+            model_dir = _pickle_to_safetensors(model_dir, models_cfg, Path(scratch))
+        return _transplant(model_dir, source_tokenizer, target_tokenizer, mapping, out_dir, Path(scratch),
+                           recipe_fn=recipe_fn, init=init, norm_match=norm_match,
+                           pad_to_multiple_of=pad_to_multiple_of, dtype=dtype, seed=seed,
+                           trust_remote_code=trust_remote_code)
+
+
+def _pickle_to_safetensors(model_dir: Path, models_cfg: ModelsConfig, scratch: Path) -> Path:
+    """Allowed pickle checkpoints are loaded once (weights_only) and re-saved as safetensors."""
+    from .hub import load_model
+
+    log.warning("%s has only pickle weights; loading the whole model once to convert it to safetensors "
+                "(memory = model size)", model_dir)
+    model = load_model(str(model_dir), models_cfg)
+    converted = scratch / "converted"
+    model.save_pretrained(str(converted))
+    del model
+    return converted
+
+
+def _check_mapping(mapping: TokenMapping, source_tokenizer: Any, target_tokenizer: Any) -> None:
+    n_tgt = len(target_tokenizer)
+    if n_tgt != mapping.target_vocab_size:
+        raise InputError(
+            f"the target tokenizer has {n_tgt} tokens but the mapping has {mapping.target_vocab_size} entries; "
+            f"the mapping was made for another target tokenizer. Rerun the align stage with this tokenizer."
+        )
+    if mapping.source_vocab_size != len(source_tokenizer):
+        raise InputError(
+            f"the mapping was made for a source tokenizer of {mapping.source_vocab_size} tokens, this one has "
+            f"{len(source_tokenizer)}; rerun the align stage with the run's source tokenizer."
+        )
+    for side, tok, want in (("target", target_tokenizer, mapping.target_checksum),
+                            ("source", source_tokenizer, mapping.source_checksum)):
+        if not want:
+            log.warning("the mapping has no %s tokenizer checksum; cannot verify it was made for this tokenizer", side)
+            continue
+        have = tokenizer_checksum(tok)
+        if have != want:
+            raise InputError(
+                f"the mapping was made for another {side} tokenizer (checksum {want[:12]}..., this one "
+                f"{have[:12]}...). Rerun the align stage (vocabadapt run CONFIG --from align) so mapping and "
+                f"tokenizers match."
+            )
+
+
+def _special_ids(tok: Any) -> dict[str, int | None]:
+    return {k: getattr(tok, k, None) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
+
+
+def _write_hf_configs(config: Any, model_dir: Path, out: Path, target_tokenizer: Any, n_tgt: int, n_rows: int,
+                      out_dtype: torch.dtype | None) -> dict[str, int | None]:
+    """Save config.json and generation_config.json for the target vocabulary into `out`.
+
+    Special-token ids become the target tokenizer's; padding rows n_tgt..n_rows-1 are suppressed in
+    generation. Returns the special ids written.
+    """
+    from transformers import GenerationConfig
+
+    ids = _special_ids(target_tokenizer)
+    src_ids = {k: getattr(config, k, None) for k in ids}
+    text_config = config.get_text_config()
+    text_config.vocab_size = n_rows
+    for k, v in ids.items():
+        setattr(config, k, v)
+        if text_config is not config:
+            setattr(text_config, k, v)
+    if getattr(config, "decoder_start_token_id", None) is not None:
+        same_as_pad = config.decoder_start_token_id == src_ids.get("pad_token_id")
+        config.decoder_start_token_id = ids["pad_token_id"] if same_as_pad else ids["bos_token_id"]
+    if out_dtype is not None:
+        config.dtype = out_dtype
+    config.save_pretrained(str(out))
+
+    if (model_dir / "generation_config.json").is_file():
+        gen = GenerationConfig.from_pretrained(str(model_dir))
+    else:
+        gen = GenerationConfig.from_model_config(config)
+    if gen.suppress_tokens:
+        log.warning("dropping the source generation config's suppress_tokens %s: they are source ids",
+                    gen.suppress_tokens[:10])
+    gen.suppress_tokens = list(range(n_tgt, n_rows)) or None
+    for k, v in ids.items():
+        setattr(gen, k, v)
+    if getattr(gen, "decoder_start_token_id", None) is not None:
+        gen.decoder_start_token_id = config.decoder_start_token_id
+    gen.save_pretrained(str(out))
+    return ids
+
+
+def _transplant(model_dir: Path, source_tokenizer: Any, target_tokenizer: Any, mapping: TokenMapping,
+                out_dir: Path, scratch: Path, *, recipe_fn: Callable[[initialisers.InitContext], initialisers.Recipe], init: str | None, norm_match: bool,
+                pad_to_multiple_of: int, dtype: str, seed: int, trust_remote_code: bool) -> dict[str, Any]:
+    """transplant_model after its checks; `scratch` holds the built matrices until they are written."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)
+    files, weight_map = checkpoint_files(model_dir)
+    if weight_map is None:
+        _, header = read_header(model_dir / SINGLE_FILE)
+        weight_map = {k: SINGLE_FILE for k in header if k != "__metadata__"}
+    where = locate_embeddings(model_dir, config, list(weight_map), trust_remote_code)
+    in_key, out_key, bias_key, tied = where["input"], where["output"], where["bias"], where["tied"]
+
+    src_in = read_tensor(model_dir / weight_map[in_key], in_key)  # (source_rows, hidden)
+    n_src_rows = src_in.shape[0]
+    n_src_tok = len(source_tokenizer)
+    if n_src_tok > n_src_rows:
+        raise InputError(
+            f"the source tokenizer has {n_src_tok} tokens but the model's input embedding '{in_key}' has only "
+            f"{n_src_rows} rows; this tokenizer does not belong to this model (set models.source_tokenizer)."
+        )
+
+    ctx = initialisers.InitContext(mapping=mapping, source_tokenizer=source_tokenizer,
+                                   target_tokenizer=target_tokenizer, seed=seed)
+    recipe = recipe_fn(ctx)
+    if len(recipe) != mapping.target_vocab_size:
+        raise AssertionError(f"initialiser returned {len(recipe)} rows for {mapping.target_vocab_size} targets")
+    check_recipe_ids(recipe, n_src_rows, n_src_tok)
+
+    n_tgt = len(target_tokenizer)
+    n_rows = -(-n_tgt // pad_to_multiple_of) * pad_to_multiple_of
+    out_dtype = DTYPE_NAMES[dtype] if dtype != "auto" else None
+    common: dict[str, Any] = dict(recipe=recipe, n_used=n_src_tok, n_rows=n_rows, norm_match=norm_match, out_dtype=out_dtype)
+    # One matrix at a time: source rows in, target rows built, target rows spilled to scratch, so the
+    # peak is one source plus one target matrix (and one float64 block), not all four.
+    zero = torch.zeros(n_tgt, dtype=torch.bool)
+    replacements: dict[str, Spilled] = {}
+    new_in = build_rows(src_in, seed=seed, name=in_key, **common)  # (target_rows, hidden)
+    del src_in
+    zero |= zero_rows(new_in[:n_tgt])
+    out_dtype_name = str(new_in.dtype).removeprefix("torch.")
+    replacements[in_key] = Spilled.write(new_in, scratch / "input.bin")
+    del new_in
+    if tied and out_key is not None:
+        replacements[out_key] = replacements[in_key]
+    if out_key is not None and not tied:
+        src_out = read_tensor(model_dir / weight_map[out_key], out_key)  # (source_rows, hidden)
+        if src_out.shape[0] < n_src_tok:
+            raise InputError(f"the output head '{out_key}' has {src_out.shape[0]} rows, fewer than the source "
+                             f"tokenizer's {n_src_tok} tokens")
+        new_out = build_rows(src_out, seed=seed + 1, name=out_key, **common)
+        del src_out
+        zero |= zero_rows(new_out[:n_tgt])
+        replacements[out_key] = Spilled.write(new_out, scratch / "output.bin")
+        del new_out
+    if bias_key is not None:
+        bias = read_tensor(model_dir / weight_map[bias_key], bias_key)[:, None]  # (source_rows, 1), same recipe
+        new_bias = build_rows(bias, seed=seed + 2, name=bias_key, **common)[:, 0].contiguous()
+        replacements[bias_key] = Spilled.write(new_bias, scratch / "bias.bin")
+    zero_ids = zero.nonzero().flatten().tolist()
+
+    convert = out_dtype
+    by_file: dict[str, dict[str, Spilled]] = {}
+    for key, t in replacements.items():
+        by_file.setdefault(weight_map[key], {})[key] = t
+
+    with atomic_dir(out_dir) as tmp:
+        rewritten, copied = [], []
+        for name in files:
+            if name in by_file or convert is not None:
+                stream_rewrite(model_dir / name, tmp / name, by_file.get(name, {}), convert)
+                rewritten.append(name)
+            else:
+                shutil.copyfile(model_dir / name, tmp / name)
+                copied.append(name)
+        if (model_dir / INDEX_FILE).is_file():
+            index = json.loads((model_dir / INDEX_FILE).read_text(encoding="utf-8"))
+            index.setdefault("metadata", {})["total_size"] = sum(
+                tensor_sizes(tmp / name) for name in files
+            )
+            write_json(tmp / INDEX_FILE, index)
+        if trust_remote_code:
+            for py in model_dir.glob("*.py"):  # the model's own code travels with it (auto_map)
+                shutil.copyfile(py, tmp / py.name)
+
+        ids = _write_hf_configs(config, model_dir, tmp, target_tokenizer, n_tgt, n_rows, out_dtype)
+        target_tokenizer.save_pretrained(str(tmp))
+
+        summary = {
+            "init": init,
+            "norm_match": norm_match,
+            "seed": seed,
+            "rows_per_method": recipe.counts(),
+            "rows_copied": recipe.copied_rows(),
+            "zero_rows": len(zero_ids),
+            "zero_row_ids": zero_ids[:50],
+            "tied": tied,
+            "source_vocab_size": n_src_tok,
+            "source_rows": n_src_rows,
+            "target_vocab_size": n_tgt,
+            "target_rows": n_rows,
+            "padding_rows": n_rows - n_tgt,
+            "padding": "zero rows, listed in generation_config.suppress_tokens",
+            "mapping_checksum": mapping.checksum(),
+            "tensors": {"input": in_key, "output": out_key, "output_bias": bias_key},
+            "files_rewritten": rewritten,
+            "files_copied": copied,
+            "dtype": out_dtype_name,
+            "special_ids": ids,
+            **({"init_info": ctx.info} if ctx.info else {}),
+        }
+        write_json(tmp / "transplant.json", summary)
+    log.info("transplant: %d target rows (%d padding), %s; %d copied rows, %d zero rows; wrote %s",
+             n_tgt, n_rows - n_tgt, "tied" if tied else "untied", summary["rows_copied"], len(zero_ids), out_dir)
+    if zero_ids:
+        log.warning("transplant: %d target rows are all zero (e.g. ids %s)", len(zero_ids), zero_ids[:10])
+    return summary

@@ -1,0 +1,102 @@
+"""Stage tokenize: prepare both tokenizers (load or train, add mined terms), tokenize both splits into shards.
+
+Every later stage loads the tokenizers saved here, never the ones named in the config, so a run is
+self-contained and a changed tokenizer shows up as a changed fingerprint.
+
+Reads:   corpus/{train,heldout}.jsonl; models.source_tokenizer (or source_model), models.target_tokenizer
+Writes:  tokenizers/{source,target}/, terms/terms.txt, tokens/{source,target}/{train,heldout}/, tokens/stats.json
+Changed by: models.*tokenizer / source_model, term_mining, tokenization.batch_size, tokenization.shard_tokens
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from ..errors import InputError, StageError
+from ..io import atomic_dir, write_json
+from ..run.context import StageContext, StageSpec
+from ..run.layout import SIDES, SPLITS
+
+log = logging.getLogger(__name__)
+
+
+def prepare_tokenizers(ctx: StageContext) -> dict[str, Any]:
+    """Load (or train) both tokenizers, mine terms, save both into the run; return a summary.
+
+    Raises:
+        InputError: a tokenizer is missing, does not load, or the target tokenizer is not set.
+    """
+    from ..model.hub import load_tokenizer
+    from ..text.terms import add_terms, mine_terms
+    from ..text.tokenizers import (
+        batches,
+        save_tokenizer,
+        source_tokenizer_name,
+        train_tokenizer,
+    )
+
+    cfg, layout = ctx.config, ctx.layout
+    cache = cfg.tokenization.cache_dir
+    src = load_tokenizer(source_tokenizer_name(cfg.models), cfg.models, cache)
+    spec = cfg.models.target_tokenizer
+    if spec is None:
+        raise InputError("models.target_tokenizer must be set: a tokenizer path/id, or {train: {...}}")
+    if isinstance(spec, str):
+        tgt = load_tokenizer(spec, cfg.models, cache)
+    else:  # trained on the training split only, never the held-out text
+        tgt = train_tokenizer(batches(layout.corpus_texts("train"), 1000), spec.train)
+    terms_added = 0
+    if cfg.term_mining.enabled:
+        terms = mine_terms(layout.corpus_texts("train"), cfg.term_mining, layout.terms)
+        if cfg.term_mining.add_to_target:
+            terms_added = add_terms(tgt, terms)
+    for side, tok in (("source", src), ("target", tgt)):
+        save_tokenizer(tok, layout.tokenizer_dir(side))
+    log.info("tokenizers: source %d tokens, target %d tokens%s", len(src), len(tgt),
+             f" (+{terms_added} mined terms)" if terms_added else "")
+    return {"source_vocab": len(src), "target_vocab": len(tgt), "target_trained": not isinstance(spec, str),
+            "terms_added": terms_added}
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    """Prepare both tokenizers, tokenize corpus/{train,heldout}.jsonl into tokens/{side}/{split}/."""
+    from ..text.tokenizers import backend_of, tokenize_to_shards
+
+    layout, tcfg = ctx.layout, ctx.config.tokenization
+    for split in SPLITS:
+        layout.require(layout.corpus(split), "corpus")
+    stats: dict[str, Any] = {"tokenizers": prepare_tokenizers(ctx)}
+    workers = tcfg.workers or os.cpu_count() or 1
+    with atomic_dir(layout.tokens_dir) as tmp:
+        for side in SIDES:
+            tok = layout.tokenizer(side)
+            side_stats: dict[str, Any] = {"vocab_size": len(tok), "fast": backend_of(tok) is not None}
+            for split in SPLITS:
+                info = tokenize_to_shards(layout.corpus_texts(split), tok, layout.staged(layout.token_shards(side, split), layout.tokens_dir, tmp),
+                                          batch_size=tcfg.batch_size, shard_tokens=tcfg.shard_tokens, workers=workers,
+                                          tokenizer_dir=layout.tokenizer_dir(side), side=side, split=split)
+                side_stats[f"{split}_tokens"] = info["tokens"]
+                side_stats[f"{split}_documents"] = info["documents"]
+                side_stats[f"{split}_bytes"] = info["bytes"]
+                side_stats[f"{split}_bytes_per_token"] = (round(info["bytes"] / info["tokens"], 4)
+                                                          if info["tokens"] else None)
+            if side_stats["train_tokens"] == 0:
+                raise StageError(f"the {side} tokenizer produced no tokens from corpus/train.jsonl; is the text empty?")
+            stats[side] = side_stats
+            log.info("tokenize %s: %d train tokens, %.3f bytes/token", side, side_stats["train_tokens"],
+                     side_stats["train_bytes_per_token"])
+        write_json(layout.staged(layout.tokens_stats, layout.tokens_dir, tmp), stats)
+    return stats
+
+
+SPEC = StageSpec(
+    name="tokenize",
+    run=run,
+    config_keys=("models.source_model", "models.source_tokenizer", "models.target_tokenizer", "term_mining",
+                 "tokenization.batch_size", "tokenization.shard_tokens"),
+    inputs=("corpus",),
+    outputs=lambda layout: (layout.tokenizers_dir, layout.terms_dir, layout.tokens_dir),
+    description="prepare both tokenizers (train / add terms) and tokenize into id shards",
+)

@@ -1,0 +1,133 @@
+"""Stages stage1 and stage2: one function, two stage settings (vocabadapt.training).
+
+Stage 1 trains the input embeddings and the output head of model/init; stage 2 trains the whole model
+of model/stage1 (or LoRA adapters plus embeddings and head, merged back). With
+vocab_adaptation.num_processes > 1 the stage launches itself as that many processes
+(`python -m vocabadapt.stages.train RUN_DIR STAGE`, under accelerate launch or torchrun).
+
+Reads:   model/init (stage1) or model/stage1 (stage2), tokens/target/train/, corpus/heldout.jsonl,
+         align/mapping.json (stage 1's embedding health), train/stage1/summary.json (stage 2's start)
+Writes:  model/<stage>/, train/<stage>/{metrics.jsonl,summary.json}, checkpoints/<stage>/ (resume state)
+Changed by: vocabadapt.training.settings.OUTPUT_KEYS[stage]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from ..errors import StageError
+from ..io import read_json, write_json
+from ..run.context import StageContext, StageSpec
+from ..run.layout import RunLayout
+from ..training.settings import OUTPUT_KEYS
+
+log = logging.getLogger(__name__)
+
+
+def _row_groups(layout: RunLayout) -> dict[str, Any] | None:
+    """Stage 1's embedding-health groups: target ids whose rows were copied vs built (from the mapping)."""
+    import numpy as np
+
+    if not layout.mapping.exists():
+        return None
+    methods = np.asarray(layout.token_mapping().methods)
+    copied = np.isin(methods, ["identical", "special"])
+    return {"copied": np.flatnonzero(copied), "built": np.flatnonzero(~copied)}
+
+
+def _stage1_consumed(layout: RunLayout) -> int:
+    """Where stage 1 stopped in the data order (stage 2 starts there with train_start_idx_stage2: auto)."""
+    summary = layout.train_summary("stage1")
+    if summary is None:
+        raise StageError("stage 2 needs stage 1's summary to place its data (train_start_idx_stage2: auto); "
+                         "run stage1 first, or set vocab_adaptation.train_start_idx_stage2 to a number")
+    return int(summary["sequences"]["stop"])
+
+
+def _launch(ctx: StageContext) -> dict[str, Any]:
+    """Run this stage in num_processes processes; rank 0 writes the summary back."""
+    from ..training.launch import launch
+
+    result = ctx.layout.launch_result(ctx.stage)
+    result.unlink(missing_ok=True)
+    launch(ctx.config.vocab_adaptation, ["-m", __name__, str(ctx.layout.root), ctx.stage], ctx.stage)
+    if not result.exists():
+        raise StageError(f"{ctx.stage}: the training processes finished without writing {result}")
+    return read_json(result)
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    """Train stage `ctx.stage` ("stage1" or "stage2") into model/<stage>; return its summary."""
+    from ..training.settings import stage_settings
+    from ..training.trainer import train_stage
+    from ..training.world import is_main, world
+
+    cfg, layout, name = ctx.config.vocab_adaptation, ctx.layout, ctx.stage
+    if cfg.num_processes > 1 and world()[1] == 1:
+        return _launch(ctx)
+    if name == "stage1":
+        src, start = layout.model_dir("init"), 0
+    else:
+        src = layout.model_dir("stage1")
+        start = _stage1_consumed(layout) if cfg.train_start_idx_stage2 == "auto" else int(cfg.train_start_idx_stage2)
+    settings = stage_settings(cfg, name, start)
+    if not cfg.enabled:
+        settings = replace(settings, steps=0)
+    heldout = None
+    if settings.steps:
+        heldout = layout.heldout_texts() if layout.corpus("heldout").exists() else None
+        if heldout is None:
+            log.warning("%s not found: held-out bits per byte are not measured during training",
+                        layout.corpus("heldout"))
+    with contextlib.ExitStack() as stack:
+        bar = stack.enter_context(ctx.progress(total=settings.steps, unit="step")) if settings.steps and is_main() else None
+        summary = train_stage(
+            settings, cfg, src, layout.token_shards("target", "train"), layout.model_dir(name), layout.train_dir(name),
+            layout.checkpoints(name), heldout_texts=heldout, models=ctx.config.models,
+            row_groups=_row_groups(layout) if name == "stage1" else None, progress=bar,
+        )
+    if is_main():
+        write_json(layout.train_summary_file(name), summary)
+    return summary
+
+
+def _spec(name: str, source: str, description: str) -> StageSpec:
+    return StageSpec(
+        name=name,
+        run=run,
+        config_keys=OUTPUT_KEYS[name],
+        inputs=("tokenize", source),
+        outputs=lambda layout: (layout.model_dir(name), layout.train_dir(name)),
+        description=description,
+        resume_state=lambda layout: (layout.checkpoints(name),),
+    )
+
+
+STAGE1 = _spec("stage1", "transplant", "train input embeddings and output head")
+STAGE2 = _spec("stage2", "stage1", "train the whole model or LoRA")
+
+
+def main(argv: list[str]) -> int:
+    """Worker entry of a multi-process training stage: `python -m vocabadapt.stages.train RUN_DIR STAGE`.
+
+    Started by the stage itself under accelerate launch or torchrun (one process per GPU); never run
+    by hand. Each process rebuilds the context from the run directory; rank 0 writes the summary.
+    """
+    from ..config import load_config
+    from ..training.world import is_main
+
+    layout = RunLayout(Path(argv[0]))
+    ctx = StageContext(layout=layout, config=load_config(layout.config_yaml), stage=argv[1])
+    summary = run(ctx)
+    if is_main():
+        write_json(layout.launch_result(ctx.stage), summary)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

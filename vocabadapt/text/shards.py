@@ -1,0 +1,116 @@
+"""Token-id shards: the on-disk format between tokenize and embed / train / evaluate.
+
+A shard directory holds
+    ids-00000.npy, ids-00001.npy, ...   uint32 token ids, documents concatenated (no separators)
+    docs.npy                            int64 document start offsets into the concatenation, length
+                                        documents + 1 (docs[i]:docs[i+1] is document i)
+    meta.json                           {"tokens", "documents", "bytes", "shards", "vocab_size", ...}
+
+Arrays are plain .npy so they memory-map (`np.load(..., mmap_mode="r")`) and nothing ever loads a
+whole corpus of ids into memory. Documents may span shard boundaries.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from ..errors import InputError
+from ..io import atomic_write, write_json
+
+
+class ShardWriter:
+    """Append documents of token ids; `close()` writes docs.npy and meta.json last (commit marker)."""
+
+    def __init__(self, directory: str | Path, shard_tokens: int = 50_000_000):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.shard_tokens = shard_tokens
+        self._buf: list[np.ndarray] = []
+        self._buf_len = 0
+        self._shards = 0
+        self._offsets = [0]
+        self._tokens = 0
+        self._bytes = 0
+
+    def add(self, ids: Any, n_bytes: int = 0) -> None:
+        """Add one document's ids (any int sequence); `n_bytes` = its UTF-8 size, for bytes/token."""
+        arr = np.asarray(ids, dtype=np.int64)
+        if arr.size and (arr.min() < 0 or arr.max() > np.iinfo(np.uint32).max):
+            raise ValueError("token ids must fit in uint32")
+        arr = arr.astype(np.uint32)
+        self._tokens += arr.size
+        self._bytes += n_bytes
+        self._offsets.append(self._tokens)
+        while arr.size:
+            room = self.shard_tokens - self._buf_len
+            take, arr = arr[:room], arr[room:]
+            self._buf.append(take)
+            self._buf_len += take.size
+            if self._buf_len >= self.shard_tokens:
+                self._flush()
+
+    def _flush(self) -> None:
+        if not self._buf_len:
+            return
+        with atomic_write(self.dir / f"ids-{self._shards:05d}.npy", "wb") as f:
+            np.save(f, np.concatenate(self._buf))
+        self._shards += 1
+        self._buf, self._buf_len = [], 0
+
+    def close(self, **meta: Any) -> dict[str, Any]:
+        self._flush()
+        with atomic_write(self.dir / "docs.npy", "wb") as f:
+            np.save(f, np.asarray(self._offsets, dtype=np.int64))
+        info = {"tokens": int(self._tokens), "documents": len(self._offsets) - 1, "bytes": int(self._bytes),
+                "shards": self._shards, **meta}
+        write_json(self.dir / "meta.json", info)
+        return info
+
+
+class ShardReader:
+    """Read a shard directory: random access to token ranges and documents, memory-mapped."""
+
+    def __init__(self, directory: str | Path):
+        self.dir = Path(directory)
+        meta_file = self.dir / "meta.json"
+        if not meta_file.exists():
+            raise InputError(f"{self.dir} is not a finished token shard directory (no meta.json); rerun tokenize")
+        self.meta = json.loads(meta_file.read_text())
+        self.offsets = np.load(self.dir / "docs.npy")
+        self.shards = [np.load(self.dir / f"ids-{i:05d}.npy", mmap_mode="r") for i in range(self.meta["shards"])]
+        self._starts = np.cumsum([0] + [s.size for s in self.shards])
+        if int(self._starts[-1]) != self.meta["tokens"] or int(self.offsets[-1]) != self.meta["tokens"]:
+            raise InputError(f"{self.dir}: shard sizes do not add up to meta.json's token count; rerun tokenize")
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.meta["tokens"])
+
+    @property
+    def num_documents(self) -> int:
+        return len(self.offsets) - 1
+
+    def tokens(self, start: int, stop: int) -> np.ndarray:
+        """Token ids [start, stop) of the concatenation, as a new uint32 array."""
+        start, stop = max(0, start), min(stop, self.num_tokens)
+        if stop <= start:
+            return np.zeros(0, dtype=np.uint32)
+        first = int(np.searchsorted(self._starts, start, side="right")) - 1
+        last = int(np.searchsorted(self._starts, stop, side="left")) - 1
+        parts = []
+        for k in range(first, last + 1):
+            lo = max(start, self._starts[k]) - self._starts[k]
+            hi = min(stop, self._starts[k + 1]) - self._starts[k]
+            parts.append(np.asarray(self.shards[k][lo:hi]))
+        return np.concatenate(parts) if len(parts) > 1 else parts[0].copy()
+
+    def document(self, i: int) -> np.ndarray:
+        return self.tokens(int(self.offsets[i]), int(self.offsets[i + 1]))
+
+    def documents(self) -> Iterator[np.ndarray]:
+        for i in range(self.num_documents):
+            yield self.document(i)

@@ -1,0 +1,423 @@
+"""The two training stages: one function (`train_stage`), two stage settings.
+
+Stage 1 trains the input embeddings and the output head only (the rows transplant rebuilt have to
+fit the frozen body first); stage 2 trains the whole model, or LoRA adapters plus the embeddings and
+head, merged back at the end so `model/stage2/` is a plain Hugging Face directory.
+
+HF `Trainer` runs the loop, accumulation, schedule, clipping, checkpoints and DDP (torchrun /
+accelerate launch; DeepSpeed/FSDP configs pass through `accelerate launch --config_file` untouched).
+vocabadapt customises it only through arguments, the data (vocabadapt.training.packing: packed sequences, one
+seeded order shared by every process and resume, read sequentially) and callbacks
+(vocabadapt.training.callbacks, vocabadapt.training.checkpoints):
+
+- `StageMonitor` writes `metrics.jsonl`: loss, lr, grad norm, tokens/s per logging
+  step; held-out bits per byte every `eval_steps`; loss spikes (loss > spike_factor x the mean of the
+  previous steps); a NaN/Inf loss stops the stage before its weights are checkpointed, and the stage
+  raises StageError naming the last good checkpoint; stage-1 embedding health.
+- `TrainableRowsSaver` (LoRA only): peft checkpoints hold only the adapter, so the trainable
+  embedding and head matrices are saved next to it and restored on resume.
+
+Library entry (tests, benchmarks, other drivers):
+
+    train_stage(settings, cfg, model_dir, train_shards, output_dir, metrics_dir, checkpoint_dir,
+                heldout_texts=None, models=None, row_groups=None, callbacks=()) -> summary dict
+
+vocabadapt.stages.train is the pipeline's recipe around it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..config import ModelsConfig, VocabAdaptationConfig
+from ..errors import InputError, StageError
+from ..io import atomic_dir, read_jsonl, write_json
+from ..text.shards import ShardReader
+from .callbacks import EmbeddingHealth, StageMonitor, heldout_bpb, prepare_heldout
+from .checkpoints import (
+    STATE_FILE,
+    CheckpointSeal,
+    TrainableRowsSaver,
+    check_resume,
+    copy_model,
+    partial_checkpoints,
+    truncate_metrics,
+    valid_checkpoints,
+)
+from .packing import PackedDataset, PackedSequences, SequenceOrder, collate
+from .settings import StageSettings, settings_record
+from .world import world
+
+log = logging.getLogger(__name__)
+
+
+def _resolve_bf16(requested: bool) -> bool:
+    if not requested:
+        return False
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return True
+    log.warning("vocab_adaptation.bf16 is on but this device has no bf16 support (CPU or old GPU): training in fp32")
+    return False
+
+
+def _attn_implementation(use_flash_attn: bool) -> str:
+    if not use_flash_attn:
+        return "sdpa"
+    if importlib.util.find_spec("flash_attn") is None:
+        raise StageError(
+            "vocab_adaptation.use_flash_attn is true but the flash-attn package is not installed; install it "
+            "(pip install flash-attn, needs CUDA) or set use_flash_attn: false to use PyTorch SDPA attention"
+        )
+    return "flash_attention_2"
+
+
+def trainable_matrices(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The input embedding and output head weights, by identity (one entry when they are tied)."""
+    found: list[torch.nn.Parameter] = []
+    inp = model.get_input_embeddings()
+    out = model.get_output_embeddings()
+    for module in (inp, out):
+        if module is None:
+            continue
+        w = module.weight
+        if not any(w is f for f in found):
+            found.append(w)
+    if not found:
+        raise StageError(f"{type(model).__name__} exposes no input/output embeddings; cannot run stage 1")
+    return found
+
+
+def linear_module_names(model: torch.nn.Module) -> list[str]:
+    """Leaf names of every linear projection except the output head (LoRA's default targets)."""
+    from transformers.pytorch_utils import Conv1D  # GPT-2's linear layers
+
+    head = model.get_output_embeddings()
+    names = set()
+    for name, module in model.named_modules():
+        if module is head or not name:
+            continue
+        if isinstance(module, (torch.nn.Linear, Conv1D)):
+            names.add(name.rsplit(".", 1)[-1])
+    return sorted(names)
+
+
+def _set_trainable(model: Any, settings: StageSettings, cfg: VocabAdaptationConfig,
+                   matrices: list[torch.nn.Parameter]) -> tuple[Any, list[str] | None]:
+    """Freeze what the stage does not train; wrap the model in LoRA adapters for trainable == "lora".
+
+    Returns (the model to train, the LoRA target modules or None).
+    Raises:
+        InputError: a configured LoRA target is not a linear layer of the model.
+    """
+    if settings.trainable == "embeddings":
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in matrices:
+            p.requires_grad_(True)
+        return model, None
+    if settings.trainable == "all":
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model, None
+    from peft import LoraConfig, get_peft_model
+    from transformers import set_seed
+
+    available = linear_module_names(model)
+    lora_targets = list(cfg.lora_target_modules or available)
+    missing = [m for m in lora_targets if m not in available]
+    if missing:
+        raise InputError(
+            f"vocab_adaptation.lora_target_modules {missing} are not linear layers of {type(model).__name__}; "
+            f"its linear projections are {available} (or set lora_target_modules: null to use all of them)"
+        )
+    set_seed(cfg.seed)  # the adapters' random init must not depend on what ran before in this process
+    model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                                             target_modules=lora_targets, bias="none", task_type="CAUSAL_LM"))
+    for p in matrices:  # peft froze them; the new rows keep training with the adapters
+        p.requires_grad_(True)
+    return model, lora_targets
+
+
+def _training_arguments(settings: StageSettings, cfg: VocabAdaptationConfig, checkpoint_dir: Path, bf16: bool,
+                        world_size: int) -> Any:
+    """HF TrainingArguments of a stage: the loop, schedule and checkpoints are the Trainer's."""
+    from transformers import TrainingArguments
+
+    tensorboard = importlib.util.find_spec("tensorboard") is not None
+    cpu_ddp = world_size > 1 and not torch.cuda.is_available()
+    args = TrainingArguments(
+        output_dir=str(checkpoint_dir),
+        max_steps=settings.steps,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation,
+        learning_rate=settings.learning_rate,
+        optim=settings.optimizer,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio of max_steps
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        seed=cfg.seed,
+        bf16=bf16,
+        activation_checkpointing=cfg.gradient_checkpointing,
+        logging_strategy="steps",
+        logging_steps=cfg.logging_steps,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        eval_strategy="no",
+        report_to=["tensorboard"] if tensorboard else "none",
+        train_sampling_strategy="sequential",  # the order is PackedDataset's, identical on every resume
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        # CPU DDP: accelerate only sets up a gloo process group when told the run is on CPU
+        use_cpu=cpu_ddp,
+        ddp_backend="gloo" if cpu_ddp else None,
+        ddp_find_unused_parameters=False,
+        disable_tqdm=True,  # our own bar (StageMonitor) replaces Trainer's print-to-stdout one
+    )
+    if args.world_size != world_size:
+        raise StageError(f"the process group has {args.world_size} processes but WORLD_SIZE says {world_size}")
+    return args
+
+
+@dataclass
+class _Resume:
+    """Where a stage resumes: the checkpoint state record and the checkpoint to load (None = start)."""
+
+    state: dict[str, Any]
+    checkpoint: Path | None
+    step: int
+
+
+def _find_resume(settings: StageSettings, record: dict[str, Any], checkpoint_dir: Path, metrics_path: Path,
+                 main: bool) -> _Resume:
+    """Refuse checkpoints of other settings, drop cut-off ones, find the checkpoint to resume from."""
+    good = valid_checkpoints(checkpoint_dir, need_rows=settings.trainable == "lora")
+    state = check_resume(checkpoint_dir, record, bool(good))
+    if state.pop("discarded_checkpoints", False):
+        good = []
+    if main:
+        for d in partial_checkpoints(checkpoint_dir, good):
+            log.warning("ignoring the partially written checkpoint %s (removed)", d)
+            shutil.rmtree(d, ignore_errors=True)
+        if not good:
+            metrics_path.unlink(missing_ok=True)
+        else:
+            truncate_metrics(metrics_path, good[-1][0])
+    return _Resume(state, good[-1][1] if good else None, good[-1][0] if good else 0)
+
+
+def train_stage(
+    settings: StageSettings,
+    cfg: VocabAdaptationConfig,
+    model_dir: str | Path,
+    train_shards: str | Path,
+    output_dir: str | Path,
+    metrics_dir: str | Path,
+    checkpoint_dir: str | Path,
+    heldout_texts: Sequence[str] | None = None,
+    models: ModelsConfig | None = None,
+    row_groups: dict[str, np.ndarray] | None = None,
+    callbacks: Sequence[Any] = (),
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Train one stage and write the model to `output_dir` (plain HF directory + tokenizer).
+
+    Args:
+        settings: the stage (see stage_settings).
+        cfg: the vocab_adaptation section.
+        model_dir: input HF model directory with its tokenizer (model/init or model/stage1).
+        train_shards: target-tokenizer id shards (tokens/target/train).
+        output_dir: where the trained model goes (replaced atomically).
+        metrics_dir: gets metrics.jsonl.
+        checkpoint_dir: HF Trainer checkpoints; resumed from when present.
+        heldout_texts: held-out documents for bits per byte (None: no held-out scoring).
+        models: the models section (safe loading rules); default ModelsConfig().
+        row_groups: stage 1 health: {"built": target ids, "copied": target ids}.
+        callbacks: extra TrainerCallbacks (tests use them to interrupt a run).
+        progress: a tqdm-like bar (reset/update/set_postfix); None = no bar.
+    Returns:
+        The stage summary (steps, tokens, sequence ranges, losses, spikes, bpb before/after, ...).
+    Raises:
+        StageError: NaN/Inf loss, batch out of memory, resume refused, flash-attn missing.
+        InputError: bad model, data or held-out sample; LoRA targets missing from the model.
+    """
+    from transformers import Trainer
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    from ..model.hub import load_model, load_tokenizer
+
+    models = models or ModelsConfig()
+    model_dir, train_shards = Path(model_dir), Path(train_shards)
+    output_dir, metrics_dir, checkpoint_dir = Path(output_dir), Path(metrics_dir), Path(checkpoint_dir)
+    rank, world_size = world()
+    main = rank == 0
+    t0 = time.perf_counter()
+    per_step = cfg.batch_size * cfg.gradient_accumulation * world_size  # sequences per optimiser step
+
+    if settings.steps == 0:
+        log.info("%s: 0 steps configured, stage skipped; %s is a copy of %s", settings.name, output_dir, model_dir)
+        if main:
+            copy_model(model_dir, output_dir)
+        return {"skipped": True, "steps": 0, "tokens": 0, "mode": settings.trainable,
+                "sequences": {"start": settings.start_position, "stop": settings.start_position, "ranges": []}}
+
+    # ---- validate everything before loading weights
+    bf16 = _resolve_bf16(cfg.bf16)
+    attn = _attn_implementation(cfg.use_flash_attn)
+    if not (model_dir / "config.json").is_file():
+        raise InputError(f"{model_dir} is not a model directory (no config.json); run the previous stage first")
+    tokenizer = load_tokenizer(str(model_dir), models)
+    packed = PackedSequences(_reader(train_shards), cfg.max_seq_length, tokenizer.eos_token_id)
+    order = SequenceOrder(len(packed), cfg.seed, cfg.shuffle)
+    count = settings.steps * per_step
+    windows, heldout_bytes = (None, 0)
+    if heldout_texts is not None:
+        windows, heldout_bytes = prepare_heldout(heldout_texts, tokenizer, cfg.max_seq_length, cfg.eval_max_bytes)
+    metrics_path = metrics_dir / "metrics.jsonl"
+    record = settings_record(settings, cfg, world_size, bf16, model_dir, train_shards)
+    resume = _find_resume(settings, record, checkpoint_dir, metrics_path, main)
+    state = resume.state
+
+    # ---- the model
+    model = load_model(str(model_dir), models, dtype=torch.float32, attn_implementation=attn)
+    max_pos = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+    if max_pos is not None and cfg.max_seq_length > max_pos:
+        raise StageError(f"vocab_adaptation.max_seq_length {cfg.max_seq_length} exceeds the model's context "
+                         f"({max_pos} positions); lower it")
+    save_dtype = _checkpoint_dtype(model_dir)
+    matrices = trainable_matrices(model)
+    matrix_names = ["embeddings" if i == 0 else "head" for i in range(len(matrices))]
+    model, lora_targets = _set_trainable(model, settings, cfg, matrices)
+    if cfg.gradient_checkpointing and settings.trainable != "all":
+        model.enable_input_require_grads()  # checkpointed blocks need an input that requires grad
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    n_total = sum(p.numel() for p in model.parameters())
+    if resume.checkpoint is not None:
+        log.info("%s: resuming from %s", settings.name, resume.checkpoint)
+        if settings.trainable == "lora":
+            TrainableRowsSaver.load(resume.checkpoint, matrices)
+        else:
+            # Trainer's own resume loads the raw state dict non-strictly, which skips tensors whose saved
+            # name differs from the module's (transformers 5 saves GPT-NeoX's lm_head as embed_out);
+            # loading through from_pretrained maps the names, and strict=True proves nothing was missed.
+            saved = load_model(str(resume.checkpoint), models, dtype=torch.float32, attn_implementation=attn)
+            model.load_state_dict(saved.state_dict(), strict=True)
+            del saved
+
+    eval_fn = None
+    if windows is not None:
+        def eval_fn(m: torch.nn.Module) -> float:  # noqa: E306
+            return heldout_bpb(m, windows, heldout_bytes, cfg.batch_size, bf16)
+
+    if main:
+        write_json(checkpoint_dir / STATE_FILE, state)
+
+    # ---- the trainer
+    args = _training_arguments(settings, cfg, checkpoint_dir, bf16, world_size)
+    health = EmbeddingHealth(matrices, matrix_names, row_groups) if settings.trainable == "embeddings" else None
+    monitor = StageMonitor(metrics_path, per_step * cfg.max_seq_length, cfg.spike_factor, cfg.eval_steps, eval_fn,
+                           health, state, checkpoint_dir / STATE_FILE, progress if main else None)
+    dataset = PackedDataset(packed, order, settings.start_position, count)
+    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collate,
+                      callbacks=[monitor, *([TrainableRowsSaver(matrices)] if settings.trainable == "lora" else []),
+                                 *callbacks, CheckpointSeal()])
+    for cb in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(cb)
+    # Every micro-batch has exactly batch x (seq_len - 1) targets (no padding), so the per-micro-batch mean
+    # loss the model returns is already correctly weighted; this also makes outputs.loss that mean.
+    trainer.model_accepts_loss_kwargs = False
+    hook = model.register_forward_hook(monitor.hook)
+    try:
+        trainer.train(resume_from_checkpoint=str(resume.checkpoint) if resume.checkpoint else None)
+    except torch.OutOfMemoryError as e:
+        raise StageError(
+            f"{settings.name}: a micro-batch of {cfg.batch_size} x {cfg.max_seq_length} tokens does not fit in device "
+            f"memory; lower vocab_adaptation.batch_size and raise gradient_accumulation to keep the same "
+            f"batch_size x gradient_accumulation ({cfg.batch_size * cfg.gradient_accumulation}), or turn on "
+            f"gradient_checkpointing ({str(e).splitlines()[0][:120]})"
+        ) from None
+    finally:
+        hook.remove()
+    if monitor.nonfinite_step is not None:
+        good = valid_checkpoints(checkpoint_dir, need_rows=settings.trainable == "lora")
+        kept = str(good[-1][1]) if good else "none (no checkpoint was written before it)"
+        raise StageError(
+            f"{settings.name}: the loss became NaN/Inf at step {monitor.nonfinite_step}; training stopped and the last "
+            f"good checkpoint is kept: {kept}. Lower lr_stage{settings.name[-1]}, keep max_grad_norm > 0, or check the "
+            f"input model for NaN rows; rerunning resumes from that checkpoint"
+        )
+
+    # ---- finish: merge, score, write
+    final = model.merge_and_unload() if settings.trainable == "lora" else model
+    if not main:
+        return {}
+    bpb_after = eval_fn(final) if eval_fn is not None else None
+    final.to(save_dtype)
+    with atomic_dir(output_dir) as tmp:
+        final.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+    records = read_jsonl(metrics_path)
+    train_recs = [r for r in records if r.get("type") == "train"]
+    rates = [r["tokens_per_s"] for r in train_recs if r.get("tokens_per_s")]
+    summary: dict[str, Any] = {
+        "skipped": False,
+        "mode": settings.trainable,
+        "steps": settings.steps,
+        "world_size": world_size,
+        "sequences_per_step": per_step,
+        "tokens": count * cfg.max_seq_length,
+        "sequences": {"start": settings.start_position, "stop": settings.start_position + count,
+                      "ranges": order.ranges(settings.start_position, settings.start_position + count)},
+        "data": packed.stats(),
+        "precision": "bf16" if bf16 else "fp32",
+        "attention": attn,
+        "tied_embeddings": len(matrices) == 1,
+        "trainable_parameters": n_trainable,
+        "total_parameters": n_total,
+        "lora_target_modules": lora_targets,
+        "first_loss": train_recs[0]["loss"] if train_recs else None,
+        "last_loss": train_recs[-1]["loss"] if train_recs else None,
+        "spikes": [{"step": r["step"], "loss": r["loss"], "running_mean": r["running_mean"]}
+                   for r in records if r.get("type") == "spike"],
+        "heldout_bpb_before": state.get("heldout_bpb_before"),
+        "heldout_bpb_after": bpb_after,
+        "heldout_bytes": heldout_bytes or None,
+        "tokens_per_s_median": float(np.median(rates)) if rates else None,
+        "resumed_from": str(resume.checkpoint) if resume.checkpoint else None,
+        "wall_s": round(time.perf_counter() - t0, 3),
+    }
+    if health is not None:
+        summary["embedding_health"] = EmbeddingHealth.verdict(
+            [r for r in records if r.get("type") == "health"], matrix_names)
+    log.info("%s: %d steps, loss %s -> %s, held-out bpb %s -> %s", settings.name, settings.steps,
+             summary["first_loss"], summary["last_loss"], summary["heldout_bpb_before"], bpb_after)
+    return summary
+
+
+def _reader(path: Path) -> ShardReader:
+    if not path.is_dir():
+        raise InputError(f"{path} does not exist; run the tokenize stage first")
+    return ShardReader(path)
+
+
+def _checkpoint_dtype(model_dir: Path) -> torch.dtype:
+    """The dtype the input checkpoint was stored in (so the output keeps it); float32 when unknown."""
+    with contextlib.suppress(OSError, ValueError):
+        cfg = json.loads((model_dir / "config.json").read_text())
+        name = cfg.get("dtype") or cfg.get("torch_dtype")
+        if isinstance(name, str) and hasattr(torch, name) and isinstance(getattr(torch, name), torch.dtype):
+            return getattr(torch, name)
+    return torch.float32
