@@ -190,44 +190,23 @@ def _write_hf_configs(config: Any, model_dir: Path, out: Path, target_tokenizer:
     return ids
 
 
-def _transplant(model_dir: Path, source_tokenizer: Any, target_tokenizer: Any, mapping: TokenMapping,
-                out_dir: Path, scratch: Path, *, recipe_fn: Callable[[initialisers.InitContext], initialisers.Recipe], init: str | None, norm_match: bool,
-                pad_to_multiple_of: int, dtype: str, seed: int, trust_remote_code: bool) -> dict[str, Any]:
-    """transplant_model after its checks; `scratch` holds the built matrices until they are written."""
-    from transformers import AutoConfig
+def _build_matrices(model_dir: Path, weight_map: dict[str, str], where: dict[str, Any],
+                    recipe: initialisers.Recipe, *, n_tgt: int, n_rows: int, n_src_tok: int, seed: int,
+                    norm_match: bool, out_dtype: torch.dtype | None,
+                    scratch: Path) -> tuple[dict[str, Spilled], list[int], str]:
+    """Build the target input embedding, output head (when untied) and head bias, spilled to `scratch`.
 
-    config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)
-    files, weight_map = checkpoint_files(model_dir)
-    if weight_map is None:
-        _, header = read_header(model_dir / SINGLE_FILE)
-        weight_map = {k: SINGLE_FILE for k in header if k != "__metadata__"}
-    where = locate_embeddings(model_dir, config, list(weight_map), trust_remote_code)
+    Returns ({checkpoint key: spilled tensor}, target ids whose rows are all zero, the written dtype's name).
+    Raises:
+        InputError: an output head with fewer rows than the source tokenizer.
+    """
     in_key, out_key, bias_key, tied = where["input"], where["output"], where["bias"], where["tied"]
-
-    src_in = read_tensor(model_dir / weight_map[in_key], in_key)  # (source_rows, hidden)
-    n_src_rows = src_in.shape[0]
-    n_src_tok = len(source_tokenizer)
-    if n_src_tok > n_src_rows:
-        raise InputError(
-            f"the source tokenizer has {n_src_tok} tokens but the model's input embedding '{in_key}' has only "
-            f"{n_src_rows} rows; this tokenizer does not belong to this model (set models.source_tokenizer)."
-        )
-
-    ctx = initialisers.InitContext(mapping=mapping, source_tokenizer=source_tokenizer,
-                                   target_tokenizer=target_tokenizer, seed=seed)
-    recipe = recipe_fn(ctx)
-    if len(recipe) != mapping.target_vocab_size:
-        raise AssertionError(f"initialiser returned {len(recipe)} rows for {mapping.target_vocab_size} targets")
-    check_recipe_ids(recipe, n_src_rows, n_src_tok)
-
-    n_tgt = len(target_tokenizer)
-    n_rows = -(-n_tgt // pad_to_multiple_of) * pad_to_multiple_of
-    out_dtype = DTYPE_NAMES[dtype] if dtype != "auto" else None
     common: dict[str, Any] = dict(recipe=recipe, n_used=n_src_tok, n_rows=n_rows, norm_match=norm_match, out_dtype=out_dtype)
     # One matrix at a time: source rows in, target rows built, target rows spilled to scratch, so the
     # peak is one source plus one target matrix (and one float64 block), not all four.
     zero = torch.zeros(n_tgt, dtype=torch.bool)
     replacements: dict[str, Spilled] = {}
+    src_in = read_tensor(model_dir / weight_map[in_key], in_key)  # (source_rows, hidden)
     new_in = build_rows(src_in, seed=seed, name=in_key, **common)  # (target_rows, hidden)
     del src_in
     zero |= zero_rows(new_in[:n_tgt])
@@ -250,7 +229,44 @@ def _transplant(model_dir: Path, source_tokenizer: Any, target_tokenizer: Any, m
         bias = read_tensor(model_dir / weight_map[bias_key], bias_key)[:, None]  # (source_rows, 1), same recipe
         new_bias = build_rows(bias, seed=seed + 2, name=bias_key, **common)[:, 0].contiguous()
         replacements[bias_key] = Spilled.write(new_bias, scratch / "bias.bin")
-    zero_ids = zero.nonzero().flatten().tolist()
+    return replacements, zero.nonzero().flatten().tolist(), out_dtype_name
+
+
+def _transplant(model_dir: Path, source_tokenizer: Any, target_tokenizer: Any, mapping: TokenMapping,
+                out_dir: Path, scratch: Path, *, recipe_fn: Callable[[initialisers.InitContext], initialisers.Recipe], init: str | None, norm_match: bool,
+                pad_to_multiple_of: int, dtype: str, seed: int, trust_remote_code: bool) -> dict[str, Any]:
+    """transplant_model after its checks; `scratch` holds the built matrices until they are written."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)
+    files, weight_map = checkpoint_files(model_dir)
+    if weight_map is None:
+        _, header = read_header(model_dir / SINGLE_FILE)
+        weight_map = {k: SINGLE_FILE for k in header if k != "__metadata__"}
+    where = locate_embeddings(model_dir, config, list(weight_map), trust_remote_code)
+    in_key, out_key, bias_key, tied = where["input"], where["output"], where["bias"], where["tied"]
+
+    n_src_rows = int(read_header(model_dir / weight_map[in_key])[1][in_key]["shape"][0])  # read later, when built
+    n_src_tok = len(source_tokenizer)
+    if n_src_tok > n_src_rows:
+        raise InputError(
+            f"the source tokenizer has {n_src_tok} tokens but the model's input embedding '{in_key}' has only "
+            f"{n_src_rows} rows; this tokenizer does not belong to this model (set models.source_tokenizer)."
+        )
+
+    ctx = initialisers.InitContext(mapping=mapping, source_tokenizer=source_tokenizer,
+                                   target_tokenizer=target_tokenizer, seed=seed)
+    recipe = recipe_fn(ctx)
+    if len(recipe) != mapping.target_vocab_size:
+        raise AssertionError(f"initialiser returned {len(recipe)} rows for {mapping.target_vocab_size} targets")
+    check_recipe_ids(recipe, n_src_rows, n_src_tok)
+
+    n_tgt = len(target_tokenizer)
+    n_rows = -(-n_tgt // pad_to_multiple_of) * pad_to_multiple_of
+    out_dtype = DTYPE_NAMES[dtype] if dtype != "auto" else None
+    replacements, zero_ids, out_dtype_name = _build_matrices(
+        model_dir, weight_map, where, recipe, n_tgt=n_tgt, n_rows=n_rows, n_src_tok=n_src_tok, seed=seed,
+        norm_match=norm_match, out_dtype=out_dtype, scratch=scratch)
 
     convert = out_dtype
     by_file: dict[str, dict[str, Spilled]] = {}

@@ -149,6 +149,39 @@ def _set_trainable(model: Any, settings: StageSettings, cfg: VocabAdaptationConf
     return model, lora_targets
 
 
+def _prepare_model(model_dir: Path, settings: StageSettings, cfg: VocabAdaptationConfig, models: ModelsConfig,
+                   attn: str, resume_from: Path | None) -> tuple[Any, list[torch.nn.Parameter], list[str] | None]:
+    """Load the input model in fp32, freeze what the stage does not train, restore a checkpoint's weights.
+
+    Returns (the model to train, its embedding/head matrices, the LoRA targets or None).
+    Raises:
+        StageError: max_seq_length beyond the model's context.
+    """
+    from ..model.hub import load_model
+
+    model = load_model(str(model_dir), models, dtype=torch.float32, attn_implementation=attn)
+    max_pos = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+    if max_pos is not None and cfg.max_seq_length > max_pos:
+        raise StageError(f"vocab_adaptation.max_seq_length {cfg.max_seq_length} exceeds the model's context "
+                         f"({max_pos} positions); lower it")
+    matrices = trainable_matrices(model)
+    model, lora_targets = _set_trainable(model, settings, cfg, matrices)
+    if cfg.gradient_checkpointing and settings.trainable != "all":
+        model.enable_input_require_grads()  # checkpointed blocks need an input that requires grad
+    if resume_from is not None:
+        log.info("%s: resuming from %s", settings.name, resume_from)
+        if settings.trainable == "lora":
+            TrainableRowsSaver.load(resume_from, matrices)
+        else:
+            # Trainer's own resume loads the raw state dict non-strictly, which skips tensors whose saved
+            # name differs from the module's (transformers 5 saves GPT-NeoX's lm_head as embed_out);
+            # loading through from_pretrained maps the names, and strict=True proves nothing was missed.
+            saved = load_model(str(resume_from), models, dtype=torch.float32, attn_implementation=attn)
+            model.load_state_dict(saved.state_dict(), strict=True)
+            del saved
+    return model, matrices, lora_targets
+
+
 def _training_arguments(settings: StageSettings, cfg: VocabAdaptationConfig, checkpoint_dir: Path, bf16: bool,
                         world_size: int) -> Any:
     """HF TrainingArguments of a stage: the loop, schedule and checkpoints are the Trainer's."""
@@ -219,6 +252,90 @@ def _find_resume(settings: StageSettings, record: dict[str, Any], checkpoint_dir
     return _Resume(state, good[-1][1] if good else None, good[-1][0] if good else 0)
 
 
+def _fit(model: Any, settings: StageSettings, cfg: VocabAdaptationConfig, dataset: PackedDataset,
+         checkpoint_dir: Path, bf16: bool, world_size: int, monitor: StageMonitor, callbacks: list[Any],
+         resume_from: Path | None) -> None:
+    """Run HF Trainer over the stage's sequences; the monitor watches every step, the seal closes checkpoints.
+
+    Raises:
+        StageError: a micro-batch does not fit in memory; the loss became NaN/Inf (the last good checkpoint
+            is kept and named).
+    """
+    from transformers import Trainer
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    args = _training_arguments(settings, cfg, checkpoint_dir, bf16, world_size)
+    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collate,
+                      callbacks=[monitor, *callbacks, CheckpointSeal()])  # the seal must come last
+    for cb in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(cb)
+    # Every micro-batch has exactly batch x (seq_len - 1) targets (no padding), so the per-micro-batch mean
+    # loss the model returns is already correctly weighted; this also makes outputs.loss that mean.
+    trainer.model_accepts_loss_kwargs = False
+    hook = model.register_forward_hook(monitor.hook)
+    try:
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    except torch.OutOfMemoryError as e:
+        raise StageError(
+            f"{settings.name}: a micro-batch of {cfg.batch_size} x {cfg.max_seq_length} tokens does not fit in device "
+            f"memory; lower vocab_adaptation.batch_size and raise gradient_accumulation to keep the same "
+            f"batch_size x gradient_accumulation ({cfg.batch_size * cfg.gradient_accumulation}), or turn on "
+            f"gradient_checkpointing ({str(e).splitlines()[0][:120]})"
+        ) from None
+    finally:
+        hook.remove()
+    if monitor.nonfinite_step is not None:
+        good = valid_checkpoints(checkpoint_dir, need_rows=settings.trainable == "lora")
+        kept = str(good[-1][1]) if good else "none (no checkpoint was written before it)"
+        raise StageError(
+            f"{settings.name}: the loss became NaN/Inf at step {monitor.nonfinite_step}; training stopped and the last "
+            f"good checkpoint is kept: {kept}. Lower lr_stage{settings.name[-1]}, keep max_grad_norm > 0, or check the "
+            f"input model for NaN rows; rerunning resumes from that checkpoint"
+        )
+
+
+def _summary(settings: StageSettings, cfg: VocabAdaptationConfig, records: list[dict[str, Any]], *, per_step: int,
+             world_size: int, count: int, order: SequenceOrder, packed: PackedSequences, bf16: bool, attn: str,
+             matrix_names: list[str], n_trainable: int, n_total: int, lora_targets: list[str] | None,
+             state: dict[str, Any], bpb_after: float | None, heldout_bytes: int, resume_from: Path | None,
+             health: bool, wall_s: float) -> dict[str, Any]:
+    """The stage summary: what was trained on which data, losses, spikes, held-out bits per byte, health."""
+    train_recs = [r for r in records if r.get("type") == "train"]
+    rates = [r["tokens_per_s"] for r in train_recs if r.get("tokens_per_s")]
+    stop = settings.start_position + count
+    summary: dict[str, Any] = {
+        "skipped": False,
+        "mode": settings.trainable,
+        "steps": settings.steps,
+        "world_size": world_size,
+        "sequences_per_step": per_step,
+        "tokens": count * cfg.max_seq_length,
+        "sequences": {"start": settings.start_position, "stop": stop,
+                      "ranges": order.ranges(settings.start_position, stop)},
+        "data": packed.stats(),
+        "precision": "bf16" if bf16 else "fp32",
+        "attention": attn,
+        "tied_embeddings": len(matrix_names) == 1,
+        "trainable_parameters": n_trainable,
+        "total_parameters": n_total,
+        "lora_target_modules": lora_targets,
+        "first_loss": train_recs[0]["loss"] if train_recs else None,
+        "last_loss": train_recs[-1]["loss"] if train_recs else None,
+        "spikes": [{"step": r["step"], "loss": r["loss"], "running_mean": r["running_mean"]}
+                   for r in records if r.get("type") == "spike"],
+        "heldout_bpb_before": state.get("heldout_bpb_before"),
+        "heldout_bpb_after": bpb_after,
+        "heldout_bytes": heldout_bytes or None,
+        "tokens_per_s_median": float(np.median(rates)) if rates else None,
+        "resumed_from": str(resume_from) if resume_from else None,
+        "wall_s": wall_s,
+    }
+    if health:
+        summary["embedding_health"] = EmbeddingHealth.verdict([r for r in records if r.get("type") == "health"],
+                                                               matrix_names)
+    return summary
+
+
 def train_stage(
     settings: StageSettings,
     cfg: VocabAdaptationConfig,
@@ -254,10 +371,7 @@ def train_stage(
         StageError: NaN/Inf loss, batch out of memory, resume refused, flash-attn missing.
         InputError: bad model, data or held-out sample; LoRA targets missing from the model.
     """
-    from transformers import Trainer
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-    from ..model.hub import load_model, load_tokenizer
+    from ..model.hub import load_tokenizer
 
     models = models or ModelsConfig()
     model_dir, train_shards = Path(model_dir), Path(train_shards)
@@ -292,30 +406,11 @@ def train_stage(
     state = resume.state
 
     # ---- the model
-    model = load_model(str(model_dir), models, dtype=torch.float32, attn_implementation=attn)
-    max_pos = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
-    if max_pos is not None and cfg.max_seq_length > max_pos:
-        raise StageError(f"vocab_adaptation.max_seq_length {cfg.max_seq_length} exceeds the model's context "
-                         f"({max_pos} positions); lower it")
+    model, matrices, lora_targets = _prepare_model(model_dir, settings, cfg, models, attn, resume.checkpoint)
     save_dtype = _checkpoint_dtype(model_dir)
-    matrices = trainable_matrices(model)
     matrix_names = ["embeddings" if i == 0 else "head" for i in range(len(matrices))]
-    model, lora_targets = _set_trainable(model, settings, cfg, matrices)
-    if cfg.gradient_checkpointing and settings.trainable != "all":
-        model.enable_input_require_grads()  # checkpointed blocks need an input that requires grad
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_total = sum(p.numel() for p in model.parameters())
-    if resume.checkpoint is not None:
-        log.info("%s: resuming from %s", settings.name, resume.checkpoint)
-        if settings.trainable == "lora":
-            TrainableRowsSaver.load(resume.checkpoint, matrices)
-        else:
-            # Trainer's own resume loads the raw state dict non-strictly, which skips tensors whose saved
-            # name differs from the module's (transformers 5 saves GPT-NeoX's lm_head as embed_out);
-            # loading through from_pretrained maps the names, and strict=True proves nothing was missed.
-            saved = load_model(str(resume.checkpoint), models, dtype=torch.float32, attn_implementation=attn)
-            model.load_state_dict(saved.state_dict(), strict=True)
-            del saved
 
     eval_fn = None
     if windows is not None:
@@ -326,39 +421,12 @@ def train_stage(
         write_json(checkpoint_dir / STATE_FILE, state)
 
     # ---- the trainer
-    args = _training_arguments(settings, cfg, checkpoint_dir, bf16, world_size)
     health = EmbeddingHealth(matrices, matrix_names, row_groups) if settings.trainable == "embeddings" else None
     monitor = StageMonitor(metrics_path, per_step * cfg.max_seq_length, cfg.spike_factor, cfg.eval_steps, eval_fn,
                            health, state, checkpoint_dir / STATE_FILE, progress if main else None)
-    dataset = PackedDataset(packed, order, settings.start_position, count)
-    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collate,
-                      callbacks=[monitor, *([TrainableRowsSaver(matrices)] if settings.trainable == "lora" else []),
-                                 *callbacks, CheckpointSeal()])
-    for cb in (PrinterCallback, ProgressCallback):
-        trainer.remove_callback(cb)
-    # Every micro-batch has exactly batch x (seq_len - 1) targets (no padding), so the per-micro-batch mean
-    # loss the model returns is already correctly weighted; this also makes outputs.loss that mean.
-    trainer.model_accepts_loss_kwargs = False
-    hook = model.register_forward_hook(monitor.hook)
-    try:
-        trainer.train(resume_from_checkpoint=str(resume.checkpoint) if resume.checkpoint else None)
-    except torch.OutOfMemoryError as e:
-        raise StageError(
-            f"{settings.name}: a micro-batch of {cfg.batch_size} x {cfg.max_seq_length} tokens does not fit in device "
-            f"memory; lower vocab_adaptation.batch_size and raise gradient_accumulation to keep the same "
-            f"batch_size x gradient_accumulation ({cfg.batch_size * cfg.gradient_accumulation}), or turn on "
-            f"gradient_checkpointing ({str(e).splitlines()[0][:120]})"
-        ) from None
-    finally:
-        hook.remove()
-    if monitor.nonfinite_step is not None:
-        good = valid_checkpoints(checkpoint_dir, need_rows=settings.trainable == "lora")
-        kept = str(good[-1][1]) if good else "none (no checkpoint was written before it)"
-        raise StageError(
-            f"{settings.name}: the loss became NaN/Inf at step {monitor.nonfinite_step}; training stopped and the last "
-            f"good checkpoint is kept: {kept}. Lower lr_stage{settings.name[-1]}, keep max_grad_norm > 0, or check the "
-            f"input model for NaN rows; rerunning resumes from that checkpoint"
-        )
+    _fit(model, settings, cfg, PackedDataset(packed, order, settings.start_position, count), checkpoint_dir,
+         bf16, world_size, monitor, [*([TrainableRowsSaver(matrices)] if settings.trainable == "lora" else []),
+                                     *callbacks], resume.checkpoint)
 
     # ---- finish: merge, score, write
     final = model.merge_and_unload() if settings.trainable == "lora" else model
@@ -369,39 +437,11 @@ def train_stage(
     with atomic_dir(output_dir) as tmp:
         final.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
-    records = read_jsonl(metrics_path)
-    train_recs = [r for r in records if r.get("type") == "train"]
-    rates = [r["tokens_per_s"] for r in train_recs if r.get("tokens_per_s")]
-    summary: dict[str, Any] = {
-        "skipped": False,
-        "mode": settings.trainable,
-        "steps": settings.steps,
-        "world_size": world_size,
-        "sequences_per_step": per_step,
-        "tokens": count * cfg.max_seq_length,
-        "sequences": {"start": settings.start_position, "stop": settings.start_position + count,
-                      "ranges": order.ranges(settings.start_position, settings.start_position + count)},
-        "data": packed.stats(),
-        "precision": "bf16" if bf16 else "fp32",
-        "attention": attn,
-        "tied_embeddings": len(matrices) == 1,
-        "trainable_parameters": n_trainable,
-        "total_parameters": n_total,
-        "lora_target_modules": lora_targets,
-        "first_loss": train_recs[0]["loss"] if train_recs else None,
-        "last_loss": train_recs[-1]["loss"] if train_recs else None,
-        "spikes": [{"step": r["step"], "loss": r["loss"], "running_mean": r["running_mean"]}
-                   for r in records if r.get("type") == "spike"],
-        "heldout_bpb_before": state.get("heldout_bpb_before"),
-        "heldout_bpb_after": bpb_after,
-        "heldout_bytes": heldout_bytes or None,
-        "tokens_per_s_median": float(np.median(rates)) if rates else None,
-        "resumed_from": str(resume.checkpoint) if resume.checkpoint else None,
-        "wall_s": round(time.perf_counter() - t0, 3),
-    }
-    if health is not None:
-        summary["embedding_health"] = EmbeddingHealth.verdict(
-            [r for r in records if r.get("type") == "health"], matrix_names)
+    summary = _summary(settings, cfg, read_jsonl(metrics_path), per_step=per_step, world_size=world_size,
+                       count=count, order=order, packed=packed, bf16=bf16, attn=attn, matrix_names=matrix_names,
+                       n_trainable=n_trainable, n_total=n_total, lora_targets=lora_targets, state=state,
+                       bpb_after=bpb_after, heldout_bytes=heldout_bytes, resume_from=resume.checkpoint,
+                       health=health is not None, wall_s=round(time.perf_counter() - t0, 3))
     log.info("%s: %d steps, loss %s -> %s, held-out bpb %s -> %s", settings.name, settings.steps,
              summary["first_loss"], summary["last_loss"], summary["heldout_bpb_before"], bpb_after)
     return summary
