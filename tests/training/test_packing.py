@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from vocabadapt.training.packing import PackedDataset, PackedSequences, SequenceOrder, collate, heldout_windows
+from vocabadapt.training.packing import PackedDataset, PackedSequences, SequenceOrder, collate
 from vocabadapt.errors import InputError
 from vocabadapt.text.shards import ShardReader, ShardWriter
 
@@ -79,14 +79,3 @@ def test_dataset_from_an_offset_continues_the_same_order(tmp_path):
     assert not s1 & s2 and len(s1) == 25 and len(s2) == 15
     with pytest.raises(IndexError):
         whole[40]
-
-
-def test_heldout_windows_predict_every_token_once():
-    docs = [[5, 6, 7], [8, 9], [10, 11, 12, 13]]
-    stream = [0, 5, 6, 7, 0, 8, 9, 0, 10, 11, 12, 13]
-    wins = heldout_windows(docs, seq_len=4, eos_id=0)
-    predicted = [t for w in wins for t in w[1:].tolist()]
-    assert predicted == stream[1:]  # overlap of one token: each token after the first EOS scored once
-    assert all(w.numel() <= 4 for w in wins)
-    with pytest.raises(InputError, match="fewer than one training sequence"):
-        heldout_windows([[5, 6]], seq_len=16, eos_id=0)

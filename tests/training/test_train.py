@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, TrainerCallback
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
 from helpers import TEXT, save_tiny_model, train_bpe_tokenizer
 from vocabadapt.config import Config, VocabAdaptationConfig
@@ -27,6 +27,8 @@ from vocabadapt.stages.train import run as run_training
 from vocabadapt.text.shards import ShardWriter
 from vocabadapt.training.checkpoints import valid_checkpoints
 from vocabadapt.training.settings import StageSettings, stage_settings
+from vocabadapt.evaluation.bpb import bits_per_byte
+from vocabadapt.training.callbacks import heldout_sample, heldout_scorer
 from vocabadapt.training.trainer import linear_module_names, train_stage
 
 SEQ = 16
@@ -89,6 +91,12 @@ def test_stage1_trains_only_embeddings_and_head(data, tmp_path, arch):
     assert summary["sequences"]["start"] == 0 and summary["sequences"]["stop"] == 4  # 2 steps x batch 2
     assert summary["tokens"] == 4 * SEQ
     assert summary["heldout_bpb_before"] > 0 and summary["heldout_bpb_after"] > 0
+    # One bits-per-byte: the monitor's number is the evaluation's definition on the same text and windows.
+    sample = heldout_sample(data["heldout"], cfg.eval_max_bytes)
+    tok = AutoTokenizer.from_pretrained(str(tmp_path / "out"))
+    evaluated = bits_per_byte(model, tok, sample, context=cfg.max_seq_length, batch_size=cfg.batch_size)
+    assert summary["heldout_bpb_after"] == pytest.approx(evaluated["bits_per_byte"], rel=1e-6)
+    assert summary["heldout_bytes"] == evaluated["bytes"]
     assert summary["first_loss"] is not None and summary["embedding_health"]["settled"] is None  # too few logs
     recs = [json.loads(x) for x in (tmp_path / "train" / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in recs if r["type"] == "train"]
@@ -212,8 +220,8 @@ def test_zero_steps_skips_but_writes_the_model(data, tmp_path):
 
 def test_bad_inputs_are_refused_with_what_to_change(data, tmp_path):
     cfg = _cfg()
-    with pytest.raises(InputError, match="fewer than one training sequence"):
-        _run(data, tmp_path, stage_settings(cfg, "stage1"), cfg, heldout_texts=["a b"])
+    with pytest.raises(InputError, match="held-out sample is empty"):
+        _run(data, tmp_path, stage_settings(cfg, "stage1"), cfg, heldout_texts=[])
     lora = _cfg(stage2_use_lora=True, lora_target_modules=["q_proj", "dense"])
     with pytest.raises(InputError, match=r"\['q_proj'\] are not linear layers of GPTNeoXForCausalLM.*query_key_value"):
         _run(data, tmp_path, stage_settings(lora, "stage2"), lora)
@@ -320,3 +328,16 @@ def test_embedding_health_verdict():
     assert still_moving["settled"] is False and still_moving["embeddings_update_settled"] is False
     overshoot = EmbeddingHealth.verdict(recs([0.1, 0.05, 0.01, 0.01], 2.0), ["embeddings"])
     assert overshoot["settled"] is False and overshoot["embeddings_norm_overshoot"] is True
+
+
+def test_monitor_scores_with_the_evaluation_definition(data):
+    """The drift of issue 13: the monitor once scored a concatenated EOS stream (1.599 vs 1.442 bpb on one model)."""
+    model = AutoModelForCausalLM.from_pretrained(str(data["gpt_neox"])).eval()
+    tok = data["tok"]
+    texts = data["heldout"]
+    monitor = heldout_scorer(tok, texts, SEQ, 2)
+    model.train()
+    got = monitor(model)
+    assert model.training  # the monitor leaves the training mode as it found it
+    want = bits_per_byte(model, tok, texts, context=SEQ, batch_size=2)["bits_per_byte"]
+    assert got == pytest.approx(want, rel=1e-9)

@@ -18,7 +18,6 @@ from transformers import TrainerCallback
 
 from ..errors import InputError
 from ..io import write_json
-from .packing import heldout_windows
 from .world import is_main
 
 log = logging.getLogger(__name__)
@@ -27,44 +26,11 @@ SPIKE_WINDOW = 50  # steps in the running mean a loss is compared with
 SPIKE_MIN_HISTORY = 5  # no spike verdicts before this many steps
 
 
-@torch.no_grad()
-def heldout_bpb(model: torch.nn.Module, windows: list[torch.Tensor], n_bytes: int, batch_size: int,
-                bf16: bool = False) -> float:
-    """Bits per byte: summed NLL (nats) of every predicted token / ln 2 / UTF-8 bytes of the text.
+def heldout_sample(texts: Sequence[str], max_bytes: int) -> list[str]:
+    """Whole held-out documents up to `max_bytes` of UTF-8 (at least one).
 
-    Args:
-        windows: from vocabadapt.data.heldout_windows (each token after the first predicted once).
-        n_bytes: UTF-8 bytes of the documents in the windows.
-    """
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    total = 0.0
-    by_len: dict[int, list[torch.Tensor]] = {}
-    for w in windows:
-        by_len.setdefault(w.numel(), []).append(w)
-    amp = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-    try:
-        for group in by_len.values():
-            for i in range(0, len(group), batch_size):
-                ids = torch.stack(group[i : i + batch_size]).to(device)  # (b, len)
-                with amp:
-                    logits = model(input_ids=ids).logits  # (b, len, vocab)
-                nll = torch.nn.functional.cross_entropy(
-                    logits[:, :-1].float().reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="sum"
-                )
-                total += float(nll)
-    finally:
-        model.train(was_training)
-    return total / math.log(2) / max(n_bytes, 1)
-
-
-def prepare_heldout(texts: Sequence[str], tokenizer: Any, seq_len: int, max_bytes: int) -> tuple[list[torch.Tensor], int]:
-    """Whole documents up to `max_bytes` (at least one), tokenized and cut into scoring windows.
-
-    Returns (windows, bytes of the documents used).
     Raises:
-        InputError: no held-out text, or too little for one sequence.
+        InputError: no held-out text.
     """
     docs, n_bytes = [], 0
     for t in texts:
@@ -75,8 +41,31 @@ def prepare_heldout(texts: Sequence[str], tokenizer: Any, seq_len: int, max_byte
         n_bytes += b
     if not docs or n_bytes == 0:
         raise InputError("the held-out sample is empty; the corpus stage must hold out some documents")
-    ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in docs]
-    return heldout_windows(ids, seq_len, tokenizer.eos_token_id), n_bytes
+    return docs
+
+
+def heldout_scorer(tokenizer: Any, texts: Sequence[str], context: int, batch_size: int,
+                   bf16: bool = False) -> Callable[[torch.nn.Module], float]:
+    """Held-out bits per byte during training: THE definition, vocabadapt.evaluation.bpb.bits_per_byte.
+
+    Each document is scored from its start with windows of `context` tokens (the training length) and
+    the evaluation's default stride, so the training curve and the evaluate stage measure the same thing.
+    The model's train/eval mode is restored afterwards.
+    """
+    from ..evaluation.bpb import bits_per_byte
+
+    def score(model: torch.nn.Module) -> float:
+        was_training = model.training
+        device = next(model.parameters()).device
+        amp = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+        try:
+            with amp:
+                return float(bits_per_byte(model, tokenizer, texts, context=context, batch_size=batch_size)[
+                    "bits_per_byte"])
+        finally:
+            model.train(was_training)
+
+    return score
 
 
 class StageMonitor(TrainerCallback):

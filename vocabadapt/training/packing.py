@@ -159,31 +159,3 @@ def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """Stack equal-length sequences; labels are the inputs (no padding, so no -100 anywhere)."""
     ids = torch.stack([it["input_ids"] for it in items])  # (batch, seq_len)
     return {"input_ids": ids, "labels": ids}
-
-
-def heldout_windows(token_lists: list[list[int]], seq_len: int, eos_id: int) -> list[torch.Tensor]:
-    """Held-out scoring windows: stream [EOS, doc0, EOS, doc1, ...] cut with stride seq_len - 1.
-
-    Consecutive windows overlap by one token, so every token after the first EOS is predicted exactly
-    once (the first token of a window is context only).
-    Raises:
-        InputError: the stream is shorter than one training sequence.
-    """
-    stream: list[int] = [eos_id]
-    for ids in token_lists:
-        stream.extend(ids)
-        stream.append(eos_id)
-    # The final EOS is not part of any document; dropping it keeps scored tokens = documents' tokens + separators.
-    stream.pop()
-    if len(stream) < seq_len:
-        raise InputError(
-            f"the held-out sample has {len(stream)} tokens, fewer than one training sequence ({seq_len}); add "
-            f"held-out text (corpus.heldout_fraction / corpus.heldout_inputs), raise vocab_adaptation.eval_max_bytes, "
-            f"or lower vocab_adaptation.max_seq_length"
-        )
-    t = torch.tensor(stream, dtype=torch.long)
-    windows = []
-    step = seq_len - 1
-    for s in range(0, len(stream) - 1, step):
-        windows.append(t[s : s + seq_len])
-    return windows

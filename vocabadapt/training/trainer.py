@@ -44,7 +44,7 @@ from ..config import ModelsConfig, VocabAdaptationConfig
 from ..errors import InputError, StageError
 from ..io import atomic_dir, read_jsonl, write_json
 from ..text.shards import ShardReader
-from .callbacks import EmbeddingHealth, StageMonitor, heldout_bpb, prepare_heldout
+from .callbacks import EmbeddingHealth, StageMonitor, heldout_sample, heldout_scorer
 from .checkpoints import (
     STATE_FILE,
     CheckpointSeal,
@@ -397,9 +397,11 @@ def train_stage(
     packed = PackedSequences(_reader(train_shards), cfg.max_seq_length, tokenizer.eos_token_id)
     order = SequenceOrder(len(packed), cfg.seed, cfg.shuffle)
     count = settings.steps * per_step
-    windows, heldout_bytes = (None, 0)
+    eval_fn, heldout_bytes = None, 0
     if heldout_texts is not None:
-        windows, heldout_bytes = prepare_heldout(heldout_texts, tokenizer, cfg.max_seq_length, cfg.eval_max_bytes)
+        sample = heldout_sample(heldout_texts, cfg.eval_max_bytes)
+        heldout_bytes = sum(len(t.encode("utf-8")) for t in sample)
+        eval_fn = heldout_scorer(tokenizer, sample, cfg.max_seq_length, cfg.batch_size, bf16)
     metrics_path = metrics_dir / "metrics.jsonl"
     record = settings_record(settings, cfg, world_size, bf16, model_dir, train_shards)
     resume = _find_resume(settings, record, checkpoint_dir, metrics_path, main)
@@ -411,11 +413,6 @@ def train_stage(
     matrix_names = ["embeddings" if i == 0 else "head" for i in range(len(matrices))]
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_total = sum(p.numel() for p in model.parameters())
-
-    eval_fn = None
-    if windows is not None:
-        def eval_fn(m: torch.nn.Module) -> float:  # noqa: E306
-            return heldout_bpb(m, windows, heldout_bytes, cfg.batch_size, bf16)
 
     if main:
         write_json(checkpoint_dir / STATE_FILE, state)
