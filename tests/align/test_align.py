@@ -157,3 +157,37 @@ def test_fewer_identical_pairs_than_pivots_is_recorded(tiny_run):
     summary = json.loads((run_dir / "align" / "summary.json").read_text())
     assert summary["pivots"]["used"] == summary["pivots"]["available"] < 100000
     assert any("fewer than alignment.pivot_count" in w for w in summary["warnings"])
+
+
+def test_fvt_fallback_builds_the_same_rows_as_the_fvt_initialiser():
+    """One FVT (issue 13): align's `fallback: fvt` once re-tokenised canonical forms, init's `fvt` decoded tokens."""
+    from vocabadapt.align.rules import Embeddings, align_vocabularies
+    from vocabadapt.config import AlignmentConfig
+    from vocabadapt.init import InitContext
+    from vocabadapt.init import fvt as fvt_init
+    from vocabadapt.model.rows import build_rows
+
+    text = TEXT + " naïve µg/kg tumour cells ≥ 5 ° ß "
+    src = train_bpe_tokenizer([text], vocab_size=290)
+    tgt = train_bpe_tokenizer([text * 3 + " cardiomyopathy interleukin"], vocab_size=330)
+    rng = np.random.default_rng(0)
+
+    def emb(tok):
+        ids = np.arange(len(tok), dtype=np.int64)
+        return Embeddings(rng.standard_normal((len(tok), 8)).astype(np.float32), ids, np.ones_like(ids))
+
+    cfg = AlignmentConfig(similarity_threshold=1.0, fallback="fvt", pivot_count=20)  # nothing aligns: all fall back
+    mapping = align_vocabularies(tgt, src, emb(tgt), emb(src), cfg, []).mapping
+    fvt_ids = [t for t, m in enumerate(mapping.methods) if m == "fvt"]
+    assert len(fvt_ids) > 10
+    recipe = fvt_init.recipe(InitContext(mapping=mapping, source_tokenizer=src, target_tokenizer=tgt))
+    for t in fvt_ids:
+        assert recipe.labels[t] == "fvt" and recipe.source_ids[t] == mapping.source_ids[t], t
+        assert recipe.weights[t] == mapping.weights[t], t
+    # and so the built rows are identical, bit for bit
+    from vocabadapt.init import mapping_recipe
+
+    source_rows = torch.randn(len(src), 8, generator=torch.Generator().manual_seed(0))
+    by_fallback = build_rows(source_rows, mapping_recipe(InitContext(mapping, src, tgt)), len(src), len(tgt))
+    by_init = build_rows(source_rows, recipe, len(src), len(tgt))
+    assert torch.equal(by_fallback[fvt_ids], by_init[fvt_ids])

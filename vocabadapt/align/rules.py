@@ -3,8 +3,8 @@
 Rules, in order: special tokens by role; identical tokens copy their source; tokens whose top-1
 similarity of relative representations (vocabadapt.align.relrep) reaches the threshold are aligned
 (hard: the top-1 row; soft: a softmax over the top-k); everything else takes `alignment.fallback`
-(fvt: the mean of the source rows of the token's text re-tokenised with the source tokenizer, then
-mean of all rows; or mean, random, zero).
+(fvt: vocabadapt.init.fvt, the mean of the source rows of the token's text re-tokenised with the source
+tokenizer, then the mean of all rows; or mean, random, zero).
 
 `align_vocabularies` takes two tokenizers, their co-occurrence vectors and some held-out text and
 returns the mapping with a summary (coverage, pivots, similarity histogram, span test) and the
@@ -169,44 +169,26 @@ def apply_similarity_rules(rows: _Rows, tgt: Embeddings, found: Candidates, spec
     return aligned, top1
 
 
-def _fvt_sources(target_tokenizer: Any, source_tokenizer: Any, fallback_ids: list[int]) -> dict[int, list[int]]:
-    """Source ids of each fallback token's text re-tokenised with the source tokenizer (fast vocabulary transfer)."""
-    from ..text.tokenizers import encode_texts
-
-    _, target_forms = V.canonical_vocab(target_tokenizer)
-    source_family, _ = V.canonical_vocab(source_tokenizer)
-    source_specials = V.special_ids(source_tokenizer)
-    texts, owners = [], []
-    for tid in fallback_ids:
-        form = target_forms[tid]
-        if form is None or not form.text:
-            continue
-        text = form.text.decode("utf-8", errors="replace")
-        if form.boundary and source_family in V.START_MARKING:
-            text = " " + text  # a word-start token reads as a word start in the source too
-        texts.append(text)
-        owners.append(tid)
-    out: dict[int, list[int]] = {}
-    for tid, ids in zip(owners, encode_texts(source_tokenizer, texts) if texts else []):
-        ids = [int(i) for i in ids if int(i) not in source_specials]
-        if ids:
-            out[tid] = ids
-    return out
-
-
 def apply_fallback(rows: _Rows, target_tokenizer: Any, source_tokenizer: Any, cfg: AlignmentConfig) -> None:
-    """Rows of every token no earlier rule mapped: fvt, mean, random or zero."""
+    """Rows of every token no earlier rule mapped: fvt, mean, random or zero.
+
+    fvt is THE FVT of vocabadapt.init.fvt (the token decoded, re-tokenised by the source tokenizer, byte
+    pieces mapped byte by byte), with the same equal weights, so `fallback: fvt` and `init: fvt` build
+    the same row for the same token.
+    """
+    from ..init.fvt import fvt_pieces
+
     n_s = len(source_tokenizer)
     fallback_ids = [t for t in range(len(rows.methods)) if not rows.methods[t]]
     pieces: dict[int, list[int]] = {}
     if cfg.fallback == "fvt" and fallback_ids:
-        pieces = _fvt_sources(target_tokenizer, source_tokenizer, fallback_ids)
+        pieces = dict(zip(fallback_ids, fvt_pieces(target_tokenizer, source_tokenizer, fallback_ids)))
     rng = np.random.default_rng(cfg.seed)
     plain_source = np.array(sorted(set(range(n_s)) - V.special_ids(source_tokenizer)), dtype=np.int64)
     for tid in fallback_ids:
         if cfg.fallback == "fvt" and pieces.get(tid):
             ids = [int(i) for i in pieces[tid]]
-            rows.set(tid, "fvt", ids, [round(1.0 / len(ids), 6)] * len(ids))
+            rows.set(tid, "fvt", ids, [1.0 / len(ids)] * len(ids))
         elif cfg.fallback == "random":
             rows.set(tid, "random", [int(rng.choice(plain_source))], [1.0])
         elif cfg.fallback == "zero":
