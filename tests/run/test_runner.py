@@ -188,3 +188,22 @@ def test_stage_table_matches_design_order():
             for part in key.split("."):
                 assert part in cur, f"{spec.name}: unknown config key {key}"
                 cur = cur[part]
+
+
+def test_changing_num_processes_reruns_stage1(tmp_path):
+    """One list of output-changing training keys (issue 13): num_processes was in the checkpoint record only,
+    so a finished stage 1 counted as up to date after changing it."""
+    from vocabadapt.config import Config
+    from vocabadapt.run.manifest import output_prints, stage_is_current
+    from vocabadapt.stages.train import STAGE1, STAGE2
+    from vocabadapt.training.settings import OUTPUT_KEYS
+
+    assert STAGE1.config_keys == OUTPUT_KEYS["stage1"] and STAGE2.config_keys == OUTPUT_KEYS["stage2"]
+    layout = RunLayout(tmp_path)
+    one, two = Config(), Config(vocab_adaptation={"num_processes": 2})
+    upstream = {up: {"status": "done", "outputs": {}} for up in STAGE1.inputs}
+    manifest = {"stages": {**upstream, "stage1": {
+        "status": "done", "config_hash": one.section_hash(STAGE1.config_keys), "inputs": {up: {} for up in upstream},
+        "outputs": output_prints(layout, STAGE1, "size")}}}
+    assert stage_is_current(layout, STAGE1, one, manifest) == (True, "up to date")
+    assert stage_is_current(layout, STAGE1, two, manifest) == (False, "its config keys changed")

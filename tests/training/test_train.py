@@ -341,3 +341,14 @@ def test_monitor_scores_with_the_evaluation_definition(data):
     assert model.training  # the monitor leaves the training mode as it found it
     want = bits_per_byte(model, tok, texts, context=SEQ, batch_size=2)["bits_per_byte"]
     assert got == pytest.approx(want, rel=1e-9)
+
+
+def test_checkpoint_record_holds_exactly_the_stage_keys(data):
+    """The resume record and the manifest hash the same keys: vocabadapt.training.settings.OUTPUT_KEYS."""
+    from vocabadapt.training.settings import OUTPUT_KEYS, settings_record
+
+    cfg = _cfg(num_processes=2)
+    for stage in ("stage1", "stage2"):
+        rec = settings_record(stage_settings(cfg, stage), cfg, 1, False, data["gpt_neox"], data["shards"])
+        assert {k for k in rec if k.startswith("vocab_adaptation.")} == set(OUTPUT_KEYS[stage])
+        assert rec["vocab_adaptation.num_processes"] == 2

@@ -1,9 +1,9 @@
 """Training settings: what differs between the two stages, and the ONE list of keys that change the output.
 
 `OUTPUT_KEYS[stage]` are the dotted config keys whose values change what a training stage writes.
-The stage specs fingerprint exactly these in the manifest (a change reruns the stage), and the
-checkpoint record below holds their values (a resume must match them), so the two can no longer
-disagree.
+The stage specs hash exactly these in the manifest (a change reruns the stage), and the checkpoint
+record below holds their values (a resume must match them), so the two can no longer disagree.
+(`num_processes` is one: the processes multiply the sequences per step.)
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from ..config import VocabAdaptationConfig
 _SHARED = (
     "enabled", "batch_size", "gradient_accumulation", "max_seq_length", "seed", "shuffle", "bf16",
     "use_flash_attn", "warmup_ratio", "lr_scheduler", "weight_decay", "max_grad_norm",
-    "gradient_checkpointing", "eval_max_bytes",
+    "gradient_checkpointing", "eval_max_bytes", "num_processes",
 )
 _OWN = {
     "stage1": ("stage1_steps", "lr_stage1", "stage1_optimizer"),
@@ -54,15 +54,14 @@ def stage_settings(cfg: VocabAdaptationConfig, name: str, start_position: int = 
 
 
 def settings_record(settings: StageSettings, cfg: VocabAdaptationConfig, world_size: int, bf16: bool,
-                     model_dir: Path, train_shards: Path) -> dict[str, Any]:
-    """Everything that changes what the checkpoints contain; a resume must match it exactly."""
+                    model_dir: Path, train_shards: Path) -> dict[str, Any]:
+    """Everything that changes what the checkpoints contain; a resume must match it exactly.
+
+    The config part is exactly OUTPUT_KEYS[settings.name], the keys the stage's manifest record hashes.
+    """
     rec: dict[str, Any] = {f"stage.{k}": v for k, v in asdict(settings).items()}
-    for k in ("batch_size", "gradient_accumulation", "max_seq_length", "seed", "shuffle", "warmup_ratio",
-              "lr_scheduler", "weight_decay", "max_grad_norm", "gradient_checkpointing", "use_flash_attn"):
-        rec[f"vocab_adaptation.{k}"] = getattr(cfg, k)
-    if settings.trainable == "lora":
-        for k in ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules"):
-            rec[f"vocab_adaptation.{k}"] = getattr(cfg, k)
+    for key in OUTPUT_KEYS[settings.name]:
+        rec[key] = getattr(cfg, key.split(".", 1)[1])
     rec["bf16_in_use"] = bf16
     rec["world_size"] = world_size
     rec["input_model"] = state_fingerprint(model_dir)["digest"]
