@@ -194,3 +194,18 @@ def test_every_key_has_a_description():
                     walk(c)
 
     walk(Config)
+
+
+def test_initialiser_name_is_checked_at_load_against_the_registry(tmp_path):
+    """alignment.init was an unchecked string: a typo failed in the transplant stage, hours in (issue 13)."""
+    from vocabadapt.init import REGISTRY
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("alignment:\n  init: fvtt\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(cfg)
+    msg = str(e.value)
+    assert "alignment.init (line 2)" in msg and "did you mean 'fvt'" in msg
+    assert all(name in msg for name in REGISTRY)
+    for name in (*REGISTRY, None):
+        assert load_config(cfg, [f"alignment.init={name if name else 'null'}"]).alignment.init == name

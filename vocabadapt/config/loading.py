@@ -153,7 +153,7 @@ def _describe(err: dict, lines: dict[str, int], overridden: set[str]) -> str:
     if bad_key is not None:
         path = f"{path}.{bad_key!r}" if path else repr(bad_key)
     path = path or "(top level)"
-    msg = err["msg"]
+    msg = err["msg"].removeprefix("Value error, ")  # a validator's own message says what is wrong
     if bad_key is not None:
         msg = f"keys must be text, got {type(bad_key).__name__} {bad_key!r}; write it as a known key name"
     if err["type"] == "extra_forbidden":

@@ -187,6 +187,20 @@ class AlignmentConfig(Section):
     seed: int = Field(0, description="Seed for pivot choice and random rows.")
 
 
+    @field_validator("init")
+    @classmethod
+    def _known_initialiser(cls, v: Optional[str]) -> Optional[str]:
+        # Checked against the registry at load, so a typo fails here, not in the fifth stage.
+        from ..init import REGISTRY
+
+        if v is not None and v not in REGISTRY:
+            near = difflib.get_close_matches(v, list(REGISTRY), n=1)
+            hint = f" (did you mean '{near[0]}'?)" if near else ""
+            raise ValueError(f"unknown initialiser '{v}'{hint}; valid: {', '.join(REGISTRY)}, or null for the "
+                             f"mapping's per-token method")
+        return v
+
+
 class TransplantConfig(Section):
     pad_to_multiple_of: int = Field(64, ge=1, description="Pad embedding rows to a multiple of this.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
