@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from ..io import write_json
+from ..io import read_json, write_json
 
 METHODS = ("special", "identical", "aligned", "soft", "fvt", "mean", "random", "zero")
 
@@ -87,7 +87,7 @@ class TokenMapping:
     def load(cls, path: str | Path) -> "TokenMapping":
         path = Path(path)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = read_json(path)
         except (OSError, ValueError) as e:
             raise InputError(f"{path}: cannot read the mapping ({e}); rerun the align stage") from None
         if not isinstance(data, dict) or data.get("format") != "vocabadapt.mapping/1":

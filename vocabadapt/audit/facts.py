@@ -17,6 +17,7 @@ from typing import Any, Optional
 
 from ..config import Config
 from ..errors import InputError
+from ..io import read_json
 from .findings import GIB, Facts
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ def _read_json(path: Path, what: str) -> Any:
     if not path.exists():
         raise InputError(f"{what} {path} does not exist; pass the file a run wrote (or leave the option out)")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return read_json(path)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InputError(f"{what} {path} is not valid JSON ({e}); pass the JSON file itself") from None
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from ..training.settings import TRAIN_STAGES
+
 log = logging.getLogger(__name__)
 
 NAMES = {
@@ -49,7 +51,7 @@ def check_loss(train: dict | None, metrics: dict[str, list[dict]]) -> dict[str, 
         return _check(1, "not-run", {}, "no training stage recorded a summary (train/<stage>/summary.json)")
     evidence: dict[str, Any] = {}
     verdicts = []
-    for stage in ("stage1", "stage2"):
+    for stage in TRAIN_STAGES:
         s = train.get(stage)
         if not isinstance(s, dict) or s.get("skipped"):
             evidence[stage] = {"status": "skipped" if isinstance(s, dict) else "missing"}
@@ -85,7 +87,7 @@ def check_loss(train: dict | None, metrics: dict[str, list[dict]]) -> dict[str, 
 
 
 def check_embeddings(train: dict | None) -> dict[str, Any]:
-    s = train.get("stage1") if isinstance(train, dict) else None
+    s = train.get(TRAIN_STAGES[0]) if isinstance(train, dict) else None
     if not isinstance(s, dict):
         return _check(2, "not-run", {}, "no stage-1 summary (train/stage1/summary.json)")
     if s.get("skipped"):
@@ -129,7 +131,7 @@ def check_data_range(train: dict | None, start_idx_stage2: Any) -> dict[str, Any
     """
     if not isinstance(train, dict):
         return _check(3, "not-run", {}, "no training stage recorded a summary (train/<stage>/summary.json)")
-    s1, s2 = train.get("stage1"), train.get("stage2")
+    s1, s2 = (train.get(s) for s in TRAIN_STAGES)
     if not isinstance(s2, dict) or s2.get("skipped"):
         return _check(3, "not-run", {}, "stage 2 did not run")
     r1 = _ranges(s1) if isinstance(s1, dict) and not s1.get("skipped") else []

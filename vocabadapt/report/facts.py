@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-MODEL_ORDER = ("source", "baseline", "init", "stage1", "stage2")
-STAGES = ("stage1", "stage2")
+from ..training.settings import TRAIN_STAGES
+
+MODEL_ORDER = ("source", "baseline", "init", *TRAIN_STAGES)  # the report's row order of models
+STAGES = TRAIN_STAGES
 
 
 @dataclass

@@ -26,12 +26,12 @@ from typing import Any, Iterator
 
 from ..errors import InputError, StageError
 from ..io import iter_jsonl, read_json, read_json_or_none, read_jsonl
+from ..training.settings import TRAIN_STAGES
 
 log = logging.getLogger(__name__)
 
 SIDES = ("source", "target")  # the two tokenizers of a run
 SPLITS = ("train", "heldout")  # the two corpus splits
-TRAIN_STAGES = ("stage1", "stage2")  # the training stages, in order
 MODELS = ("init", *TRAIN_STAGES)  # model/<name> directories, in pipeline order
 
 

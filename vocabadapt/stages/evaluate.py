@@ -116,7 +116,7 @@ SPEC = StageSpec(
     name="evaluate",
     run=run,
     config_keys=("evaluation", "models.source_model"),
-    inputs=("corpus", "tokenize", "align", "transplant", "stage1", "stage2"),
+    inputs=("corpus", "tokenize", "align", "transplant", *TRAIN_STAGES),
     outputs=lambda layout: (layout.eval_dir,),
     description="bits per byte, PubMedQA, tokenizer efficiency, checklist",
 )

@@ -24,7 +24,7 @@ from ..errors import StageError
 from ..io import read_json, write_json
 from ..run.context import StageContext, StageSpec
 from ..run.layout import RunLayout
-from ..training.settings import OUTPUT_KEYS
+from ..training.settings import OUTPUT_KEYS, TRAIN_STAGES
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +108,8 @@ def _spec(name: str, source: str, description: str) -> StageSpec:
     )
 
 
-STAGE1 = _spec("stage1", "transplant", "train input embeddings and output head")
-STAGE2 = _spec("stage2", "stage1", "train the whole model or LoRA")
+STAGE1 = _spec(TRAIN_STAGES[0], "transplant", "train input embeddings and output head")
+STAGE2 = _spec(TRAIN_STAGES[1], TRAIN_STAGES[0], "train the whole model or LoRA")
 
 
 def main(argv: list[str]) -> int:

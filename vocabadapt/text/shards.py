@@ -12,14 +12,13 @@ whole corpus of ids into memory. Documents may span shard boundaries.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
 from ..errors import InputError
-from ..io import atomic_write, write_json
+from ..io import atomic_write, read_json, write_json
 
 
 class ShardWriter:
@@ -79,7 +78,7 @@ class ShardReader:
         meta_file = self.dir / "meta.json"
         if not meta_file.exists():
             raise InputError(f"{self.dir} is not a finished token shard directory (no meta.json); rerun tokenize")
-        self.meta = json.loads(meta_file.read_text())
+        self.meta = read_json(meta_file)
         self.offsets = np.load(self.dir / "docs.npy")
         self.shards = [np.load(self.dir / f"ids-{i:05d}.npy", mmap_mode="r") for i in range(self.meta["shards"])]
         self._starts = np.cumsum([0] + [s.size for s in self.shards])

@@ -9,12 +9,12 @@ record below holds their values (a resume must match them), so the two can no lo
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from ..config import VocabAdaptationConfig
+from ..io import read_json
 
 # Keys every training stage's output depends on, then each stage's own (vocab_adaptation.*).
 _SHARED = (
@@ -22,6 +22,7 @@ _SHARED = (
     "use_flash_attn", "warmup_ratio", "lr_scheduler", "weight_decay", "max_grad_norm",
     "gradient_checkpointing", "eval_max_bytes", "num_processes",
 )
+TRAIN_STAGES = ("stage1", "stage2")  # the training stages, in order (model/<name>, train/<name>)
 _OWN = {
     "stage1": ("stage1_steps", "lr_stage1", "stage1_optimizer"),
     "stage2": ("stage1_steps", "stage2_steps", "lr_stage2", "train_start_idx_stage2", "stage2_use_lora",
@@ -65,7 +66,7 @@ def settings_record(settings: StageSettings, cfg: VocabAdaptationConfig, world_s
     rec["bf16_in_use"] = bf16
     rec["world_size"] = world_size
     rec["input_model"] = state_fingerprint(model_dir)["digest"]
-    rec["train_data"] = json.loads((train_shards / "meta.json").read_text())
+    rec["train_data"] = read_json(train_shards / "meta.json")
     return rec
 
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import json
 import logging
 import shutil
 import time
@@ -42,7 +41,7 @@ import torch
 
 from ..config import ModelsConfig, VocabAdaptationConfig
 from ..errors import InputError, StageError
-from ..io import atomic_dir, read_jsonl, write_json
+from ..io import atomic_dir, read_json, read_jsonl, write_json
 from ..text.shards import ShardReader
 from .callbacks import EmbeddingHealth, StageMonitor, heldout_sample, heldout_scorer
 from .checkpoints import (
@@ -453,7 +452,7 @@ def _reader(path: Path) -> ShardReader:
 def _checkpoint_dtype(model_dir: Path) -> torch.dtype:
     """The dtype the input checkpoint was stored in (so the output keeps it); float32 when unknown."""
     with contextlib.suppress(OSError, ValueError):
-        cfg = json.loads((model_dir / "config.json").read_text())
+        cfg = read_json(model_dir / "config.json")
         name = cfg.get("dtype") or cfg.get("torch_dtype")
         if isinstance(name, str) and hasattr(torch, name) and isinstance(getattr(torch, name), torch.dtype):
             return getattr(torch, name)
