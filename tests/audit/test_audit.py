@@ -201,8 +201,8 @@ def test_parameter_count_matches_real_models(arch, tie):
     assert exact and params == sum(p.numel() for p in model.parameters())
 
 
-def test_parameter_count_other_architectures_is_approximate():
-    params, exact = count_parameters({"model_type": "falcon", "vocab_size": 100, "hidden_size": 8,
+def test_parameter_count_of_an_unknown_architecture_is_approximate():
+    params, exact = count_parameters({"model_type": "not_in_transformers", "vocab_size": 100, "hidden_size": 8,
                                       "num_hidden_layers": 2, "tie_word_embeddings": True})
     assert not exact and params == 12 * 2 * 64 + 800
 
@@ -243,6 +243,28 @@ def test_lora_rules():
     assert f.severity == "info" and f.evidence["scale"] == 2
     f = one(run_rule("lora", cfg(GOOD, vocab_adaptation={**on, "lora_target_modules": ["q_proj"]})), "lora")
     assert f.severity == "info" and "not checked" in f.message
+
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "gpt_neox"])
+def test_lora_targets_audit_rejects_what_training_rejects(arch, tmp_path):
+    """Issue 13: the audit's table accepted lm_head / embed_tokens, which training refuses at stage 2."""
+    from helpers import tiny_model
+
+    from vocabadapt.model.keys import linear_module_names
+
+    model = tiny_model(arch)
+    mc = model.config.to_dict()
+    accepted_by_training = linear_module_names(model)
+    head = model.get_output_embeddings()
+    emb = model.get_input_embeddings()
+    names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if n and (m is head or m is emb)}
+    candidates = sorted(set(accepted_by_training) | names | {"q_proj", "query_key_value", "c_attn", "nonexistent"})
+    on = {"stage2_use_lora": True}
+    for name in candidates:
+        f = one(run_rule("lora", cfg(GOOD, vocab_adaptation={**on, "lora_target_modules": [name]}),
+                         Facts(model_config=mc)), "lora")
+        assert (f.severity != "error") == (name in accepted_by_training), (arch, name, f.message)
 
 
 # 7 ------------------------------------------------------------------------------------------------

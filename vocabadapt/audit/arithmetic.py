@@ -7,6 +7,7 @@ from typing import Any, Optional
 from ..config import Config
 from ..errors import InputError
 from .findings import CorpusSize, Facts
+from .model_meta import lora_parameter_count, parameter_count
 
 # The TokAlign paper's stage-1 setting: 6.4e-4 with about 1,024 sequences × 2,048 tokens per step.
 PAPER_LR_STAGE1 = 6.4e-4
@@ -32,7 +33,6 @@ THRESHOLD_RANGE = (0.0, 0.95)  # sensible cosine thresholds for relative represe
 LORA_SCALE_RANGE = (0.25, 4.0)  # lora_alpha / lora_r outside this is unusual
 MEMORY_HEADROOM = 0.85  # warn when states alone take more than this share of the GPU
 
-LLAMA_FAMILY = ("llama", "mistral", "qwen2", "gemma")
 
 
 def sequences_per_step(config: Config, facts: Facts) -> int:
@@ -109,57 +109,38 @@ def cfg_value(mc: dict, *names: str, default: Any = None) -> Any:
 def count_parameters(mc: dict[str, Any]) -> tuple[int, bool]:
     """Parameters of a causal LM from its config.json.
 
-    Exact (counted layer by layer) for Llama/Mistral/Qwen2/Gemma, GPT-NeoX and GPT-2 configs;
-    otherwise the approximation 12·L·h² + V·h (×2 when untied), flagged by returning exact=False.
+    Exact when transformers can build the architecture (counted on a meta-device model,
+    vocabadapt.audit.model_meta); otherwise the approximation 12·L·h² + V·h (+ V·h when untied),
+    flagged by returning exact=False.
     Returns (parameters, exact).
+    Raises:
+        InputError: the config lacks the sizes the approximation needs (and no model could be built).
     """
-    mt = str(mc.get("model_type", ""))
+    exact = parameter_count(mc)
+    if exact is not None:
+        return exact, True
     V = int(cfg_value(mc, "vocab_size", default=0))
     h = int(cfg_value(mc, "hidden_size", "n_embd", "d_model", default=0))
     L = int(cfg_value(mc, "num_hidden_layers", "n_layer", "num_layers", default=0))
-    tied = bool(mc.get("tie_word_embeddings", mt == "gpt2"))
     if not (V and h and L):
         raise InputError("model config lacks vocab_size, hidden_size or num_hidden_layers; pass the model's config.json")
-    head = 0 if tied else V * h
-    if mt in LLAMA_FAMILY:
-        nh = int(cfg_value(mc, "num_attention_heads"))
-        kv = int(cfg_value(mc, "num_key_value_heads", default=nh))
-        hd = int(cfg_value(mc, "head_dim", default=h // nh))
-        inter = int(cfg_value(mc, "intermediate_size"))
-        qkv_bias = mt == "qwen2" or bool(mc.get("attention_bias", False))
-        o_bias = bool(mc.get("attention_bias", False)) and mt != "qwen2"
-        attn = h * nh * hd + 2 * h * kv * hd + nh * hd * h  # q, k, v, o weights
-        attn += (nh * hd + 2 * kv * hd) * qkv_bias + h * o_bias
-        mlp = 3 * h * inter + (2 * inter + h) * bool(mc.get("mlp_bias", False))  # gate, up, down
-        per_layer = attn + mlp + 2 * h  # two RMSNorm weights
-        return V * h + L * per_layer + h + head, True
-    if mt == "gpt_neox":
-        inter = int(cfg_value(mc, "intermediate_size", default=4 * h))
-        bias = bool(mc.get("attention_bias", True))
-        per_layer = 4 * h + (3 * h * h + 3 * h * bias) + (h * h + h * bias) + (h * inter + inter + inter * h + h)
-        return V * h + L * per_layer + 2 * h + head, True
-    if mt == "gpt2":
-        inter = int(cfg_value(mc, "n_inner", default=None) or 4 * h)
-        P = int(cfg_value(mc, "n_positions", default=1024))
-        per_layer = 4 * h + (3 * h * h + 3 * h) + (h * h + h) + (h * inter + inter + inter * h + h)
-        return V * h + P * h + L * per_layer + 2 * h + head, True
+    head = 0 if bool(mc.get("tie_word_embeddings", False)) else V * h
     return 12 * L * h * h + V * h + head, False
 
 
-def lora_params(mc: dict[str, Any], r: int) -> int:
-    """LoRA parameters with every linear projection targeted: r × (in + out) per projection."""
-    mt = str(mc.get("model_type", ""))
+def lora_params(mc: dict[str, Any], r: int, targets: list[str] | None = None) -> int:
+    """LoRA parameters: r × (in + out) per targeted projection (None = every linear projection).
+
+    Counted on the meta-device model; for an architecture transformers cannot build, approximated as
+    a fused qkv (h -> 3h), an output (h -> h) and two MLP projections per layer.
+    """
+    counted = lora_parameter_count(mc, r, targets)
+    if counted is not None:
+        return counted
     h = int(cfg_value(mc, "hidden_size", "n_embd", "d_model", default=0))
     L = int(cfg_value(mc, "num_hidden_layers", "n_layer", "num_layers", default=0))
     inter = int(cfg_value(mc, "intermediate_size", "n_inner", default=None) or 4 * h)
-    if mt in LLAMA_FAMILY:
-        nh = int(cfg_value(mc, "num_attention_heads"))
-        kv = int(cfg_value(mc, "num_key_value_heads", default=nh))
-        hd = int(cfg_value(mc, "head_dim", default=h // nh))
-        per_layer = (h + nh * hd) * 2 + 2 * (h + kv * hd) + 3 * (h + inter)
-    else:  # fused qkv (h -> 3h), out (h -> h), two MLP projections
-        per_layer = (h + 3 * h) + 2 * h + 2 * (h + inter)
-    return r * L * per_layer
+    return r * L * ((h + 3 * h) + 2 * h + 2 * (h + inter))
 
 
 def optimizer_state_bytes(name: str) -> tuple[float, str]:

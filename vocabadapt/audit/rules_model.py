@@ -13,17 +13,7 @@ from .arithmetic import (
     optimizer_state_bytes,
 )
 from .findings import GIB, VA, Facts, Finding, missing, rule
-
-LLAMA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-ARCH_MODULES: dict[str, tuple[str, ...]] = {
-    "llama": LLAMA_MODULES + ("embed_tokens", "lm_head"),
-    "mistral": LLAMA_MODULES + ("embed_tokens", "lm_head"),
-    "mixtral": ("q_proj", "k_proj", "v_proj", "o_proj", "w1", "w2", "w3", "gate", "embed_tokens", "lm_head"),
-    "qwen2": LLAMA_MODULES + ("embed_tokens", "lm_head"),
-    "gemma": LLAMA_MODULES + ("embed_tokens", "lm_head"),
-    "gpt_neox": ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h", "embed_in", "embed_out"),
-    "gpt2": ("c_attn", "c_proj", "c_fc", "wte", "lm_head"),
-}
+from .model_meta import lora_targets
 
 
 @rule("stage2_memory", order=50)
@@ -47,7 +37,7 @@ def check_stage2_memory(config: Config, facts: Facts) -> list[Finding]:
     full_fp32 = params * (4 + 4 + opt_bytes)  # fp32 weights + grads + states (HF bf16 autocast keeps fp32 masters)
     full_bf16 = params * (2 + 2 + opt_bytes / 2)  # model loaded in bf16: weights, grads and states in bf16
     full_8bit = params * (4 + 4 + 2)  # adamw_bnb_8bit
-    lora = lora_params(mc, va.lora_r)
+    lora = lora_params(mc, va.lora_r, va.lora_target_modules)
     lora_state = params * (2 if va.bf16 else 4) + (lora + emb_head) * (4 + 4 + opt_bytes)
     need = lora_state if va.stage2_use_lora else full_fp32
     ev = {
@@ -106,19 +96,19 @@ def check_lora(config: Config, facts: Facts) -> list[Finding]:
                                 "pass --model-config <model>/config.json"))
         else:
             mt = str(mc.get("model_type", ""))
-            known = ARCH_MODULES.get(mt)
+            known = lora_targets(mc)  # what training accepts, asked of a meta-device model
             if known is None:
                 out.append(missing("lora", f"{VA}.lora_target_modules",
-                                    f"module names for model_type '{mt}' (known: {', '.join(ARCH_MODULES)})",
-                                    "check the names against model.named_modules()", {"model_type": mt}))
+                                   f"module names of model_type '{mt}': transformers cannot build it here",
+                                   "check the names against model.named_modules()", {"model_type": mt}))
             else:
-                bad = [m for m in va.lora_target_modules if m.split(".")[-1] not in known]
+                bad = [m for m in va.lora_target_modules if m not in known]
                 if bad:
                     out.append(Finding("lora", "error", f"{VA}.lora_target_modules",
-                                       f"{bad} are not modules of a {mt} model (it has {', '.join(known)}); peft "
-                                       "would fail at the start of stage 2.",
+                                       f"{bad} are not linear projections of a {mt} model (it has "
+                                       f"{', '.join(known)}); training would refuse them at the start of stage 2.",
                                        "use names from that list, or null for every linear projection",
-                                       {"model_type": mt, "unknown": bad, "known": list(known)}))
+                                       {"model_type": mt, "unknown": bad, "known": known}))
     if not out:
         out.append(Finding("lora", "info", f"{VA}.lora_alpha",
                            f"LoRA r={va.lora_r}, alpha={va.lora_alpha:g} (scale {scale:.3g}), targets "

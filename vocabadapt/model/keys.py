@@ -91,3 +91,18 @@ def locate_embeddings(model_dir: Path, config: Any, weight_keys: list[str], trus
         bias_key = checkpoint_key(model, param_name(model, bias), weight_keys)
     return {"input": in_key, "output": out_key, "bias": bias_key, "tied": tied,
             "input_param": in_name, "output_param": out_name or in_name}
+
+
+def linear_module_names(model: torch.nn.Module) -> list[str]:
+    """Leaf names of every linear projection except the output head: LoRA's default targets, and the only
+    names training accepts in vocab_adaptation.lora_target_modules (the audit asks the same function)."""
+    from transformers.pytorch_utils import Conv1D  # GPT-2's linear layers
+
+    head = model.get_output_embeddings()
+    names = set()
+    for name, module in model.named_modules():
+        if module is head or not name:
+            continue
+        if isinstance(module, (torch.nn.Linear, Conv1D)):
+            names.add(name.rsplit(".", 1)[-1])
+    return sorted(names)

@@ -44,6 +44,7 @@ from ..errors import InputError, StageError
 from ..io import atomic_dir, read_json, read_jsonl, write_json
 from ..text.shards import ShardReader
 from .callbacks import EmbeddingHealth, StageMonitor, heldout_sample, heldout_scorer
+from ..model.keys import linear_module_names
 from .checkpoints import (
     STATE_FILE,
     CheckpointSeal,
@@ -95,20 +96,6 @@ def trainable_matrices(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     if not found:
         raise StageError(f"{type(model).__name__} exposes no input/output embeddings; cannot run stage 1")
     return found
-
-
-def linear_module_names(model: torch.nn.Module) -> list[str]:
-    """Leaf names of every linear projection except the output head (LoRA's default targets)."""
-    from transformers.pytorch_utils import Conv1D  # GPT-2's linear layers
-
-    head = model.get_output_embeddings()
-    names = set()
-    for name, module in model.named_modules():
-        if module is head or not name:
-            continue
-        if isinstance(module, (torch.nn.Linear, Conv1D)):
-            names.add(name.rsplit(".", 1)[-1])
-    return sorted(names)
 
 
 def _set_trainable(model: Any, settings: StageSettings, cfg: VocabAdaptationConfig,
