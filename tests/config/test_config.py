@@ -209,3 +209,16 @@ def test_initialiser_name_is_checked_at_load_against_the_registry(tmp_path):
     assert all(name in msg for name in REGISTRY)
     for name in (*REGISTRY, None):
         assert load_config(cfg, [f"alignment.init={name if name else 'null'}"]).alignment.init == name
+
+
+def test_evaluation_task_names_are_checked_at_load(tmp_path):
+    from vocabadapt.evaluation.tasks import TASKS
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("evaluation:\n  datasets: [heldout, pubmedq, extra/notes.txt]\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(cfg)
+    assert "unknown evaluation task 'pubmedq' (did you mean 'pubmedqa'?)" in str(e.value)
+    assert all(name in str(e.value) for name in TASKS)
+    cfg.write_text("evaluation:\n  datasets: [heldout, pubmedqa, extra/notes.txt]\n")
+    assert load_config(cfg).evaluation.datasets[-1].endswith("notes.txt")

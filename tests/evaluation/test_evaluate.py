@@ -299,3 +299,22 @@ def test_checklist_reads_the_train_stage_format(tmp_path):
     s2["sequences"]["ranges"] = s2["sequences"]["ranges"][:1]
     _write_train(tmp_path, ({"stage1": s1, "stage2": s2}))
     assert _checklist(tmp_path, {"models": {}})[2]["status"] == "pass"
+
+
+def test_a_new_task_is_a_registry_entry(tmp_path, tok, monkeypatch):
+    """Adding an evaluation is one Task registered in vocabadapt.evaluation.tasks (issue 13: it was eight functions)."""
+    from vocabadapt.config import EvaluationConfig
+    from vocabadapt.evaluation import tasks
+    from vocabadapt.evaluation.suite import evaluate_model, gather_inputs
+
+    seen = []
+    monkeypatch.setitem(tasks.TASKS, "count_tokens", tasks.Task(
+        "count_tokens", "tokens of a fixed text", lambda entry, cfg, heldout: "the patient",
+        lambda label, model, tokenizer, data, cfg, context: seen.append(label) or {
+            label: {"tokens": len(tokenizer(data)["input_ids"])}}))
+    ev = EvaluationConfig(datasets=["count_tokens", "pubmedqa"], qa={"enabled": False})
+    prepared, skips = gather_inputs(ev, tmp_path / "none.jsonl")
+    assert list(prepared) == ["count_tokens"] and skips == {"pubmedqa": "evaluation.qa.enabled is false"}
+    model = tiny_model("gpt_neox", vocab_size=len(tok))
+    result = evaluate_model("m", model, tok, prepared, ev)
+    assert seen == ["count_tokens"] and result["count_tokens"]["tokens"] == len(tok("the patient")["input_ids"])

@@ -280,7 +280,7 @@ class EvaluationConfig(Section):
     enabled: bool = Field(True, description="Run the evaluate stage.")
     datasets: list[str] = Field(
         default_factory=lambda: ["heldout", "pubmedqa"],
-        description="What to evaluate: 'heldout' (bits per byte), 'pubmedqa', or paths of extra text files.",
+        description="Evaluation tasks (vocabadapt.evaluation.tasks: 'heldout' bits per byte, 'pubmedqa') or paths of text files.",
     )
     max_samples: Optional[int] = Field(None, ge=1, description="Cap on QA questions and held-out documents.")
     qa: QAConfig = Field(default_factory=QAConfig, description="Question answering set.")
@@ -292,6 +292,17 @@ class EvaluationConfig(Section):
     context_length: Optional[int] = Field(
         None, ge=2, description="Tokens per scoring window; null = the model's context (max_position_embeddings)."
     )
+
+    @field_validator("datasets")
+    @classmethod
+    def _known_tasks(cls, v: list[str]) -> list[str]:
+        # Checked against the evaluation task registry at load, so a typo fails here, not after training.
+        from ..evaluation import tasks
+
+        bad = [tasks.unknown_message(e) for e in v if e not in tasks.TASKS and not tasks.looks_like_path(e)]
+        if bad:
+            raise ValueError("; ".join(bad))
+        return v
 
     @field_validator("qa", mode="before")
     @classmethod

@@ -22,6 +22,7 @@ from . import bpb as bpb_mod
 from . import checklist as checklist_mod
 from . import efficiency as eff
 from . import pubmedqa as qa_mod
+from . import tasks
 
 log = logging.getLogger(__name__)
 
@@ -107,69 +108,64 @@ def qa_setup(file: str, split_ids: str | None, fewshot_file: str | None, fewshot
     return QASetup(questions, shots, bootstrap, str(file))
 
 
-def gather_inputs(ev: EvaluationConfig, heldout: Path) -> tuple[dict[str, list[str]], QASetup | None, dict[str, str]]:
-    """The text sets and PubMedQA questions evaluation.datasets asks for, read before any model loads.
+Prepared = dict[str, tuple["tasks.Task", Any]]  # result label -> (task, its prepared data)
+
+
+def gather_inputs(ev: EvaluationConfig, heldout: Path) -> tuple[Prepared, dict[str, str]]:
+    """Every task evaluation.datasets names (vocabadapt.evaluation.tasks), prepared before any model loads.
 
     Args:
         ev: the evaluation section.
-        heldout: the held-out text file ('heldout' in evaluation.datasets).
+        heldout: the held-out text file (the 'heldout' task).
     Returns:
-        ({name: documents}, the QA setup or None, {what was skipped: why}).
+        ({label: (task, data)}, {what was skipped: why}).
     Raises:
         InputError: a text or QA file is missing or malformed.
+        ConfigError: an entry names no task and no file.
     """
-    texts: dict[str, list[str]] = {}
+    prepared: Prepared = {}
     skips: dict[str, str] = {}
-    for ds in ev.datasets:
-        if ds == "heldout":
-            if not heldout.is_file():
-                raise InputError(f"{heldout} is missing; run the corpus stage first (or drop 'heldout' from "
-                                 f"evaluation.datasets)")
-            texts["heldout"] = read_texts(heldout, ev.max_samples)
-        elif ds != "pubmedqa":
-            texts[Path(ds).name.split(".")[0] or ds] = read_texts(ds, ev.max_samples)
-    qa: QASetup | None = None
-    if "pubmedqa" in ev.datasets:
-        if not ev.qa.enabled:
-            skips["pubmedqa"] = "evaluation.qa.enabled is false"
-        elif not ev.qa.file:
-            skips["pubmedqa"] = "evaluation.qa.file is not set"
-        else:
-            qa = qa_setup(ev.qa.file, ev.qa.split_ids, ev.qa.fewshot_file, ev.qa.fewshot_k, ev.qa.bootstrap,
-                          ev.max_samples)
+    for entry in ev.datasets:
+        task = tasks.get(entry)
+        data = task.prepare(entry, ev, heldout)
+        if isinstance(data, tasks.Skip):
+            skips[tasks.label_of(entry)] = data.reason
+            continue
+        prepared[tasks.label_of(entry)] = (task, data)
     for what, why in skips.items():
         log.warning("evaluate: %s skipped: %s", what, why)
-    return texts, qa, skips
+    return prepared, skips
+
+
+def text_sets(prepared: Prepared) -> dict[str, list[str]]:
+    """The text sets among the prepared tasks (scored in bits per byte), by label."""
+    return {label: data for label, (task, data) in prepared.items() if task.score is tasks.TEXT_FILE.score}
+
+
+def qa_of(prepared: Prepared) -> QASetup | None:
+    found = prepared.get(tasks.PUBMEDQA.name)
+    return found[1] if found else None
 
 
 # --------------------------------------------------------------------------------------------------
 # one model
 
 
-def evaluate_model(name: str, model: Any, tokenizer: Any, texts: dict[str, list[str]], qa: QASetup | None,
-                   cfg: EvaluationConfig, context_cap: int | None = None) -> dict[str, Any]:
-    """Bits per byte on each text set, PubMedQA (zero-shot, and few-shot when configured), model facts."""
+def evaluate_model(name: str, model: Any, tokenizer: Any, prepared: Prepared, cfg: EvaluationConfig,
+                   context_cap: int | None = None) -> dict[str, Any]:
+    """Every prepared task on one model (bits per byte on each text set, PubMedQA, ...), and model facts."""
     t0 = time.perf_counter()
     check_vocab(model, tokenizer, name)
     context = bpb_mod.model_context(model, tokenizer, cap=context_cap)
     result: dict[str, Any] = {"name": name, "context": context, "facts": eff.model_facts(model),
                               "tokenizer_vocab": len(tokenizer), "bpb": {}}
-    for ds, docs in texts.items():
-        r = bpb_mod.bits_per_byte(model, tokenizer, docs, context=context, stride=cfg.stride,
-                                  batch_size=cfg.batch_size)
-        log.info("%s: %s %.4f bits/byte over %d bytes (%d tokens)", name, ds, r["bits_per_byte"], r["bytes"], r["tokens"])
-        result["bpb"][ds] = r
-    if qa is not None:
-        r = qa_mod.score_questions(model, tokenizer, qa.questions, context=context, batch_size=cfg.batch_size,
-                                   bootstrap=qa.bootstrap)
-        log.info("%s: PubMedQA accuracy %.3f macro-F1 %.3f (n=%d, skipped %d)", name, r["accuracy"] or 0,
-                 r["macro_f1"] or 0, r["n"], r["skipped"])
-        result["pubmedqa"] = r
-        if qa.shots:
-            r = qa_mod.score_questions(model, tokenizer, qa.questions, shots=qa.shots, context=context,
-                                       batch_size=cfg.batch_size, bootstrap=qa.bootstrap)
-            log.info("%s: PubMedQA %d-shot accuracy %.3f", name, len(qa.shots), r["accuracy"] or 0)
-            result["pubmedqa_fewshot"] = r
+    for label, (task, data) in prepared.items():
+        log.info("%s: %s", name, label)
+        for key, value in task.score(label, model, tokenizer, data, cfg, context).items():
+            if isinstance(value, dict) and isinstance(result.get(key), dict):
+                result[key].update(value)  # e.g. several text sets under "bpb"
+            else:
+                result[key] = value
     result["wall_s"] = round(time.perf_counter() - t0, 3)
     return result
 
@@ -275,7 +271,8 @@ def eval_command(model: str, baseline: str | None, texts: Sequence[str], pubmedq
     models_cfg = ModelsConfig()
     if not texts and not pubmedqa:
         raise InputError("nothing to evaluate: pass --text FILE (held-out text) and/or --pubmedqa FILE")
-    text_sets = {Path(t).name.split(".")[0] or str(t): read_texts(t, max_samples) for t in texts}
+    prepared: Prepared = {Path(t).name.split(".")[0] or str(t): (tasks.TEXT_FILE, read_texts(t, max_samples))
+                          for t in texts}
     qa = None
     if pubmedqa:
         split = Path(pubmedqa).with_name("test_ground_truth.json")
@@ -283,6 +280,7 @@ def eval_command(model: str, baseline: str | None, texts: Sequence[str], pubmedq
         if use_split:
             log.info("using the official test split %s", split)
         qa = qa_setup(pubmedqa, str(split) if use_split else None, None, 0, cfg.qa.bootstrap, max_samples)
+        prepared[tasks.PUBMEDQA.name] = (tasks.PUBMEDQA, qa)
 
     results: dict[str, dict] = {}
     for name, path in (("model", model), ("baseline", baseline)):
@@ -294,7 +292,7 @@ def eval_command(model: str, baseline: str | None, texts: Sequence[str], pubmedq
                              f"save the model's tokenizer into it with tokenizer.save_pretrained('{p}')")
         tok = load_tokenizer(str(path), models_cfg)
         m = load_model_for_eval(str(path), models_cfg)
-        results[name] = evaluate_model(name, m, tok, text_sets, qa, cfg)
+        results[name] = evaluate_model(name, m, tok, prepared, cfg)
         results[name]["path"] = str(path)
         del m
     full: dict[str, Any] = {"models": results}
@@ -303,7 +301,7 @@ def eval_command(model: str, baseline: str | None, texts: Sequence[str], pubmedq
             full["pubmedqa_vs_baseline"] = compare_to_baseline(results, "baseline", cfg.qa.bootstrap)
         full["bits_per_byte_difference"] = {
             ds: results["model"]["bpb"][ds]["bits_per_byte"] - results["baseline"]["bpb"][ds]["bits_per_byte"]
-            for ds in text_sets}
+            for ds in text_sets(prepared)}
     if out:
         write_json(Path(out), full)
     return {**full, "models": {n: slim(r) for n, r in results.items()}}

@@ -71,6 +71,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
         gather_inputs,
         get,
         load_model_for_eval,
+        qa_of,
+        text_sets,
     )
 
     cfg, layout = ctx.config, ctx.layout
@@ -80,7 +82,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
             write_json(layout.staged(layout.eval_summary, layout.eval_dir, tmp),
                        {"skipped": True, "reason": "evaluation.enabled is false"})
         return {"skipped": True}
-    texts, qa, skips = gather_inputs(ev, layout.corpus("heldout"))
+    prepared, skips = gather_inputs(ev, layout.corpus("heldout"))
+    texts, qa = text_sets(prepared), qa_of(prepared)
     candidates = _candidates(ctx)
     baseline = "baseline" if ev.baseline_model else "source"
 
@@ -88,7 +91,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     with ctx.progress(total=len(candidates), unit="model") as bar:
         for name, path, tok, tok_src in candidates:  # one model in memory at a time
             model = load_model_for_eval(path, cfg.models, cfg.tokenization.cache_dir)
-            results[name] = {**evaluate_model(name, model, tok, texts, qa, ev, ev.context_length),
+            results[name] = {**evaluate_model(name, model, tok, prepared, ev, ev.context_length),
                              "path": path, "tokenizer": tok_src}
             del model
             bar.update(1)

@@ -42,9 +42,9 @@ import torch
 from ..config import ModelsConfig, VocabAdaptationConfig
 from ..errors import InputError, StageError
 from ..io import atomic_dir, read_json, read_jsonl, write_json
+from ..model.keys import linear_module_names
 from ..text.shards import ShardReader
 from .callbacks import EmbeddingHealth, StageMonitor, heldout_sample, heldout_scorer
-from ..model.keys import linear_module_names
 from .checkpoints import (
     STATE_FILE,
     CheckpointSeal,
