@@ -55,9 +55,9 @@ def _rss_mb() -> float:
 
 def real_inputs(run_dir: Path, pivots: int, seed: int):
     """Target/source vectors and pivot rows exactly as the align stage chooses them."""
-    from vocabadapt.text import vocab as V
     from vocabadapt.align.relrep import choose_pivots
     from vocabadapt.run.layout import RunLayout
+    from vocabadapt.text import vocab as V
 
     layout = RunLayout(run_dir)
     tv, ti, _ = layout.embeddings("target")

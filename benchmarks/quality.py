@@ -78,8 +78,8 @@ def read_json(p: Path):
 
 
 def machine() -> str:
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-    mem = next((int(l.split()[1]) / 2**20 for l in open("/proc/meminfo") if l.startswith("MemTotal")), 0)
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    mem = next((int(line.split()[1]) / 2**20 for line in open("/proc/meminfo") if line.startswith("MemTotal")), 0)
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     return (f"{platform.node() or 'vm'}: {cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, "
             f"Python {platform.python_version()}, load average at start {load}")
@@ -123,7 +123,7 @@ def sets(d: dict) -> list[str]:
 def _texts(path: Path) -> list[str]:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt") as f:
-        return [json.loads(l)["text"] for l in f if l.strip()]
+        return [json.loads(line)["text"] for line in f if line.strip()]
 
 
 def check_heldout(run_dir: Path) -> dict:
@@ -246,7 +246,7 @@ src = PreTrainedTokenizerFast(tokenizer_file=str(run / "tokenizers/source/tokeni
 tgt = PreTrainedTokenizerFast(tokenizer_file=str(run / "tokenizers/target/tokenizer.json"))
 txt = run / "focus_train.txt"   # corpus/train only: held-out text stays out of FOCUS's fastText too
 with open(txt, "w") as f:
-    for l in open(run / "corpus/train.jsonl"):
+    for line in open(run / "corpus/train.jsonl"):
         f.write(json.loads(l)["text"].replace("\n", " ") + "\n")
 m = AutoModelForCausalLM.from_pretrained(model_dir)
 tied = m.get_output_embeddings().weight.data_ptr() == m.get_input_embeddings().weight.data_ptr()
@@ -285,6 +285,7 @@ def run_focus_row(base: Path, dest: Path, overrides: dict, logf: Path, quick: bo
         raise RuntimeError(r.stderr[-1500:])
     info = json.loads(r.stdout.strip().splitlines()[-1])
     import yaml
+
     from vocabadapt.run.layout import RunLayout
     from vocabadapt.run.manifest import output_prints
     from vocabadapt.run.runner import get_stage
@@ -667,7 +668,7 @@ def main() -> None:
             state["focus"] = (f"row `focus`: deepfocus 1.0.1 (installed in a throwaway venv {FOCUS_VENV}, never in .venv), "
                               f"FOCUS rows written over a mean-initialised transplant of the same run, fastText "
                               f"auxiliary embeddings trained by deepfocus on corpus/train only; {rows['focus'].get('focus')}")
-        except (Exception, SystemExit) as e:  # noqa: BLE001 - a failed FOCUS row must not lose the other rows
+        except (Exception, SystemExit) as e:
             state["focus"] = f"FOCUS failed to run here: {str(e)[-600:]}"
     state["pending"] = "seeds"
     emit()

@@ -74,7 +74,7 @@ def fast_vs_slow() -> dict:
     from vocabadapt.text.tokenizers import encode_texts
 
     with gzip.open(ROOT / "examples" / "pubmed_demo" / "corpus" / "heldout.jsonl.gz", "rt") as f:
-        texts = [json.loads(l)["text"] for l in f]
+        texts = [json.loads(line)["text"] for line in f]
     mb = sum(len(t.encode()) for t in texts) / 1e6
     toks = {"demo target (fast byte-level BPE)": PreTrainedTokenizerFast(
         tokenizer_file=str(ROOT / "examples" / "pubmed_demo" / "tokenizers" / "target" / "tokenizer.json"))}

@@ -33,16 +33,16 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from helpers import SHARED_DATA, train_bpe_tokenizer  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPTNeoXConfig, Trainer, TrainerCallback, TrainingArguments  # noqa: E402
-from transformers.trainer_callback import PrinterCallback, ProgressCallback  # noqa: E402
+from transformers.trainer_callback import PrinterCallback  # noqa: E402
 
-from vocabadapt.config import VocabAdaptationConfig  # noqa: E402
-from vocabadapt.training.packing import PackedSequences, SequenceOrder  # noqa: E402
-from vocabadapt.text.shards import ShardReader, ShardWriter  # noqa: E402
 import vocabadapt.training.packing as vdata  # noqa: E402
 import vocabadapt.training.trainer as vtrain  # noqa: E402
+from helpers import SHARED_DATA, train_bpe_tokenizer  # noqa: E402
+from vocabadapt.config import VocabAdaptationConfig  # noqa: E402
+from vocabadapt.text.shards import ShardReader, ShardWriter  # noqa: E402
 from vocabadapt.training.callbacks import StageMonitor  # noqa: E402
+from vocabadapt.training.packing import PackedSequences, SequenceOrder  # noqa: E402
 from vocabadapt.training.settings import StageSettings  # noqa: E402
 from vocabadapt.training.trainer import train_stage  # noqa: E402
 

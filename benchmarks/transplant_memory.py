@@ -142,7 +142,7 @@ def main() -> None:
         "| layers | model (MiB) | operation | peak RSS growth (MiB) | x embedding size | x model size | wall (s) |",
         "|---:|---:|---|---:|---:|---:|---:|",
     ]
-    for layers, params, model_mb, results in table:
+    for layers, _params, model_mb, results in table:
         for name, r in results.items():
             lines.append(f"| {layers} | {model_mb:.0f} | {name} | {r['peak_delta_mb']:.0f} | "
                          f"{r['peak_delta_mb'] / emb_mb:.2f} | {r['peak_delta_mb'] / model_mb:.2f} | {r['wall_s']:.1f} |")

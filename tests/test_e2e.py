@@ -4,8 +4,8 @@ closing summary is printed, and (slow tier) the training stages run as 2 process
 import json
 
 import pytest
-from helpers import TEXT, save_tiny_model, train_bpe_tokenizer, write_config, write_jsonl
 
+from helpers import TEXT, save_tiny_model, train_bpe_tokenizer, write_config, write_jsonl
 from vocabadapt.cli import main
 from vocabadapt.run.layout import RunLayout
 from vocabadapt.stages import STAGE_NAMES

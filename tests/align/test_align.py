@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from helpers import TEXT, train_bpe_tokenizer, write_config, write_jsonl
+from vocabadapt.align.mapping import METHODS, TokenMapping
 from vocabadapt.align.relrep import RelativeRepresentation, blockwise_topk, choose_pivots
 from vocabadapt.align.span import precision_at
-from vocabadapt.align.mapping import METHODS, TokenMapping
 from vocabadapt.run.runner import run
 
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from vocabadapt.config import validate_dict
-from vocabadapt.run.layout import RunLayout
-from vocabadapt.stages.embed import run as run_stage
 from vocabadapt.errors import InputError
 from vocabadapt.run.context import StageContext
+from vocabadapt.run.layout import RunLayout
+from vocabadapt.stages.embed import run as run_stage
 from vocabadapt.text.shards import ShardWriter
 
 

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import copy
-import json
-import math
-from pathlib import Path
-
 import importlib
+import json
+from pathlib import Path
 
 import pytest
 
 from vocabadapt.audit import Facts, audit, count_parameters, format_text, gather_facts, parse_corpus_stats
+from vocabadapt.audit.rules_training import _enum_values
 from vocabadapt.cli import main
 from vocabadapt.config import load_config, validate_dict
-from vocabadapt.audit.rules_training import _enum_values
 from vocabadapt.errors import InputError
 
 # Not `from vocabadapt import audit`: the package's `audit` is also the public function.
@@ -250,7 +248,6 @@ def test_lora_rules():
 def test_lora_targets_audit_rejects_what_training_rejects(arch, tmp_path):
     """Issue 13: the audit's table accepted lm_head / embed_tokens, which training refuses at stage 2."""
     from helpers import tiny_model
-
     from vocabadapt.model.keys import linear_module_names
 
     model = tiny_model(arch)

@@ -11,11 +11,11 @@ import torch
 from helpers import TEXT, save_tiny_model, tiny_model, train_bpe_tokenizer, write_jsonl
 from vocabadapt.config import Config
 from vocabadapt.errors import InputError
+from vocabadapt.evaluation import bpb, checklist, efficiency
 from vocabadapt.evaluation.suite import eval_command, read_texts
+from vocabadapt.run.context import StageContext
 from vocabadapt.run.layout import RunLayout
 from vocabadapt.stages.evaluate import run as run_stage
-from vocabadapt.evaluation import bpb, checklist, efficiency
-from vocabadapt.run.context import StageContext
 
 DOCS = [TEXT[:180], "aspirin reduces pain . the study of tumour growth in mice", TEXT[40:400]]
 QA = {

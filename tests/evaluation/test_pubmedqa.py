@@ -149,8 +149,8 @@ def test_fewshot_examples_dropped_before_context(tok):
 @pytest.mark.skipif(not (SHARED_DATA / "pubmedqa" / "ori_pqal.json").exists(), reason="shared data absent")
 def test_official_test_split_on_cpu(tmp_path):
     """The 500-question test split on a tiny model (prints the wall time)."""
-    from vocabadapt.evaluation.suite import eval_command
     from helpers import save_tiny_model
+    from vocabadapt.evaluation.suite import eval_command
 
     tok = train_bpe_tokenizer([TEXT], vocab_size=300)
     mdir = save_tiny_model(tmp_path / "m", tok, max_pos=512)

@@ -7,8 +7,8 @@ import torch
 
 from helpers import TEXT, train_bpe_tokenizer
 from vocabadapt import init as initialisers
-from vocabadapt.errors import ConfigError, InputError
 from vocabadapt.align.mapping import TokenMapping
+from vocabadapt.errors import ConfigError, InputError
 from vocabadapt.model.transplant import build_rows
 
 N_SRC = 300

@@ -1,6 +1,6 @@
 import pytest
-from helpers import SHARED_DATA
 
+from helpers import SHARED_DATA
 from vocabadapt.config import ModelsConfig
 from vocabadapt.model.hub import load_tokenizer
 

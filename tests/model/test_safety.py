@@ -7,25 +7,22 @@ import json
 import os
 import shutil
 import socket
+from collections import Counter
 from pathlib import Path
 
 import pytest
 import torch
-from collections import Counter
-
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
 from helpers import TEXT, save_tiny_model, train_bpe_tokenizer, write_fuzz_counts
-from vocabadapt.run import runner as pipeline
-from vocabadapt.run.context import StageContext
-from vocabadapt.run.layout import RunLayout
-from vocabadapt.run.lock import run_lock
-from vocabadapt.stages import STAGE_NAMES, STAGES
 from vocabadapt.config import Config, ModelsConfig
 from vocabadapt.errors import InputError, StageError
 from vocabadapt.model.hub import load_model, load_tokenizer
+from vocabadapt.run import runner as pipeline
+from vocabadapt.run.layout import RunLayout
+from vocabadapt.stages import STAGES
 
 SAFE = ModelsConfig()
 # Bounded, deterministic property tests; benchmarks/faults.py raises the count and collects COUNTS.

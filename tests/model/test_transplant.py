@@ -8,15 +8,14 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
 from safetensors import safe_open
 
 from helpers import SHARED_DATA, TEXT, save_tiny_model, tiny_model, train_bpe_tokenizer
-from vocabadapt.errors import ConfigError, InputError
 from vocabadapt.align.mapping import TokenMapping, tokenizer_checksum
+from vocabadapt.errors import ConfigError, InputError
 from vocabadapt.model.transplant import transplant_model
 
 OTHER = "gene expression in tumour cells was measured by sequencing . mutations were rare . " * 6
@@ -166,7 +165,7 @@ def test_sharded_checkpoint_rewrites_only_embedding_shards_and_matches_unsharded
     files = sorted(p.name for p in sharded.glob("*.safetensors"))
     assert len(files) >= 3
     mapping = identity_mapping(tok)
-    a = transplant_model(single, tok, tok, mapping, tmp_path / "a", init="fvt")
+    transplant_model(single, tok, tok, mapping, tmp_path / "a", init="fvt")
     b = transplant_model(sharded, tok, tok, mapping, tmp_path / "b", init="fvt")
     assert b["files_copied"] and set(b["files_rewritten"]) | set(b["files_copied"]) == set(files)
     assert len(b["files_rewritten"]) <= 2

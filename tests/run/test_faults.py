@@ -21,27 +21,25 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 import zlib
 from collections import Counter
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
 import pytest
-from helpers import write_fuzz_counts
 import yaml
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from vocabadapt import cli, io as vio
-from vocabadapt.run import runner as pipeline
+from helpers import write_fuzz_counts
+from vocabadapt import cli
+from vocabadapt import io as vio
+from vocabadapt.config import Config
+from vocabadapt.errors import InputError, RunLockedError, StageError
 from vocabadapt.run.context import StageContext
 from vocabadapt.run.layout import RunLayout
 from vocabadapt.run.lock import run_lock
-from vocabadapt.stages import STAGE_NAMES, STAGES
-from vocabadapt.config import Config
-from vocabadapt.errors import InputError, RunLockedError, StageError
 
 EXAMPLES = int(os.environ.get("VOCABADAPT_FUZZ_EXAMPLES", "30"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True,

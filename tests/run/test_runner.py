@@ -7,14 +7,13 @@ import sys
 
 import pytest
 
+from vocabadapt.errors import RunLockedError, StageError, TransientError
+from vocabadapt.io import write_json
 from vocabadapt.run import runner as pipeline
-from vocabadapt.run.context import StageContext
+from vocabadapt.run.context import StageSpec
 from vocabadapt.run.layout import RunLayout
 from vocabadapt.run.lock import run_lock
 from vocabadapt.stages import STAGE_NAMES, STAGES
-from vocabadapt.errors import RunLockedError, StageError, TransientError
-from vocabadapt.io import write_json
-from vocabadapt.run.context import StageSpec
 
 CALLS: list[str] = []
 FAIL: dict[str, object] = {}

@@ -8,10 +8,10 @@ import json
 import pytest
 
 from vocabadapt.config import validate_dict
-from vocabadapt.run.layout import RunLayout
-from vocabadapt.stages.corpus import run as run_stage
 from vocabadapt.errors import InputError
 from vocabadapt.run.context import StageContext
+from vocabadapt.run.layout import RunLayout
+from vocabadapt.stages.corpus import run as run_stage
 
 
 def _ctx(tmp_path, corpus: dict, min_len: int = 0):
@@ -42,7 +42,7 @@ def test_jsonl_bad_lines_dedup_and_fields(tmp_path):
     file_stats = json.loads(ctx.layout.path("corpus", "stats.json").read_text())["files"][str(f)]
     assert file_stats["first_bad_lines"] == ["line 2: not valid JSON", "line 3: no text in fields ['title', 'abstract']",
                                              "line 5: not UTF-8"]
-    assert stats["bytes"] == len("T1\nfirst  abstract".encode()) + len(b"only abstract")
+    assert stats["bytes"] == len(b"T1\nfirst  abstract") + len(b"only abstract")
 
 
 def test_txt_blocks_lines_gzip_and_parquet(tmp_path):

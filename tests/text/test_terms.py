@@ -1,6 +1,5 @@
 
 from helpers import TEXT, train_bpe_tokenizer, write_jsonl
-
 from vocabadapt.config import Config, TokenizerTrainSpec
 from vocabadapt.run.layout import RunLayout
 from vocabadapt.text.terms import add_terms, count_words, mine_terms, rank_terms

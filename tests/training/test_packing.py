@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from vocabadapt.training.packing import PackedDataset, PackedSequences, SequenceOrder, collate
 from vocabadapt.errors import InputError
 from vocabadapt.text.shards import ShardReader, ShardWriter
+from vocabadapt.training.packing import PackedDataset, PackedSequences, SequenceOrder, collate
 
 EOS = 0
 

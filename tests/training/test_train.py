@@ -11,7 +11,6 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -20,15 +19,15 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from helpers import TEXT, save_tiny_model, train_bpe_tokenizer
 from vocabadapt.config import Config, VocabAdaptationConfig
 from vocabadapt.errors import InputError, StageError
+from vocabadapt.evaluation.bpb import bits_per_byte
 from vocabadapt.io import read_json
 from vocabadapt.run.context import StageContext
 from vocabadapt.run.layout import RunLayout
 from vocabadapt.stages.train import run as run_training
 from vocabadapt.text.shards import ShardWriter
+from vocabadapt.training.callbacks import heldout_sample, heldout_scorer
 from vocabadapt.training.checkpoints import valid_checkpoints
 from vocabadapt.training.settings import StageSettings, stage_settings
-from vocabadapt.evaluation.bpb import bits_per_byte
-from vocabadapt.training.callbacks import heldout_sample, heldout_scorer
 from vocabadapt.training.trainer import linear_module_names, train_stage
 
 SEQ = 16

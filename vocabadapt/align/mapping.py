@@ -84,7 +84,7 @@ class TokenMapping:
         write_json(path, self.to_json(), indent=None)
 
     @classmethod
-    def load(cls, path: str | Path) -> "TokenMapping":
+    def load(cls, path: str | Path) -> TokenMapping:
         path = Path(path)
         try:
             data = read_json(path)

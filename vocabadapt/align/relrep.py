@@ -101,8 +101,9 @@ def blockwise_topk(query: Any, keys: Any, k: int, block_rows: int = 4096,
     out_i = torch.empty((m, k), dtype=torch.int64)
     with torch.no_grad():
         for r0 in range(0, m, block_rows):
-            qb = q.rows(r0, r0 + block_rows) if lazy else q[r0:r0 + block_rows]  # (b, P)
-            best_v = best_i = None
+            qb = query.rows(r0, r0 + block_rows) if lazy else q[r0:r0 + block_rows]  # (b, P)
+            best_v: Any = None
+            best_i: Any = None
             for c0 in range(0, n, chunk):
                 scores = qb @ s[c0:c0 + chunk].T  # (b, chunk)
                 v, i = torch.topk(scores, min(k, scores.shape[1]), dim=1)

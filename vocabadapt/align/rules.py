@@ -132,7 +132,7 @@ class _Rows:
     similarity: list[float | None]
 
     @classmethod
-    def empty(cls, n: int) -> "_Rows":
+    def empty(cls, n: int) -> _Rows:
         return cls([""] * n, [[] for _ in range(n)], [[] for _ in range(n)], [None] * n)
 
     def set(self, tid: int, method: str, ids: list[int], weights: list[float]) -> None:

@@ -23,8 +23,7 @@ def token_spans(tokenizer: Any, texts: list[str]) -> list[tuple[list[int], list[
     backend = backend_of(tokenizer)
     if backend is not None:
         for text, enc in zip(texts, backend.encode_batch(texts, add_special_tokens=False)):
-            spans = [_trim(text, a, b) for a, b in enc.offsets]
-            out.append((list(enc.ids), spans))
+            out.append((list(enc.ids), [_trim(text, a, b) for a, b in enc.offsets]))
         return out
     surface_cache: dict[int, str] = {}
     for text in texts:

@@ -88,9 +88,8 @@ def num(x: float) -> str:
 
 def lr_text(x: float) -> str:
     """Learning rates as people write them: 6.4e-4, 4e-5, 1.6e-4."""
-    mant, exp = f"{x:.2g}".split("e") if "e" in f"{x:.2g}" else (None, None)
-    if mant is None:
-        mant, exp = f"{x:.1e}".split("e")
+    short = f"{x:.2g}"
+    mant, exp = short.split("e") if "e" in short else f"{x:.1e}".split("e")
     mant = mant.rstrip("0").rstrip(".") if "." in mant else mant
     return f"{mant}e{int(exp)}"
 

@@ -285,7 +285,7 @@ def check_batch_and_steps(config: Config, facts: Facts) -> list[Finding]:
     return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _enum_values_cached(module: str, cls: str) -> tuple[str, ...]:
     # Importing transformers.training_args costs ~8 s of CPU (it pulls in torch and the Trainer), so
     # the enum's string members are read from its source with ast; the import is the fallback.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any, cast
 
 from pydantic import BaseModel
 
@@ -22,19 +23,20 @@ def schema_reference() -> str:
 
     def walk(model: type[BaseModel], prefix: str) -> None:
         rows = []
-        subs = []
+        subs: list[tuple[str, type[BaseModel], Any]] = []
         for name, f in model.model_fields.items():
             ann = f.annotation
             cands = [ann, *getattr(ann, "__args__", ())]
-            sub = next((c for c in cands if isinstance(c, type) and issubclass(c, BaseModel) and c is not TargetTokenizerSpec), None)
+            sub: type[BaseModel] | None = next(
+                (c for c in cands if isinstance(c, type) and issubclass(c, BaseModel) and c is not TargetTokenizerSpec), None)
             if sub is not None and ann is sub:
-                subs.append((name, sub, f))
+                subs.append((name, cast("type[BaseModel]", sub), f))
                 continue
             default = f.get_default(call_default_factory=True)
             rows.append(f"| `{prefix}{name}` | {json.dumps(default)} | {f.description or ''} |")
         if rows:
             out.extend(["| key | default | meaning |", "|---|---|---|", *rows, ""])
-        for name, sub, f in subs:
+        for name, sub, f in subs:  # sub: a section model
             out.extend([f"## `{prefix}{name}`", "", f.description or "", ""])
             walk(sub, f"{prefix}{name}.")
 

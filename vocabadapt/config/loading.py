@@ -123,7 +123,7 @@ def _field_names(model: type[BaseModel]) -> list[str]:
     return list(model.model_fields)
 
 
-def _describe(err: dict, lines: dict[str, int], overridden: set[str]) -> str:
+def _describe(err: Any, lines: dict[str, int], overridden: set[str]) -> str:
     # pydantic puts union branch tags ('str', 'TargetTokenizerSpec', 'literal[...]') into `loc`; keep only
     # real key names and list indices, following the branch a tag names.
     clean: list = []
@@ -206,8 +206,9 @@ def _resolve_in(model: BaseModel, base: Path) -> None:
         if isinstance(value, BaseModel):
             _resolve_in(value, base)
             continue
-        kind = (field.json_schema_extra or {}).get("path") if isinstance(field.json_schema_extra, dict) else None
-        if kind is None or value is None:
+        extra = field.json_schema_extra
+        kind = extra.get("path") if isinstance(extra, dict) else None
+        if not isinstance(kind, str) or value is None:
             continue
         if isinstance(value, list):
             object.__setattr__(model, name, [_resolve_one(v, base, kind) for v in value])

@@ -19,8 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 # Marker put in a field's json_schema_extra: the value is a filesystem path (resolved against the
 # config folder) or, for "path_or_id", a path when it exists locally and a hub id otherwise.
-PATH = {"path": "path"}
-PATH_OR_ID = {"path": "path_or_id"}
+PATH: dict[str, Any] = {"path": "path"}
+PATH_OR_ID: dict[str, Any] = {"path": "path_or_id"}
 
 
 class Section(BaseModel):
@@ -342,7 +342,7 @@ class Config(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _cross_checks(self) -> "Config":
+    def _cross_checks(self) -> Config:
         ft = self.embedding.fasttext
         if ft.maxn < ft.minn:
             raise ValueError(f"embedding.fasttext.maxn ({ft.maxn}) must be >= minn ({ft.minn})")

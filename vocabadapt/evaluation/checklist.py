@@ -164,10 +164,10 @@ def coverage_of(align: dict) -> float | None:
                 break
     if _num(v) is None:
         v = align.get("aligned_fraction")
-    if _num(v) is None:
+    share = _num(v)
+    if share is None:
         return None
-    v = float(v)
-    return v / 100.0 if v > 1.0 else v  # a percentage
+    return share / 100.0 if share > 1.0 else share  # a percentage
 
 
 def zero_rows_of(transplant: dict) -> int | None:
@@ -175,8 +175,9 @@ def zero_rows_of(transplant: dict) -> int | None:
         v = transplant.get(k)
         if isinstance(v, list):
             return len(v)
-        if _num(v) is not None:
-            return int(v)
+        count = _num(v)
+        if count is not None:
+            return int(count)
     methods = transplant.get("rows_per_method") or transplant.get("methods")
     if isinstance(methods, dict) and "zero" in methods and _num(methods["zero"]) is not None:
         return int(methods["zero"])

@@ -34,14 +34,18 @@ def checkpoint_key(model: Any, param_name: str, keys: list[str]) -> str | None:
     """The checkpoint key that transformers loads into `param_name`, or None if there is none."""
     if param_name in keys:
         return param_name
-    renamings = []
+    renamings: list[Any] = []
+    apply_renamings: Any = None
     try:  # transformers >= 5 renames some legacy keys on load (e.g. GPT-NeoX embed_out -> lm_head)
         from transformers.conversion_mapping import get_model_conversion_mapping
-        from transformers.core_model_loading import WeightRenaming, apply_renamings
+        from transformers.core_model_loading import WeightRenaming
+        from transformers.core_model_loading import apply_renamings as _apply
+
+        apply_renamings = _apply
 
         renamings = [c for c in get_model_conversion_mapping(model) if isinstance(c, WeightRenaming)]
     except ImportError:  # older transformers: names on disk are the module names
-        apply_renamings = None
+        pass
     prefix = getattr(model, "base_model_prefix", "") or ""
 
     def variants(name: str) -> set[str]:
@@ -81,7 +85,7 @@ def locate_embeddings(model_dir: Path, config: Any, weight_keys: list[str], trus
             if p is emb.weight and name != in_name:
                 out_key = checkpoint_key(model, name, [k for k in weight_keys if k != in_key])
     else:
-        out_key = checkpoint_key(model, out_name, weight_keys)
+        out_key = checkpoint_key(model, str(out_name), weight_keys)
         if out_key is None:
             raise InputError(f"{model_dir}: untied model but the checkpoint has no tensor for the output head "
                              f"'{out_name}'")
@@ -93,7 +97,7 @@ def locate_embeddings(model_dir: Path, config: Any, weight_keys: list[str], trus
             "input_param": in_name, "output_param": out_name or in_name}
 
 
-def linear_module_names(model: torch.nn.Module) -> list[str]:
+def linear_module_names(model: Any) -> list[str]:
     """Leaf names of every linear projection except the output head: LoRA's default targets, and the only
     names training accepts in vocab_adaptation.lora_target_modules (the audit asks the same function)."""
     from transformers.pytorch_utils import Conv1D  # GPT-2's linear layers

@@ -46,7 +46,7 @@ def read_header(path: Path) -> tuple[int, dict[str, Any]]:
 
 def _tensor_bytes(t: torch.Tensor) -> memoryview:
     # (numel * itemsize,) uint8 view of a contiguous CPU tensor; bf16 has no numpy dtype, uint8 does
-    return memoryview(t.detach().contiguous().cpu().reshape(-1).view(torch.uint8).numpy())
+    return memoryview(t.detach().contiguous().cpu().reshape(-1).view(torch.uint8).numpy())  # type: ignore[arg-type]
 
 
 def read_tensor(path: Path, name: str) -> torch.Tensor:
@@ -84,7 +84,7 @@ class Spilled:
     shape: tuple[int, ...]
 
     @classmethod
-    def write(cls, t: torch.Tensor, path: Path) -> "Spilled":
+    def write(cls, t: torch.Tensor, path: Path) -> Spilled:
         with open(path, "wb") as f:
             f.write(_tensor_bytes(t))
         return cls(path, t.dtype, tuple(t.shape))

@@ -29,7 +29,7 @@ class StageSpec:
     """One stage: its function, what changes it, what it reads and what it writes."""
 
     name: str
-    run: Callable[["StageContext"], dict[str, Any]]
+    run: Callable[[StageContext], dict[str, Any]]
     config_keys: tuple[str, ...]  # dotted config paths whose values change its output
     inputs: tuple[str, ...]  # upstream stages whose outputs it reads
     outputs: Paths  # the artifacts it writes (fingerprinted in the manifest)
@@ -48,7 +48,7 @@ class StageContext:
     """What a stage gets: the run's layout, the validated config, its name and position in the run."""
 
     layout: RunLayout
-    config: "Config"
+    config: Config
     stage: str
     index: int = 0  # 1-based position among the stages of this invocation
     total: int = 0

@@ -59,7 +59,7 @@ def output_prints(layout: RunLayout, spec: StageSpec, how: str) -> dict[str, Any
     return {name: fingerprint(layout.root / name, how) for name in spec.output_names(layout)}
 
 
-def stage_is_current(layout: RunLayout, spec: StageSpec, config: "Config", manifest: dict) -> tuple[bool, str]:
+def stage_is_current(layout: RunLayout, spec: StageSpec, config: Config, manifest: dict) -> tuple[bool, str]:
     """Whether the stage's record still holds; the reason when not."""
     rec = manifest.get("stages", {}).get(spec.name)
     if not rec or rec.get("status") != "done":
@@ -77,7 +77,7 @@ def stage_is_current(layout: RunLayout, spec: StageSpec, config: "Config", manif
     return True, "up to date"
 
 
-def start_record(spec: StageSpec, config: "Config", manifest: dict) -> dict[str, Any]:
+def start_record(spec: StageSpec, config: Config, manifest: dict) -> dict[str, Any]:
     """The record of a stage that starts now (status running; outputs come when it is done)."""
     return {
         "status": "running",

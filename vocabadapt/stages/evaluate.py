@@ -111,7 +111,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         write_json(layout.staged(layout.eval_checklist, layout.eval_dir, tmp), checks)
     counts = {s: sum(c["status"] == s for c in checks) for s in ("pass", "fail", "not-run")}
     return {"models": list(results), "final": final, "baseline": baseline, "checklist": counts,
-            "final_bits_per_byte": get(summary, "models", final, "bpb", "heldout", "bits_per_byte"),
+            "final_bits_per_byte": get(summary, "models", final or "", "bpb", "heldout", "bits_per_byte"),
             "baseline_bits_per_byte": get(summary, "models", baseline, "bpb", "heldout", "bits_per_byte")}
 
 

@@ -204,13 +204,13 @@ def identical_from_forms(target_forms: Iterable[CanonicalToken | None],
     for tid, form in enumerate(target_forms):
         if form is None:
             continue
-        slot = by_text.get(form.text)
-        if not slot:
+        found = by_text.get(form.text)
+        if not found:
             continue
         order = (False, True, None) if form.boundary is None else (form.boundary, None)
         for b in order:
-            if b in slot:
-                out[tid] = slot[b]
+            if b in found:
+                out[tid] = found[b]
                 break
     return out
 

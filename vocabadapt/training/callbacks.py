@@ -32,7 +32,8 @@ def heldout_sample(texts: Sequence[str], max_bytes: int) -> list[str]:
     Raises:
         InputError: no held-out text.
     """
-    docs, n_bytes = [], 0
+    docs: list[str] = []
+    n_bytes = 0
     for t in texts:
         b = len(t.encode("utf-8"))
         if docs and n_bytes + b > max_bytes:
@@ -76,7 +77,7 @@ class StageMonitor(TrainerCallback):
     """
 
     def __init__(self, metrics_path: Path, tokens_per_step: int, spike_factor: float, eval_steps: int,
-                 eval_fn: Callable[[torch.nn.Module], float] | None, health: "EmbeddingHealth | None",
+                 eval_fn: Callable[[torch.nn.Module], float] | None, health: EmbeddingHealth | None,
                  state: dict[str, Any], state_path: Path, progress: Any = None):
         self.metrics_path = metrics_path
         self.state, self.state_path = state, state_path

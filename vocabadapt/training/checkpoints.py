@@ -44,7 +44,7 @@ def valid_checkpoints(checkpoint_dir: Path, need_rows: bool) -> list[tuple[int, 
     mid-write has no seal, and one damaged on disk afterwards no longer matches, so training never
     resumes from garbage (it falls back to an older checkpoint or starts the stage over).
     """
-    out = []
+    out: list[tuple[int, Path]] = []
     if not checkpoint_dir.is_dir():
         return out
     for d in checkpoint_dir.iterdir():

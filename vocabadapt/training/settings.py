@@ -49,7 +49,7 @@ def stage_settings(cfg: VocabAdaptationConfig, name: str, start_position: int = 
     if name == "stage1":
         return StageSettings(name, cfg.stage1_steps, cfg.lr_stage1, cfg.stage1_optimizer, "embeddings", start_position)
     if name == "stage2":
-        mode = "lora" if cfg.stage2_use_lora else "all"
+        mode: Literal["lora", "all"] = "lora" if cfg.stage2_use_lora else "all"
         return StageSettings(name, cfg.stage2_steps, cfg.lr_stage2, cfg.stage2_optimizer, mode, start_position)
     raise ValueError(f"unknown stage {name!r}")
 

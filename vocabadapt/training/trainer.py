@@ -82,7 +82,7 @@ def _attn_implementation(use_flash_attn: bool) -> str:
     return "flash_attention_2"
 
 
-def trainable_matrices(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+def trainable_matrices(model: Any) -> list[torch.nn.Parameter]:
     """The input embedding and output head weights, by identity (one entry when they are tied)."""
     found: list[torch.nn.Parameter] = []
     inp = model.get_input_embeddings()
@@ -128,7 +128,8 @@ def _set_trainable(model: Any, settings: StageSettings, cfg: VocabAdaptationConf
             f"its linear projections are {available} (or set lora_target_modules: null to use all of them)"
         )
     set_seed(cfg.seed)  # the adapters' random init must not depend on what ran before in this process
-    model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+    model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,  # type: ignore[arg-type]  # peft annotates int, accepts float
+                                              lora_dropout=cfg.lora_dropout,
                                              target_modules=lora_targets, bias="none", task_type="CAUSAL_LM"))
     for p in matrices:  # peft froze them; the new rows keep training with the adapters
         p.requires_grad_(True)
