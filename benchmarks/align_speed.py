@@ -84,6 +84,7 @@ def synthetic_inputs(n_t: int, n_s: int, pivots: int, seed: int = 0):
 
 def dense_reference(tv, sv, tp, sp, k=K):
     """float64, full similarity matrix, per-token loop (the reference the issue describes)."""
+
     def rel(v, p):
         v = v.astype(np.float64)
         v = v - v.mean(0)
@@ -125,7 +126,7 @@ def floor(tv, sv, tp, sp, k=K, block_rows=4096):
     with torch.no_grad():
         for r0 in range(0, rt.shape[0], block_rows):
             for c0 in range(0, rs.shape[0], chunk):
-                acc += float((rt[r0:r0 + block_rows] @ rs[c0:c0 + chunk].T)[0, 0])
+                acc += float((rt[r0 : r0 + block_rows] @ rs[c0 : c0 + chunk].T)[0, 0])
     return acc
 
 
@@ -145,8 +146,14 @@ def run_case(spec: dict) -> dict:
     t0 = time.perf_counter()
     out = IMPLS[spec["impl"]](tv, sv, tp, sp)
     wall = time.perf_counter() - t0
-    res = {"wall_s": round(wall, 2), "peak_mb": round(_peak_mb(), 1), "inputs_rss_mb": round(base, 1),
-           "n_t": int(tv.shape[0]), "n_s": int(sv.shape[0]), "pivots": int(len(tp))}
+    res = {
+        "wall_s": round(wall, 2),
+        "peak_mb": round(_peak_mb(), 1),
+        "inputs_rss_mb": round(base, 1),
+        "n_t": int(tv.shape[0]),
+        "n_s": int(sv.shape[0]),
+        "pivots": int(len(tp)),
+    }
     if spec["impl"] != "floor":
         np.save(spec["out"], out[1][:, :K])
     return res
@@ -171,8 +178,10 @@ def machine() -> str:
         pass
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return (f"{platform.node()}: {cpu}, {os.cpu_count()} cores visible, {mem:.0f} GiB RAM, Python "
-            f"{platform.python_version()}, load average at start {load} (other jobs share these cores)")
+    return (
+        f"{platform.node()}: {cpu}, {os.cpu_count()} cores visible, {mem:.0f} GiB RAM, Python "
+        f"{platform.python_version()}, load average at start {load} (other jobs share these cores)"
+    )
 
 
 def main() -> None:
@@ -186,11 +195,16 @@ def main() -> None:
     ap.add_argument("--skip-synthetic", action="store_true")
     # Sized so the whole benchmark takes about 10 minutes on 2 shared cores: V_t x V_s x P grows 32x
     # from the first case to the last, which is a 256k-token target vocabulary (with 50 pivots).
-    ap.add_argument("--sizes", default="16384x25000x300,32768x25000x300,65536x25000x300,65536x50000x150,"
-                                        "262144x50000x50",
-                    help="synthetic cases V_target x V_source x pivots, comma separated")
-    ap.add_argument("--floor-sizes", default="262144x50000x50",
-                    help="synthetic cases that also time the floor (each doubles that case's time)")
+    ap.add_argument(
+        "--sizes",
+        default="16384x25000x300,32768x25000x300,65536x25000x300,65536x50000x150,262144x50000x50",
+        help="synthetic cases V_target x V_source x pivots, comma separated",
+    )
+    ap.add_argument(
+        "--floor-sizes",
+        default="262144x50000x50",
+        help="synthetic cases that also time the floor (each doubles that case's time)",
+    )
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
     if args.child:
@@ -200,25 +214,39 @@ def main() -> None:
     import tempfile
 
     tmp = Path(tempfile.mkdtemp(prefix="align_speed."))
-    lines = ["# Align speed and memory", "",
-             f"- command: `python {' '.join([Path(sys.argv[0]).as_posix()] + sys.argv[1:])}`",
-             f"- commit: {subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True, cwd=ROOT).stdout.strip()}",
-             f"- machine: {machine()}; torch threads {args.threads}",
-             f"- date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}",
-             f"- top-k {K}; each implementation in its own process; peak = VmHWM of that process (inputs included)",
-             ""]
+    lines = [
+        "# Align speed and memory",
+        "",
+        f"- command: `python {' '.join([Path(sys.argv[0]).as_posix()] + sys.argv[1:])}`",
+        f"- commit: {subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True, cwd=ROOT).stdout.strip()}",
+        f"- machine: {machine()}; torch threads {args.threads}",
+        f"- date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}",
+        f"- top-k {K}; each implementation in its own process; peak = VmHWM of that process (inputs included)",
+        "",
+    ]
     if args.run_dir:
         rows = {}
         for impl in ("dense", "blockwise", "floor"):
             if impl == "dense" and args.skip_dense:
                 continue
-            spec = {"kind": "real", "run_dir": str(Path(args.run_dir).resolve()), "pivots": args.pivots,
-                    "seed": args.seed, "impl": impl, "threads": args.threads, "out": str(tmp / f"{impl}.npy")}
+            spec = {
+                "kind": "real",
+                "run_dir": str(Path(args.run_dir).resolve()),
+                "pivots": args.pivots,
+                "seed": args.seed,
+                "impl": impl,
+                "threads": args.threads,
+                "out": str(tmp / f"{impl}.npy"),
+            }
             rows[impl] = spawn(spec)
             print(impl, rows[impl], flush=True)
         r = rows["blockwise"]
-        lines += [f"## Real pair: GPT-NeoX -> BioGPT ({r['n_t']} x {r['n_s']} tokens with vectors, {r['pivots']} pivots)", "",
-                  "| implementation | wall s | peak MB | inputs RSS MB |", "|---|---|---|---|"]
+        lines += [
+            f"## Real pair: GPT-NeoX -> BioGPT ({r['n_t']} x {r['n_s']} tokens with vectors, {r['pivots']} pivots)",
+            "",
+            "| implementation | wall s | peak MB | inputs RSS MB |",
+            "|---|---|---|---|",
+        ]
         for impl, row in rows.items():
             lines.append(f"| {impl} | {row['wall_s']} | {row['peak_mb']} | {row['inputs_rss_mb']} |")
         lines.append("")
@@ -226,25 +254,42 @@ def main() -> None:
             d, b = np.load(tmp / "dense.npy"), np.load(tmp / "blockwise.npy")
             same1 = float((d[:, 0] == b[:, 0]).mean())
             same5 = float(np.mean([len(set(x) & set(y)) / K for x, y in zip(d.tolist(), b.tolist())]))
-            lines += [f"- speed-up of blockwise over dense: {rows['dense']['wall_s'] / r['wall_s']:.1f}x",
-                      f"- blockwise / floor: {r['wall_s'] / rows['floor']['wall_s']:.2f}x",
-                      f"- agreement with the float64 reference: top-1 identical for {100 * same1:.2f}% of target tokens, "
-                      f"top-5 overlap {100 * same5:.2f}% (differences are float32 vs float64 near-ties)", ""]
+            lines += [
+                f"- speed-up of blockwise over dense: {rows['dense']['wall_s'] / r['wall_s']:.1f}x",
+                f"- blockwise / floor: {r['wall_s'] / rows['floor']['wall_s']:.2f}x",
+                f"- agreement with the float64 reference: top-1 identical for {100 * same1:.2f}% of target tokens, "
+                f"top-5 overlap {100 * same5:.2f}% (differences are float32 vs float64 near-ties)",
+                "",
+            ]
     if not args.skip_synthetic:
-        lines += ["## Synthetic scaling (blockwise, random vectors of dim 100)", "",
-                  "| V_target | V_source | pivots | wall s | ps per V_t x V_s x P element | peak MB | floor s |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            "## Synthetic scaling (blockwise, random vectors of dim 100)",
+            "",
+            "| V_target | V_source | pivots | wall s | ps per V_t x V_s x P element | peak MB | floor s |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for size in args.sizes.split(","):
             n_t, n_s, p = (int(x) for x in size.lower().split("x"))
-            spec = {"kind": "synthetic", "n_t": n_t, "n_s": n_s, "pivots": p, "impl": "blockwise",
-                    "threads": args.threads, "out": str(tmp / "syn.npy")}
+            spec = {
+                "kind": "synthetic",
+                "n_t": n_t,
+                "n_s": n_s,
+                "pivots": p,
+                "impl": "blockwise",
+                "threads": args.threads,
+                "out": str(tmp / "syn.npy"),
+            }
             row = spawn(spec)
             fl = spawn({**spec, "impl": "floor"})["wall_s"] if size in args.floor_sizes.split(",") else "-"
             per = row["wall_s"] / (n_t * n_s * p) * 1e12
             print(size, row, fl, flush=True)
             lines.append(f"| {n_t} | {n_s} | {p} | {row['wall_s']} | {per:.2f} | {row['peak_mb']} | {fl} |")
-        lines += ["", "Constant time per (V_t x V_s x P) element means linear growth in that product; "
-                      "peak memory is inputs plus fixed 64 MiB score tiles.", ""]
+        lines += [
+            "",
+            "Constant time per (V_t x V_s x P) element means linear growth in that product; "
+            "peak memory is inputs plus fixed 64 MiB score tiles.",
+            "",
+        ]
     lines.append(f"Load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}.")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines))

@@ -125,7 +125,9 @@ def stage_events(output: str) -> dict[str, str]:
 
 def output_prints(manifest: dict) -> dict[str, Any]:
     """'stage:output path' -> its fingerprint in the manifest."""
-    return {f"{s}:{o}": fp for s, rec in manifest.get("stages", {}).items() for o, fp in (rec.get("outputs") or {}).items()}
+    return {
+        f"{s}:{o}": fp for s, rec in manifest.get("stages", {}).items() for o, fp in (rec.get("outputs") or {}).items()
+    }
 
 
 # Outputs that hold wall times or throughput (training metrics, eval JSON, the report) differ between
@@ -175,7 +177,10 @@ def compare_to_reference(ref: dict, got: dict, ref_dir: Path, run_dir: Path) -> 
         "deterministic_differ": [k for k in differ if k.split(":")[0] in DETERMINISTIC],
         "weights_differ": [k for k in differ if k.split(":")[1].startswith("model/stage")],
         "timing_bearing_differ": [k for k in differ if k.split(":")[1].startswith(TIMING_BEARING)],
-        "eval_numbers": n, "eval_max_rel_diff": worst, "eval_beyond_tol": bad[:5], "eval_beyond_count": len(bad),
+        "eval_numbers": n,
+        "eval_max_rel_diff": worst,
+        "eval_beyond_tol": bad[:5],
+        "eval_beyond_count": len(bad),
     }
 
 
@@ -211,14 +216,34 @@ def fuzz(examples: int, work: Path) -> dict[str, Any]:
     counts_file.unlink(missing_ok=True)
     env = {**os.environ, "VOCABADAPT_FUZZ_EXAMPLES": str(examples), "VOCABADAPT_FUZZ_LOG": str(counts_file)}
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rxXf",
-                           "tests/test_faults.py", "tests/test_safety.py"],
-                          cwd=REPO, env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-rxXf",
+            "tests/test_faults.py",
+            "tests/test_safety.py",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     tail = proc.stdout.strip().splitlines()[-12:]
     counts = json.loads(counts_file.read_text()) if counts_file.exists() else {}
-    return {"examples_per_property": examples, "counts": counts, "pytest_rc": proc.returncode, "code": _git_commit(),
-            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "pytest_tail": tail, "wall_s": round(time.perf_counter() - t0, 1)}
+    return {
+        "examples_per_property": examples,
+        "counts": counts,
+        "pytest_rc": proc.returncode,
+        "code": _git_commit(),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "pytest_tail": tail,
+        "wall_s": round(time.perf_counter() - t0, 1),
+    }
 
 
 def choose_model(kind: str, work: Path) -> tuple[str, str]:
@@ -238,8 +263,9 @@ def choose_model(kind: str, work: Path) -> tuple[str, str]:
     return str(out), "tiny deterministic GPT-NeoX (tests/helpers.py, hidden 64, 2 layers) for the demo source tokenizer"
 
 
-def kill_once(cmd: list[str], run_dir: Path, target: str, delay: float, logfile: Path,
-              timeout: float = 900) -> dict[str, Any]:
+def kill_once(
+    cmd: list[str], run_dir: Path, target: str, delay: float, logfile: Path, timeout: float = 900
+) -> dict[str, Any]:
     """Start the run, SIGKILL its process group `delay` s after `target` starts (if still running)."""
     with open(logfile, "w") as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=SRC, start_new_session=True)
@@ -260,8 +286,12 @@ def kill_once(cmd: list[str], run_dir: Path, target: str, delay: float, logfile:
     else:
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    return {"landed": landed, "exited_before_kill": landed is None, "rc_first": proc.returncode,
-            "waited_s": round(time.monotonic() - t_start, 2) if t_start else None}
+    return {
+        "landed": landed,
+        "exited_before_kill": landed is None,
+        "rc_first": proc.returncode,
+        "waited_s": round(time.monotonic() - t_start, 2) if t_start else None,
+    }
 
 
 CORRUPTIONS = (
@@ -273,8 +303,15 @@ CORRUPTIONS = (
     ("embeddings", "delete_largest"),
     ("eval/summary.json", "flip"),
 )
-STAGE_OF = {"corpus": "corpus", "tokens": "tokenize", "align": "align", "model/init": "transplant",
-            "model/stage1": "stage1", "embeddings": "embed", "eval": "evaluate"}
+STAGE_OF = {
+    "corpus": "corpus",
+    "tokens": "tokenize",
+    "align": "align",
+    "model/init": "transplant",
+    "model/stage1": "stage1",
+    "embeddings": "embed",
+    "eval": "evaluate",
+}
 
 
 def corrupt(run_dir: Path, rel: str, how: str, rng: random.Random) -> str:
@@ -296,8 +333,9 @@ def corrupt(run_dir: Path, rel: str, how: str, rng: random.Random) -> str:
     return f"flipped 8 bytes of {p.relative_to(run_dir)} ({len(data)} bytes)"
 
 
-def checkpoint_corruption(ref_dir: Path, work: Path, config: Path, overrides: list[str], until: list[str],
-                          rng: random.Random) -> dict[str, Any]:
+def checkpoint_corruption(
+    ref_dir: Path, work: Path, config: Path, overrides: list[str], until: list[str], rng: random.Random
+) -> dict[str, Any]:
     """stage1 killed after a checkpoint whose weights were then damaged on disk; the same command again.
 
     Built from a copy of the reference run: stage1's record set back to "running", its output and the
@@ -309,15 +347,17 @@ def checkpoint_corruption(ref_dir: Path, work: Path, config: Path, overrides: li
     shutil.rmtree(run_dir, ignore_errors=True)
     shutil.copytree(ref_dir, run_dir, symlinks=True)
     m = read_manifest(run_dir)
-    later = list(m["stages"])[list(m["stages"]).index("stage1") + 1:]
+    later = list(m["stages"])[list(m["stages"]).index("stage1") + 1 :]
     for s in later:
         m["stages"].pop(s)
     m["stages"]["stage1"]["status"] = "running"
     m["complete"] = False
     (run_dir / "manifest.json").write_text(json.dumps(m, indent=2))
     shutil.rmtree(run_dir / "model" / "stage1", ignore_errors=True)
-    ckpts = sorted((d for d in (run_dir / "checkpoints" / "stage1").glob("checkpoint-*") if d.is_dir()),
-                   key=lambda d: int(d.name.split("-")[1]))
+    ckpts = sorted(
+        (d for d in (run_dir / "checkpoints" / "stage1").glob("checkpoint-*") if d.is_dir()),
+        key=lambda d: int(d.name.split("-")[1]),
+    )
     if len(ckpts) < 2:
         return {"skipped": "fewer than two stage1 checkpoints in the reference run"}
     shutil.rmtree(ckpts[-1])
@@ -332,14 +372,24 @@ def checkpoint_corruption(ref_dir: Path, work: Path, config: Path, overrides: li
     rc, out, wall = run_to_end(cmd, work / "ckpt-corrupt.log")
     resumed = [line.strip() for line in out.splitlines() if "resuming from" in line]
     cmp = compare_to_reference(read_manifest(ref_dir), read_manifest(run_dir), ref_dir, run_dir) if rc == 0 else {}
-    rec = {"damaged": str(target.relative_to(run_dir)), "rerun_rc": rc, "rerun_wall_s": round(wall, 1),
-           "resumed_from_damaged": any(ckpts[-2].name in r for r in resumed), "resume_lines": resumed,
-           "error": None if rc == 0 else out[-1500:], **cmp,
-           "warnings": [line.strip() for line in out.splitlines() if "missing keys" in line or "unexpected keys" in line][:4]}
+    rec = {
+        "damaged": str(target.relative_to(run_dir)),
+        "rerun_rc": rc,
+        "rerun_wall_s": round(wall, 1),
+        "resumed_from_damaged": any(ckpts[-2].name in r for r in resumed),
+        "resume_lines": resumed,
+        "error": None if rc == 0 else out[-1500:],
+        **cmp,
+        "warnings": [line.strip() for line in out.splitlines() if "missing keys" in line or "unexpected keys" in line][
+            :4
+        ],
+    }
     refused_cleanly = rc != 0 and "Traceback" not in out
     rec["safe"] = refused_cleanly or (rc == 0 and not rec["resumed_from_damaged"] and not cmp.get("eval_beyond_count"))
-    log(f"  rc {rc}, resumed from damaged: {rec['resumed_from_damaged']}, eval max rel diff "
-        f"{cmp.get('eval_max_rel_diff')}, safe={rec['safe']}")
+    log(
+        f"  rc {rc}, resumed from damaged: {rec['resumed_from_damaged']}, eval max rel diff "
+        f"{cmp.get('eval_max_rel_diff')}, safe={rec['safe']}"
+    )
     shutil.rmtree(run_dir, ignore_errors=True)
     return rec
 
@@ -357,15 +407,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-corrupt", action="store_true")
     ap.add_argument("--only-fuzz", action="store_true", help="rerun just the fuzz part into the existing results")
     ap.add_argument("--rewrite", action="store_true", help="only rewrite the .md from the existing .json results")
-    ap.add_argument("--only-checkpoint", action="store_true",
-                    help="add just the damaged-checkpoint scenario to an existing results file, reusing WORK/reference")
+    ap.add_argument(
+        "--only-checkpoint",
+        action="store_true",
+        help="add just the damaged-checkpoint scenario to an existing results file, reusing WORK/reference",
+    )
     ap.add_argument("--config", default=str(REPO / "configs" / "demo.yaml"))
     ap.add_argument("--until", default=None, help="last stage (when later stages do not work yet)")
     ap.add_argument("--model", choices=("auto", "demo", "tiny"), default="auto")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--frac", default="0.05,0.6",
-                    help="kill after a uniform fraction in this range of the stage's reference wall time "
-                         "(e.g. 0.6,0.95 to kill training after its first checkpoints)")
+    ap.add_argument(
+        "--frac",
+        default="0.05,0.6",
+        help="kill after a uniform fraction in this range of the stage's reference wall time "
+        "(e.g. 0.6,0.95 to kill training after its first checkpoints)",
+    )
     ap.add_argument("--work", default="/tmp/vocabadapt-faults", help="scratch folder for the run directories")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "faults.md"))
     args = ap.parse_args(argv)
@@ -378,8 +434,11 @@ def main(argv: list[str] | None = None) -> int:
     kills_per_stage = 1 if args.quick else args.kills_per_stage
     examples = args.fuzz_examples or (100 if args.quick else 300)
     started = dt.datetime.now(dt.timezone.utc)
-    results: dict[str, Any] = {"started": started.isoformat(timespec="seconds"), "quick": args.quick,
-                               "argv": list(argv if argv is not None else sys.argv[1:])}
+    results: dict[str, Any] = {
+        "started": started.isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "argv": list(argv if argv is not None else sys.argv[1:]),
+    }
 
     if args.only_fuzz:
         results = json.loads(Path(args.out).with_suffix(".json").read_text())
@@ -395,7 +454,9 @@ def main(argv: list[str] | None = None) -> int:
         model, _ = choose_model(args.model, work)
         overrides = [f"models.source_model={model}", *TINY]
         until = ["--until", args.until] if args.until else []
-        results["checkpoint_corruption"] = checkpoint_corruption(work / "reference", work, config, overrides, until, rng)
+        results["checkpoint_corruption"] = checkpoint_corruption(
+            work / "reference", work, config, overrides, until, rng
+        )
         write_results(results, Path(args.out), partial=False)
         return 0 if results["checkpoint_corruption"].get("safe", True) else 1
 
@@ -406,7 +467,9 @@ def main(argv: list[str] | None = None) -> int:
 
     SRC = snapshot_code(work)
     sys.path.insert(0, str(SRC))  # check_done_records imports the same snapshot
-    results["code"] = f"{_git_commit()}, vocabadapt/ copied at {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}"
+    results["code"] = (
+        f"{_git_commit()}, vocabadapt/ copied at {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}"
+    )
     model, model_note = choose_model(args.model, work)
     overrides = [f"models.source_model={model}", *TINY]
     until = ["--until", args.until] if args.until else []
@@ -421,15 +484,20 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"reference run failed (rc {rc}); see {work / 'reference.log'}:\n{out[-3000:]}")
     ref = read_manifest(ref_dir)
     stage_wall = {s: rec.get("wall_s", 0.0) for s, rec in ref["stages"].items()}
-    results["reference"] = {"wall_s": round(wall, 1), "stage_wall_s": stage_wall,
-                            "command": " ".join(cmd_ref).replace(str(ref_dir), "RUN_DIR")}
+    results["reference"] = {
+        "wall_s": round(wall, 1),
+        "stage_wall_s": stage_wall,
+        "command": " ".join(cmd_ref).replace(str(ref_dir), "RUN_DIR"),
+    }
     log(f"reference: {wall:.0f}s, stages {stage_wall}")
 
     kills = []
     stages = [s for s in args.stages.split(",") if s in stage_wall]
     for stage in stages:
         for k in range(kills_per_stage):
-            frac = rng.uniform(*map(float, args.frac.split(",")))  # reference times are noisy: the landed stage is recorded
+            frac = rng.uniform(
+                *map(float, args.frac.split(","))
+            )  # reference times are noisy: the landed stage is recorded
             delay = frac * stage_wall[stage]
             run_dir = work / f"kill-{stage}-{k}"
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -445,23 +513,43 @@ def main(argv: list[str] | None = None) -> int:
             final = read_manifest(run_dir)
             events = stage_events(out2)
             cmp = compare_to_reference(ref, final, ref_dir, run_dir) if rc2 == 0 else {}
-            complete = final.get("complete") or (args.until and final.get("stages", {}).get(args.until, {}).get("status") == "done")
+            complete = final.get("complete") or (
+                args.until and final.get("stages", {}).get(args.until, {}).get("status") == "done"
+            )
             rec = {
-                "target": stage, "delay_s": round(delay, 2), **info,
-                "cut_short_recorded_done": cut_short_done, "done_records_not_matching": stale_done,
-                "temp_leftovers_after_kill": temps, "rerun_rc": rc2, "rerun_wall_s": round(wall2, 1),
-                "rerun_complete": bool(complete), "rerun_redid_landed": events.get(landed, "").startswith("ran") if landed else None,
-                "rerun_events": events, **cmp,
-                "rerun_resumed": [line.split("resuming from ")[1].split("/")[-1] for line in out2.splitlines()
-                                  if "resuming from" in line],
+                "target": stage,
+                "delay_s": round(delay, 2),
+                **info,
+                "cut_short_recorded_done": cut_short_done,
+                "done_records_not_matching": stale_done,
+                "temp_leftovers_after_kill": temps,
+                "rerun_rc": rc2,
+                "rerun_wall_s": round(wall2, 1),
+                "rerun_complete": bool(complete),
+                "rerun_redid_landed": events.get(landed, "").startswith("ran") if landed else None,
+                "rerun_events": events,
+                **cmp,
+                "rerun_resumed": [
+                    line.split("resuming from ")[1].split("/")[-1]
+                    for line in out2.splitlines()
+                    if "resuming from" in line
+                ],
                 "rerun_error": None if rc2 == 0 else out2[-1500:],
             }
-            rec["survived"] = (rc2 == 0 and bool(complete) and not cut_short_done and not stale_done
-                               and not cmp.get("deterministic_differ") and not cmp.get("eval_beyond_count"))
+            rec["survived"] = (
+                rc2 == 0
+                and bool(complete)
+                and not cut_short_done
+                and not stale_done
+                and not cmp.get("deterministic_differ")
+                and not cmp.get("eval_beyond_count")
+            )
             kills.append(rec)
-            log(f"  landed in {landed}, rerun rc {rc2} in {wall2:.0f}s, survived={rec['survived']}, "
+            log(
+                f"  landed in {landed}, rerun rc {rc2} in {wall2:.0f}s, survived={rec['survived']}, "
                 f"differ={cmp.get('deterministic_differ')}/{cmp.get('weights_differ')}, "
-                f"eval max rel diff {cmp.get('eval_max_rel_diff')}")
+                f"eval max rel diff {cmp.get('eval_max_rel_diff')}"
+            )
             shutil.rmtree(run_dir, ignore_errors=True)
             write_results(results | {"kills": kills}, Path(args.out), partial=True)
     results["kills"] = kills
@@ -484,10 +572,21 @@ def main(argv: list[str] | None = None) -> int:
             final = read_manifest(run_dir)
             cmp = compare_to_reference(ref, final, ref_dir, run_dir) if rc3 == 0 else {}
             detected = events.get(stage, "").startswith("ran") and "fingerprint" in events.get(stage, "")
-            rec = {"artifact": rel, "damage": what, "stage": stage, "rerun_rc": rc3, "rerun_wall_s": round(wall3, 1),
-                   "detected": detected, "reason": events.get(stage), "rerun_events": events, **cmp,
-                   "rerun_error": None if rc3 == 0 else out3[-1500:]}
-            rec["recovered"] = rc3 == 0 and detected and not cmp.get("deterministic_differ") and not cmp.get("eval_beyond_count")
+            rec = {
+                "artifact": rel,
+                "damage": what,
+                "stage": stage,
+                "rerun_rc": rc3,
+                "rerun_wall_s": round(wall3, 1),
+                "detected": detected,
+                "reason": events.get(stage),
+                "rerun_events": events,
+                **cmp,
+                "rerun_error": None if rc3 == 0 else out3[-1500:],
+            }
+            rec["recovered"] = (
+                rc3 == 0 and detected and not cmp.get("deterministic_differ") and not cmp.get("eval_beyond_count")
+            )
             corrupts.append(rec)
             log(f"  detected={detected} ({events.get(stage)}), rc {rc3}, recovered={rec['recovered']}")
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -508,9 +607,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _git_commit() -> str:
     try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip()
         return sha + (" (+ uncommitted changes)" if dirty else "")
     except OSError:
         return "unknown"
@@ -535,13 +637,16 @@ def write_results(r: dict[str, Any], out: Path, partial: bool) -> None:
     L = ["# Fault-injection results", ""]
     if partial:
         L += ["**PARTIAL: the benchmark was still running when this was written.**", ""]
-    L += [f"Command: `python benchmarks/faults.py{quick}` (from the repository root, in the project venv)  ",
-          f"Code: {r.get('code') or _git_commit()} (every run of this benchmark imports that one snapshot)  ",
-          f"Machine: {_machine()}  ",
-          f"Date: {r.get('started')} to {r.get('finished', '(running)')} UTC  ",
-          f"Source model: {r.get('model', '?')}  ",
-          f"Pipeline command (every kill, rerun and corruption uses exactly this): "
-          f"`{r.get('reference', {}).get('command', '?')}`", ""]
+    L += [
+        f"Command: `python benchmarks/faults.py{quick}` (from the repository root, in the project venv)  ",
+        f"Code: {r.get('code') or _git_commit()} (every run of this benchmark imports that one snapshot)  ",
+        f"Machine: {_machine()}  ",
+        f"Date: {r.get('started')} to {r.get('finished', '(running)')} UTC  ",
+        f"Source model: {r.get('model', '?')}  ",
+        f"Pipeline command (every kill, rerun and corruption uses exactly this): "
+        f"`{r.get('reference', {}).get('command', '?')}`",
+        "",
+    ]
     if r.get("until"):
         L += [f"Stages after `{r['until']}` were not run (`--until {r['until']}`).", ""]
     # Everything that was not a clean outcome, first, so nobody has to hunt for it.
@@ -554,16 +659,20 @@ def write_results(r: dict[str, Any], out: Path, partial: bool) -> None:
             unclean.append(f"corruption of {c['artifact']} not detected/recovered")
     ck = r.get("checkpoint_corruption") or {}
     if ck and not ck.get("skipped") and not ck.get("safe"):
-        unclean.append("a damaged stage-1 checkpoint was resumed from without any check (training continued on the "
-                       "damaged weights; the final eval numbers moved by up to "
-                       f"{(ck.get('eval_max_rel_diff') or 0):.1%}); checkpoints carry no fingerprint")
+        unclean.append(
+            "a damaged stage-1 checkpoint was resumed from without any check (training continued on the "
+            "damaged weights; the final eval numbers moved by up to "
+            f"{(ck.get('eval_max_rel_diff') or 0):.1%}); checkpoints carry no fingerprint"
+        )
     fz = r.get("fuzz") or {}
     for key, n in sorted(fz.get("counts", {}).items()):
         if "unclean" in key and n:
             kind = key.split("_unclean")[0]
             total = next((v for k2, v in fz["counts"].items() if k2.startswith(kind) and "unclean" not in k2), "?")
-            unclean.append(f"fuzz {kind}: {n} of {total} cases ended in an exception that is not the project's own "
-                           f"({key.split('unclean_')[1].replace('_', '.')}); the fix is named in the test's xfail reason")
+            unclean.append(
+                f"fuzz {kind}: {n} of {total} cases ended in an exception that is not the project's own "
+                f"({key.split('unclean_')[1].replace('_', '.')}); the fix is named in the test's xfail reason"
+            )
     for line in fz.get("pytest_tail", []):
         if line.startswith(("XFAIL", "FAILED", "ERROR")) and "gzip" not in line:
             unclean.append(f"test: {line}")
@@ -575,19 +684,26 @@ def write_results(r: dict[str, Any], out: Path, partial: bool) -> None:
     L.append("")
     ref = r.get("reference")
     if ref:
-        L += [f"Reference run: {ref['wall_s']} s; stage wall times (s): "
-              + ", ".join(f"{k} {v}" for k, v in ref["stage_wall_s"].items()), ""]
+        L += [
+            f"Reference run: {ref['wall_s']} s; stage wall times (s): "
+            + ", ".join(f"{k} {v}" for k, v in ref["stage_wall_s"].items()),
+            "",
+        ]
 
     kills = r.get("kills", [])
     if kills:
-        L += ["## SIGKILL inside a stage, then the same command again", "",
-              "A kill is SIGKILL to the whole process group at a random point of the target stage (the stage "
-              "actually running at that moment is the one counted). *Survived*: the rerun exits 0 and completes, "
-              "no cut-short stage was recorded done, every stage recorded done after the kill still matched its "
-              "fingerprints, deterministic stages' outputs are bitwise equal to the reference, and every "
-              f"eval/summary.json number is within relative {EVAL_RTOL} of the reference.", "",
-              "| stage | kills injected | landed in stage | survived | cut-short stage recorded done | deterministic outputs differing | trained weights differing bitwise | eval max rel. diff | temp files left by the kill |",
-              "|---|---|---|---|---|---|---|---|---|"]
+        L += [
+            "## SIGKILL inside a stage, then the same command again",
+            "",
+            "A kill is SIGKILL to the whole process group at a random point of the target stage (the stage "
+            "actually running at that moment is the one counted). *Survived*: the rerun exits 0 and completes, "
+            "no cut-short stage was recorded done, every stage recorded done after the kill still matched its "
+            "fingerprints, deterministic stages' outputs are bitwise equal to the reference, and every "
+            f"eval/summary.json number is within relative {EVAL_RTOL} of the reference.",
+            "",
+            "| stage | kills injected | landed in stage | survived | cut-short stage recorded done | deterministic outputs differing | trained weights differing bitwise | eval max rel. diff | temp files left by the kill |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for stage in KILL_STAGES:
             ks = [k for k in kills if k["target"] == stage]
             if not ks:
@@ -601,64 +717,103 @@ def write_results(r: dict[str, Any], out: Path, partial: bool) -> None:
             temps = sum(k["temp_leftovers_after_kill"] for k in ks)
             L.append(f"| {stage} | {len(ks)} | {landed} | {surv} | {cut} | {det} | {tr} | {worst:.2e} | {temps} |")
         total_s = sum(k["survived"] for k in kills)
-        L += ["", "Temp files left by a kill are `.tmp-*` names from vocabadapt.io's atomic writes: never taken for an "
-              "artifact (fingerprints skip them) but also never removed by a later run."]
+        L += [
+            "",
+            "Temp files left by a kill are `.tmp-*` names from vocabadapt.io's atomic writes: never taken for an "
+            "artifact (fingerprints skip them) but also never removed by a later run.",
+        ]
         L += ["", f"Total: {len(kills)} kills injected, {total_s} survived, {len(kills) - total_s} not.", ""]
-        L += ["Outputs that carry wall times (train/*, eval, report) differ byte-wise between any two runs and are "
-              "compared through the eval/summary.json numbers instead.", "",
-              "Each kill:", "", "| target | delay s | landed | rerun rc | rerun redid landed stage | stages the rerun ran | training resumed from | outputs differing bitwise (deterministic, weights) | eval max rel. diff |",
-              "|---|---|---|---|---|---|---|---|---|"]
+        L += [
+            "Outputs that carry wall times (train/*, eval, report) differ byte-wise between any two runs and are "
+            "compared through the eval/summary.json numbers instead.",
+            "",
+            "Each kill:",
+            "",
+            "| target | delay s | landed | rerun rc | rerun redid landed stage | stages the rerun ran | training resumed from | outputs differing bitwise (deterministic, weights) | eval max rel. diff |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for k in kills:
             ran = ", ".join(s for s, e in k.get("rerun_events", {}).items() if e.startswith("ran"))
             diff = ", ".join(k.get("deterministic_differ", []) + k.get("weights_differ", [])) or "none"
-            L.append(f"| {k['target']} | {k['delay_s']} | {k['landed']} | {k['rerun_rc']} | {k['rerun_redid_landed']} | "
-                     f"{ran} | {', '.join(k.get('rerun_resumed') or []) or '-'} | {diff} | {(k.get('eval_max_rel_diff') or 0):.2e} |")
+            L.append(
+                f"| {k['target']} | {k['delay_s']} | {k['landed']} | {k['rerun_rc']} | {k['rerun_redid_landed']} | "
+                f"{ran} | {', '.join(k.get('rerun_resumed') or []) or '-'} | {diff} | {(k.get('eval_max_rel_diff') or 0):.2e} |"
+            )
         failures = [k for k in kills if not k["survived"]]
         for k in failures:
-            L += ["", f"**Not survived: kill in {k['target']}** (landed {k['landed']}): rc {k['rerun_rc']}; "
-                  f"done records not matching: {k['done_records_not_matching']}; eval beyond tolerance: "
-                  f"{k.get('eval_beyond_tol')}", "", "```", (k.get("rerun_error") or "")[-1200:], "```"]
+            L += [
+                "",
+                f"**Not survived: kill in {k['target']}** (landed {k['landed']}): rc {k['rerun_rc']}; "
+                f"done records not matching: {k['done_records_not_matching']}; eval beyond tolerance: "
+                f"{k.get('eval_beyond_tol')}",
+                "",
+                "```",
+                (k.get("rerun_error") or "")[-1200:],
+                "```",
+            ]
         L.append("")
 
     cs = r.get("corruptions", [])
     if cs:
-        L += ["## Corrupted artifacts", "",
-              "A copy of the finished reference run gets one artifact damaged, then the same command runs again. "
-              "*Detected*: the rerun redid the owning stage because its output differs from the manifest "
-              "fingerprint; *recovered*: it exited 0 and the deterministic outputs and eval numbers equal the "
-              "reference.", "",
-              "| artifact | damage | stage | detected | reason given | stages rerun | rerun rc | recovered |",
-              "|---|---|---|---|---|---|---|---|"]
+        L += [
+            "## Corrupted artifacts",
+            "",
+            "A copy of the finished reference run gets one artifact damaged, then the same command runs again. "
+            "*Detected*: the rerun redid the owning stage because its output differs from the manifest "
+            "fingerprint; *recovered*: it exited 0 and the deterministic outputs and eval numbers equal the "
+            "reference.",
+            "",
+            "| artifact | damage | stage | detected | reason given | stages rerun | rerun rc | recovered |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for c in cs:
             ran = ", ".join(s for s, e in c.get("rerun_events", {}).items() if e.startswith("ran"))
-            L.append(f"| {c['artifact']} | {c['damage']} | {c['stage']} | {c['detected']} | {c['reason']} | {ran} | "
-                     f"{c['rerun_rc']} | {c['recovered']} |")
-        L += ["", f"Total: {len(cs)} corruptions, {sum(c['detected'] for c in cs)} detected, "
-              f"{sum(c['recovered'] for c in cs)} recovered.", ""]
+            L.append(
+                f"| {c['artifact']} | {c['damage']} | {c['stage']} | {c['detected']} | {c['reason']} | {ran} | "
+                f"{c['rerun_rc']} | {c['recovered']} |"
+            )
+        L += [
+            "",
+            f"Total: {len(cs)} corruptions, {sum(c['detected'] for c in cs)} detected, "
+            f"{sum(c['recovered'] for c in cs)} recovered.",
+            "",
+        ]
 
     ck = r.get("checkpoint_corruption")
     if ck:
-        L += ["## A damaged training checkpoint", "",
-              "stage1 interrupted after a checkpoint, then 2000 bytes flipped inside that checkpoint's "
-              "model.safetensors (see `checkpoint_corruption` in benchmarks/faults.py), then the same command. "
-              "Safe: a clean refusal, or a stage1 that does not resume from the damaged weights.", ""]
+        L += [
+            "## A damaged training checkpoint",
+            "",
+            "stage1 interrupted after a checkpoint, then 2000 bytes flipped inside that checkpoint's "
+            "model.safetensors (see `checkpoint_corruption` in benchmarks/faults.py), then the same command. "
+            "Safe: a clean refusal, or a stage1 that does not resume from the damaged weights.",
+            "",
+        ]
         if ck.get("skipped"):
             L += [f"Skipped: {ck['skipped']}", ""]
         else:
-            L += [f"- damaged: `{ck['damaged']}`; rerun exit code {ck['rerun_rc']}",
-                  f"- resumed from the damaged checkpoint: **{ck['resumed_from_damaged']}** ({'; '.join(ck['resume_lines'])})",
-                  f"- eval numbers vs the reference: max relative difference {(ck.get('eval_max_rel_diff') or 0):.2e}, "
-                  f"{ck.get('eval_beyond_count', 0)} beyond {EVAL_RTOL}; trained weights differing: {ck.get('weights_differ')}",
-                  f"- warnings printed on resume: {ck['warnings'] or 'none'}",
-                  f"- **safe: {ck['safe']}**", ""]
+            L += [
+                f"- damaged: `{ck['damaged']}`; rerun exit code {ck['rerun_rc']}",
+                f"- resumed from the damaged checkpoint: **{ck['resumed_from_damaged']}** ({'; '.join(ck['resume_lines'])})",
+                f"- eval numbers vs the reference: max relative difference {(ck.get('eval_max_rel_diff') or 0):.2e}, "
+                f"{ck.get('eval_beyond_count', 0)} beyond {EVAL_RTOL}; trained weights differing: {ck.get('weights_differ')}",
+                f"- warnings printed on resume: {ck['warnings'] or 'none'}",
+                f"- **safe: {ck['safe']}**",
+                "",
+            ]
 
     fz = r.get("fuzz")
     if fz:
-        L += ["## Fuzzed inputs (hypothesis, deterministic seeds)", "",
-              f"`VOCABADAPT_FUZZ_EXAMPLES={fz['examples_per_property']} pytest tests/test_faults.py tests/test_safety.py` "
-              f"(exit code {fz['pytest_rc']}, {fz['wall_s']} s; code {fz.get('code', 'as above')}, {fz.get('date', '')}). An *unclean failure* is any outcome other than "
-              "success or the project's own error (exit 2 with a message naming the key path / file / record).", "",
-              "| input kind | cases run |", "|---|---|"]
+        L += [
+            "## Fuzzed inputs (hypothesis, deterministic seeds)",
+            "",
+            f"`VOCABADAPT_FUZZ_EXAMPLES={fz['examples_per_property']} pytest tests/test_faults.py tests/test_safety.py` "
+            f"(exit code {fz['pytest_rc']}, {fz['wall_s']} s; code {fz.get('code', 'as above')}, {fz.get('date', '')}). An *unclean failure* is any outcome other than "
+            "success or the project's own error (exit 2 with a message naming the key path / file / record).",
+            "",
+            "| input kind | cases run |",
+            "|---|---|",
+        ]
         for k, v in sorted(fz["counts"].items()):
             L.append(f"| {k} | {v} |")
         L += ["", "pytest summary:", "", "```", *fz["pytest_tail"], "```", ""]

@@ -58,13 +58,24 @@ INITS = ["random", "mean", "fvt", "tokalign", "soft", "default"]  # "default" = 
 # questions takes ~12 minutes on this machine, which would put the benchmark at hours; `--max-samples 0`
 # evaluates everything (500 questions, all 230 held-out documents). Quick: a few minutes in all.
 BUDGETS = {
-    "full": {"vocab_adaptation.stage1_steps": 50, "vocab_adaptation.stage2_steps": 50,
-             "vocab_adaptation.eval_steps": 25, "vocab_adaptation.eval_max_bytes": 20000,
-             "evaluation.max_samples": 100, "evaluation.qa.bootstrap": 1000},
-    "quick": {"vocab_adaptation.stage1_steps": 20, "vocab_adaptation.stage2_steps": 20,
-              "vocab_adaptation.eval_steps": 10, "vocab_adaptation.eval_max_bytes": 20000,
-              "evaluation.max_samples": 40, "evaluation.qa.bootstrap": 200,
-              "embedding.fasttext.epochs": 1, "corpus.byte_budget": 1500000},
+    "full": {
+        "vocab_adaptation.stage1_steps": 50,
+        "vocab_adaptation.stage2_steps": 50,
+        "vocab_adaptation.eval_steps": 25,
+        "vocab_adaptation.eval_max_bytes": 20000,
+        "evaluation.max_samples": 100,
+        "evaluation.qa.bootstrap": 1000,
+    },
+    "quick": {
+        "vocab_adaptation.stage1_steps": 20,
+        "vocab_adaptation.stage2_steps": 20,
+        "vocab_adaptation.eval_steps": 10,
+        "vocab_adaptation.eval_max_bytes": 20000,
+        "evaluation.max_samples": 40,
+        "evaluation.qa.bootstrap": 200,
+        "embedding.fasttext.epochs": 1,
+        "corpus.byte_budget": 1500000,
+    },
 }
 COMMON = {"vocab_adaptation.save_steps": 1000}
 
@@ -81,15 +92,23 @@ def machine() -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     mem = next((int(line.split()[1]) / 2**20 for line in open("/proc/meminfo") if line.startswith("MemTotal")), 0)
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return (f"{platform.node() or 'vm'}: {cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, "
-            f"Python {platform.python_version()}, load average at start {load}")
+    return (
+        f"{platform.node() or 'vm'}: {cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, "
+        f"Python {platform.python_version()}, load average at start {load}"
+    )
 
 
 def git_head() -> str:
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "vocabadapt", "benchmarks/quality.py"],
-                               cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "vocabadapt", "benchmarks/quality.py"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
         return head + (" (+ uncommitted changes in vocabadapt/ or this script)" if dirty else "")
     except OSError:
         return "?"
@@ -101,8 +120,13 @@ def vocabadapt(args: list[str], log_file: Path, env: dict | None = None) -> floa
     with open(log_file, "a") as f:
         f.write(f"\n$ vocabadapt {' '.join(args)}\n")
         f.flush()
-        rc = subprocess.run([sys.executable, "-m", "vocabadapt", *args], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT,
-                            env={**os.environ, **(env or {})}).returncode
+        rc = subprocess.run(
+            [sys.executable, "-m", "vocabadapt", *args],
+            cwd=ROOT,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        ).returncode
     if rc != 0:
         tail = log_file.read_text()[-3000:]
         raise SystemExit(f"vocabadapt {' '.join(args)} failed (exit {rc}); log {log_file}:\n{tail}")
@@ -139,7 +163,7 @@ def check_heldout(run_dir: Path) -> dict:
     windows = hits = 0
     for t in held:
         for i in range(0, max(1, len(t) - 80), 40):
-            w = t[i:i + 80]
+            w = t[i : i + 80]
             if len(w) < 80:
                 continue
             windows += 1
@@ -147,11 +171,18 @@ def check_heldout(run_dir: Path) -> dict:
     # Biomedical abstracts share boilerplate ("were randomly assigned to ..."); 80 characters verbatim
     # is rarer than that, so allow a tiny share before calling it a leak.
     if hits > 0.01 * max(1, windows):
-        raise SystemExit(f"{hits} of {windows} held-out 80-char windows occur verbatim in the training text of {run_dir}")
+        raise SystemExit(
+            f"{hits} of {windows} held-out 80-char windows occur verbatim in the training text of {run_dir}"
+        )
     terms = run_dir / "terms" / "terms.txt"
-    return {"heldout_documents": len(held), "train_documents": len(train), "shared_documents": 0,
-            "windows_checked": windows, "windows_in_train": hits,
-            "term_mining_reads": "corpus/train.jsonl only" if terms.exists() else "term mining produced no file"}
+    return {
+        "heldout_documents": len(held),
+        "train_documents": len(train),
+        "shared_documents": 0,
+        "windows_checked": windows,
+        "windows_in_train": hits,
+        "term_mining_reads": "corpus/train.jsonl only" if terms.exists() else "term mining produced no file",
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -163,9 +194,16 @@ def eval_entry(run_dir: Path, model: str) -> dict:
     m = s["models"].get(model, {})
     bpb = (m.get("bpb") or {}).get("heldout") or {}
     qa = m.get("pubmedqa") or {}
-    return {"bpb": bpb.get("bits_per_byte"), "bytes_per_token": bpb.get("bytes_per_token"),
-            "acc": qa.get("accuracy"), "acc_ci": qa.get("accuracy_ci95"), "f1": qa.get("macro_f1"),
-            "f1_ci": qa.get("macro_f1_ci95"), "qa_n": qa.get("n"), "predicted": qa.get("prediction_counts")}
+    return {
+        "bpb": bpb.get("bits_per_byte"),
+        "bytes_per_token": bpb.get("bytes_per_token"),
+        "acc": qa.get("accuracy"),
+        "acc_ci": qa.get("accuracy_ci95"),
+        "f1": qa.get("macro_f1"),
+        "f1_ci": qa.get("macro_f1_ci95"),
+        "qa_n": qa.get("n"),
+        "predicted": qa.get("prediction_counts"),
+    }
 
 
 def curve(run_dir: Path) -> list[tuple[int, float]]:
@@ -192,6 +230,7 @@ def curve(run_dir: Path) -> list[tuple[int, float]]:
 
 def tokens_per_step(run_dir: Path) -> int:
     import yaml
+
     c = yaml.safe_load((run_dir / "config.yaml").read_text())["vocab_adaptation"]
     return c["batch_size"] * c["gradient_accumulation"] * c["max_seq_length"]
 
@@ -201,15 +240,24 @@ def row_result(run_dir: Path, wall: float) -> dict:
     t = read_json(run_dir / "train" / "summary.json")
     man = read_json(run_dir / "manifest.json")["stages"]
     stage_wall = {k: v.get("wall_s") for k, v in man.items()}
-    tokens = sum((t.get(st) or {}).get("tokens_trained") or (t.get(st) or {}).get("steps", 0) * tokens_per_step(run_dir)
-                 for st in ("stage1", "stage2"))
+    tokens = sum(
+        (t.get(st) or {}).get("tokens_trained") or (t.get(st) or {}).get("steps", 0) * tokens_per_step(run_dir)
+        for st in ("stage1", "stage2")
+    )
     return {
         "run_dir": str(run_dir.relative_to(ROOT)),
-        "init": eval_entry(run_dir, "init"), "stage1": eval_entry(run_dir, "stage1"),
-        "stage2": eval_entry(run_dir, "stage2"), "source": eval_entry(run_dir, "source"),
-        "tokens_trained": tokens, "wall_s": round(wall, 1), "stage_wall_s": stage_wall,
-        "transplant": {k: (man.get("transplant") or {}).get("summary", {}).get(k) for k in ("rows_per_method", "rows_copied")},
-        "curve": curve(run_dir), "eval_datasets": s.get("datasets"),
+        "init": eval_entry(run_dir, "init"),
+        "stage1": eval_entry(run_dir, "stage1"),
+        "stage2": eval_entry(run_dir, "stage2"),
+        "source": eval_entry(run_dir, "source"),
+        "tokens_trained": tokens,
+        "wall_s": round(wall, 1),
+        "stage_wall_s": stage_wall,
+        "transplant": {
+            k: (man.get("transplant") or {}).get("summary", {}).get(k) for k in ("rows_per_method", "rows_copied")
+        },
+        "curve": curve(run_dir),
+        "eval_datasets": s.get("datasets"),
     }
 
 
@@ -279,8 +327,19 @@ def run_focus_row(base: Path, dest: Path, overrides: dict, logf: Path, quick: bo
     extra = {**overrides, "alignment.init": "mean", "vocab_adaptation.seed": 0}
     t = time.perf_counter()
     vocabadapt(["run", str(CONFIG), "--run-dir", str(dest), "--until", "transplant", *sets(extra)], logf)
-    r = subprocess.run([str(FOCUS_VENV / "bin" / "python"), "-c", FOCUS_CHILD, str(dest), str(dest / "model" / "init"),
-                        "1" if quick else "3", overrides["models.source_model"]], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            str(FOCUS_VENV / "bin" / "python"),
+            "-c",
+            FOCUS_CHILD,
+            str(dest),
+            str(dest / "model" / "init"),
+            "1" if quick else "3",
+            overrides["models.source_model"],
+        ],
+        capture_output=True,
+        text=True,
+    )
     if r.returncode != 0:
         raise RuntimeError(r.stderr[-1500:])
     info = json.loads(r.stdout.strip().splitlines()[-1])
@@ -289,6 +348,7 @@ def run_focus_row(base: Path, dest: Path, overrides: dict, logf: Path, quick: bo
     from vocabadapt.run.layout import RunLayout
     from vocabadapt.run.manifest import output_prints
     from vocabadapt.run.runner import get_stage
+
     how = yaml.safe_load((dest / "config.yaml").read_text())["pipeline"]["checkpoint_fingerprints"]
     man = read_json(dest / "manifest.json")
     man["stages"]["transplant"]["outputs"] = output_prints(RunLayout(dest), get_stage("transplant"), how)
@@ -315,14 +375,18 @@ def pair_benchmark(work: Path, quick: bool, logf: Path) -> dict | None:
     tok_dir = Path(os.environ.get("BIOGPT_TOKENIZER", "/tmp/biogpt_tok"))
     if not (tok_dir / "vocab.json").exists():
         from transformers import BioGptTokenizer
+
         src = Path("/work/shared/data/tokenizers/biogpt")
-        BioGptTokenizer(vocab_file=str(src / "vocab.json"), merges_file=str(src / "merges.txt")).save_pretrained(str(tok_dir))
+        BioGptTokenizer(vocab_file=str(src / "vocab.json"), merges_file=str(src / "merges.txt")).save_pretrained(
+            str(tok_dir)
+        )
     run_dir = work / "neox_biogpt"
     seeded_from = None
     if not (run_dir / "manifest.json").exists():
         for cand in (ROOT / "runs" / "neox_biogpt_a", ROOT / "runs" / "neox_biogpt_b"):
-            if (cand / "manifest.json").exists() and (read_json(cand / "manifest.json").get("stages", {})
-                                                      .get("align", {}).get("status") == "done"):
+            if (cand / "manifest.json").exists() and (
+                read_json(cand / "manifest.json").get("stages", {}).get("align", {}).get("status") == "done"
+            ):
                 shutil.copytree(cand, run_dir, symlinks=True)
                 seeded_from = str(cand.relative_to(ROOT))
                 break
@@ -335,12 +399,21 @@ def pair_benchmark(work: Path, quick: bool, logf: Path) -> dict | None:
         vocabadapt(cmd + ["--from", "align", "--force"], logf, env)
     s = read_json(run_dir / "align" / "summary.json")
     man = read_json(run_dir / "manifest.json")["stages"]
-    return {"run_dir": str(run_dir.relative_to(ROOT)), "seeded_from": seeded_from,
-            "command": f"BIOGPT_TOKENIZER={tok_dir} vocabadapt {' '.join(cmd)}" + ("" if quick else " [--from align --force]"),
-            "target_vocab": s["target_vocab"], "source_vocab": s["source_vocab"], "counts": s["counts"],
-            "identical": s["identical_tokens"], "coverage": s["coverage"], "span_test": s.get("span_test"),
-            "align_wall_s": man["align"]["wall_s"], "align_peak_mb": man["align"].get("peak_rss_mb"),
-            "embed_wall_s": man["embed"]["wall_s"]}
+    return {
+        "run_dir": str(run_dir.relative_to(ROOT)),
+        "seeded_from": seeded_from,
+        "command": f"BIOGPT_TOKENIZER={tok_dir} vocabadapt {' '.join(cmd)}"
+        + ("" if quick else " [--from align --force]"),
+        "target_vocab": s["target_vocab"],
+        "source_vocab": s["source_vocab"],
+        "counts": s["counts"],
+        "identical": s["identical_tokens"],
+        "coverage": s["coverage"],
+        "span_test": s.get("span_test"),
+        "align_wall_s": man["align"]["wall_s"],
+        "align_peak_mb": man["align"].get("peak_rss_mb"),
+        "embed_wall_s": man["embed"]["wall_s"],
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -362,6 +435,7 @@ def pred(e):
 
 def plot(rows: dict, seeds: dict, path: Path) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -374,8 +448,13 @@ def plot(rows: dict, seeds: dict, path: Path) -> None:
     for name, runs in seeds.items():
         for i, r in enumerate(runs):
             pts = r["curve"]
-            axes[1].plot([p[0] for p in pts], [p[1] for p in pts], color="C0" if name == "default" else "C3",
-                         alpha=0.8, label=name if i == 0 else None)
+            axes[1].plot(
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+                color="C0" if name == "default" else "C3",
+                alpha=0.8,
+                label=name if i == 0 else None,
+            )
     axes[1].set_title("seeds: default vs best competitor")
     for ax in axes:
         ax.set_xlabel("tokens trained (stage 1 then stage 2)")
@@ -390,32 +469,59 @@ def plot(rows: dict, seeds: dict, path: Path) -> None:
 def write_md(res: dict, path: Path) -> None:
     L = [f"# Quality benchmark{' (quick)' if res['quick'] else ''}", ""]
     if not res.get("complete"):
-        L += [f"**Partial: the run was still going (or was stopped) when this was written; not yet run: {res.get('pending')}.**", ""]
-    L += [f"- command: `{res['command']}`", f"- commit: {res['commit']}", f"- machine: {res['machine']}",
-          f"- date: {res['date']}", f"- seeds: vocab_adaptation.seed {res['seeds']} (0 for the main table); alignment.seed 0",
-          f"- source model: `{res['source_model']}`", f"- budget: {res['budget']}",
-          f"- evaluation: {res['eval_note']}", f"- whole benchmark wall time: {res['total_wall_s']:.0f} s", ""]
+        L += [
+            f"**Partial: the run was still going (or was stopped) when this was written; not yet run: {res.get('pending')}.**",
+            "",
+        ]
+    L += [
+        f"- command: `{res['command']}`",
+        f"- commit: {res['commit']}",
+        f"- machine: {res['machine']}",
+        f"- date: {res['date']}",
+        f"- seeds: vocab_adaptation.seed {res['seeds']} (0 for the main table); alignment.seed 0",
+        f"- source model: `{res['source_model']}`",
+        f"- budget: {res['budget']}",
+        f"- evaluation: {res['eval_note']}",
+        f"- whole benchmark wall time: {res['total_wall_s']:.0f} s",
+        "",
+    ]
     L += ["## Held-out check", "", f"`check_heldout` on both base runs: {json.dumps(res['heldout_check'])}", ""]
     rows = res["rows"]
-    L += ["## Rows (seed 0)", "",
-          "bpb = held-out bits per byte (lower is better), bytes/tok = held-out bytes per token of the row's "
-          "tokenizer; PubMedQA accuracy and macro-F1 with 95% bootstrap intervals, after stage 2; wall = this "
-          "row's own stages (transplant, stage 1, stage 2, evaluate), the shared corpus..align stages excluded.", "",
-          "| row | bpb init | bpb stage 1 | bpb stage 2 | PubMedQA acc | PubMedQA macro-F1 | predicted yes/no/maybe | bytes/tok | tokens trained | wall s |",
-          "|---|---|---|---|---|---|---|---|---|---|"]
+    L += [
+        "## Rows (seed 0)",
+        "",
+        "bpb = held-out bits per byte (lower is better), bytes/tok = held-out bytes per token of the row's "
+        "tokenizer; PubMedQA accuracy and macro-F1 with 95% bootstrap intervals, after stage 2; wall = this "
+        "row's own stages (transplant, stage 1, stage 2, evaluate), the shared corpus..align stages excluded.",
+        "",
+        "| row | bpb init | bpb stage 1 | bpb stage 2 | PubMedQA acc | PubMedQA macro-F1 | predicted yes/no/maybe | bytes/tok | tokens trained | wall s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     src = res["source_row"]
-    L.append(f"| 1. source model, own tokenizer, no training | {fmt(src['bpb'])} | - | - | {fmt(src['acc'], 3)}{ci(src['acc_ci'])} "
-             f"| {fmt(src['f1'], 3)}{ci(src['f1_ci'])} | {pred(src)} | {fmt(src['bytes_per_token'], 3)} | 0 | - |")
+    L.append(
+        f"| 1. source model, own tokenizer, no training | {fmt(src['bpb'])} | - | - | {fmt(src['acc'], 3)}{ci(src['acc_ci'])} "
+        f"| {fmt(src['f1'], 3)}{ci(src['f1_ci'])} | {pred(src)} | {fmt(src['bytes_per_token'], 3)} | 0 | - |"
+    )
     for name, r in rows.items():
         s2 = r["stage2"]
         own = sum(v or 0 for k, v in r["stage_wall_s"].items() if k in ("transplant", "stage1", "stage2", "evaluate"))
         own += (r.get("focus") or {}).get("focus_s", 0)  # FOCUS's own fastText + weights, outside the pipeline
-        label = "2. source model, own tokenizer, continued training" if name == "continued" else f"3. transplant, init={name}"
-        L.append(f"| {label} | {fmt(r['init']['bpb'])} | {fmt(r['stage1']['bpb'])} | {fmt(s2['bpb'])} | "
-                 f"{fmt(s2['acc'], 3)}{ci(s2['acc_ci'])} | {fmt(s2['f1'], 3)}{ci(s2['f1_ci'])} | {pred(s2)} | "
-                 f"{fmt(s2['bytes_per_token'], 3)} | {r['tokens_trained']} | {own:.0f} |")
-    L += ["", "Target rows by how the transplant built them (`transplant` stage summary, rows_per_method / rows copied "
-          "verbatim from one source row):", ""]
+        label = (
+            "2. source model, own tokenizer, continued training"
+            if name == "continued"
+            else f"3. transplant, init={name}"
+        )
+        L.append(
+            f"| {label} | {fmt(r['init']['bpb'])} | {fmt(r['stage1']['bpb'])} | {fmt(s2['bpb'])} | "
+            f"{fmt(s2['acc'], 3)}{ci(s2['acc_ci'])} | {fmt(s2['f1'], 3)}{ci(s2['f1_ci'])} | {pred(s2)} | "
+            f"{fmt(s2['bytes_per_token'], 3)} | {r['tokens_trained']} | {own:.0f} |"
+        )
+    L += [
+        "",
+        "Target rows by how the transplant built them (`transplant` stage summary, rows_per_method / rows copied "
+        "verbatim from one source row):",
+        "",
+    ]
     for name, r in rows.items():
         t = r.get("transplant") or {}
         if t.get("rows_per_method"):
@@ -425,13 +531,20 @@ def write_md(res: dict, path: Path) -> None:
         L += ["## Seeds", "", "| row | seed | bpb stage 2 | PubMedQA acc | macro-F1 |", "|---|---|---|---|---|"]
         for name, runs in res["seed_rows"].items():
             for sd, r in zip(res["seeds"], runs):
-                L.append(f"| {name} | {sd} | {fmt(r['stage2']['bpb'])} | {fmt(r['stage2']['acc'], 3)} | {fmt(r['stage2']['f1'], 3)} |")
+                L.append(
+                    f"| {name} | {sd} | {fmt(r['stage2']['bpb'])} | {fmt(r['stage2']['acc'], 3)} | {fmt(r['stage2']['f1'], 3)} |"
+                )
         for name, st in res["seed_stats"].items():
-            L.append(f"\n{name}: stage-2 bpb mean {st['mean']:.4f}, min {st['min']:.4f}, max {st['max']:.4f} over {st['n']} seeds")
+            L.append(
+                f"\n{name}: stage-2 bpb mean {st['mean']:.4f}, min {st['min']:.4f}, max {st['max']:.4f} over {st['n']} seeds"
+            )
         L.append("")
     L += ["## Verdict", ""] + [f"- {v}" for v in res["verdict"]] + [""]
-    L += ["Curves: the training monitor's held-out bits per byte on the first vocab_adaptation.eval_max_bytes "
-          "bytes of held-out text (the table's columns come from the evaluate stage on evaluation.max_samples documents).", ""]
+    L += [
+        "Curves: the training monitor's held-out bits per byte on the first vocab_adaptation.eval_max_bytes "
+        "bytes of held-out text (the table's columns come from the evaluate stage on evaluation.max_samples documents).",
+        "",
+    ]
     L += [f"![held-out bpb vs tokens]({res['stem']}_bpb.png)", ""]
     p = res.get("pair")
     L += ["## Real pair GPT-NeoX -> BioGPT (alignment only, no model)", ""]
@@ -440,14 +553,22 @@ def write_md(res: dict, path: Path) -> None:
     else:
         st = p.get("span_test") or {}
         a, i = st.get("aligned", {}), st.get("identical", {})
-        L += [f"- command: `{p['command']}`" + (f" (run directory seeded by copying {p['seeded_from']}; the pipeline "
-                                                 "re-checked each stage's config hash and fingerprints)" if p["seeded_from"] else ""),
-              f"- vocabularies: target {p['target_vocab']}, source {p['source_vocab']}",
-              f"- identical-token pairs: {p['identical']}; coverage (identical + aligned, of the target vocabulary): {p['coverage']}",
-              f"- rows per method: {json.dumps(p['counts'])}",
-              f"- span precision@1 / @5: hard TokAlign (aligned rows, n={a.get('n')}) {a.get('precision@1')} / {a.get('precision@5')}; "
-              f"identical map (n={i.get('n')}) {i.get('precision@1')} / {i.get('precision@5')}",
-              f"- align wall time {p['align_wall_s']:.1f} s (peak RSS {fmt(p['align_peak_mb'], 0)} MB); embed {p['embed_wall_s']:.0f} s", ""]
+        L += [
+            f"- command: `{p['command']}`"
+            + (
+                f" (run directory seeded by copying {p['seeded_from']}; the pipeline "
+                "re-checked each stage's config hash and fingerprints)"
+                if p["seeded_from"]
+                else ""
+            ),
+            f"- vocabularies: target {p['target_vocab']}, source {p['source_vocab']}",
+            f"- identical-token pairs: {p['identical']}; coverage (identical + aligned, of the target vocabulary): {p['coverage']}",
+            f"- rows per method: {json.dumps(p['counts'])}",
+            f"- span precision@1 / @5: hard TokAlign (aligned rows, n={a.get('n')}) {a.get('precision@1')} / {a.get('precision@5')}; "
+            f"identical map (n={i.get('n')}) {i.get('precision@1')} / {i.get('precision@5')}",
+            f"- align wall time {p['align_wall_s']:.1f} s (peak RSS {fmt(p['align_peak_mb'], 0)} MB); embed {p['embed_wall_s']:.0f} s",
+            "",
+        ]
     path.write_text("\n".join(L) + "\n")
 
 
@@ -458,36 +579,60 @@ def verdict(res: dict) -> list[str]:
     ranked = sorted(adapted.items(), key=lambda kv: kv[1]["stage2"]["bpb"])
     if ranked:
         best, second = ranked[0], ranked[1] if len(ranked) > 1 else None
-        out.append(f"lowest held-out bpb after stage 2 among initialisers: {best[0]} ({best[1]['stage2']['bpb']:.4f})"
-                   + (f", ahead of {second[0]} by {second[1]['stage2']['bpb'] - best[1]['stage2']['bpb']:.4f} bpb" if second else ""))
+        out.append(
+            f"lowest held-out bpb after stage 2 among initialisers: {best[0]} ({best[1]['stage2']['bpb']:.4f})"
+            + (
+                f", ahead of {second[0]} by {second[1]['stage2']['bpb'] - best[1]['stage2']['bpb']:.4f} bpb"
+                if second
+                else ""
+            )
+        )
         out.append("ranking by stage-2 bpb: " + ", ".join(f"{k} {v['stage2']['bpb']:.4f}" for k, v in ranked))
         acc_rank = sorted(adapted.items(), key=lambda kv: -(kv[1]["stage2"]["acc"] or 0))
-        out.append("ranking by PubMedQA accuracy: " + ", ".join(f"{k} {fmt(v['stage2']['acc'], 3)}" for k, v in acc_rank))
+        out.append(
+            "ranking by PubMedQA accuracy: " + ", ".join(f"{k} {fmt(v['stage2']['acc'], 3)}" for k, v in acc_rank)
+        )
     groups: dict = {}
     for k, v in adapted.items():
         groups.setdefault((round(v["init"]["bpb"] or 0, 4), round(v["stage2"]["bpb"] or 0, 4)), []).append(k)
     for names in groups.values():
         if len(names) > 1:
-            out.append(f"{', '.join(names)} gave identical results (to 4 decimals): with alignment.method=hard (configs/demo.yaml) every "
-                       "aligned entry has one source row, so soft has nothing to combine and the default chain is "
-                       "tokalign's top-1 copy with the FVT fallback")
+            out.append(
+                f"{', '.join(names)} gave identical results (to 4 decimals): with alignment.method=hard (configs/demo.yaml) every "
+                "aligned entry has one source row, so soft has nothing to combine and the default chain is "
+                "tokalign's top-1 copy with the FVT fallback"
+            )
     d = rows.get("default")
     cont = rows.get("continued")
     if cont and cont["stage2"]["bpb"] is not None and ranked:
         best = ranked[0]
-        out.append(f"continued training of the source model (row 2) {'beats' if cont['stage2']['bpb'] < best[1]['stage2']['bpb'] else 'loses to'} "
-                   f"the best initialiser ({best[0]}) by {abs(cont['stage2']['bpb'] - best[1]['stage2']['bpb']):.4f} bpb after stage 2")
+        out.append(
+            f"continued training of the source model (row 2) {'beats' if cont['stage2']['bpb'] < best[1]['stage2']['bpb'] else 'loses to'} "
+            f"the best initialiser ({best[0]}) by {abs(cont['stage2']['bpb'] - best[1]['stage2']['bpb']):.4f} bpb after stage 2"
+        )
     if d:
         b = d["stage2"]["bpb"]
-        for name, ref_bpb, ref_acc, ref_f1 in (("row 1 (source, no training)", src["bpb"], src["acc"], src["f1"]),
-                                               ("row 2 (source, continued training)", cont and cont["stage2"]["bpb"],
-                                                cont and cont["stage2"]["acc"], cont and cont["stage2"]["f1"])):
+        for name, ref_bpb, ref_acc, ref_f1 in (
+            ("row 1 (source, no training)", src["bpb"], src["acc"], src["f1"]),
+            (
+                "row 2 (source, continued training)",
+                cont and cont["stage2"]["bpb"],
+                cont and cont["stage2"]["acc"],
+                cont and cont["stage2"]["f1"],
+            ),
+        ):
             if ref_bpb is None:
                 continue
-            out.append(f"default adapted model vs {name}: bpb {b:.4f} vs {ref_bpb:.4f} "
-                       f"({'better' if b < ref_bpb else 'worse'} by {abs(b - ref_bpb):.4f}); PubMedQA accuracy "
-                       f"{fmt(d['stage2']['acc'], 3)} vs {fmt(ref_acc, 3)}, macro-F1 {fmt(d['stage2']['f1'], 3)} vs {fmt(ref_f1, 3)}"
-                       + (" (intervals overlap: no difference shown)" if _overlap(d["stage2"]["acc_ci"], _ci_of(res, name)) else ""))
+            out.append(
+                f"default adapted model vs {name}: bpb {b:.4f} vs {ref_bpb:.4f} "
+                f"({'better' if b < ref_bpb else 'worse'} by {abs(b - ref_bpb):.4f}); PubMedQA accuracy "
+                f"{fmt(d['stage2']['acc'], 3)} vs {fmt(ref_acc, 3)}, macro-F1 {fmt(d['stage2']['f1'], 3)} vs {fmt(ref_f1, 3)}"
+                + (
+                    " (intervals overlap: no difference shown)"
+                    if _overlap(d["stage2"]["acc_ci"], _ci_of(res, name))
+                    else ""
+                )
+            )
     return out
 
 
@@ -508,27 +653,40 @@ def _overlap(a, b):
 def focus_status() -> str:
     py = Path("/tmp/focusvenv/bin/python")
     if not py.exists():
-        return ("not run: the `deepfocus` package is not installed here (try `python -m venv --system-site-packages "
-                "/tmp/focusvenv && /tmp/focusvenv/bin/pip install deepfocus`)")
+        return (
+            "not run: the `deepfocus` package is not installed here (try `python -m venv --system-site-packages "
+            "/tmp/focusvenv && /tmp/focusvenv/bin/pip install deepfocus`)"
+        )
     r = subprocess.run([str(py), "-c", "import deepfocus; print(deepfocus.__file__)"], capture_output=True, text=True)
     if r.returncode != 0:
         return f"not run: `deepfocus` is installed in /tmp/focusvenv but does not import: {r.stderr.strip().splitlines()[-1:]}"
-    return ("not run: `deepfocus` 1.0.1 installs and imports in a throwaway venv (/tmp/focusvenv), but its FOCUS() "
-            "builds its own fastText model on the target-tokenized corpus and returns an embedding matrix; no "
-            "`alignment.init` entry wires such a matrix into the transplant stage yet, so there is no FOCUS row")
+    return (
+        "not run: `deepfocus` 1.0.1 installs and imports in a throwaway venv (/tmp/focusvenv), but its FOCUS() "
+        "builds its own fastText model on the target-tokenized corpus and returns an embedding matrix; no "
+        "`alignment.init` entry wires such a matrix into the transplant stage yet, so there is no FOCUS row"
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small budgets, 40 QA questions / held-out documents")
-    ap.add_argument("--seeds", type=int, default=None, help="seeds for the default row and the best competitor (3; quick 1)")
+    ap.add_argument(
+        "--seeds", type=int, default=None, help="seeds for the default row and the best competitor (3; quick 1)"
+    )
     ap.add_argument("--source-model", default=None, help="source model directory (default: examples/pubmed_demo/model)")
     ap.add_argument("--work", default=None, help="run directories (default benchmarks/cache/quality[-quick])")
     ap.add_argument("--no-pair", action="store_true", help="skip the GPT-NeoX -> BioGPT alignment part")
-    ap.add_argument("--pair-only", action="store_true",
-                    help="only the GPT-NeoX -> BioGPT part, saved to WORK/pair.json (a later run reuses it)")
-    ap.add_argument("--max-samples", type=int, default=None,
-                    help="evaluation.max_samples (held-out documents and PubMedQA questions); 0 = all (500 questions)")
+    ap.add_argument(
+        "--pair-only",
+        action="store_true",
+        help="only the GPT-NeoX -> BioGPT part, saved to WORK/pair.json (a later run reuses it)",
+    )
+    ap.add_argument(
+        "--max-samples",
+        type=int,
+        default=None,
+        help="evaluation.max_samples (held-out documents and PubMedQA questions); 0 = all (500 questions)",
+    )
     ap.add_argument("--steps", type=int, default=None, help="steps of each training stage (full 50, quick 20)")
     ap.add_argument("--tag", default=None, help="results go to quality-TAG.md/.json/_bpb.png instead of quality.*")
     ap.add_argument("--render", action="store_true", help="rewrite the markdown from the results json (no runs)")
@@ -569,7 +727,9 @@ def main() -> None:
     if not (model / "config.json").exists() and not args.bases_only:
         if args.source_model:
             raise SystemExit(f"--source-model {model} holds no config.json")
-        log("examples/pubmed_demo/model is missing: building it (python examples/pubmed_demo/build.py, seeded, ~1 h on 2 cores)")
+        log(
+            "examples/pubmed_demo/model is missing: building it (python examples/pubmed_demo/build.py, seeded, ~1 h on 2 cores)"
+        )
         subprocess.run([sys.executable, str(DEMO / "build.py")], cwd=ROOT, check=True)
 
     if args.max_samples is not None:
@@ -599,13 +759,19 @@ def main() -> None:
     seeds = list(range(n_seeds))
     seed_rows: dict[str, list] = {}
     state = {"focus": "not reached", "pair": None, "pending": ""}
-    cmd = "python benchmarks/quality.py" + (" --quick" if args.quick else "") + \
-          (f" --seeds {args.seeds}" if args.seeds is not None else "") + \
-          (f" --source-model {args.source_model}" if args.source_model else "") + (" --no-pair" if args.no_pair else "") + \
-          (f" --max-samples {args.max_samples}" if args.max_samples is not None else "") + \
-          (f" --steps {args.steps}" if args.steps is not None else "") + (" --no-focus" if args.no_focus else "") + \
-          (f" --inits {args.inits}" if args.inits != ",".join(INITS) else "") + \
-          (f" --work {args.work}" if args.work else "") + (f" --tag {args.tag}" if args.tag else "")
+    cmd = (
+        "python benchmarks/quality.py"
+        + (" --quick" if args.quick else "")
+        + (f" --seeds {args.seeds}" if args.seeds is not None else "")
+        + (f" --source-model {args.source_model}" if args.source_model else "")
+        + (" --no-pair" if args.no_pair else "")
+        + (f" --max-samples {args.max_samples}" if args.max_samples is not None else "")
+        + (f" --steps {args.steps}" if args.steps is not None else "")
+        + (" --no-focus" if args.no_focus else "")
+        + (f" --inits {args.inits}" if args.inits != ",".join(INITS) else "")
+        + (f" --work {args.work}" if args.work else "")
+        + (f" --tag {args.tag}" if args.tag else "")
+    )
     b = BUDGETS[mode]
     stem = ("quality-quick" if args.quick else "quality") + (f"-{args.tag}" if args.tag else "")
 
@@ -618,18 +784,35 @@ def main() -> None:
                 seed_stats[name] = {"mean": sum(v) / len(v), "min": min(v), "max": max(v), "n": len(v)}
         src = rows.get("default", next(iter(rows.values())))["source"]
         res = {
-            "quick": args.quick, "command": cmd, "commit": f"{start_commit} at start, {git_head()} when written", "machine": start_machine,
-            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "seeds": seeds,
-            "complete": done, "pending": state["pending"], "stem": stem,
+            "quick": args.quick,
+            "command": cmd,
+            "commit": f"{start_commit} at start, {git_head()} when written",
+            "machine": start_machine,
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "seeds": seeds,
+            "complete": done,
+            "pending": state["pending"],
+            "stem": stem,
             "source_model": str(model.relative_to(ROOT)) if model.is_relative_to(ROOT) else str(model),
-            "budget": (f"stage 1 {b['vocab_adaptation.stage1_steps']} + stage 2 {b['vocab_adaptation.stage2_steps']} steps "
-                       f"of 8 x 128 tokens (configs/demo.yaml batch and sequence length); held-out bpb curve every "
-                       f"{b['vocab_adaptation.eval_steps']} steps; overrides {json.dumps(BUDGETS[mode])}"),
-            "eval_note": ("evaluation.max_samples=" + str(b["evaluation.max_samples"]) +
-                          " (caps held-out documents and PubMedQA questions, first N of each; null = all 230 held-out "
-                          "documents and the 500-question official test split)"),
-            "heldout_check": heldout, "rows": rows, "source_row": src, "seed_rows": seed_rows, "seed_stats": seed_stats,
-            "pair": state["pair"], "focus": state["focus"], "total_wall_s": time.perf_counter() - t0,
+            "budget": (
+                f"stage 1 {b['vocab_adaptation.stage1_steps']} + stage 2 {b['vocab_adaptation.stage2_steps']} steps "
+                f"of 8 x 128 tokens (configs/demo.yaml batch and sequence length); held-out bpb curve every "
+                f"{b['vocab_adaptation.eval_steps']} steps; overrides {json.dumps(BUDGETS[mode])}"
+            ),
+            "eval_note": (
+                "evaluation.max_samples="
+                + str(b["evaluation.max_samples"])
+                + " (caps held-out documents and PubMedQA questions, first N of each; null = all 230 held-out "
+                "documents and the 500-question official test split)"
+            ),
+            "heldout_check": heldout,
+            "rows": rows,
+            "source_row": src,
+            "seed_rows": seed_rows,
+            "seed_stats": seed_stats,
+            "pair": state["pair"],
+            "focus": state["focus"],
+            "total_wall_s": time.perf_counter() - t0,
         }
         res["verdict"] = verdict(res)
         RESULTS.mkdir(parents=True, exist_ok=True)
@@ -655,7 +838,7 @@ def main() -> None:
     emit()
     for k, init in enumerate(order):
         rows[init] = run_row(base, work / f"row_{init}_s0", init, 0, overrides, logf)
-        state["pending"] = "rows " + ", ".join([*order[k + 1:], "focus", "seeds"])
+        state["pending"] = "rows " + ", ".join([*order[k + 1 :], "focus", "seeds"])
         emit()
     if args.no_focus:
         state["focus"] = "skipped (--no-focus)"
@@ -665,16 +848,20 @@ def main() -> None:
         try:
             log("row_focus_s0: running (deepfocus in " + str(FOCUS_VENV) + ")")
             rows["focus"] = run_focus_row(base, work / "row_focus_s0", overrides, logf, args.quick)
-            state["focus"] = (f"row `focus`: deepfocus 1.0.1 (installed in a throwaway venv {FOCUS_VENV}, never in .venv), "
-                              f"FOCUS rows written over a mean-initialised transplant of the same run, fastText "
-                              f"auxiliary embeddings trained by deepfocus on corpus/train only; {rows['focus'].get('focus')}")
+            state["focus"] = (
+                f"row `focus`: deepfocus 1.0.1 (installed in a throwaway venv {FOCUS_VENV}, never in .venv), "
+                f"FOCUS rows written over a mean-initialised transplant of the same run, fastText "
+                f"auxiliary embeddings trained by deepfocus on corpus/train only; {rows['focus'].get('focus')}"
+            )
         except (Exception, SystemExit) as e:
             state["focus"] = f"FOCUS failed to run here: {str(e)[-600:]}"
     state["pending"] = "seeds"
     emit()
 
-    competitors = sorted((k for k in rows if k not in ("default", "continued", "focus") and rows[k]["stage2"]["bpb"] is not None),
-                         key=lambda k: rows[k]["stage2"]["bpb"])
+    competitors = sorted(
+        (k for k in rows if k not in ("default", "continued", "focus") and rows[k]["stage2"]["bpb"] is not None),
+        key=lambda k: rows[k]["stage2"]["bpb"],
+    )
     if n_seeds > 1 and "default" in rows and competitors:
         for name in ("default", competitors[0]):
             seed_rows[name] = [rows[name]]

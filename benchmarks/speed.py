@@ -56,16 +56,29 @@ def read_json(p: Path):
 def corpus_tokenize(model: Path) -> dict:
     run = CACHE / "demo"
     shutil.rmtree(run, ignore_errors=True)
-    cmd = ["run", str(ROOT / "configs" / "demo.yaml"), "--run-dir", str(run), "--until", "tokenize",
-           "--set", f"models.source_model={model}"]
+    cmd = [
+        "run",
+        str(ROOT / "configs" / "demo.yaml"),
+        "--run-dir",
+        str(run),
+        "--until",
+        "tokenize",
+        "--set",
+        f"models.source_model={model}",
+    ]
     subprocess.run([sys.executable, "-m", "vocabadapt", *cmd], cwd=ROOT, check=True, capture_output=True)
     man = read_json(run / "manifest.json")["stages"]
     stats = read_json(run / "corpus" / "stats.json") if (run / "corpus" / "stats.json").exists() else {}
     nbytes = sum((run / "corpus" / f).stat().st_size for f in ("train.jsonl", "heldout.jsonl"))
-    return {"command": "vocabadapt " + " ".join(cmd).replace(str(ROOT) + "/", ""), "jsonl_bytes": nbytes,
-            "corpus_wall_s": man["corpus"]["wall_s"], "tokenize_wall_s": man["tokenize"]["wall_s"],
-            "corpus_mb_s": nbytes / 1e6 / man["corpus"]["wall_s"],
-            "tokenize_mb_s": nbytes / 1e6 / man["tokenize"]["wall_s"], "stats": stats}
+    return {
+        "command": "vocabadapt " + " ".join(cmd).replace(str(ROOT) + "/", ""),
+        "jsonl_bytes": nbytes,
+        "corpus_wall_s": man["corpus"]["wall_s"],
+        "tokenize_wall_s": man["tokenize"]["wall_s"],
+        "corpus_mb_s": nbytes / 1e6 / man["corpus"]["wall_s"],
+        "tokenize_mb_s": nbytes / 1e6 / man["tokenize"]["wall_s"],
+        "stats": stats,
+    }
 
 
 def fast_vs_slow() -> dict:
@@ -76,13 +89,17 @@ def fast_vs_slow() -> dict:
     with gzip.open(ROOT / "examples" / "pubmed_demo" / "corpus" / "heldout.jsonl.gz", "rt") as f:
         texts = [json.loads(line)["text"] for line in f]
     mb = sum(len(t.encode()) for t in texts) / 1e6
-    toks = {"demo target (fast byte-level BPE)": PreTrainedTokenizerFast(
-        tokenizer_file=str(ROOT / "examples" / "pubmed_demo" / "tokenizers" / "target" / "tokenizer.json"))}
+    toks = {
+        "demo target (fast byte-level BPE)": PreTrainedTokenizerFast(
+            tokenizer_file=str(ROOT / "examples" / "pubmed_demo" / "tokenizers" / "target" / "tokenizer.json")
+        )
+    }
     if NEOX.exists():
         toks["GPT-NeoX (fast)"] = PreTrainedTokenizerFast(tokenizer_file=str(NEOX))
     if BIOGPT.exists():
-        toks["BioGPT (slow, Moses + BPE)"] = BioGptTokenizer(vocab_file=str(BIOGPT / "vocab.json"),
-                                                             merges_file=str(BIOGPT / "merges.txt"))
+        toks["BioGPT (slow, Moses + BPE)"] = BioGptTokenizer(
+            vocab_file=str(BIOGPT / "vocab.json"), merges_file=str(BIOGPT / "merges.txt")
+        )
     out = {}
     for name, tok in toks.items():
         t = time.perf_counter()
@@ -102,8 +119,17 @@ def align_vs_dense() -> dict | None:
     tmp = Path(tempfile.mkdtemp(prefix="speed-align."))
     rows = {}
     for impl in ("dense", "blockwise"):
-        rows[impl] = align_speed.spawn({"kind": "real", "run_dir": str(run), "pivots": 300, "seed": 0, "impl": impl,
-                                        "threads": os.cpu_count() or 1, "out": str(tmp / f"{impl}.npy")})
+        rows[impl] = align_speed.spawn(
+            {
+                "kind": "real",
+                "run_dir": str(run),
+                "pivots": 300,
+                "seed": 0,
+                "impl": impl,
+                "threads": os.cpu_count() or 1,
+                "out": str(tmp / f"{impl}.npy"),
+            }
+        )
         log(f"align {impl}: {rows[impl]}")
     shutil.rmtree(tmp, ignore_errors=True)
     return {"run_dir": str(run.relative_to(ROOT)), **rows}
@@ -117,26 +143,52 @@ def transplant_vs_load(hidden: int = 512, layers: int = 8) -> dict:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     tok = NEOX if NEOX.exists() else transplant_memory.synthetic_tokenizer(work / "tokenizer.json")
-    cfg = tf.LlamaConfig(vocab_size=50304, hidden_size=hidden, intermediate_size=int(hidden * 2.75),
-                         num_hidden_layers=layers, num_attention_heads=hidden // 64, num_key_value_heads=hidden // 64,
-                         tie_word_embeddings=False)
+    cfg = tf.LlamaConfig(
+        vocab_size=50304,
+        hidden_size=hidden,
+        intermediate_size=int(hidden * 2.75),
+        num_hidden_layers=layers,
+        num_attention_heads=hidden // 64,
+        num_key_value_heads=hidden // 64,
+        tie_word_embeddings=False,
+    )
     torch.manual_seed(0)
     model = tf.AutoModelForCausalLM.from_config(cfg)
     params = sum(p.numel() for p in model.parameters())
     model.save_pretrained(str(work / "sharded"), max_shard_size="100MB")
     del model
-    res = {"transplant": transplant_memory.measure("transplant", work / "sharded", work / "out-t", tok),
-           "load_save": transplant_memory.measure("load", work / "sharded", work / "out-l", tok),
-           "model_mb": params * 4 / 2**20, "hidden": hidden, "layers": layers,
-           "shards": len(list((work / "sharded").glob("*.safetensors")))}
+    res = {
+        "transplant": transplant_memory.measure("transplant", work / "sharded", work / "out-t", tok),
+        "load_save": transplant_memory.measure("load", work / "sharded", work / "out-l", tok),
+        "model_mb": params * 4 / 2**20,
+        "hidden": hidden,
+        "layers": layers,
+        "shards": len(list((work / "sharded").glob("*.safetensors"))),
+    }
     shutil.rmtree(work, ignore_errors=True)
     return res
 
 
 def train_vs_bare() -> dict | None:
     out = CACHE / "train_speed.md"
-    cmd = [sys.executable, "benchmarks/train_speed.py", "--steps", "20", "--repeats", "1", "--batch", "8", "--seq", "128",
-           "--hidden", "128", "--layers", "2", "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "benchmarks/train_speed.py",
+        "--steps",
+        "20",
+        "--repeats",
+        "1",
+        "--batch",
+        "8",
+        "--seq",
+        "128",
+        "--hidden",
+        "128",
+        "--layers",
+        "2",
+        "--out",
+        str(out),
+    ]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if r.returncode != 0:
         log(f"train_speed failed: {r.stderr[-500:]}")
@@ -146,9 +198,13 @@ def train_vs_bare() -> dict | None:
     ours = re.search(r"\| vocabadapt train_stage[^|]* \| [^|]* \| (\d+) \|", md)
     share = re.search(r"Real tokens per batch with packing: ([\d.]+) %", md)
     padded = re.search(r"would leave ([\d.]+) %", md)
-    return {"command": "python " + " ".join(cmd[1:]).replace(str(ROOT) + "/", ""),
-            "bare_tok_s": int(bare.group(1)), "ours_tok_s": int(ours.group(1)),
-            "real_share": float(share.group(1)), "padded_share": float(padded.group(1))}
+    return {
+        "command": "python " + " ".join(cmd[1:]).replace(str(ROOT) + "/", ""),
+        "bare_tok_s": int(bare.group(1)),
+        "ours_tok_s": int(ours.group(1)),
+        "real_share": float(share.group(1)),
+        "padded_share": float(padded.group(1)),
+    }
 
 
 def from_quality() -> dict:
@@ -161,14 +217,20 @@ def from_quality() -> dict:
         out["embed_peak_mb"] = b.get("embed", {}).get("peak_rss_mb")
         if row.exists():
             r = read_json(row)["stages"]
-            walls = {k: (b[k] if k in ("corpus", "tokenize", "embed", "align") else r[k]).get("wall_s") for k in r
-                     if r[k].get("status") == "done"}
+            walls = {
+                k: (b[k] if k in ("corpus", "tokenize", "embed", "align") else r[k]).get("wall_s")
+                for k in r
+                if r[k].get("status") == "done"
+            }
             out["demo_stage_wall_s"] = walls
             out["demo_wall_s"] = sum(v or 0 for v in walls.values())
             import yaml
+
             c = yaml.safe_load((QUALITY / "row_default_s0" / "config.yaml").read_text())
-            out["demo_budget"] = (f"{c['vocab_adaptation']['stage1_steps']} + {c['vocab_adaptation']['stage2_steps']} steps, "
-                                  f"evaluation.max_samples {c['evaluation']['max_samples']}")
+            out["demo_budget"] = (
+                f"{c['vocab_adaptation']['stage1_steps']} + {c['vocab_adaptation']['stage2_steps']} steps, "
+                f"evaluation.max_samples {c['evaluation']['max_samples']}"
+            )
     if q.exists():
         qq = read_json(q)
         out["quality_command"] = qq.get("command")
@@ -182,17 +244,27 @@ def main() -> None:
     ap.add_argument("--skip-align", action="store_true")
     ap.add_argument("--skip-transplant", action="store_true")
     ap.add_argument("--skip-train", action="store_true")
-    ap.add_argument("--reuse", action="store_true",
-                    help="keep the measurements of the last run (results/speed.json, its command and date are kept) "
-                         "and only refresh the figures read from quality.py's runs")
+    ap.add_argument(
+        "--reuse",
+        action="store_true",
+        help="keep the measurements of the last run (results/speed.json, its command and date are kept) "
+        "and only refresh the figures read from quality.py's runs",
+    )
     args = ap.parse_args()
     t0 = time.perf_counter()
     CACHE.mkdir(parents=True, exist_ok=True)
     mach = align_speed.machine()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
     default_model = str(ROOT / "examples" / "pubmed_demo" / "model")
-    me = "python benchmarks/speed.py" + (f" --source-model {args.source_model}" if args.source_model != default_model else "") + "".join(
-        f" --{k.replace('_', '-')}" for k in ("skip_align", "skip_transplant", "skip_train") if getattr(args, k))
+    me = (
+        "python benchmarks/speed.py"
+        + (f" --source-model {args.source_model}" if args.source_model != default_model else "")
+        + "".join(
+            f" --{k.replace('_', '-')}" for k in ("skip_align", "skip_transplant", "skip_train") if getattr(args, k)
+        )
+    )
     res: dict = {}
     prev = ROOT / "benchmarks" / "results" / "speed.json"
     if args.reuse and prev.exists():
@@ -202,8 +274,9 @@ def main() -> None:
         res.setdefault("machine", mach)
         me, commit, mach = res["command"], res["commit"], res["machine"]
     else:
-        res.update(command=me, commit=commit, machine=mach,
-                   date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+        res.update(
+            command=me, commit=commit, machine=mach, date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        )
         log("corpus + tokenize")
         res["corpus_tokenize"] = corpus_tokenize(Path(args.source_model).resolve())
         log("fast vs slow tokenizers")
@@ -220,49 +293,89 @@ def main() -> None:
         res["wall_s"] = time.perf_counter() - t0
     res["quality"] = from_quality()
 
-    L = ["# Speed summary", "", f"- command: `{me}` (figures marked * are read from another run; its command is given)",
-         f"- commit: {commit}", f"- machine: {mach}",
-         f"- date: {res.get('date', dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds'))}; seeds: 0 everywhere"
-         + (f"; figures marked * refreshed by `python benchmarks/speed.py --reuse` at "
-            f"{dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}" if args.reuse else ""),
-         f"- this script's wall time: {res['wall_s']:.0f} s; load average {', '.join(f'{x:.1f}' for x in os.getloadavg())} "
-         f"when written (a shared machine: compare figures only within a row)", "",
-         "| what | vocabadapt | reference | ratio | how measured |", "|---|---|---|---|---|"]
+    L = [
+        "# Speed summary",
+        "",
+        f"- command: `{me}` (figures marked * are read from another run; its command is given)",
+        f"- commit: {commit}",
+        f"- machine: {mach}",
+        f"- date: {res.get('date', dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds'))}; seeds: 0 everywhere"
+        + (
+            f"; figures marked * refreshed by `python benchmarks/speed.py --reuse` at "
+            f"{dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}"
+            if args.reuse
+            else ""
+        ),
+        f"- this script's wall time: {res['wall_s']:.0f} s; load average {', '.join(f'{x:.1f}' for x in os.getloadavg())} "
+        f"when written (a shared machine: compare figures only within a row)",
+        "",
+        "| what | vocabadapt | reference | ratio | how measured |",
+        "|---|---|---|---|---|",
+    ]
     ct = res["corpus_tokenize"]
-    L.append(f"| corpus stage throughput | {ct['corpus_mb_s']:.1f} MB/s ({ct['corpus_wall_s']:.1f} s) | - | - | `{ct['command']}`, manifest wall_s, {ct['jsonl_bytes'] / 1e6:.1f} MB of corpus jsonl |")
-    L.append(f"| tokenize stage throughput (term mining + both fast tokenizers) | {ct['tokenize_mb_s']:.2f} MB/s ({ct['tokenize_wall_s']:.1f} s) | - | - | same run |")
+    L.append(
+        f"| corpus stage throughput | {ct['corpus_mb_s']:.1f} MB/s ({ct['corpus_wall_s']:.1f} s) | - | - | `{ct['command']}`, manifest wall_s, {ct['jsonl_bytes'] / 1e6:.1f} MB of corpus jsonl |"
+    )
+    L.append(
+        f"| tokenize stage throughput (term mining + both fast tokenizers) | {ct['tokenize_mb_s']:.2f} MB/s ({ct['tokenize_wall_s']:.1f} s) | - | - | same run |"
+    )
     fs = res["fast_slow"]["tokenizers"]
     fast_name = "demo target (fast byte-level BPE)"
     for name, r in fs.items():
-        ratio = "" if name == fast_name else f"{fs[fast_name]['mb_s'] / r['mb_s']:.1f}x slower than the demo fast tokenizer" if r["mb_s"] < fs[fast_name]["mb_s"] else f"{r['mb_s'] / fs[fast_name]['mb_s']:.1f}x"
-        L.append(f"| encode_texts, {name} | {r['mb_s']:.2f} MB/s | - | {ratio} | vocabadapt.tokenize.encode_texts on the {res['fast_slow']['text_mb']:.2f} MB of held-out demo text, one process |")
+        ratio = (
+            ""
+            if name == fast_name
+            else f"{fs[fast_name]['mb_s'] / r['mb_s']:.1f}x slower than the demo fast tokenizer"
+            if r["mb_s"] < fs[fast_name]["mb_s"]
+            else f"{r['mb_s'] / fs[fast_name]['mb_s']:.1f}x"
+        )
+        L.append(
+            f"| encode_texts, {name} | {r['mb_s']:.2f} MB/s | - | {ratio} | vocabadapt.tokenize.encode_texts on the {res['fast_slow']['text_mb']:.2f} MB of held-out demo text, one process |"
+        )
     q = res["quality"]
     if q.get("embed_wall_s") is not None:
-        L.append(f"| embed stage, demo (fastText, both tokenizers) * | {q['embed_wall_s']:.0f} s, peak {q.get('embed_peak_mb') or 0:.0f} MB | - | - | `{q.get('quality_command')}` (benchmarks/cache/quality/base manifest) |")
+        L.append(
+            f"| embed stage, demo (fastText, both tokenizers) * | {q['embed_wall_s']:.0f} s, peak {q.get('embed_peak_mb') or 0:.0f} MB | - | - | `{q.get('quality_command')}` (benchmarks/cache/quality/base manifest) |"
+        )
     a = res.get("align")
     if a:
-        L.append(f"| align top-k, GPT-NeoX -> BioGPT ({a['blockwise']['n_t']} x {a['blockwise']['n_s']}, 300 pivots) | "
-                 f"{a['blockwise']['wall_s']:.1f} s, peak {a['blockwise']['peak_mb']:.0f} MB | dense float64: {a['dense']['wall_s']:.1f} s, "
-                 f"peak {a['dense']['peak_mb']:.0f} MB | {a['dense']['wall_s'] / a['blockwise']['wall_s']:.1f}x faster, "
-                 f"{a['dense']['peak_mb'] / a['blockwise']['peak_mb']:.1f}x less memory | benchmarks/align_speed.py spawn() on {a['run_dir']} |")
+        L.append(
+            f"| align top-k, GPT-NeoX -> BioGPT ({a['blockwise']['n_t']} x {a['blockwise']['n_s']}, 300 pivots) | "
+            f"{a['blockwise']['wall_s']:.1f} s, peak {a['blockwise']['peak_mb']:.0f} MB | dense float64: {a['dense']['wall_s']:.1f} s, "
+            f"peak {a['dense']['peak_mb']:.0f} MB | {a['dense']['wall_s'] / a['blockwise']['wall_s']:.1f}x faster, "
+            f"{a['dense']['peak_mb'] / a['blockwise']['peak_mb']:.1f}x less memory | benchmarks/align_speed.py spawn() on {a['run_dir']} |"
+        )
     t = res.get("transplant")
     if t:
-        L.append(f"| transplant, Llama hidden {t['hidden']} x {t['layers']} layers ({t['model_mb']:.0f} MiB, {t['shards']} shards) | "
-                 f"{t['transplant']['wall_s']:.1f} s, peak growth {t['transplant']['peak_delta_mb']:.0f} MiB | load + save: "
-                 f"{t['load_save']['wall_s']:.1f} s, {t['load_save']['peak_delta_mb']:.0f} MiB | "
-                 f"{t['load_save']['peak_delta_mb'] / t['transplant']['peak_delta_mb']:.2f}x less memory, "
-                 f"{t['transplant']['wall_s'] / t['load_save']['wall_s']:.2f}x the time | benchmarks/transplant_memory.py measure() |")
+        L.append(
+            f"| transplant, Llama hidden {t['hidden']} x {t['layers']} layers ({t['model_mb']:.0f} MiB, {t['shards']} shards) | "
+            f"{t['transplant']['wall_s']:.1f} s, peak growth {t['transplant']['peak_delta_mb']:.0f} MiB | load + save: "
+            f"{t['load_save']['wall_s']:.1f} s, {t['load_save']['peak_delta_mb']:.0f} MiB | "
+            f"{t['load_save']['peak_delta_mb'] / t['transplant']['peak_delta_mb']:.2f}x less memory, "
+            f"{t['transplant']['wall_s'] / t['load_save']['wall_s']:.2f}x the time | benchmarks/transplant_memory.py measure() |"
+        )
     tr = res.get("train")
     if tr:
-        L.append(f"| stage-2 training, GPT-NeoX 2 x 128 | {tr['ours_tok_s']} tokens/s | bare HF Trainer: {tr['bare_tok_s']} tokens/s | "
-                 f"{tr['ours_tok_s'] / tr['bare_tok_s']:.2f}x | `{tr['command']}` (one repeat: noisy on a shared machine) |")
-        L.append(f"| real tokens per batch | {tr['real_share']:.1f} % (packed) | {tr['padded_share']:.1f} % (one abstract per row, padded) | "
-                 f"{tr['real_share'] / tr['padded_share']:.2f}x | same run |")
+        L.append(
+            f"| stage-2 training, GPT-NeoX 2 x 128 | {tr['ours_tok_s']} tokens/s | bare HF Trainer: {tr['bare_tok_s']} tokens/s | "
+            f"{tr['ours_tok_s'] / tr['bare_tok_s']:.2f}x | `{tr['command']}` (one repeat: noisy on a shared machine) |"
+        )
+        L.append(
+            f"| real tokens per batch | {tr['real_share']:.1f} % (packed) | {tr['padded_share']:.1f} % (one abstract per row, padded) | "
+            f"{tr['real_share'] / tr['padded_share']:.2f}x | same run |"
+        )
     if q.get("demo_wall_s") is not None:
-        L.append(f"| whole demo pipeline, corpus..evaluate, at quality.py's budget ({q.get('demo_budget')}; demo.yaml has 150 + 150, 100) * | {q['demo_wall_s']:.0f} s | - | - | sum of manifest wall_s of quality.py's base run and its default row (`{q.get('quality_command')}`); stages: "
-                 + ", ".join(f"{k} {v:.0f}" for k, v in q["demo_stage_wall_s"].items() if v is not None) + " |")
-    L += ["", "Earlier, larger measurements: [align_speed.md](align_speed.md), [transplant_memory.md](transplant_memory.md), "
-          "[train_speed.md](train_speed.md).", ""]
+        L.append(
+            f"| whole demo pipeline, corpus..evaluate, at quality.py's budget ({q.get('demo_budget')}; demo.yaml has 150 + 150, 100) * | {q['demo_wall_s']:.0f} s | - | - | sum of manifest wall_s of quality.py's base run and its default row (`{q.get('quality_command')}`); stages: "
+            + ", ".join(f"{k} {v:.0f}" for k, v in q["demo_stage_wall_s"].items() if v is not None)
+            + " |"
+        )
+    L += [
+        "",
+        "Earlier, larger measurements: [align_speed.md](align_speed.md), [transplant_memory.md](transplant_memory.md), "
+        "[train_speed.md](train_speed.md).",
+        "",
+    ]
     out = ROOT / "benchmarks" / "results"
     (out / "speed.md").write_text("\n".join(L))
     (out / "speed.json").write_text(json.dumps(res, indent=1, default=str))

@@ -82,7 +82,7 @@ class StepTimer(TrainerCallback):
 
 
 def tokens_per_s(timer: StepTimer, tokens_per_step: int, warmup: int) -> float:
-    t = timer.times[warmup - 1:]  # time from the end of step `warmup` to the last step
+    t = timer.times[warmup - 1 :]  # time from the end of step `warmup` to the last step
     return (len(t) - 1) * tokens_per_step / (t[-1] - t[0])
 
 
@@ -97,9 +97,16 @@ def build(work: Path, hidden: int, layers: int, seq: int) -> tuple[Path, Path, d
     for d in docs:
         w.add(tok(d)["input_ids"], len(d.encode()))
     meta = w.close()
-    cfg = GPTNeoXConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=layers,
-                        num_attention_heads=max(1, hidden // 64), max_position_embeddings=max(seq, 128),
-                        bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id)
+    cfg = GPTNeoXConfig(
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        intermediate_size=4 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=max(1, hidden // 64),
+        max_position_embeddings=max(seq, 128),
+        bos_token_id=tok.eos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(cfg)
     model.save_pretrained(str(work / "model"), safe_serialization=True)
@@ -108,15 +115,29 @@ def build(work: Path, hidden: int, layers: int, seq: int) -> tuple[Path, Path, d
     return work / "model", work / "shards", meta
 
 
-def bare_run(model_dir: Path, sequences: list[torch.Tensor], cfg: VocabAdaptationConfig, steps: int, out: Path) -> StepTimer:
+def bare_run(
+    model_dir: Path, sequences: list[torch.Tensor], cfg: VocabAdaptationConfig, steps: int, out: Path
+) -> StepTimer:
     """HF Trainer with nothing of vocabadapt: the same model, batch and optimiser settings."""
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32, attn_implementation="sdpa")
     data = [{"input_ids": s, "labels": s} for s in sequences]
-    args = TrainingArguments(output_dir=str(out), max_steps=steps, per_device_train_batch_size=cfg.batch_size,
-                             gradient_accumulation_steps=cfg.gradient_accumulation, learning_rate=cfg.lr_stage2,
-                             optim=cfg.stage2_optimizer, lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_ratio,
-                             weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, seed=cfg.seed,
-                             logging_steps=cfg.logging_steps, save_strategy="no", report_to="none", disable_tqdm=True)
+    args = TrainingArguments(
+        output_dir=str(out),
+        max_steps=steps,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation,
+        learning_rate=cfg.lr_stage2,
+        optim=cfg.stage2_optimizer,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_ratio,
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        seed=cfg.seed,
+        logging_steps=cfg.logging_steps,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+    )
     timer = StepTimer()
     trainer = Trainer(model=model, args=args, train_dataset=data, callbacks=[timer])
     trainer.remove_callback(PrinterCallback)
@@ -142,9 +163,16 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="train_speed-"))
     try:
         model_dir, shards, meta = build(work, a.hidden, a.layers, a.seq)
-        cfg = VocabAdaptationConfig(stage2_steps=a.steps, batch_size=a.batch, gradient_accumulation=1,
-                                    max_seq_length=a.seq, save_steps=10 * a.steps, eval_steps=10 * a.steps,
-                                    logging_steps=10, bf16=False)
+        cfg = VocabAdaptationConfig(
+            stage2_steps=a.steps,
+            batch_size=a.batch,
+            gradient_accumulation=1,
+            max_seq_length=a.seq,
+            save_steps=10 * a.steps,
+            eval_steps=10 * a.steps,
+            logging_steps=10,
+            bf16=False,
+        )
         tokens_per_step = a.batch * a.seq
         eos = AutoTokenizer.from_pretrained(str(model_dir)).eos_token_id
         packed = PackedSequences(ShardReader(shards), a.seq, eos)
@@ -153,21 +181,40 @@ def main() -> None:
         sequences = [torch.from_numpy(packed[order[g]]) for g in range(n)]
         stats = packed.stats()
 
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "vocabadapt/training/",
-                                "benchmarks/train_speed.py"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "vocabadapt/training/", "benchmarks/train_speed.py"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
         bare, ours, own_share = [], [], []
         for r in range(a.repeats):
             t = bare_run(model_dir, sequences, cfg, a.steps, work / f"bare{r}")
             bare.append(tokens_per_s(t, tokens_per_step, a.warmup))
             timer = StepTimer()
             own = OwnTime()
-            for owner, name in ((vdata.PackedDataset, "__getitem__"), (vtrain, "collate"), (StageMonitor, "hook"),
-                                (StageMonitor, "on_step_end"), (StageMonitor, "on_log")):
+            for owner, name in (
+                (vdata.PackedDataset, "__getitem__"),
+                (vtrain, "collate"),
+                (StageMonitor, "hook"),
+                (StageMonitor, "on_step_end"),
+                (StageMonitor, "on_log"),
+            ):
                 own.wrap(owner, name)
             t_start = time.perf_counter()
-            train_stage(StageSettings("stage2", a.steps, cfg.lr_stage2, cfg.stage2_optimizer, "all", 0), cfg, model_dir,
-                        shards, work / f"out{r}", work / f"train{r}", work / f"ck{r}", callbacks=[timer])
+            train_stage(
+                StageSettings("stage2", a.steps, cfg.lr_stage2, cfg.stage2_optimizer, "all", 0),
+                cfg,
+                model_dir,
+                shards,
+                work / f"out{r}",
+                work / f"train{r}",
+                work / f"ck{r}",
+                callbacks=[timer],
+            )
             own.restore()
             ours.append(tokens_per_s(timer, tokens_per_step, a.warmup))
             # share of the whole training loop (first step to last) spent in vocabadapt's per-step code

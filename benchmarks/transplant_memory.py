@@ -77,8 +77,12 @@ def synthetic_tokenizer(path: Path, n: int = 50277) -> Path:
 
 def measure(what: str, model_dir: Path, out_dir: Path, tok_path: Path) -> dict:
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false")
-    res = subprocess.run([sys.executable, "-c", CHILD, what, str(model_dir), str(out_dir), str(tok_path)],
-                         capture_output=True, text=True, env=env)
+    res = subprocess.run(
+        [sys.executable, "-c", CHILD, what, str(model_dir), str(out_dir), str(tok_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     if res.returncode != 0:
         raise SystemExit(f"{what} failed:\n{res.stderr[-3000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -99,9 +103,15 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     tok_path = NEOX if NEOX.is_file() else synthetic_tokenizer(work / "tokenizer.json")
     rows = 50304
-    cfg = tf.LlamaConfig(vocab_size=rows, hidden_size=args.hidden, intermediate_size=int(args.hidden * 2.75),
-                         num_hidden_layers=args.layers[0], num_attention_heads=max(args.hidden // 64, 1),
-                         num_key_value_heads=max(args.hidden // 64, 1), tie_word_embeddings=False)
+    cfg = tf.LlamaConfig(
+        vocab_size=rows,
+        hidden_size=args.hidden,
+        intermediate_size=int(args.hidden * 2.75),
+        num_hidden_layers=args.layers[0],
+        num_attention_heads=max(args.hidden // 64, 1),
+        num_key_value_heads=max(args.hidden // 64, 1),
+        tie_word_embeddings=False,
+    )
     emb_mb = 2 * rows * args.hidden * 4 / 2**20
     table = []
     for layers in args.layers:
@@ -123,7 +133,9 @@ def main() -> None:
         table.append((layers, params, model_mb, results))
         for d in (sharded, single, work / "out-sharded", work / "out-single", work / "out-naive"):
             shutil.rmtree(d, ignore_errors=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
     lines = [
         "# Transplant peak memory: sharded rewrite vs loading the model",
         "",
@@ -144,8 +156,10 @@ def main() -> None:
     ]
     for layers, _params, model_mb, results in table:
         for name, r in results.items():
-            lines.append(f"| {layers} | {model_mb:.0f} | {name} | {r['peak_delta_mb']:.0f} | "
-                         f"{r['peak_delta_mb'] / emb_mb:.2f} | {r['peak_delta_mb'] / model_mb:.2f} | {r['wall_s']:.1f} |")
+            lines.append(
+                f"| {layers} | {model_mb:.0f} | {name} | {r['peak_delta_mb']:.0f} | "
+                f"{r['peak_delta_mb'] / emb_mb:.2f} | {r['peak_delta_mb'] / model_mb:.2f} | {r['wall_s']:.1f} |"
+            )
     lines += [
         "",
         "The transplant builds one matrix at a time (source rows in, target rows built, combined rows in",

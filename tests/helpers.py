@@ -18,7 +18,9 @@ TEXT = (
 ) * 4
 
 
-def train_bpe_tokenizer(texts: list[str], vocab_size: int = 300, special: tuple[str, ...] = ("<|endoftext|>", "<|pad|>")):
+def train_bpe_tokenizer(
+    texts: list[str], vocab_size: int = 300, special: tuple[str, ...] = ("<|endoftext|>", "<|pad|>")
+):
     """A byte-level BPE PreTrainedTokenizerFast trained in memory (bos=eos=first special, pad=second)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -27,12 +29,15 @@ def train_bpe_tokenizer(texts: list[str], vocab_size: int = 300, special: tuple[
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=list(special), initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        vocab_size=vocab_size,
+        special_tokens=list(special),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=special[0], eos_token=special[0],
-                                   unk_token=special[0], pad_token=special[1])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=special[0], eos_token=special[0], unk_token=special[0], pad_token=special[1]
+    )
 
 
 def seed_all(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -44,8 +49,15 @@ def seed_all(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return model
 
 
-def tiny_model(arch: str = "gpt_neox", vocab_size: int = 320, hidden: int = 32, layers: int = 2,
-               max_pos: int = 128, tie: bool | None = None, seed: int = 0) -> torch.nn.Module:
+def tiny_model(
+    arch: str = "gpt_neox",
+    vocab_size: int = 320,
+    hidden: int = 32,
+    layers: int = 2,
+    max_pos: int = 128,
+    tie: bool | None = None,
+    seed: int = 0,
+) -> torch.nn.Module:
     """A tiny causal LM of the given architecture with deterministic weights.
 
     arch: gpt_neox (untied, like Pythia), llama (untied), gpt2 (tied), qwen2, mistral.
@@ -54,15 +66,34 @@ def tiny_model(arch: str = "gpt_neox", vocab_size: int = 320, hidden: int = 32, 
 
     common = dict(vocab_size=vocab_size, num_hidden_layers=layers, num_attention_heads=4)
     if arch == "gpt_neox":
-        cfg = tf.GPTNeoXConfig(hidden_size=hidden, intermediate_size=hidden * 4, max_position_embeddings=max_pos,
-                               tie_word_embeddings=bool(tie), **common)
+        cfg = tf.GPTNeoXConfig(
+            hidden_size=hidden,
+            intermediate_size=hidden * 4,
+            max_position_embeddings=max_pos,
+            tie_word_embeddings=bool(tie),
+            **common,
+        )
     elif arch in ("llama", "qwen2", "mistral"):
         klass = {"llama": tf.LlamaConfig, "qwen2": tf.Qwen2Config, "mistral": tf.MistralConfig}[arch]
-        cfg = klass(hidden_size=hidden, intermediate_size=hidden * 2, max_position_embeddings=max_pos,
-                    num_key_value_heads=2, tie_word_embeddings=bool(tie), **common)
+        cfg = klass(
+            hidden_size=hidden,
+            intermediate_size=hidden * 2,
+            max_position_embeddings=max_pos,
+            num_key_value_heads=2,
+            tie_word_embeddings=bool(tie),
+            **common,
+        )
     elif arch == "gpt2":
-        cfg = tf.GPT2Config(vocab_size=vocab_size, n_embd=hidden, n_layer=layers, n_head=4, n_positions=max_pos,
-                            tie_word_embeddings=True if tie is None else tie, bos_token_id=0, eos_token_id=0)
+        cfg = tf.GPT2Config(
+            vocab_size=vocab_size,
+            n_embd=hidden,
+            n_layer=layers,
+            n_head=4,
+            n_positions=max_pos,
+            tie_word_embeddings=True if tie is None else tie,
+            bos_token_id=0,
+            eos_token_id=0,
+        )
     else:
         raise ValueError(arch)
     cfg.bos_token_id = 0

@@ -23,8 +23,14 @@ def setup(tmp_path_factory):
     target_tok.save_pretrained(str(root / "target_tok"))
     write_jsonl(root / "train.jsonl", DOCS)
     write_jsonl(root / "heldout.jsonl", HELDOUT)
-    qa = {str(1000 + i): {"QUESTION": f"Does heparin help case {i}?", "CONTEXTS": ["heparin slows growth."],
-                          "final_decision": ["yes", "no", "maybe"][i % 3]} for i in range(6)}
+    qa = {
+        str(1000 + i): {
+            "QUESTION": f"Does heparin help case {i}?",
+            "CONTEXTS": ["heparin slows growth."],
+            "final_decision": ["yes", "no", "maybe"][i % 3],
+        }
+        for i in range(6)
+    }
     (root / "qa.json").write_text(json.dumps(qa))
     config = {
         "models": {"source_model": "model", "target_tokenizer": "target_tok"},
@@ -34,9 +40,20 @@ def setup(tmp_path_factory):
         "alignment": {"pivot_count": 50, "similarity_threshold": 0.3},
         "evaluation": {"qa": {"file": "qa.json", "bootstrap": 50}, "batch_size": 4},
         "pipeline": {"run_root": "runs"},
-        "vocab_adaptation": {"stage1_steps": 3, "stage2_steps": 3, "batch_size": 2, "gradient_accumulation": 1,
-                             "max_seq_length": 32, "lr_stage1": 1e-3, "lr_stage2": 1e-3, "bf16": False,
-                             "save_steps": 2, "eval_steps": 2, "logging_steps": 1, "eval_max_bytes": 2000},
+        "vocab_adaptation": {
+            "stage1_steps": 3,
+            "stage2_steps": 3,
+            "batch_size": 2,
+            "gradient_accumulation": 1,
+            "max_seq_length": 32,
+            "lr_stage1": 1e-3,
+            "lr_stage2": 1e-3,
+            "bf16": False,
+            "save_steps": 2,
+            "eval_steps": 2,
+            "logging_steps": 1,
+            "eval_max_bytes": 2000,
+        },
     }
     return root, write_config(root / "tiny.yaml", config)
 
@@ -52,9 +69,18 @@ def test_whole_pipeline_runs_then_skips(setup, capsys):
     for k, name in enumerate(STAGE_NAMES, 1):
         assert f"[{k}/9] {name}" in err
     # artifacts the design names
-    for rel in ("corpus/stats.json", "terms/terms.txt", "align/mapping.json", "model/init/transplant.json",
-                "model/stage2/config.json", "train/stage1/summary.json", "train/stage2/summary.json", "eval/summary.json", "eval/checklist.json",
-                "report/report.html"):
+    for rel in (
+        "corpus/stats.json",
+        "terms/terms.txt",
+        "align/mapping.json",
+        "model/init/transplant.json",
+        "model/stage2/config.json",
+        "train/stage1/summary.json",
+        "train/stage2/summary.json",
+        "eval/summary.json",
+        "eval/checklist.json",
+        "report/report.html",
+    ):
         assert (run_dir / rel).exists(), rel
     # mined terms were added to the target tokenizer and got non-zero rows
     transplant = json.loads((run_dir / "model/init/transplant.json").read_text())
@@ -80,7 +106,22 @@ def test_changed_training_key_reruns_from_stage2(setup, capsys):
 def test_training_stages_launch_two_processes(setup):
     root, cfg = setup
     run_dir = root / "run_ddp"
-    assert main(["run", str(cfg), "--run-dir", str(run_dir), "--until", "stage2",
-                 "--set", "vocab_adaptation.num_processes=2", "--set", "vocab_adaptation.launcher=torchrun"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(cfg),
+                "--run-dir",
+                str(run_dir),
+                "--until",
+                "stage2",
+                "--set",
+                "vocab_adaptation.num_processes=2",
+                "--set",
+                "vocab_adaptation.launcher=torchrun",
+            ]
+        )
+        == 0
+    )
     summary = RunLayout(run_dir).train_summaries()
     assert summary["stage1"]["world_size"] == 2 and summary["stage2"]["steps"] == 3

@@ -16,5 +16,14 @@ from .errors import ConfigError, InputError, StageError, VocabadaptError
 from .run.layout import RunLayout
 from .run.runner import run as run_pipeline
 
-__all__ = ["Config", "load_config", "run_pipeline", "audit_config", "RunLayout", "ConfigError", "InputError",
-           "StageError", "VocabadaptError"]
+__all__ = [
+    "Config",
+    "load_config",
+    "run_pipeline",
+    "audit_config",
+    "RunLayout",
+    "ConfigError",
+    "InputError",
+    "StageError",
+    "VocabadaptError",
+]

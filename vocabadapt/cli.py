@@ -19,16 +19,25 @@ DEMO_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
 
 
 def _add_set(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set vocab_adaptation.lr_stage1=3e-5 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set vocab_adaptation.lr_stage1=3e-5 (repeatable)",
+    )
 
 
 def _add_run_args(p: argparse.ArgumentParser, with_config: bool = True) -> None:
     if with_config:
         p.add_argument("config", help="YAML config file")
     _add_set(p)
-    p.add_argument("--run-dir", help="run directory (default: resume this config's newest unfinished run, "
-                                     "else <pipeline.run_root>/<config name>-<UTC time>)")
+    p.add_argument(
+        "--run-dir",
+        help="run directory (default: resume this config's newest unfinished run, "
+        "else <pipeline.run_root>/<config name>-<UTC time>)",
+    )
     p.add_argument("--from", dest="from_stage", metavar="STAGE", help="first stage to consider")
     p.add_argument("--until", metavar="STAGE", help="last stage to run")
     p.add_argument("--force", action="store_true", help="redo stages from --from even if up to date")
@@ -43,8 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     stages = ", ".join(s.name for s in STAGES)
     _add_run_args(sub.add_parser("run", help=f"run the pipeline ({stages}); resumable"))
-    _add_run_args(sub.add_parser("demo", help="run the bundled demo (configs/demo.yaml) on this CPU"),
-                  with_config=False)
+    _add_run_args(
+        sub.add_parser("demo", help="run the bundled demo (configs/demo.yaml) on this CPU"), with_config=False
+    )
     for name in ("tokenize", "embed", "align", "transplant"):
         p = sub.add_parser(name, help=f"shorthand for: run CONFIG --until {name}")
         _add_run_args(p)
@@ -80,8 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     _quiet_libraries(args.verbose)
     try:
         return _dispatch(args)
@@ -132,8 +145,14 @@ def _dispatch(args: argparse.Namespace) -> int:
     if cmd == "eval":
         from .evaluation.suite import eval_command
 
-        result = eval_command(model=args.model, baseline=args.baseline, texts=args.text,
-                              pubmedqa=args.pubmedqa, max_samples=args.max_samples, out=args.out)
+        result = eval_command(
+            model=args.model,
+            baseline=args.baseline,
+            texts=args.text,
+            pubmedqa=args.pubmedqa,
+            max_samples=args.max_samples,
+            out=args.out,
+        )
         print(json.dumps(result, indent=2))
         return 0
     if cmd == "report":
@@ -166,8 +185,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
         word = {"start": "running", "skip": "skipped", "done": "done"}[event]
         print(f"[{index[stage]}/{total}] {stage:<10} {word} ({detail})", file=sys.stderr, flush=True)
 
-    result = run(config, args.overrides, run_dir=args.run_dir, from_stage=args.from_stage,
-                 until=until, force=args.force, on_event=show)
+    result = run(
+        config,
+        args.overrides,
+        run_dir=args.run_dir,
+        from_stage=args.from_stage,
+        until=until,
+        force=args.force,
+        on_event=show,
+    )
     print(f"run directory: {result.run_dir}")
     if result.manifest.get("complete"):
         from .stages.report import closing_summary
@@ -186,10 +212,20 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     errors = sum(f.severity == "error" for f in findings)
     warnings = sum(f.severity == "warning" for f in findings)
     if args.format == "json":
-        print(json.dumps({"findings": [f.as_dict() for f in findings],
-                          "summary": {"errors": errors, "warnings": warnings,
-                                      "info": len(findings) - errors - warnings, "config": args.config}},
-                         indent=2))
+        print(
+            json.dumps(
+                {
+                    "findings": [f.as_dict() for f in findings],
+                    "summary": {
+                        "errors": errors,
+                        "warnings": warnings,
+                        "info": len(findings) - errors - warnings,
+                        "config": args.config,
+                    },
+                },
+                indent=2,
+            )
+        )
     else:
         print(format_text(findings, args.config))
     return 1 if errors or (args.strict and warnings) else 0

@@ -180,10 +180,15 @@ def fingerprint(path: str | os.PathLike, how: str = "sha256") -> dict[str, Any] 
     path = Path(path)
     if not path.exists():
         return None
-    files = [path] if path.is_file() else sorted(
-        # Only names inside the tree count: a run dir that lives under a ".tmp-..." folder is still seen.
-        p for p in path.rglob("*")
-        if p.is_file() and not any(part.startswith(TMP_PREFIX) for part in p.relative_to(path).parts)
+    files = (
+        [path]
+        if path.is_file()
+        else sorted(
+            # Only names inside the tree count: a run dir that lives under a ".tmp-..." folder is still seen.
+            p
+            for p in path.rglob("*")
+            if p.is_file() and not any(part.startswith(TMP_PREFIX) for part in p.relative_to(path).parts)
+        )
     )
     total = 0
     h = hashlib.sha256()

@@ -50,7 +50,10 @@ def test_known_alignment_is_recovered_through_relative_representations():
     np.testing.assert_array_equal(rows[:, 0], perm)
     np.testing.assert_allclose(sims[:, 0], 1.0, atol=1e-4)
     assert precision_at({t: int(perm[t]) for t in range(400)}, {t: rows[t].tolist() for t in range(400)}) == {
-        "n": 400, "precision@1": 1.0, "precision@5": 1.0}
+        "n": 400,
+        "precision@1": 1.0,
+        "precision@5": 1.0,
+    }
 
 
 def test_pivot_choice_is_seeded_and_frequent_takes_the_most_frequent():
@@ -80,15 +83,18 @@ def tiny_run(tmp_path_factory):
     src.save_pretrained(str(root / "src_tok"))
     tgt.save_pretrained(str(root / "tgt_tok"))
     write_jsonl(root / "corpus.jsonl", docs)
-    cfg = write_config(root / "tiny.yaml", {
-        "models": {"source_tokenizer": str(root / "src_tok"), "target_tokenizer": str(root / "tgt_tok")},
-        "corpus": {"inputs": [str(root / "corpus.jsonl")], "heldout_fraction": 0.2},
-        "term_mining": {"enabled": False},
-        "tokenization": {"workers": 1},
-        "embedding": {"fasttext": {"thread": 1, "dim": 16, "epochs": 3}},
-        "alignment": {"pivot_count": 20, "similarity_threshold": 0.3},
-        "pipeline": {"run_root": str(root / "runs")},
-    })
+    cfg = write_config(
+        root / "tiny.yaml",
+        {
+            "models": {"source_tokenizer": str(root / "src_tok"), "target_tokenizer": str(root / "tgt_tok")},
+            "corpus": {"inputs": [str(root / "corpus.jsonl")], "heldout_fraction": 0.2},
+            "term_mining": {"enabled": False},
+            "tokenization": {"workers": 1},
+            "embedding": {"fasttext": {"thread": 1, "dim": 16, "epochs": 3}},
+            "alignment": {"pivot_count": 20, "similarity_threshold": 0.3},
+            "pipeline": {"run_root": str(root / "runs")},
+        },
+    )
     result = run(cfg, run_dir=root / "runs" / "r", until="align")
     return cfg, result.run_dir, src, tgt
 
@@ -140,8 +146,12 @@ def test_threshold_and_fallbacks(tiny_run):
     m = _mapping(run_dir)
     assert "fvt" not in m.methods and m.counts()["zero"] == len(tgt) - m.counts()["identical"] - m.counts()["special"]
 
-    run(cfg, ["alignment.similarity_threshold=-1.0", "alignment.method=soft", "alignment.top_k=3"],
-        run_dir=run_dir, until="align")
+    run(
+        cfg,
+        ["alignment.similarity_threshold=-1.0", "alignment.method=soft", "alignment.top_k=3"],
+        run_dir=run_dir,
+        until="align",
+    )
     m = _mapping(run_dir)
     soft = [i for i, x in enumerate(m.methods) if x == "soft"]
     assert soft and all(len(m.source_ids[i]) == 3 and abs(sum(m.weights[i]) - 1) < 1e-5 for i in soft)

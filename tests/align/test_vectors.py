@@ -43,7 +43,9 @@ def test_vectors_ids_counts_and_determinism(tmp_path):
     _write_tokens(tmp_path / "b")
     run_stage(_ctx(tmp_path / "b"))
     for name in ("source.npy", "target.npy", "source_ids.npy", "target_counts.npy"):
-        assert (tmp_path / "a" / "embeddings" / name).read_bytes() == (tmp_path / "b" / "embeddings" / name).read_bytes()
+        assert (tmp_path / "a" / "embeddings" / name).read_bytes() == (
+            tmp_path / "b" / "embeddings" / name
+        ).read_bytes()
 
 
 def test_missing_tokens_is_an_input_error(tmp_path):

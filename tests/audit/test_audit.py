@@ -21,28 +21,56 @@ REPO = Path(__file__).resolve().parents[2]
 
 # The reviewed research config's training values (what the audit must flag).
 ORIGINAL = {
-    "models": {"source_model": "BioMistral/BioMistral-7B", "source_tokenizer": "BioMistral/BioMistral-7B",
-               "target_tokenizer": "mistralai/Mistral-7B-v0.3"},
+    "models": {
+        "source_model": "BioMistral/BioMistral-7B",
+        "source_tokenizer": "BioMistral/BioMistral-7B",
+        "target_tokenizer": "mistralai/Mistral-7B-v0.3",
+    },
     "corpus": {"size_gb": 5},
     "embedding": {"backend": "fasttext", "fasttext": {"epochs": 30, "mincount": 1, "lr": 0.05}},
     "alignment": {"pivot_count": 2000, "similarity_threshold": 0.3},
     "vocab_adaptation": {
-        "stage1_steps": 2500, "stage2_steps": 2500, "lr_stage1": 6.4e-4, "lr_stage2": 5e-5,
-        "batch_size": 4, "gradient_accumulation": 16, "max_seq_length": 2048,
-        "train_start_idx_stage2": 2560000, "seed": 0, "shuffle": False, "bf16": False, "stage2_use_lora": False,
+        "stage1_steps": 2500,
+        "stage2_steps": 2500,
+        "lr_stage1": 6.4e-4,
+        "lr_stage2": 5e-5,
+        "batch_size": 4,
+        "gradient_accumulation": 16,
+        "max_seq_length": 2048,
+        "train_start_idx_stage2": 2560000,
+        "seed": 0,
+        "shuffle": False,
+        "bf16": False,
+        "stage2_use_lora": False,
     },
 }
 
 # A sane config: the research values fixed (what configs/research.yaml holds), no corpus size.
 GOOD = {
-    "vocab_adaptation": {"lr_stage1": 4e-5, "batch_size": 4, "gradient_accumulation": 16, "max_seq_length": 2048,
-                         "train_start_idx_stage2": "auto", "shuffle": True, "bf16": True},
+    "vocab_adaptation": {
+        "lr_stage1": 4e-5,
+        "batch_size": 4,
+        "gradient_accumulation": 16,
+        "max_seq_length": 2048,
+        "train_start_idx_stage2": "auto",
+        "shuffle": True,
+        "bf16": True,
+    },
 }
 
 # Mistral-7B's config.json (BioMistral-7B has the same shape).
-MISTRAL = {"architectures": ["MistralForCausalLM"], "model_type": "mistral", "hidden_size": 4096,
-           "intermediate_size": 14336, "max_position_embeddings": 32768, "num_attention_heads": 32,
-           "num_hidden_layers": 32, "num_key_value_heads": 8, "tie_word_embeddings": False, "vocab_size": 32000}
+MISTRAL = {
+    "architectures": ["MistralForCausalLM"],
+    "model_type": "mistral",
+    "hidden_size": 4096,
+    "intermediate_size": 14336,
+    "max_position_embeddings": 32768,
+    "num_attention_heads": 32,
+    "num_hidden_layers": 32,
+    "num_key_value_heads": 8,
+    "tie_word_embeddings": False,
+    "vocab_size": 32000,
+}
 
 
 def cfg(base: dict | None = None, **sections):
@@ -69,9 +97,21 @@ def run_rule(name, config, facts=None):
 
 def test_registry_lists_every_rule_tested_here():
     # A new rule must come with tests: this list is what the tests below cover.
-    assert list(A.RULES) == ["lr_stage1", "shuffle", "stage2_start", "token_budget", "stage2_memory", "lora",
-                             "alignment", "eval_leak", "max_positions", "fasttext_ngrams", "precision",
-                             "batch_and_steps", "names"]
+    assert list(A.RULES) == [
+        "lr_stage1",
+        "shuffle",
+        "stage2_start",
+        "token_budget",
+        "stage2_memory",
+        "lora",
+        "alignment",
+        "eval_leak",
+        "max_positions",
+        "fasttext_ngrams",
+        "precision",
+        "batch_and_steps",
+        "names",
+    ]
 
 
 # 1 ------------------------------------------------------------------------------------------------
@@ -163,7 +203,11 @@ def test_stage2_start_measured_cases():
 
 def test_stage2_start_without_statistics_says_what_auto_means():
     f = one(run_rule("stage2_start", cfg(GOOD)), "stage2_start")
-    assert f.severity == "info" and "Not checked" in f.message and "auto means stage 1's consumption = 160,000" in f.message
+    assert (
+        f.severity == "info"
+        and "Not checked" in f.message
+        and "auto means stage 1's consumption = 160,000" in f.message
+    )
     # Without counts but with documents: the average tokens per document the start index would need.
     orig = copy.deepcopy(ORIGINAL)
     orig["corpus"]["size_gb"] = 0
@@ -189,8 +233,9 @@ def test_parameter_count_mistral_7b():
     assert exact and params == 7_241_732_096  # Mistral-7B's published parameter count
 
 
-@pytest.mark.parametrize("arch,tie", [("gpt_neox", False), ("llama", False), ("gpt2", None), ("qwen2", False),
-                                      ("mistral", True)])
+@pytest.mark.parametrize(
+    "arch,tie", [("gpt_neox", False), ("llama", False), ("gpt2", None), ("qwen2", False), ("mistral", True)]
+)
 def test_parameter_count_matches_real_models(arch, tie):
     from helpers import tiny_model
 
@@ -200,8 +245,15 @@ def test_parameter_count_matches_real_models(arch, tie):
 
 
 def test_parameter_count_of_an_unknown_architecture_is_approximate():
-    params, exact = count_parameters({"model_type": "not_in_transformers", "vocab_size": 100, "hidden_size": 8,
-                                      "num_hidden_layers": 2, "tie_word_embeddings": True})
+    params, exact = count_parameters(
+        {
+            "model_type": "not_in_transformers",
+            "vocab_size": 100,
+            "hidden_size": 8,
+            "num_hidden_layers": 2,
+            "tie_word_embeddings": True,
+        }
+    )
     assert not exact and params == 12 * 2 * 64 + 800
 
 
@@ -221,8 +273,14 @@ def test_stage2_memory():
     f = one(run_rule("stage2_memory", orig), "stage2_memory")
     assert f.severity == "info" and "not checked" in f.message and "16 bytes per parameter" in f.recommendation
     # 8-bit Adam: 4 + 4 + 2 bytes.
-    f = one(run_rule("stage2_memory", cfg(ORIGINAL, vocab_adaptation={"stage2_optimizer": "adamw_bnb_8bit"}),
-                     Facts(model_config=MISTRAL, gpu_memory_gb=75)), "stage2_memory")
+    f = one(
+        run_rule(
+            "stage2_memory",
+            cfg(ORIGINAL, vocab_adaptation={"stage2_optimizer": "adamw_bnb_8bit"}),
+            Facts(model_config=MISTRAL, gpu_memory_gb=75),
+        ),
+        "stage2_memory",
+    )
     assert f.evidence["bytes_per_param_full"] == 10 and f.severity == "warning"  # 67.4 of 75 GiB
     assert f.evidence["needed_gib"] == pytest.approx(7_241_732_096 * 10 / 2**30)
 
@@ -233,15 +291,26 @@ def test_lora_rules():
     on = {"stage2_use_lora": True}
     f = one(run_rule("lora", cfg(GOOD, vocab_adaptation={**on, "lora_r": 64, "lora_alpha": 8})), "lora")
     assert f.severity == "warning" and f.evidence["scale"] == 0.125
-    f = one(run_rule("lora", cfg(GOOD, vocab_adaptation={**on, "lora_target_modules": ["query_key_value", "q_proj"]}),
-                     Facts(model_config=MISTRAL)), "lora")
+    f = one(
+        run_rule(
+            "lora",
+            cfg(GOOD, vocab_adaptation={**on, "lora_target_modules": ["query_key_value", "q_proj"]}),
+            Facts(model_config=MISTRAL),
+        ),
+        "lora",
+    )
     assert f.severity == "error" and f.evidence["unknown"] == ["query_key_value"]
-    f = one(run_rule("lora", cfg(GOOD, vocab_adaptation={**on, "lora_target_modules": ["q_proj", "v_proj"]}),
-                     Facts(model_config=MISTRAL)), "lora")
+    f = one(
+        run_rule(
+            "lora",
+            cfg(GOOD, vocab_adaptation={**on, "lora_target_modules": ["q_proj", "v_proj"]}),
+            Facts(model_config=MISTRAL),
+        ),
+        "lora",
+    )
     assert f.severity == "info" and f.evidence["scale"] == 2
     f = one(run_rule("lora", cfg(GOOD, vocab_adaptation={**on, "lora_target_modules": ["q_proj"]})), "lora")
     assert f.severity == "info" and "not checked" in f.message
-
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "gpt_neox"])
@@ -259,8 +328,10 @@ def test_lora_targets_audit_rejects_what_training_rejects(arch, tmp_path):
     candidates = sorted(set(accepted_by_training) | names | {"q_proj", "query_key_value", "c_attn", "nonexistent"})
     on = {"stage2_use_lora": True}
     for name in candidates:
-        f = one(run_rule("lora", cfg(GOOD, vocab_adaptation={**on, "lora_target_modules": [name]}),
-                         Facts(model_config=mc)), "lora")
+        f = one(
+            run_rule("lora", cfg(GOOD, vocab_adaptation={**on, "lora_target_modules": [name]}), Facts(model_config=mc)),
+            "lora",
+        )
         assert (f.severity != "error") == (name in accepted_by_training), (arch, name, f.message)
 
 
@@ -269,7 +340,9 @@ def test_similarity_threshold_and_pivots():
     for t in (-0.2, 0.97):
         f = one(run_rule("alignment", cfg(GOOD, alignment={"similarity_threshold": t})), "similarity_threshold")
         assert f.severity == "warning"
-    assert by_id(run_rule("alignment", cfg(GOOD, alignment={"similarity_threshold": 0.5})), "similarity_threshold") == []
+    assert (
+        by_id(run_rule("alignment", cfg(GOOD, alignment={"similarity_threshold": 0.5})), "similarity_threshold") == []
+    )
     f = one(run_rule("alignment", cfg(ORIGINAL), Facts(identical_pairs=1500)), "pivot_count")
     assert f.severity == "error" and "1,500" in f.message
     assert by_id(run_rule("alignment", cfg(GOOD), Facts(identical_pairs=1500)), "pivot_count") == []
@@ -281,17 +354,28 @@ def test_eval_leak(tmp_path):
     train = str(tmp_path / "train.jsonl")
     f = one(run_rule("eval_leak", cfg(GOOD, corpus={"inputs": [train], "heldout_fraction": 0})), "eval_leak")
     assert f.severity == "error" and f.key == "corpus.heldout_fraction"
-    f = one(run_rule("eval_leak", cfg(GOOD, corpus={"inputs": [train]},
-                                      evaluation={"datasets": ["heldout", train]})), "eval_leak")
+    f = one(
+        run_rule("eval_leak", cfg(GOOD, corpus={"inputs": [train]}, evaluation={"datasets": ["heldout", train]})),
+        "eval_leak",
+    )
     assert f.severity == "error" and f.evidence["files"] == [train]
     qa = str(tmp_path / "qa.json")
-    f = one(run_rule("eval_leak", cfg(GOOD, corpus={"inputs": [str(tmp_path / "*.json")]},
-                                      evaluation={"qa": {"file": qa}})), "eval_leak")
+    f = one(
+        run_rule(
+            "eval_leak", cfg(GOOD, corpus={"inputs": [str(tmp_path / "*.json")]}, evaluation={"qa": {"file": qa}})
+        ),
+        "eval_leak",
+    )
     assert f.evidence["files"] == [qa]
     assert run_rule("eval_leak", cfg(GOOD, corpus={"inputs": [train]})) == []
     # Held-out fraction 0 is fine with separate held-out files, or with evaluation off.
-    assert run_rule("eval_leak", cfg(GOOD, corpus={"inputs": [train], "heldout_fraction": 0,
-                                                   "heldout_inputs": [str(tmp_path / "h.jsonl")]})) == []
+    assert (
+        run_rule(
+            "eval_leak",
+            cfg(GOOD, corpus={"inputs": [train], "heldout_fraction": 0, "heldout_inputs": [str(tmp_path / "h.jsonl")]}),
+        )
+        == []
+    )
     assert run_rule("eval_leak", cfg(GOOD, corpus={"heldout_fraction": 0}, evaluation={"enabled": False})) == []
 
 
@@ -328,15 +412,22 @@ def test_bf16_and_flash_attn():
 
 # 12 -----------------------------------------------------------------------------------------------
 def test_tiny_batch_and_zero_steps():
-    f = one(run_rule("batch_and_steps", cfg(GOOD, vocab_adaptation={"batch_size": 1, "gradient_accumulation": 2})),
-            "tiny_batch")
+    f = one(
+        run_rule("batch_and_steps", cfg(GOOD, vocab_adaptation={"batch_size": 1, "gradient_accumulation": 2})),
+        "tiny_batch",
+    )
     assert f.severity == "warning" and f.evidence["sequences_per_step"] == 2
     assert run_rule("batch_and_steps", cfg(GOOD)) == []
     f = one(run_rule("batch_and_steps", cfg(GOOD, vocab_adaptation={"stage1_steps": 0})), "zero_steps")
     assert f.severity == "warning"
-    f = one(run_rule("batch_and_steps", cfg(GOOD, vocab_adaptation={"stage1_steps": 0, "stage2_steps": 0})), "zero_steps")
+    f = one(
+        run_rule("batch_and_steps", cfg(GOOD, vocab_adaptation={"stage1_steps": 0, "stage2_steps": 0})), "zero_steps"
+    )
     assert f.severity == "warning" and "never trained" in f.message
-    assert one(run_rule("batch_and_steps", cfg(GOOD, vocab_adaptation={"stage2_steps": 0})), "zero_steps").severity == "info"
+    assert (
+        one(run_rule("batch_and_steps", cfg(GOOD, vocab_adaptation={"stage2_steps": 0})), "zero_steps").severity
+        == "info"
+    )
 
 
 def test_optimizer_and_scheduler_names():
@@ -352,13 +443,25 @@ def test_optimizer_and_scheduler_names():
 
 
 # facts ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("data,expected", [
-    ({"documents": 10, "bytes": 1000, "tokens_target": 250}, {"documents": 10, "bytes": 1000, "tokens_target": 250}),
-    ({"train": {"documents": 7, "bytes": 70}, "heldout": {"documents": 1}}, {"documents": 7, "bytes": 70}),
-    ({"target": {"tokens": 99}, "source": {"tokens": 120}}, {"tokens_target": 99, "tokens_source": 120}),
-    ({"tokens": {"source": 5, "target": 6}, "packed_sequences": 3}, {"tokens_target": 6, "tokens_source": 5, "sequences": 3}),
-    ({"tokens": 42, "identical_pairs": 9, "documents": "many"}, {"tokens_target": 42, "identical_pairs": 9, "documents": None}),
-])
+@pytest.mark.parametrize(
+    "data,expected",
+    [
+        (
+            {"documents": 10, "bytes": 1000, "tokens_target": 250},
+            {"documents": 10, "bytes": 1000, "tokens_target": 250},
+        ),
+        ({"train": {"documents": 7, "bytes": 70}, "heldout": {"documents": 1}}, {"documents": 7, "bytes": 70}),
+        ({"target": {"tokens": 99}, "source": {"tokens": 120}}, {"tokens_target": 99, "tokens_source": 120}),
+        (
+            {"tokens": {"source": 5, "target": 6}, "packed_sequences": 3},
+            {"tokens_target": 6, "tokens_source": 5, "sequences": 3},
+        ),
+        (
+            {"tokens": 42, "identical_pairs": 9, "documents": "many"},
+            {"tokens_target": 42, "identical_pairs": 9, "documents": None},
+        ),
+    ],
+)
 def test_corpus_stats_are_read_tolerantly(data, expected):
     got = parse_corpus_stats(data)
     for k, v in expected.items():
@@ -408,7 +511,13 @@ def test_shipped_configs_load_and_audit_clean():
     assert [f for f in findings if f.severity != "info"] == []
     paper = load_config(REPO / "configs" / "paper.yaml")
     va = paper.vocab_adaptation
-    assert (va.lr_stage1, va.lr_stage2, paper.alignment.pivot_count, va.stage2_use_lora, va.bf16) == (6.4e-4, 5e-5, 300, False, True)
+    assert (va.lr_stage1, va.lr_stage2, paper.alignment.pivot_count, va.stage2_use_lora, va.bf16) == (
+        6.4e-4,
+        5e-5,
+        300,
+        False,
+        True,
+    )
     assert va.batch_size * va.gradient_accumulation == 1024
     assert A.stage2_start(paper, Facts()) == 2_560_000  # auto reproduces the paper's start index
     assert [f for f in audit(paper, Facts()) if f.severity == "error"] == []

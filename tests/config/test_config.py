@@ -138,7 +138,9 @@ def test_missing_file(tmp_path):
 
 def test_overrides_apply_parse_and_are_validated(tmp_path):
     p = _write(tmp_path, "vocab_adaptation: {lr_stage1: 1e-4}\n")
-    cfg = load_config(p, ["vocab_adaptation.lr_stage1=3e-5", "alignment.method=soft", "corpus.text_fields=[title, abstract]"])
+    cfg = load_config(
+        p, ["vocab_adaptation.lr_stage1=3e-5", "alignment.method=soft", "corpus.text_fields=[title, abstract]"]
+    )
     assert cfg.vocab_adaptation.lr_stage1 == 3e-5 and cfg.alignment.method == "soft"
     assert cfg.corpus.text_fields == ["title", "abstract"]
     with pytest.raises(ConfigError) as e:

@@ -21,8 +21,16 @@ DOCS = [TEXT[:180], "aspirin reduces pain . the study of tumour growth in mice",
 QA = {
     "1": {"QUESTION": "Does aspirin reduce pain?", "CONTEXTS": ["aspirin reduces pain ."], "final_decision": "yes"},
     "2": {"QUESTION": "Does heparin cause growth?", "CONTEXTS": ["heparin slows the growth ."], "final_decision": "no"},
-    "3": {"QUESTION": "Is cocaine harmful?", "CONTEXTS": ["cardiac arrest after cocaine use ."], "final_decision": "maybe"},
-    "4": {"QUESTION": "Is heparin used?", "CONTEXTS": ["the patient was treated with heparin ."], "final_decision": "yes"},
+    "3": {
+        "QUESTION": "Is cocaine harmful?",
+        "CONTEXTS": ["cardiac arrest after cocaine use ."],
+        "final_decision": "maybe",
+    },
+    "4": {
+        "QUESTION": "Is heparin used?",
+        "CONTEXTS": ["the patient was treated with heparin ."],
+        "final_decision": "yes",
+    },
 }
 
 
@@ -41,10 +49,14 @@ def _write_train(run, per_stage):
 def _checklist(run, summary, **kwargs):
     """The checklist over a run directory's records, read as the evaluate stage reads them."""
     layout = RunLayout(run)
-    return checklist.build_checklist(summary, layout.train_summaries(),
-                                     {s: layout.train_metrics(s) for s in ("stage1", "stage2")},
-                                     layout.read(layout.align_summary), layout.read(layout.transplant_summary),
-                                     **kwargs)
+    return checklist.build_checklist(
+        summary,
+        layout.train_summaries(),
+        {s: layout.train_metrics(s) for s in ("stage1", "stage2")},
+        layout.read(layout.align_summary),
+        layout.read(layout.transplant_summary),
+        **kwargs,
+    )
 
 
 def test_windows_partition_targets():
@@ -119,8 +131,14 @@ def test_efficiency_and_vocab_cost(tok):
     assert efficiency.efficiency(small, DOCS, words)["bytes_per_token"] < e["bytes_per_token"]
     src = efficiency.model_facts(tiny_model("gpt_neox", vocab_size=270, hidden=32))
     tgt = efficiency.model_facts(tiny_model("gpt2", vocab_size=300, hidden=32))
-    assert src == {**src, "vocab_rows": 270, "hidden": 32, "tied": False, "embedding_params": 270 * 32,
-                   "output_params": 270 * 32}
+    assert src == {
+        **src,
+        "vocab_rows": 270,
+        "hidden": 32,
+        "tied": False,
+        "embedding_params": 270 * 32,
+        "output_params": 270 * 32,
+    }
     assert tgt["tied"] and tgt["output_params"] == 0
     c = efficiency.vocab_cost(src, tgt, 2.0, 3.0)
     assert c["embedding_params_change"] == 30 * 32
@@ -142,22 +160,51 @@ def _fake_run(tmp_path, tok, with_train=True):
     (tmp_path / "qa.json").write_text(json.dumps(QA))
     (tmp_path / "split.json").write_text(json.dumps({"1": "yes", "2": "no", "3": "maybe"}))
     (run / "align").mkdir()
-    (run / "align" / "summary.json").write_text(json.dumps(
-        {"coverage": 0.97, "methods": {"tokalign": 300, "fvt": 30},
-         "similarity_histogram": {"edges": [0, 0.5, 1], "counts": [3, 4]}, "threshold": 0.5}))
+    (run / "align" / "summary.json").write_text(
+        json.dumps(
+            {
+                "coverage": 0.97,
+                "methods": {"tokalign": 300, "fvt": 30},
+                "similarity_histogram": {"edges": [0, 0.5, 1], "counts": [3, 4]},
+                "threshold": 0.5,
+            }
+        )
+    )
     (run / "model" / "init" / "transplant.json").write_text(json.dumps({"zero_rows": 0}))
     if with_train:
         (run / "train" / "stage1").mkdir(parents=True)
         (run / "train" / "stage1" / "metrics.jsonl").write_text(
-            "\n".join(json.dumps({"step": i, "tokens": 100 * i, "loss": 5 - 0.1 * i}) for i in range(20)) + "\n{bad")
-        _write_train(run, ({
-            "stage1": {"steps": 20, "sequence_range": [0, 80], "first_loss": 5, "last_loss": 3.1, "spikes": [],
-                       "embedding_health": {"settled": True, "norm_ratio": 1.02}},
-            "stage2": {"skipped": True}}))
-    cfg = Config(models={"source_model": str(src_dir)},
-                 evaluation={"qa": {"file": str(tmp_path / "qa.json"), "split_ids": str(tmp_path / "split.json"),
-                                    "fewshot_k": 1, "bootstrap": 50},
-                             "batch_size": 4, "context_length": 64})
+            "\n".join(json.dumps({"step": i, "tokens": 100 * i, "loss": 5 - 0.1 * i}) for i in range(20)) + "\n{bad"
+        )
+        _write_train(
+            run,
+            (
+                {
+                    "stage1": {
+                        "steps": 20,
+                        "sequence_range": [0, 80],
+                        "first_loss": 5,
+                        "last_loss": 3.1,
+                        "spikes": [],
+                        "embedding_health": {"settled": True, "norm_ratio": 1.02},
+                    },
+                    "stage2": {"skipped": True},
+                }
+            ),
+        )
+    cfg = Config(
+        models={"source_model": str(src_dir)},
+        evaluation={
+            "qa": {
+                "file": str(tmp_path / "qa.json"),
+                "split_ids": str(tmp_path / "split.json"),
+                "fewshot_k": 1,
+                "bootstrap": 50,
+            },
+            "batch_size": 4,
+            "context_length": 64,
+        },
+    )
     return run, cfg
 
 
@@ -176,7 +223,9 @@ def test_evaluate_stage_end_to_end(tmp_path, tok):
         assert summary["models"][name]["bpb"]["heldout"]["bits_per_byte"] == per["bpb"]["heldout"]["bits_per_byte"]
     # the source model is scored with the run's source tokenizer
     direct = bpb.bits_per_byte(tiny_model("gpt_neox", vocab_size=len(tok), seed=0), tok, DOCS, context=64)
-    assert summary["models"]["source"]["bpb"]["heldout"]["bits_per_byte"] == pytest.approx(direct["bits_per_byte"], abs=1e-6)
+    assert summary["models"]["source"]["bpb"]["heldout"]["bits_per_byte"] == pytest.approx(
+        direct["bits_per_byte"], abs=1e-6
+    )
     assert set(summary["pubmedqa_vs_baseline"]) == {"init", "stage1", "init/fewshot", "stage1/fewshot"}
     assert summary["tokenizers"]["source"]["vocab_size"] == len(tok)
     assert summary["tokenizers"]["target"]["vocab_size"] == 330
@@ -200,18 +249,34 @@ def test_checklist_without_training_facts(tmp_path):
 
 def test_checklist_failures(tmp_path):
     (tmp_path / "train").mkdir()
-    _write_train(tmp_path, ({
-        "stage1": {"sequence_range": [0, 100], "first_loss": 5.0, "last_loss": 4.0, "spikes": [{"step": 7}],
-                   "embedding_health": {"settled": False}},
-        "stage2": {"sequence_range": [[50, 120]], "first_loss": 4.0, "last_loss": 3.0, "spikes": []}}))
+    _write_train(
+        tmp_path,
+        (
+            {
+                "stage1": {
+                    "sequence_range": [0, 100],
+                    "first_loss": 5.0,
+                    "last_loss": 4.0,
+                    "spikes": [{"step": 7}],
+                    "embedding_health": {"settled": False},
+                },
+                "stage2": {"sequence_range": [[50, 120]], "first_loss": 4.0, "last_loss": 3.0, "spikes": []},
+            }
+        ),
+    )
     (tmp_path / "align").mkdir()
     (tmp_path / "align" / "summary.json").write_text(json.dumps({"coverage": {"fraction": 0.90}}))
     (tmp_path / "model" / "init").mkdir(parents=True)
     (tmp_path / "model" / "init" / "transplant.json").write_text(json.dumps({"zero_rows": [3, 4]}))
-    summary = {"final": "stage2", "baseline": "source",
-               "models": {"stage2": {"bpb": {"heldout": {"bits_per_byte": 1.3}}, "pubmedqa": {"accuracy": 0.4}},
-                          "source": {"bpb": {"heldout": {"bits_per_byte": 1.2}}, "pubmedqa": {"accuracy": 0.6}}},
-               "pubmedqa_vs_baseline": {"stage2": {"accuracy_diff": -0.2, "accuracy_diff_ci95": [-0.3, -0.1]}}}
+    summary = {
+        "final": "stage2",
+        "baseline": "source",
+        "models": {
+            "stage2": {"bpb": {"heldout": {"bits_per_byte": 1.3}}, "pubmedqa": {"accuracy": 0.4}},
+            "source": {"bpb": {"heldout": {"bits_per_byte": 1.2}}, "pubmedqa": {"accuracy": 0.6}},
+        },
+        "pubmedqa_vs_baseline": {"stage2": {"accuracy_diff": -0.2, "accuracy_diff_ci95": [-0.3, -0.1]}},
+    }
     checks = _checklist(tmp_path, summary)
     assert [c["status"] for c in checks] == ["fail"] * 6
     assert checks[2]["evidence"]["overlapping_sequences"] == 50
@@ -239,7 +304,8 @@ def test_eval_command(tmp_path, tok):
     full = json.loads((tmp_path / "o.json").read_text())
     assert len(full["models"]["baseline"]["pubmedqa"]["predictions"]) == 3
     assert r["bits_per_byte_difference"]["held"] == pytest.approx(
-        m["bpb"]["held"]["bits_per_byte"] - r["models"]["baseline"]["bpb"]["held"]["bits_per_byte"])
+        m["bpb"]["held"]["bits_per_byte"] - r["models"]["baseline"]["bpb"]["held"]["bits_per_byte"]
+    )
     assert r["pubmedqa_vs_baseline"]["model"]["n"] == 3
 
 
@@ -271,7 +337,7 @@ def test_padding_rows_past_the_tokenizer_take_no_probability(tok):
     text = DOCS[1]
     ids = [tok.bos_token_id] + tok(text, add_special_tokens=False)["input_ids"]
     with torch.no_grad():
-        lp = torch.log_softmax(model(torch.tensor([ids])).logits[0, :, :len(tok)].double(), -1)
+        lp = torch.log_softmax(model(torch.tensor([ids])).logits[0, :, : len(tok)].double(), -1)
     nll = -sum(float(lp[i - 1, ids[i]]) for i in range(1, len(ids)))
     r = bpb.bits_per_byte(model, tok, [text])
     assert r["bits_per_byte"] == pytest.approx(nll / math.log(2) / len(text.encode()), abs=1e-6)
@@ -284,11 +350,23 @@ def test_checklist_reads_the_train_stage_format(tmp_path):
     lines.insert(3, {"type": "spike", "step": 3, "loss": 50.0, "running_mean": 5.5})
     lines.append({"type": "eval", "step": 10, "heldout_bpb": 2.0})
     (tmp_path / "train" / "stage1" / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines))
-    s1 = {"sequences": {"start": 0, "stop": 40, "ranges": [{"epoch": 0, "start": 0, "stop": 40}]}, "spikes": [],
-          "first_loss": 6.0, "last_loss": 4.2, "embedding_health": {"settled": None, "reason": "fewer than 4 health records"}}
-    s2 = {"sequences": {"start": 40, "stop": 120, "ranges": [{"epoch": 0, "start": 40, "stop": 100},
-                                                            {"epoch": 1, "start": 0, "stop": 20}]},
-          "spikes": [], "first_loss": 4.2, "last_loss": 4.0}
+    s1 = {
+        "sequences": {"start": 0, "stop": 40, "ranges": [{"epoch": 0, "start": 0, "stop": 40}]},
+        "spikes": [],
+        "first_loss": 6.0,
+        "last_loss": 4.2,
+        "embedding_health": {"settled": None, "reason": "fewer than 4 health records"},
+    }
+    s2 = {
+        "sequences": {
+            "start": 40,
+            "stop": 120,
+            "ranges": [{"epoch": 0, "start": 40, "stop": 100}, {"epoch": 1, "start": 0, "stop": 20}],
+        },
+        "spikes": [],
+        "first_loss": 4.2,
+        "last_loss": 4.0,
+    }
     _write_train(tmp_path, ({"stage1": s1, "stage2": s2}))
     checks = _checklist(tmp_path, {"models": {}})
     assert checks[0]["status"] == "pass"
@@ -308,10 +386,18 @@ def test_a_new_task_is_a_registry_entry(tmp_path, tok, monkeypatch):
     from vocabadapt.evaluation.suite import evaluate_model, gather_inputs
 
     seen = []
-    monkeypatch.setitem(tasks.TASKS, "count_tokens", tasks.Task(
-        "count_tokens", "tokens of a fixed text", lambda entry, cfg, heldout: "the patient",
-        lambda label, model, tokenizer, data, cfg, context: seen.append(label) or {
-            label: {"tokens": len(tokenizer(data)["input_ids"])}}))
+    monkeypatch.setitem(
+        tasks.TASKS,
+        "count_tokens",
+        tasks.Task(
+            "count_tokens",
+            "tokens of a fixed text",
+            lambda entry, cfg, heldout: "the patient",
+            lambda label, model, tokenizer, data, cfg, context: (
+                seen.append(label) or {label: {"tokens": len(tokenizer(data)["input_ids"])}}
+            ),
+        ),
+    )
     ev = EvaluationConfig(datasets=["count_tokens", "pubmedqa"], qa={"enabled": False})
     prepared, skips = gather_inputs(ev, tmp_path / "none.jsonl")
     assert list(prepared) == ["count_tokens"] and skips == {"pubmedqa": "evaluation.qa.enabled is false"}

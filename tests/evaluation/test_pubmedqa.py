@@ -15,12 +15,21 @@ from vocabadapt.errors import InputError
 from vocabadapt.evaluation import pubmedqa as pq
 
 RECORDS = {
-    "101": {"QUESTION": "Does aspirin reduce pain?", "CONTEXTS": ["the patient received aspirin .", "aspirin reduces pain ."],
-            "final_decision": "yes"},
-    "102": {"QUESTION": "Does heparin cause tumour growth?", "CONTEXTS": ["heparin slows the growth ."],
-            "final_decision": "no"},
-    "103": {"QUESTION": "Is cocaine use linked to cardiac arrest?", "CONTEXTS": ["cardiac arrest after cocaine use ."],
-            "final_decision": "maybe"},
+    "101": {
+        "QUESTION": "Does aspirin reduce pain?",
+        "CONTEXTS": ["the patient received aspirin .", "aspirin reduces pain ."],
+        "final_decision": "yes",
+    },
+    "102": {
+        "QUESTION": "Does heparin cause tumour growth?",
+        "CONTEXTS": ["heparin slows the growth ."],
+        "final_decision": "no",
+    },
+    "103": {
+        "QUESTION": "Is cocaine use linked to cardiac arrest?",
+        "CONTEXTS": ["cardiac arrest after cocaine use ."],
+        "final_decision": "maybe",
+    },
 }
 
 
@@ -46,9 +55,19 @@ def _write(tmp_path, data, name="qa.json"):
 def test_load_formats_agree(tmp_path):
     a = pq.load_questions(_write(tmp_path, RECORDS))
     jsonl = tmp_path / "qa.jsonl"
-    jsonl.write_text("\n".join(json.dumps({"pubid": k, "question": v["QUESTION"],
-                                           "context": {"contexts": v["CONTEXTS"]},
-                                           "final_decision": v["final_decision"]}) for k, v in RECORDS.items()))
+    jsonl.write_text(
+        "\n".join(
+            json.dumps(
+                {
+                    "pubid": k,
+                    "question": v["QUESTION"],
+                    "context": {"contexts": v["CONTEXTS"]},
+                    "final_decision": v["final_decision"],
+                }
+            )
+            for k, v in RECORDS.items()
+        )
+    )
     b = pq.load_questions(jsonl)
     assert a == b
     gz = tmp_path / "qa.json.gz"
@@ -124,10 +143,10 @@ def test_truncation_cuts_context_from_start_and_skips_long_questions(model, tok)
     qa_ids = tok("Question: Does aspirin reduce pain?\nAnswer:", add_special_tokens=False)["input_ids"]
     longest = max(len(tok(c, add_special_tokens=False)["input_ids"]) for c in pq.CHOICES)
     assert len(ids) + longest == 64  # filled exactly to the window
-    assert ids[-len(qa_ids):] == qa_ids  # question intact at the end
+    assert ids[-len(qa_ids) :] == qa_ids  # question intact at the end
     assert ids[0] == tok.bos_token_id and info["context_tokens_cut"] > 0
     ctx_ids = tok(f"Context: {TEXT}\n", add_special_tokens=False)["input_ids"]
-    assert ids[1:-len(qa_ids)] == ctx_ids[info["context_tokens_cut"]:]  # the end of the context is kept
+    assert ids[1 : -len(qa_ids)] == ctx_ids[info["context_tokens_cut"] :]  # the end of the context is kept
     # a window too short for the question itself: a recorded skip, not a crash
     r = pq.score_questions(model, tok, [long_q], context=8, bootstrap=0)
     assert r["skipped"] == 1 and r["n"] == 0 and r["accuracy"] is None
@@ -155,12 +174,15 @@ def test_official_test_split_on_cpu(tmp_path):
     tok = train_bpe_tokenizer([TEXT], vocab_size=300)
     mdir = save_tiny_model(tmp_path / "m", tok, max_pos=512)
     t0 = time.perf_counter()
-    r = eval_command(str(mdir), None, [], str(SHARED_DATA / "pubmedqa" / "ori_pqal.json"), None,
-                     str(tmp_path / "out.json"))
+    r = eval_command(
+        str(mdir), None, [], str(SHARED_DATA / "pubmedqa" / "ori_pqal.json"), None, str(tmp_path / "out.json")
+    )
     wall = time.perf_counter() - t0
     q = r["models"]["model"]["pubmedqa"]
-    print(f"PubMedQA 500 test questions: {wall:.1f}s, accuracy {q['accuracy']:.3f} {q['accuracy_ci95']}, "
-          f"macro-F1 {q['macro_f1']:.3f} {q['macro_f1_ci95']}")
+    print(
+        f"PubMedQA 500 test questions: {wall:.1f}s, accuracy {q['accuracy']:.3f} {q['accuracy_ci95']}, "
+        f"macro-F1 {q['macro_f1']:.3f} {q['macro_f1_ci95']}"
+    )
     assert q["n"] + q["skipped"] == 500
     assert q["label_counts"] == {"yes": 276, "no": 169, "maybe": 55} or q["skipped"] > 0
     assert 0 <= q["accuracy_ci95"][0] <= q["accuracy"] <= q["accuracy_ci95"][1] <= 1

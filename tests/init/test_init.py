@@ -38,7 +38,9 @@ def hand_mapping(n_tgt: int, n_src: int) -> TokenMapping:
                 "aligned": ([b], [1.0]),
                 "soft": ([a, b, c], [0.25, 0.5, 0.25]),  # top-1 is b (the highest weight)
                 "fvt": ([c, a], [0.5, 0.5]),
-                "mean": ([], []), "random": ([], []), "zero": ([], []),
+                "mean": ([], []),
+                "random": ([], []),
+                "zero": ([], []),
             }[m]
         methods.append(m)
         ids.append(i)

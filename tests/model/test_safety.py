@@ -27,8 +27,12 @@ from vocabadapt.stages import STAGES
 SAFE = ModelsConfig()
 # Bounded, deterministic property tests; benchmarks/faults.py raises the count and collects COUNTS.
 EXAMPLES = int(os.environ.get("VOCABADAPT_FUZZ_EXAMPLES", "50"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 COUNTS: Counter = Counter()
 
 
@@ -50,6 +54,7 @@ def copy_of(model_dir, tmp_path):
         d = tmp_path / name
         shutil.copytree(model_dir, d)
         return d
+
     return make
 
 
@@ -178,8 +183,17 @@ def test_local_model_loads_with_networking_disabled(no_network, model_dir):
 # broken tokenizer and model files
 
 
-@pytest.mark.parametrize("content", [b"", b"not json at all", b'{"version": "1.0"}', b"[1, 2, 3]",
-                                     b'{"model": {"type": "BPE", "vocab": 5}}', b"\xff\xfe\x00garbage"])
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"not json at all",
+        b'{"version": "1.0"}',
+        b"[1, 2, 3]",
+        b'{"model": {"type": "BPE", "vocab": 5}}',
+        b"\xff\xfe\x00garbage",
+    ],
+)
 def test_tokenizer_json_that_is_not_one(tmp_path, content):
     f = tmp_path / "tokenizer.json"
     f.write_bytes(content)
@@ -303,17 +317,20 @@ pubmedqa = pytest.importorskip("vocabadapt.evaluation.pubmedqa")
 GOOD = {"QUESTION": "Does aspirin reduce pain?", "CONTEXTS": ["Aspirin reduced pain."], "final_decision": "yes"}
 
 
-@pytest.mark.parametrize("record,expect", [
-    ({k: v for k, v in GOOD.items() if k != "QUESTION"}, "missing field QUESTION"),
-    ({k: v for k, v in GOOD.items() if k != "CONTEXTS"}, "missing field CONTEXTS"),
-    ({k: v for k, v in GOOD.items() if k != "final_decision"}, "missing field final_decision"),
-    ({**GOOD, "final_decision": "perhaps"}, "final_decision is 'perhaps'"),
-    ({**GOOD, "final_decision": 1}, "final_decision is '1'"),
-    ({**GOOD, "CONTEXTS": 5}, "CONTEXTS must be"),
-    ({**GOOD, "QUESTION": ""}, "QUESTION must be"),
-    ({**GOOD, "QUESTION": ["a"]}, "QUESTION must be"),
-    ("not an object", "must be a JSON object"),
-])
+@pytest.mark.parametrize(
+    "record,expect",
+    [
+        ({k: v for k, v in GOOD.items() if k != "QUESTION"}, "missing field QUESTION"),
+        ({k: v for k, v in GOOD.items() if k != "CONTEXTS"}, "missing field CONTEXTS"),
+        ({k: v for k, v in GOOD.items() if k != "final_decision"}, "missing field final_decision"),
+        ({**GOOD, "final_decision": "perhaps"}, "final_decision is 'perhaps'"),
+        ({**GOOD, "final_decision": 1}, "final_decision is '1'"),
+        ({**GOOD, "CONTEXTS": 5}, "CONTEXTS must be"),
+        ({**GOOD, "QUESTION": ""}, "QUESTION must be"),
+        ({**GOOD, "QUESTION": ["a"]}, "QUESTION must be"),
+        ("not an object", "must be a JSON object"),
+    ],
+)
 def test_pubmedqa_bad_record_names_the_record(tmp_path, record, expect):
     f = tmp_path / "qa.json"
     f.write_text(json.dumps({"111": GOOD, "222": record}))
@@ -327,17 +344,31 @@ def test_pubmedqa_bad_record_names_the_record(tmp_path, record, expect):
         pubmedqa.load_questions(jl)
 
 
-qa_values = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=8),
-                      st.sampled_from(["yes", "no", "maybe", "YES ", "Maybe"]),
-                      st.lists(st.one_of(st.text(max_size=5), st.integers()), max_size=3),
-                      st.dictionaries(st.sampled_from(["contexts", "labels"]), st.lists(st.text(max_size=5), max_size=2)))
+qa_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.text(max_size=8),
+    st.sampled_from(["yes", "no", "maybe", "YES ", "Maybe"]),
+    st.lists(st.one_of(st.text(max_size=5), st.integers()), max_size=3),
+    st.dictionaries(st.sampled_from(["contexts", "labels"]), st.lists(st.text(max_size=5), max_size=2)),
+)
 
 
 @FUZZ
-@given(records=st.dictionaries(st.text(min_size=1, max_size=5),
-                               st.dictionaries(st.sampled_from(["QUESTION", "CONTEXTS", "final_decision", "question",
-                                                                "context", "label", "answer", "id", "x"]),
-                                               qa_values, max_size=6), max_size=4))
+@given(
+    records=st.dictionaries(
+        st.text(min_size=1, max_size=5),
+        st.dictionaries(
+            st.sampled_from(
+                ["QUESTION", "CONTEXTS", "final_decision", "question", "context", "label", "answer", "id", "x"]
+            ),
+            qa_values,
+            max_size=6,
+        ),
+        max_size=4,
+    )
+)
 def test_fuzz_pubmedqa_records(tmp_path_factory, records):
     COUNTS["pubmedqa_records"] += 1
     f = tmp_path_factory.mktemp("qa") / "qa.json"
@@ -353,7 +384,7 @@ def test_fuzz_pubmedqa_records(tmp_path_factory, records):
 # --------------------------------------------------------------------------------------------------
 # the demo pipeline with networking disabled for the whole process
 
-NO_NETWORK_SITECUSTOMIZE = '''
+NO_NETWORK_SITECUSTOMIZE = """
 import socket
 
 def _refuse(self, address, *args, **kwargs):
@@ -364,7 +395,7 @@ def _refuse(self, address, *args, **kwargs):
 _connect = socket.socket.connect
 socket.socket.connect = _refuse
 socket.socket.connect_ex = lambda self, address: 111
-'''
+"""
 
 
 @pytest.mark.slow
@@ -382,16 +413,32 @@ def test_demo_pipeline_runs_with_networking_disabled(tmp_path):
     site.mkdir()
     (site / "sitecustomize.py").write_text(NO_NETWORK_SITECUSTOMIZE)
     model = save_tiny_model(tmp_path / "model", load_tokenizer(str(source_tok), SAFE), hidden=64, max_pos=256)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
-           "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
-    sets = [f"models.source_model={model}", "corpus.byte_budget=200000", "embedding.fasttext.epochs=1",
-            "embedding.fasttext.thread=1", "vocab_adaptation.stage1_steps=2", "vocab_adaptation.stage2_steps=2",
-            "vocab_adaptation.eval_max_bytes=2000", "evaluation.max_samples=2", "evaluation.qa.bootstrap=10"]
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(tmp_path / "hf"),
+        "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
+    }
+    sets = [
+        f"models.source_model={model}",
+        "corpus.byte_budget=200000",
+        "embedding.fasttext.epochs=1",
+        "embedding.fasttext.thread=1",
+        "vocab_adaptation.stage1_steps=2",
+        "vocab_adaptation.stage2_steps=2",
+        "vocab_adaptation.eval_max_bytes=2000",
+        "evaluation.max_samples=2",
+        "evaluation.qa.bootstrap=10",
+    ]
     cmd = [sys.executable, "-m", "vocabadapt", "run", str(demo), "--run-dir", str(tmp_path / "run")]
     for s in sets:
         cmd += ["--set", s]
-    probe = subprocess.run([sys.executable, "-c", "import socket; socket.create_connection(('1.1.1.1', 443), 2)"],
-                           env=env, capture_output=True, text=True)
+    probe = subprocess.run(
+        [sys.executable, "-c", "import socket; socket.create_connection(('1.1.1.1', 443), 2)"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert probe.returncode != 0 and "network disabled" in probe.stderr  # the block is in force
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=repo, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]

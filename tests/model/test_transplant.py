@@ -34,9 +34,15 @@ def target_tok():
 def identity_mapping(tok, checksums: bool = True) -> TokenMapping:
     n = len(tok)
     c = tokenizer_checksum(tok) if checksums else ""
-    return TokenMapping(methods=["special", "special"] + ["identical"] * (n - 2), source_ids=[[i] for i in range(n)],
-                        weights=[[1.0]] * n, similarity=[None] * n, source_vocab_size=n, target_checksum=c,
-                        source_checksum=c)
+    return TokenMapping(
+        methods=["special", "special"] + ["identical"] * (n - 2),
+        source_ids=[[i] for i in range(n)],
+        weights=[[1.0]] * n,
+        similarity=[None] * n,
+        source_vocab_size=n,
+        target_checksum=c,
+        source_checksum=c,
+    )
 
 
 def load(path):
@@ -129,8 +135,9 @@ def test_hand_made_mapping_rows_end_to_end(arch, tok, target_tok, tmp_path):
             methods.append("soft"), ids.append([t % n_src, (t + 9) % n_src]), weights.append([0.75, 0.25])
         else:
             methods.append("mean"), ids.append([]), weights.append([])
-    mapping = TokenMapping(methods, ids, weights, [None] * n_tgt, n_src, tokenizer_checksum(target_tok),
-                           tokenizer_checksum(tok))
+    mapping = TokenMapping(
+        methods, ids, weights, [None] * n_tgt, n_src, tokenizer_checksum(target_tok), tokenizer_checksum(tok)
+    )
     summary = transplant_model(src, tok, target_tok, mapping, tmp_path / "out", init=None)
     assert summary["rows_per_method"] == mapping.counts() and summary["zero_rows"] == 0
     before, after = tensors(src), tensors(tmp_path / "out")
@@ -239,8 +246,13 @@ def test_sharded_transplant_peak_memory_is_far_below_model_size(tok, tmp_path):
     model.save_pretrained(str(tmp_path / "src"), max_shard_size="8MB")
     del model
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
-    res = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, str(tmp_path / "src"), str(tmp_path),
-                          str(Path(__file__).parents[1])], capture_output=True, text=True, env=env, timeout=180)
+    res = subprocess.run(
+        [sys.executable, "-c", MEMORY_SCRIPT, str(tmp_path / "src"), str(tmp_path), str(Path(__file__).parents[1])],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     transplant_mb = json.loads(res.stdout.strip().splitlines()[-1])["peak_delta_mb"]
     assert model_mb > 50
@@ -298,8 +310,9 @@ def test_pickle_only_weights_are_refused_unless_allowed(tok, tmp_path):
     torch.save(model.state_dict(), tmp_path / "src" / "pytorch_model.bin")
     with pytest.raises(InputError, match="only pickle"):
         transplant_model(tmp_path / "src", tok, tok, identity_mapping(tok), tmp_path / "out")
-    summary = transplant_model(tmp_path / "src", tok, tok, identity_mapping(tok), tmp_path / "out", allow_pickle=True,
-                               pad_to_multiple_of=1)
+    summary = transplant_model(
+        tmp_path / "src", tok, tok, identity_mapping(tok), tmp_path / "out", allow_pickle=True, pad_to_multiple_of=1
+    )
     assert summary["rows_copied"] == len(tok)
     ids = tok(TEXT[:100], return_tensors="pt")["input_ids"]
     with torch.no_grad():
@@ -329,14 +342,30 @@ def test_run_stage_reads_the_run_dir_and_writes_model_init(tok, target_tok, tmp_
     layout = RunLayout(run)
     s, t = layout.tokenizer("source"), layout.tokenizer("target")
     n = len(t)
-    mapping = TokenMapping(["special", "special"] + ["fvt"] * (n - 2), [[0], [1]] + [[i % len(s)] for i in range(2, n)],
-                           [[1.0]] * n, [None] * n, len(s), tokenizer_checksum(t), tokenizer_checksum(s))
+    mapping = TokenMapping(
+        ["special", "special"] + ["fvt"] * (n - 2),
+        [[0], [1]] + [[i % len(s)] for i in range(2, n)],
+        [[1.0]] * n,
+        [None] * n,
+        len(s),
+        tokenizer_checksum(t),
+        tokenizer_checksum(s),
+    )
     mapping.save(run / "align" / "mapping.json")
-    config = Config.model_validate({"models": {"source_model": str(src)}, "alignment": {"init": "tokalign"},
-                                    "transplant": {"pad_to_multiple_of": 32}})
+    config = Config.model_validate(
+        {
+            "models": {"source_model": str(src)},
+            "alignment": {"init": "tokalign"},
+            "transplant": {"pad_to_multiple_of": 32},
+        }
+    )
     ctx = StageContext(layout=layout, config=config, stage="transplant")
     summary = run_stage(ctx)
-    assert summary["init"] == "tokalign" and summary["target_rows"] == 320 and summary["mapping_checksum"] == mapping.checksum()
+    assert (
+        summary["init"] == "tokalign"
+        and summary["target_rows"] == 320
+        and summary["mapping_checksum"] == mapping.checksum()
+    )
     written = json.loads((run / "model" / "init" / "transplant.json").read_text())
     assert written == summary
     mapping.target_checksum = tokenizer_checksum(s)
@@ -378,8 +407,9 @@ def identical_plus_fvt_mapping(target, source) -> TokenMapping:
         methods.append(m)
         ids.append(i)
         weights.append([1.0 / len(i)] * len(i))
-    return TokenMapping(methods, ids, weights, [None] * n, len(source), tokenizer_checksum(target),
-                        tokenizer_checksum(source))
+    return TokenMapping(
+        methods, ids, weights, [None] * n, len(source), tokenizer_checksum(target), tokenizer_checksum(source)
+    )
 
 
 @pytest.mark.slow  # ~15 s on 2 idle cores (42k BioGPT tokens decoded one by one by a Python tokenizer)
@@ -387,8 +417,12 @@ def identical_plus_fvt_mapping(target, source) -> TokenMapping:
 def test_gpt_neox_model_onto_real_biogpt_tokenizer(tmp_path):
     from transformers import AutoTokenizer, BioGptTokenizer, PreTrainedTokenizerFast
 
-    source = PreTrainedTokenizerFast(tokenizer_file=str(SHARED_DATA / "tokenizers" / "gpt-neox-20b" / "tokenizer.json"),
-                                     eos_token="<|endoftext|>", bos_token="<|endoftext|>", pad_token="<|padding|>")
+    source = PreTrainedTokenizerFast(
+        tokenizer_file=str(SHARED_DATA / "tokenizers" / "gpt-neox-20b" / "tokenizer.json"),
+        eos_token="<|endoftext|>",
+        bos_token="<|endoftext|>",
+        pad_token="<|padding|>",
+    )
     biogpt = SHARED_DATA / "tokenizers" / "biogpt"
     target = BioGptTokenizer(str(biogpt / "vocab.json"), str(biogpt / "merges.txt"))
     model = tiny_model("gpt_neox", vocab_size=50304, hidden=32)  # Pythia pads 50277 tokens to 50304 rows
@@ -424,5 +458,7 @@ def test_dtype_option_casts_every_float_tensor(tok, tmp_path):
     before, after = tensors(src), tensors(tmp_path / "out")
     assert {t.dtype for t in after.values()} == {torch.bfloat16}
     assert torch.equal(after["model.embed_tokens.weight"][:300], before["model.embed_tokens.weight"].to(torch.bfloat16))
-    assert torch.equal(after["model.layers.0.mlp.up_proj.weight"], before["model.layers.0.mlp.up_proj.weight"].to(torch.bfloat16))
+    assert torch.equal(
+        after["model.layers.0.mlp.up_proj.weight"], before["model.layers.0.mlp.up_proj.weight"].to(torch.bfloat16)
+    )
     assert load(tmp_path / "out").dtype == torch.bfloat16

@@ -42,9 +42,12 @@ from vocabadapt.run.layout import RunLayout
 from vocabadapt.run.lock import run_lock
 
 EXAMPLES = int(os.environ.get("VOCABADAPT_FUZZ_EXAMPLES", "30"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                       HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
+)
 COUNTS: Counter = Counter()
 
 
@@ -61,19 +64,55 @@ SECTIONS = tuple(Config.model_fields)
 # One problem line of a ConfigError: "  - <key path>[ (line N)| [from --set]]: message"
 PROBLEM = re.compile(r"^  - (?P<path>\S.*?)( \(line \d+\)| \[from --set\])?: \S")
 # Problems that are about the file as a whole, not one key.
-WHOLE_FILE = ("YAML syntax error", "the file is empty", "the top level must be a mapping",
-              "the YAML nests too deeply", "has an empty key", "is not KEY=VALUE")
+WHOLE_FILE = (
+    "YAML syntax error",
+    "the file is empty",
+    "the top level must be a mapping",
+    "the YAML nests too deeply",
+    "has an empty key",
+    "is not KEY=VALUE",
+)
 
 text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=30)
 # what one shell argument holds in practice: no control characters
 shell_text = st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=30)
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70),
-                    st.floats(allow_nan=True, allow_infinity=True), text,
-                    st.sampled_from(["5e-5", "1E3", "${HOME}", "${NOPE_UNSET_VAR}", "${X:-7}", "~", "..", "/",
-                                     "yes", "off", "null", ".inf", "2020-01-01", "'", "{", "[", "-", "*a"]))
-trees = st.recursive(scalars, lambda kids: st.one_of(
-    st.lists(kids, max_size=4),
-    st.dictionaries(st.one_of(text, st.integers(-5, 5), st.booleans()), kids, max_size=4)), max_leaves=12)
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    text,
+    st.sampled_from(
+        [
+            "5e-5",
+            "1E3",
+            "${HOME}",
+            "${NOPE_UNSET_VAR}",
+            "${X:-7}",
+            "~",
+            "..",
+            "/",
+            "yes",
+            "off",
+            "null",
+            ".inf",
+            "2020-01-01",
+            "'",
+            "{",
+            "[",
+            "-",
+            "*a",
+        ]
+    ),
+)
+trees = st.recursive(
+    scalars,
+    lambda kids: st.one_of(
+        st.lists(kids, max_size=4),
+        st.dictionaries(st.one_of(text, st.integers(-5, 5), st.booleans()), kids, max_size=4),
+    ),
+    max_leaves=12,
+)
 
 
 def _key_values(model: type[BaseModel], prefix: str = "") -> dict[str, tuple[Any, Any]]:
@@ -103,7 +142,9 @@ def _typed_values(ann: Any) -> st.SearchStrategy:
     if ann is bool:
         return st.one_of(st.booleans(), st.sampled_from(["yes", "no", "maybe", 0, 1, 2]))
     if ann is int:
-        return st.one_of(st.integers(-3, 70000), st.integers(-2**64, 2**64), st.floats(), st.sampled_from(["3", "1e3"]))
+        return st.one_of(
+            st.integers(-3, 70000), st.integers(-(2**64), 2**64), st.floats(), st.sampled_from(["3", "1e3"])
+        )
     if ann is float:
         return st.one_of(st.floats(), st.integers(-5, 5), st.sampled_from(["nan", "1e-3", "-0", "x"]))
     if ann is str:
@@ -192,8 +233,13 @@ def test_fuzz_every_schema_key(doc):
 
 
 @FUZZ
-@given(key=st.one_of(st.sampled_from(sorted(LEAVES)), shell_text), value=st.one_of(text, st.sampled_from(
-    ["[a, b]", "{x: 1}", "5e-5", "-1", "true", "null", "[", "'", ": :", "${HOME}", "0x10", ".nan"])))
+@given(
+    key=st.one_of(st.sampled_from(sorted(LEAVES)), shell_text),
+    value=st.one_of(
+        text,
+        st.sampled_from(["[a, b]", "{x: 1}", "5e-5", "-1", "true", "null", "[", "'", ": :", "${HOME}", "0x10", ".nan"]),
+    ),
+)
 def test_fuzz_set_overrides(key, value):
     COUNTS["config_set_overrides"] += 1
     rc, err = _run_config_show("pipeline: {run_root: runs}\n", (f"{key}={value}",))
@@ -202,18 +248,21 @@ def test_fuzz_set_overrides(key, value):
         assert key.split(".")[0] in err or "(top level)" in err, err
 
 
-@pytest.mark.parametrize("doc", [
-    "a: &x [*x]\n",                                           # alias inside its own anchor
-    "pipeline: {run_root: \"r\\0oot\"}\n",                    # NUL byte in a path
-    "embedding: {fasttext: {minn: 3, maxn: 2}}\n",            # whole-config check (empty error location)
-    "models: !!python/object:os.system {}\n",                 # unsafe tag
-    "\ufeffmodels: {}\n",                                      # UTF-8 BOM
-    "models:\n\tsource_model: x\n",                           # tab indentation
-    "vocab_adaptation: {lr_stage1: .inf, stage1_steps: 1e400}\n",
-    "models: {target_tokenizer: {train: {vocab_size: 10}}}\n",
-    "corpus: {inputs: [[1, 2]], hash_name: shaa1}\n",
-    "? [a, b]\n: 1\n",                                         # a list as a mapping key
-])
+@pytest.mark.parametrize(
+    "doc",
+    [
+        "a: &x [*x]\n",  # alias inside its own anchor
+        'pipeline: {run_root: "r\\0oot"}\n',  # NUL byte in a path
+        "embedding: {fasttext: {minn: 3, maxn: 2}}\n",  # whole-config check (empty error location)
+        "models: !!python/object:os.system {}\n",  # unsafe tag
+        "\ufeffmodels: {}\n",  # UTF-8 BOM
+        "models:\n\tsource_model: x\n",  # tab indentation
+        "vocab_adaptation: {lr_stage1: .inf, stage1_steps: 1e400}\n",
+        "models: {target_tokenizer: {train: {vocab_size: 10}}}\n",
+        "corpus: {inputs: [[1, 2]], hash_name: shaa1}\n",
+        "? [a, b]\n: 1\n",  # a list as a mapping key
+    ],
+)
 def test_config_loader_edge_cases(doc):
     rc, err = _run_config_show(doc)
     _check_outcome(rc, err, must_name_key=False)
@@ -413,16 +462,30 @@ def _read_all(path: Path, fields=("text",), mode="block"):
     return docs, stats
 
 
-json_values = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), text),
-                           lambda k: st.one_of(st.lists(k, max_size=3), st.dictionaries(text, k, max_size=3)),
-                           max_leaves=6)
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), text),
+    lambda k: st.one_of(st.lists(k, max_size=3), st.dictionaries(text, k, max_size=3)),
+    max_leaves=6,
+)
 jsonl_lines = st.one_of(
-    st.binary(max_size=60),                                                    # random bytes
-    st.builds(lambda t: json.dumps({"text": t}).encode(), text),               # good records
-    st.builds(lambda v: json.dumps({"text": v}).encode(), json_values),        # wrong types
-    st.builds(lambda v: json.dumps(v).encode(), json_values),                  # not an object
-    st.sampled_from([b"\xff\xfe\x00", b'{"text": "a\x00b"}', b'{"text": "\\u0000nul"}', b"\x00" * 10,
-                     b'{"text": "caf\xe9"}', b'{"text":', b"   ", b"[]", b"null", b'{"text": ""}']),
+    st.binary(max_size=60),  # random bytes
+    st.builds(lambda t: json.dumps({"text": t}).encode(), text),  # good records
+    st.builds(lambda v: json.dumps({"text": v}).encode(), json_values),  # wrong types
+    st.builds(lambda v: json.dumps(v).encode(), json_values),  # not an object
+    st.sampled_from(
+        [
+            b"\xff\xfe\x00",
+            b'{"text": "a\x00b"}',
+            b'{"text": "\\u0000nul"}',
+            b"\x00" * 10,
+            b'{"text": "caf\xe9"}',
+            b'{"text":',
+            b"   ",
+            b"[]",
+            b"null",
+            b'{"text": ""}',
+        ]
+    ),
 )
 
 
@@ -472,8 +535,9 @@ def test_fuzz_truncated_or_corrupt_gzip(tmp_path):
     unclean: Counter = Counter()
     for case in range(EXAMPLES):
         rnd = random.Random(case)
-        payload = "\n".join(json.dumps({"text": f"doc {case} {i} " * rnd.randrange(1, 30)})
-                             for i in range(rnd.randrange(1, 20)))
+        payload = "\n".join(
+            json.dumps({"text": f"doc {case} {i} " * rnd.randrange(1, 30)}) for i in range(rnd.randrange(1, 20))
+        )
         blob = bytearray(gzip.compress(payload.encode()))
         blob = blob[: rnd.randrange(len(blob) + 1)]
         if rnd.random() < 0.5 and len(blob) > 12:
@@ -513,8 +577,11 @@ def test_corrupt_parquet_is_a_clean_error(tmp_path):
     good = tmp_path / "good.parquet"
     pq.write_table(pa.table({"text": [f"document {i} " * 20 for i in range(200)], "n": list(range(200))}), good)
     blob = good.read_bytes()
-    for name, data in [("cut.parquet", blob[: len(blob) // 2]), ("junk.parquet", os.urandom(500)),
-                       ("flip.parquet", blob[:200] + bytes(b ^ 0x5A for b in blob[200:400]) + blob[400:])]:
+    for name, data in [
+        ("cut.parquet", blob[: len(blob) // 2]),
+        ("junk.parquet", os.urandom(500)),
+        ("flip.parquet", blob[:200] + bytes(b ^ 0x5A for b in blob[200:400]) + blob[400:]),
+    ]:
         p = tmp_path / name
         p.write_bytes(data)
         try:
@@ -549,8 +616,14 @@ def test_corpus_stage_stats_add_up_on_messy_input(tmp_path):
     nonblank = sum(1 for line in lines if line.strip())
     # every line is exactly one of: kept for training, held out, over the held-out cap, duplicate,
     # too short, bad
-    assert (out["documents"] + out["heldout_documents"] + out["heldout_over_cap"] + out["duplicates"]
-            + out["too_short"] + out["bad_lines"]) == nonblank
+    assert (
+        out["documents"]
+        + out["heldout_documents"]
+        + out["heldout_over_cap"]
+        + out["duplicates"]
+        + out["too_short"]
+        + out["bad_lines"]
+    ) == nonblank
     assert per_file["documents"] == out["documents"] + out["heldout_documents"] + out["heldout_over_cap"]
     train = (ctx.run_dir / "corpus" / "train.jsonl").read_text(encoding="utf-8").splitlines()
     held = (ctx.run_dir / "corpus" / "heldout.jsonl").read_text(encoding="utf-8").splitlines()
@@ -559,9 +632,12 @@ def test_corpus_stage_stats_add_up_on_messy_input(tmp_path):
     assert out["duplicates"] >= 1 and out["bad_lines"] >= 1
 
 
-@pytest.mark.parametrize("record", [
-    {"text": "lone surrogate \ud800 in an escaped string"},
-])
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"text": "lone surrogate \ud800 in an escaped string"},
+    ],
+)
 def test_corpus_stage_escaped_surrogate_is_skipped_or_clean(tmp_path, record):
     src = tmp_path / "s.jsonl"
     # json.dumps escapes the surrogate as \ud800: valid JSON, valid UTF-8, but not encodable text

@@ -113,9 +113,16 @@ def test_live_lock_refuses_stale_lock_is_taken(fake, tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; from vocabadapt.run.lock import run_lock\n"
-         "with run_lock(Path(sys.argv[1]) / '.lock'):\n    print('held', flush=True); time.sleep(30)", str(run_dir)],
-        stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from vocabadapt.run.lock import run_lock\n"
+            "with run_lock(Path(sys.argv[1]) / '.lock'):\n    print('held', flush=True); time.sleep(30)",
+            str(run_dir),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(RunLockedError, match=f"in use by process {holder.pid}@"):
@@ -176,8 +183,17 @@ def test_context_paths_never_escape_run_dir(tmp_path):
 
 
 def test_stage_table_matches_design_order():
-    assert STAGE_NAMES == ("corpus", "tokenize", "embed", "align", "transplant", "stage1", "stage2",
-                                    "evaluate", "report")
+    assert STAGE_NAMES == (
+        "corpus",
+        "tokenize",
+        "embed",
+        "align",
+        "transplant",
+        "stage1",
+        "stage2",
+        "evaluate",
+        "report",
+    )
     from vocabadapt.config import Config
 
     dumped = Config().model_dump()
@@ -201,8 +217,16 @@ def test_changing_num_processes_reruns_stage1(tmp_path):
     layout = RunLayout(tmp_path)
     one, two = Config(), Config(vocab_adaptation={"num_processes": 2})
     upstream = {up: {"status": "done", "outputs": {}} for up in STAGE1.inputs}
-    manifest = {"stages": {**upstream, "stage1": {
-        "status": "done", "config_hash": one.section_hash(STAGE1.config_keys), "inputs": {up: {} for up in upstream},
-        "outputs": output_prints(layout, STAGE1, "size")}}}
+    manifest = {
+        "stages": {
+            **upstream,
+            "stage1": {
+                "status": "done",
+                "config_hash": one.section_hash(STAGE1.config_keys),
+                "inputs": {up: {} for up in upstream},
+                "outputs": output_prints(layout, STAGE1, "size"),
+            },
+        }
+    }
     assert stage_is_current(layout, STAGE1, one, manifest) == (True, "up to date")
     assert stage_is_current(layout, STAGE1, two, manifest) == (False, "its config keys changed")

@@ -40,8 +40,11 @@ def test_jsonl_bad_lines_dedup_and_fields(tmp_path):
     assert docs[0]["id"] == "a.jsonl:1"
     assert stats["documents"] == 2 and stats["duplicates"] == 1 and stats["bad_lines"] == 3
     file_stats = json.loads(ctx.layout.path("corpus", "stats.json").read_text())["files"][str(f)]
-    assert file_stats["first_bad_lines"] == ["line 2: not valid JSON", "line 3: no text in fields ['title', 'abstract']",
-                                             "line 5: not UTF-8"]
+    assert file_stats["first_bad_lines"] == [
+        "line 2: not valid JSON",
+        "line 3: no text in fields ['title', 'abstract']",
+        "line 5: not UTF-8",
+    ]
     assert stats["bytes"] == len(b"T1\nfirst  abstract") + len(b"only abstract")
 
 
@@ -61,7 +64,11 @@ def test_txt_blocks_lines_gzip_and_parquet(tmp_path):
     assert stats["bad_lines"] == 1  # the parquet row without text
     ctx2 = _ctx(tmp_path / "l", {"inputs": [inputs[0]], "txt_document": "line", "heldout_fraction": 0.0})
     run_stage(ctx2)
-    assert [d["text"] for d in _read(ctx2.layout.path("corpus", "train.jsonl"))] == ["para one", "still one", "para two"]
+    assert [d["text"] for d in _read(ctx2.layout.path("corpus", "train.jsonl"))] == [
+        "para one",
+        "still one",
+        "para two",
+    ]
 
 
 def test_heldout_split_is_by_hash_and_never_in_training(tmp_path):

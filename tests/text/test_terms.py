@@ -1,4 +1,3 @@
-
 from helpers import TEXT, train_bpe_tokenizer, write_jsonl
 from vocabadapt.config import Config, TokenizerTrainSpec
 from vocabadapt.run.layout import RunLayout

@@ -10,18 +10,21 @@ from helpers import SHARED_DATA, TEXT, train_bpe_tokenizer, write_config, write_
 from vocabadapt.run.runner import run
 from vocabadapt.text.shards import ShardReader
 
-DOCS = [f"case {i}: " + TEXT[(7 * i) % 200:(7 * i) % 200 + 120] for i in range(60)]
+DOCS = [f"case {i}: " + TEXT[(7 * i) % 200 : (7 * i) % 200 + 120] for i in range(60)]
 
 
 def _config(root, source, target, workers=1):
     write_jsonl(root / "corpus.jsonl", DOCS)
-    return write_config(root / "t.yaml", {
-        "models": {"source_tokenizer": str(source), "target_tokenizer": str(target)},
-        "corpus": {"inputs": [str(root / "corpus.jsonl")], "heldout_fraction": 0.2},
-        "term_mining": {"enabled": False},
-        "tokenization": {"workers": workers, "batch_size": 7},
-        "pipeline": {"run_root": str(root / "runs")},
-    })
+    return write_config(
+        root / "t.yaml",
+        {
+            "models": {"source_tokenizer": str(source), "target_tokenizer": str(target)},
+            "corpus": {"inputs": [str(root / "corpus.jsonl")], "heldout_fraction": 0.2},
+            "term_mining": {"enabled": False},
+            "tokenization": {"workers": workers, "batch_size": 7},
+            "pipeline": {"run_root": str(root / "runs")},
+        },
+    )
 
 
 def test_shards_round_trip_and_stats(tmp_path):
@@ -52,10 +55,12 @@ def test_slow_tokenizer_in_workers_matches_direct_encoding(tmp_path):
     bio.save_pretrained(str(tmp_path / "bio"))
     src = train_bpe_tokenizer(DOCS, 300)
     src.save_pretrained(str(tmp_path / "s"))
-    result = run(_config(tmp_path, tmp_path / "s", tmp_path / "bio", workers=2), run_dir=tmp_path / "run",
-                 until="tokenize")
+    result = run(
+        _config(tmp_path, tmp_path / "s", tmp_path / "bio", workers=2), run_dir=tmp_path / "run", until="tokenize"
+    )
     train = [json.loads(line)["text"] for line in (result.run_dir / "corpus" / "train.jsonl").read_text().splitlines()]
     reader = ShardReader(result.run_dir / "tokens" / "target" / "train")
     assert [reader.document(i).tolist() for i in range(len(train))] == [
-        bio.encode(t, add_special_tokens=False) for t in train]
+        bio.encode(t, add_special_tokens=False) for t in train
+    ]
     assert result.manifest["stages"]["tokenize"]["summary"]["target"]["fast"] is False

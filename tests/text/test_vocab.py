@@ -47,9 +47,18 @@ def test_sentencepiece_model_trained_in_test(tmp_path):
     spm = pytest.importorskip("sentencepiece")
     corpus = tmp_path / "c.txt"
     corpus.write_text("\n".join(TEXT.split(" . ")) + "\nÅngström ÿ\n")
-    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(tmp_path / "sp"), vocab_size=300, hard_vocab_limit=False,
-                                   byte_fallback=True, character_coverage=1.0, bos_id=-1, eos_id=-1, unk_id=0,
-                                   minloglevel=2)
+    spm.SentencePieceTrainer.train(
+        input=str(corpus),
+        model_prefix=str(tmp_path / "sp"),
+        vocab_size=300,
+        hard_vocab_limit=False,
+        byte_fallback=True,
+        character_coverage=1.0,
+        bos_id=-1,
+        eos_id=-1,
+        unk_id=0,
+        minloglevel=2,
+    )
     sp = spm.SentencePieceProcessor(model_file=str(tmp_path / "sp.model"))
     vocab = {sp.id_to_piece(i): i for i in range(sp.get_piece_size())}
     assert V.detect_family(vocab) == "sentencepiece"
@@ -67,8 +76,9 @@ def test_sentencepiece_model_trained_in_test(tmp_path):
 def test_special_roles_declared_inferred_and_missing():
     bpe = train_bpe_tokenizer([TEXT], vocab_size=300)
     assert V.special_roles(bpe) == {"bos": 0, "eos": 0, "pad": 1, "unk": 0}
-    bare = SimpleNamespace(bos_token_id=None, eos_token_id=None, pad_token_id=None, unk_token_id=None,
-                           added_tokens_decoder={})
+    bare = SimpleNamespace(
+        bos_token_id=None, eos_token_id=None, pad_token_id=None, unk_token_id=None, added_tokens_decoder={}
+    )
     assert V.special_roles(bare) == {}
     mapping, notes = V.special_map(bare, bpe)
     assert mapping == {} and "target tokenizer declares no special tokens" in notes[0]

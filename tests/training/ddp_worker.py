@@ -17,8 +17,9 @@ def main() -> None:
     root, steps = Path(sys.argv[1]), int(sys.argv[2])
     cfg = VocabAdaptationConfig(**json.loads((root / "cfg.json").read_text()))
     settings = StageSettings("stage2", steps, cfg.lr_stage2, cfg.stage2_optimizer, "all", 0)
-    summary = train_stage(settings, cfg, root / "init", root / "shards", root / "ddp_out", root / "ddp_train",
-                          root / "ddp_ck")
+    summary = train_stage(
+        settings, cfg, root / "init", root / "shards", root / "ddp_out", root / "ddp_train", root / "ddp_ck"
+    )
     if summary:
         (root / "ddp_summary.json").write_text(json.dumps(summary))
 

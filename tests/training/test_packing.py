@@ -63,8 +63,11 @@ def test_order_is_seeded_and_a_permutation_per_epoch():
     assert first[:100] != list(range(100))  # shuffled
     assert [SequenceOrder(100, seed=8)[g] for g in range(100)] != first[:100]
     assert [SequenceOrder(100, seed=7, shuffle=False)[g] for g in range(150)] == list(range(100)) + list(range(50))
-    assert a.ranges(90, 215) == [{"epoch": 0, "start": 90, "stop": 100}, {"epoch": 1, "start": 0, "stop": 100},
-                                 {"epoch": 2, "start": 0, "stop": 15}]
+    assert a.ranges(90, 215) == [
+        {"epoch": 0, "start": 90, "stop": 100},
+        {"epoch": 1, "start": 0, "stop": 100},
+        {"epoch": 2, "start": 0, "stop": 15},
+    ]
 
 
 def test_dataset_from_an_offset_continues_the_same_order(tmp_path):

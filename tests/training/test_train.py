@@ -34,9 +34,22 @@ SEQ = 16
 
 
 def _cfg(**kw) -> VocabAdaptationConfig:
-    base = dict(stage1_steps=2, stage2_steps=2, batch_size=2, gradient_accumulation=1, max_seq_length=SEQ,
-                lr_stage1=1e-2, lr_stage2=1e-2, save_steps=2, logging_steps=1, eval_steps=1000, eval_max_bytes=1000,
-                warmup_ratio=0.0, lora_r=4, lora_alpha=8)
+    base = dict(
+        stage1_steps=2,
+        stage2_steps=2,
+        batch_size=2,
+        gradient_accumulation=1,
+        max_seq_length=SEQ,
+        lr_stage1=1e-2,
+        lr_stage2=1e-2,
+        save_steps=2,
+        logging_steps=1,
+        eval_steps=1000,
+        eval_max_bytes=1000,
+        warmup_ratio=0.0,
+        lora_r=4,
+        lora_alpha=8,
+    )
     base.update(kw)
     return VocabAdaptationConfig(**base)
 
@@ -56,7 +69,10 @@ def build_data(root: Path) -> dict:
     for d in docs:
         w.add(tok(d)["input_ids"], len(d.encode()))
     w.close()
-    models = {arch: save_tiny_model(root / arch, tok, arch=arch, hidden=16, max_pos=64) for arch in ("llama", "gpt2", "gpt_neox")}
+    models = {
+        arch: save_tiny_model(root / arch, tok, arch=arch, hidden=16, max_pos=64)
+        for arch in ("llama", "gpt2", "gpt_neox")
+    }
     return {"root": root, "tok": tok, "docs": docs, "heldout": docs[:8], "shards": root / "shards", **models}
 
 
@@ -65,8 +81,9 @@ def _state(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _run(data, tmp_path, settings, cfg, model="gpt_neox", **kw):
-    return train_stage(settings, cfg, data[model], data["shards"], tmp_path / "out", tmp_path / "train",
-                       tmp_path / "ck", **kw)
+    return train_stage(
+        settings, cfg, data[model], data["shards"], tmp_path / "out", tmp_path / "train", tmp_path / "ck", **kw
+    )
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
@@ -119,17 +136,28 @@ def test_kill_and_resume_reaches_the_same_weights(data, tmp_path):
     # LoRA with dropout: the resume must also restore RNG state, adapter and the trainable embeddings/head.
     cfg = _cfg(stage2_steps=4, stage2_use_lora=True, lora_dropout=0.1, save_steps=2, save_total_limit=1)
     st = stage_settings(cfg, "stage2", start_position=10)
-    whole = train_stage(st, cfg, data["gpt_neox"], data["shards"], tmp_path / "a", tmp_path / "a_train", tmp_path / "a_ck")
+    whole = train_stage(
+        st, cfg, data["gpt_neox"], data["shards"], tmp_path / "a", tmp_path / "a_train", tmp_path / "a_ck"
+    )
     with pytest.raises(KeyboardInterrupt):
-        train_stage(st, cfg, data["gpt_neox"], data["shards"], tmp_path / "b", tmp_path / "b_train", tmp_path / "b_ck",
-                    callbacks=[_Kill(3)])
+        train_stage(
+            st,
+            cfg,
+            data["gpt_neox"],
+            data["shards"],
+            tmp_path / "b",
+            tmp_path / "b_train",
+            tmp_path / "b_ck",
+            callbacks=[_Kill(3)],
+        )
     assert not (tmp_path / "b").exists()
     assert [s for s, _ in valid_checkpoints(tmp_path / "b_ck", need_rows=True)] == [2]
     # a checkpoint cut off mid-write (no trainer_state.json) must be ignored
     (tmp_path / "b_ck" / "checkpoint-3").mkdir()
     (tmp_path / "b_ck" / "checkpoint-3" / "adapter_config.json").write_text("{}")
-    resumed = train_stage(st, cfg, data["gpt_neox"], data["shards"], tmp_path / "b", tmp_path / "b_train",
-                          tmp_path / "b_ck")
+    resumed = train_stage(
+        st, cfg, data["gpt_neox"], data["shards"], tmp_path / "b", tmp_path / "b_train", tmp_path / "b_ck"
+    )
     assert resumed["resumed_from"].endswith("checkpoint-2")
     assert not (tmp_path / "b_ck" / "checkpoint-3").exists()
     a, b = _state(tmp_path / "a"), _state(tmp_path / "b")
@@ -138,25 +166,48 @@ def test_kill_and_resume_reaches_the_same_weights(data, tmp_path):
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
     assert not torch.equal(a["gpt_neox.embed_in.weight"], _state(data["gpt_neox"])["gpt_neox.embed_in.weight"])
-    assert resumed["sequences"] == whole["sequences"] == {"start": 10, "stop": 18,
-                                                          "ranges": [{"epoch": 0, "start": 10, "stop": 18}]}
-    train_steps = [json.loads(x)["step"] for x in (tmp_path / "b_train" / "metrics.jsonl").read_text().splitlines()
-                   if json.loads(x)["type"] == "train"]
+    assert (
+        resumed["sequences"]
+        == whole["sequences"]
+        == {"start": 10, "stop": 18, "ranges": [{"epoch": 0, "start": 10, "stop": 18}]}
+    )
+    train_steps = [
+        json.loads(x)["step"]
+        for x in (tmp_path / "b_train" / "metrics.jsonl").read_text().splitlines()
+        if json.loads(x)["type"] == "train"
+    ]
     assert train_steps == [1, 2, 3, 4]  # the killed run's step-3 record was dropped, then rewritten
 
     # the same checkpoints under another config are refused, naming the keys
     with pytest.raises(StageError, match=r"differing: stage\.learning_rate, vocab_adaptation\.lora_r"):
-        train_stage(replace(st, learning_rate=1e-3), _cfg(stage2_steps=4, stage2_use_lora=True, lora_dropout=0.1,
-                    lora_r=8), data["gpt_neox"], data["shards"], tmp_path / "b", tmp_path / "b_train", tmp_path / "b_ck")
+        train_stage(
+            replace(st, learning_rate=1e-3),
+            _cfg(stage2_steps=4, stage2_use_lora=True, lora_dropout=0.1, lora_r=8),
+            data["gpt_neox"],
+            data["shards"],
+            tmp_path / "b",
+            tmp_path / "b_train",
+            tmp_path / "b_ck",
+        )
 
 
 def test_damaged_checkpoint_is_never_resumed_from(data, tmp_path):
     cfg = _cfg(stage1_steps=4, save_steps=2, save_total_limit=2)
     st = stage_settings(cfg, "stage1")
-    whole = train_stage(st, cfg, data["gpt_neox"], data["shards"], tmp_path / "a", tmp_path / "a_train", tmp_path / "a_ck")
+    whole = train_stage(
+        st, cfg, data["gpt_neox"], data["shards"], tmp_path / "a", tmp_path / "a_train", tmp_path / "a_ck"
+    )
     with pytest.raises(KeyboardInterrupt):
-        train_stage(st, cfg, data["gpt_neox"], data["shards"], tmp_path / "b", tmp_path / "b_train", tmp_path / "b_ck",
-                    callbacks=[_Kill(3)])
+        train_stage(
+            st,
+            cfg,
+            data["gpt_neox"],
+            data["shards"],
+            tmp_path / "b",
+            tmp_path / "b_train",
+            tmp_path / "b_ck",
+            callbacks=[_Kill(3)],
+        )
     ck = tmp_path / "b_ck" / "checkpoint-2"
     assert (tmp_path / "b_ck" / "checkpoint-2.seal.json").exists()
     weights = next(ck.glob("*.safetensors"))
@@ -164,8 +215,9 @@ def test_damaged_checkpoint_is_never_resumed_from(data, tmp_path):
     raw[-64:] = bytes(64)  # damage the tail of the weights, as a bad disk would
     weights.write_bytes(bytes(raw))
     assert valid_checkpoints(tmp_path / "b_ck", need_rows=False) == []
-    resumed = train_stage(st, cfg, data["gpt_neox"], data["shards"], tmp_path / "b", tmp_path / "b_train",
-                          tmp_path / "b_ck")
+    resumed = train_stage(
+        st, cfg, data["gpt_neox"], data["shards"], tmp_path / "b", tmp_path / "b_train", tmp_path / "b_ck"
+    )
     assert resumed.get("resumed_from") is None  # started over instead of training on garbage
     a, b = _state(tmp_path / "a"), _state(tmp_path / "b")
     for k in a:
@@ -178,15 +230,19 @@ def test_pipeline_stages_auto_start_disjoint_ranges_and_summary(data, tmp_path):
     shutil.copytree(data["gpt_neox"], run / "model" / "init")
     shutil.copytree(data["shards"], run / "tokens" / "target" / "train")
     (run / "corpus").mkdir()
-    (run / "corpus" / "heldout.jsonl").write_text("".join(json.dumps({"id": i, "text": t}) + "\n"
-                                                          for i, t in enumerate(data["heldout"])))
-    config = Config(vocab_adaptation=_cfg(stage1_steps=3, stage2_steps=2, stage2_use_lora=True,
-                                          train_start_idx_stage2="auto"))
+    (run / "corpus" / "heldout.jsonl").write_text(
+        "".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(data["heldout"]))
+    )
+    config = Config(
+        vocab_adaptation=_cfg(stage1_steps=3, stage2_steps=2, stage2_use_lora=True, train_start_idx_stage2="auto")
+    )
     layout = RunLayout(run)
     s1 = run_training(StageContext(layout=layout, config=config, stage="stage1"))
     s2 = run_training(StageContext(layout=layout, config=config, stage="stage2"))  # starts where stage 1's summary says
     summary = layout.train_summaries()
-    assert set(summary) == {"stage1", "stage2"} and summary["stage2"] == read_json(run / "train" / "stage2" / "summary.json")
+    assert set(summary) == {"stage1", "stage2"} and summary["stage2"] == read_json(
+        run / "train" / "stage2" / "summary.json"
+    )
     assert summary["stage1"]["sequences"]["stop"] == 6 == s2["sequences"]["start"]
     assert s2["sequences"]["stop"] == 10 and s2["mode"] == "lora"
     from vocabadapt.training.packing import SequenceOrder
@@ -205,8 +261,10 @@ def test_pipeline_stages_auto_start_disjoint_ranges_and_summary(data, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(str(out))
     assert not any("lora" in n for n, _ in model.named_parameters())
     assert (out / "tokenizer.json").exists()
-    assert not torch.equal(_state(out)["gpt_neox.layers.0.attention.query_key_value.weight"],
-                           _state(run / "model" / "stage1")["gpt_neox.layers.0.attention.query_key_value.weight"])
+    assert not torch.equal(
+        _state(out)["gpt_neox.layers.0.attention.query_key_value.weight"],
+        _state(run / "model" / "stage1")["gpt_neox.layers.0.attention.query_key_value.weight"],
+    )
 
 
 def test_zero_steps_skips_but_writes_the_model(data, tmp_path):
@@ -231,7 +289,14 @@ def test_bad_inputs_are_refused_with_what_to_change(data, tmp_path):
     with pytest.raises(StageError, match="exceeds the model's context"):
         _run(data, tmp_path, stage_settings(long, "stage1"), long)
     assert linear_module_names(AutoModelForCausalLM.from_pretrained(str(data["llama"]))) == [
-        "down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
+        "down_proj",
+        "gate_proj",
+        "k_proj",
+        "o_proj",
+        "q_proj",
+        "up_proj",
+        "v_proj",
+    ]
 
 
 class _Poison(TrainerCallback):
@@ -253,9 +318,23 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path):
 
 def _run_ddp(root: Path, steps: int) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[2])}
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           str(Path(__file__).with_name("ddp_worker.py")), str(root), str(steps)],
-                          env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(Path(__file__).with_name("ddp_worker.py")),
+            str(root),
+            str(steps),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.mark.slow
@@ -271,8 +350,15 @@ def test_two_process_ddp_equals_one_process_with_the_global_batch(data, tmp_path
     assert summary["world_size"] == 2 and summary["sequences"]["stop"] == 6  # 3 steps x batch 1 x 2 processes
     # one process with batch 2 reads the same sequences per step; the DDP-averaged gradients match
     single = _cfg(batch_size=2, stage2_steps=3, save_steps=2)
-    train_stage(StageSettings("stage2", 3, single.lr_stage2, single.stage2_optimizer, "all", 0), single,
-                data["gpt_neox"], data["shards"], tmp_path / "one", tmp_path / "one_train", tmp_path / "one_ck")
+    train_stage(
+        StageSettings("stage2", 3, single.lr_stage2, single.stage2_optimizer, "all", 0),
+        single,
+        data["gpt_neox"],
+        data["shards"],
+        tmp_path / "one",
+        tmp_path / "one_train",
+        tmp_path / "one_ck",
+    )
     a, b = _state(tmp_path / "ddp_out"), _state(tmp_path / "one")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
@@ -318,8 +404,14 @@ def test_embedding_health_verdict():
     from vocabadapt.training.callbacks import EmbeddingHealth
 
     def recs(updates, built):
-        return [{"embeddings_rel_update_per_step": u, "embeddings_built_mean_norm": built, "embeddings_copied_mean_norm": 1.0}
-                for u in updates]
+        return [
+            {
+                "embeddings_rel_update_per_step": u,
+                "embeddings_built_mean_norm": built,
+                "embeddings_copied_mean_norm": 1.0,
+            }
+            for u in updates
+        ]
 
     settles = EmbeddingHealth.verdict(recs([0.1, 0.08, 0.05, 0.02, 0.01, 0.01, 0.01, 0.01], 1.1), ["embeddings"])
     assert settles["settled"] is True and settles["embeddings_built_to_copied_norm"] == pytest.approx(1.1)

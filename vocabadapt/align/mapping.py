@@ -94,9 +94,13 @@ class TokenMapping:
             raise InputError(f"{path} is not a vocabadapt mapping (format vocabadapt.mapping/1)")
         try:
             return cls(
-                methods=data["methods"], source_ids=data["source_ids"], weights=data["weights"],
-                similarity=data["similarity"], source_vocab_size=data["source_vocab_size"],
-                target_checksum=data.get("target_checksum", ""), source_checksum=data.get("source_checksum", ""),
+                methods=data["methods"],
+                source_ids=data["source_ids"],
+                weights=data["weights"],
+                similarity=data["similarity"],
+                source_vocab_size=data["source_vocab_size"],
+                target_checksum=data.get("target_checksum", ""),
+                source_checksum=data.get("source_checksum", ""),
                 info=data.get("info", {}),
             )
         except KeyError as e:

@@ -73,8 +73,9 @@ class RelativeRepresentation:
         return self.rows(0, self.n)
 
 
-def blockwise_topk(query: Any, keys: Any, k: int, block_rows: int = 4096,
-                   max_elements: int = MAX_BLOCK_ELEMENTS) -> tuple[np.ndarray, np.ndarray]:
+def blockwise_topk(
+    query: Any, keys: Any, k: int, block_rows: int = 4096, max_elements: int = MAX_BLOCK_ELEMENTS
+) -> tuple[np.ndarray, np.ndarray]:
     """Top-k cosine (inner product of unit rows) of every query row over all key rows.
 
     Memory is one (block_rows, chunk) float32 score tile plus the running top-k, with
@@ -101,11 +102,11 @@ def blockwise_topk(query: Any, keys: Any, k: int, block_rows: int = 4096,
     out_i = torch.empty((m, k), dtype=torch.int64)
     with torch.no_grad():
         for r0 in range(0, m, block_rows):
-            qb = query.rows(r0, r0 + block_rows) if lazy else q[r0:r0 + block_rows]  # (b, P)
+            qb = query.rows(r0, r0 + block_rows) if lazy else q[r0 : r0 + block_rows]  # (b, P)
             best_v: Any = None
             best_i: Any = None
             for c0 in range(0, n, chunk):
-                scores = qb @ s[c0:c0 + chunk].T  # (b, chunk)
+                scores = qb @ s[c0 : c0 + chunk].T  # (b, chunk)
                 v, i = torch.topk(scores, min(k, scores.shape[1]), dim=1)
                 i += c0
                 if best_v is not None:
@@ -113,14 +114,19 @@ def blockwise_topk(query: Any, keys: Any, k: int, block_rows: int = 4096,
                     v, sel = torch.topk(torch.cat([best_v, v], 1), k, dim=1)
                     i = torch.gather(torch.cat([best_i, i], 1), 1, sel)
                 best_v, best_i = v, i
-            out_v[r0:r0 + block_rows] = best_v
-            out_i[r0:r0 + block_rows] = best_i
+            out_v[r0 : r0 + block_rows] = best_v
+            out_i[r0 : r0 + block_rows] = best_i
     return out_v.numpy(), out_i.numpy()
 
 
-def choose_pivots(pairs: list[tuple[int, int]], count: int, strategy: str, seed: int,
-                  target_counts: dict[int, int] | None = None, source_counts: dict[int, int] | None = None
-                  ) -> list[tuple[int, int]]:
+def choose_pivots(
+    pairs: list[tuple[int, int]],
+    count: int,
+    strategy: str,
+    seed: int,
+    target_counts: dict[int, int] | None = None,
+    source_counts: dict[int, int] | None = None,
+) -> list[tuple[int, int]]:
     """Pick `count` (target id, source id) pivot pairs among identical pairs present in both embeddings.
 
     strategy random: a seeded uniform sample (the paper); frequent: the pairs most frequent in both

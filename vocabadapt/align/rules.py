@@ -67,10 +67,16 @@ class Alignment:
         """One record per target id: how its row is built, with token strings (align/provenance.jsonl)."""
         m = self.mapping
         for tid in range(m.target_vocab_size):
-            yield {"target_id": tid, "target_token": self.target_tokens[tid], "method": m.methods[tid],
-                   "source_ids": m.source_ids[tid], "source_tokens": [self.source_tokens[s] for s in m.source_ids[tid]],
-                   "weights": m.weights[tid], "similarity": m.similarity[tid],
-                   "target_count": int(self.target_counts[tid])}
+            yield {
+                "target_id": tid,
+                "target_token": self.target_tokens[tid],
+                "method": m.methods[tid],
+                "source_ids": m.source_ids[tid],
+                "source_tokens": [self.source_tokens[s] for s in m.source_ids[tid]],
+                "weights": m.weights[tid],
+                "similarity": m.similarity[tid],
+                "target_count": int(self.target_counts[tid]),
+            }
 
 
 def check_embeddings(tgt: Embeddings, src: Embeddings, n_t: int, n_s: int) -> list[str]:
@@ -81,33 +87,45 @@ def check_embeddings(tgt: Embeddings, src: Embeddings, n_t: int, n_s: int) -> li
     """
     for side, e, n in (("target", tgt, n_t), ("source", src, n_s)):
         if e.ids.size and (e.ids.max() >= n or e.ids.min() < 0):
-            raise InputError(f"{side} embeddings hold id {int(e.ids.max())} but the {side} tokenizer has {n} tokens; "
-                             f"rerun tokenize and embed")
+            raise InputError(
+                f"{side} embeddings hold id {int(e.ids.max())} but the {side} tokenizer has {n} tokens; "
+                f"rerun tokenize and embed"
+            )
     if tgt.vectors.shape[0] == 0 or src.vectors.shape[0] == 0:
         raise InputError("an embedding matrix is empty; the corpus is too small or tokenize produced no ids")
     warnings = []
     # Missing target rows mean unalignable tokens; missing source rows only fewer candidates.
     for side, rows, n, share in (("target", tgt.ids.size, n_t, 0.5), ("source", src.ids.size, n_s, 0.1)):
         if rows < share * n:
-            warnings.append(f"{side} embeddings cover only {rows}/{n} tokens ({100 * rows / n:.1f}%); the rest "
-                            f"cannot be aligned and take the fallback (a larger corpus helps)")
+            warnings.append(
+                f"{side} embeddings cover only {rows}/{n} tokens ({100 * rows / n:.1f}%); the rest "
+                f"cannot be aligned and take the fallback (a larger corpus helps)"
+            )
     return warnings
 
 
-def search(tgt: Embeddings, src: Embeddings, identical: dict[int, int], cfg: AlignmentConfig,
-           warnings: list[str]) -> Candidates:
+def search(
+    tgt: Embeddings, src: Embeddings, identical: dict[int, int], cfg: AlignmentConfig, warnings: list[str]
+) -> Candidates:
     """Pivots among identical pairs with vectors, then the top-k source tokens of every target row."""
     import torch
 
     t_row = {int(t): r for r, t in enumerate(tgt.ids)}
     s_row = {int(s): r for r, s in enumerate(src.ids)}
     available = [(t, s) for t, s in identical.items() if t in t_row and s in s_row]
-    pivots = choose_pivots(available, cfg.pivot_count, cfg.pivot_strategy, cfg.seed,
-                           dict(zip(tgt.ids.tolist(), tgt.counts.tolist())),
-                           dict(zip(src.ids.tolist(), src.counts.tolist())))
+    pivots = choose_pivots(
+        available,
+        cfg.pivot_count,
+        cfg.pivot_strategy,
+        cfg.seed,
+        dict(zip(tgt.ids.tolist(), tgt.counts.tolist())),
+        dict(zip(src.ids.tolist(), src.counts.tolist())),
+    )
     if len(pivots) < cfg.pivot_count:
-        warnings.append(f"only {len(pivots)} identical pairs have vectors on both sides, fewer than "
-                        f"alignment.pivot_count={cfg.pivot_count}; using all of them")
+        warnings.append(
+            f"only {len(pivots)} identical pairs have vectors on both sides, fewer than "
+            f"alignment.pivot_count={cfg.pivot_count}; using all of them"
+        )
     k = max(cfg.top_k, 5)
     top_sims = np.full((tgt.ids.size, 0), np.nan, dtype=np.float32)
     top_src = np.zeros((tgt.ids.size, 0), dtype=np.int64)
@@ -139,8 +157,9 @@ class _Rows:
         self.methods[tid], self.source_ids[tid], self.weights[tid] = method, ids, weights
 
 
-def apply_similarity_rules(rows: _Rows, tgt: Embeddings, found: Candidates, special_targets: set[int],
-                           cfg: AlignmentConfig) -> tuple[dict[int, list[int]], list[float]]:
+def apply_similarity_rules(
+    rows: _Rows, tgt: Embeddings, found: Candidates, special_targets: set[int], cfg: AlignmentConfig
+) -> tuple[dict[int, list[int]], list[float]]:
     """Aligned (hard) or soft rows for target tokens whose top-1 similarity reaches the threshold.
 
     Returns (top-k candidates of the aligned tokens, top-1 cosines of every considered token).
@@ -197,9 +216,17 @@ def apply_fallback(rows: _Rows, target_tokenizer: Any, source_tokenizer: Any, cf
             rows.methods[tid] = "mean"
 
 
-def span_report(target_tokenizer: Any, source_tokenizer: Any, heldout: list[str], tgt: Embeddings,
-                found: Candidates, identical: dict[int, int], rows: _Rows, aligned: dict[int, list[int]],
-                warnings: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+def span_report(
+    target_tokenizer: Any,
+    source_tokenizer: Any,
+    heldout: list[str],
+    tgt: Embeddings,
+    found: Candidates,
+    identical: dict[int, int],
+    rows: _Rows,
+    aligned: dict[int, list[int]],
+    warnings: list[str],
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """(span test on held-out text, top-k check of the identical pairs that were not pivots)."""
     have_topk = found.top_src.shape[1] > 0
     row_of = {tid: r for r, tid in enumerate(tgt.ids.tolist())}
@@ -228,8 +255,14 @@ def span_report(target_tokenizer: Any, source_tokenizer: Any, heldout: list[str]
     return span, check
 
 
-def align_vocabularies(target_tokenizer: Any, source_tokenizer: Any, tgt: Embeddings, src: Embeddings,
-                       cfg: AlignmentConfig, heldout: list[str]) -> Alignment:
+def align_vocabularies(
+    target_tokenizer: Any,
+    source_tokenizer: Any,
+    tgt: Embeddings,
+    src: Embeddings,
+    cfg: AlignmentConfig,
+    heldout: list[str],
+) -> Alignment:
     """Map every target token to source rows (see the module docstring for the rules).
 
     Args:
@@ -261,32 +294,54 @@ def align_vocabularies(target_tokenizer: Any, source_tokenizer: Any, tgt: Embedd
     apply_fallback(rows, target_tokenizer, source_tokenizer, cfg)
 
     mapping = TokenMapping(
-        methods=rows.methods, source_ids=rows.source_ids, weights=rows.weights, similarity=rows.similarity,
-        source_vocab_size=n_s, target_checksum=tokenizer_checksum(target_tokenizer),
+        methods=rows.methods,
+        source_ids=rows.source_ids,
+        weights=rows.weights,
+        similarity=rows.similarity,
+        source_vocab_size=n_s,
+        target_checksum=tokenizer_checksum(target_tokenizer),
         source_checksum=tokenizer_checksum(source_tokenizer),
-        info={"paper": "TokAlign (Li et al., ACL 2025)", "pivots": len(found.pivots),
-              "pivot_strategy": cfg.pivot_strategy, "threshold": cfg.similarity_threshold, "method": cfg.method,
-              "fallback": cfg.fallback, "target_family": t_family, "source_family": s_family},
+        info={
+            "paper": "TokAlign (Li et al., ACL 2025)",
+            "pivots": len(found.pivots),
+            "pivot_strategy": cfg.pivot_strategy,
+            "threshold": cfg.similarity_threshold,
+            "method": cfg.method,
+            "fallback": cfg.fallback,
+            "target_family": t_family,
+            "source_family": s_family,
+        },
     )
-    span, identical_check = span_report(target_tokenizer, source_tokenizer, heldout, tgt, found, identical, rows,
-                                        aligned, warnings)
+    span, identical_check = span_report(
+        target_tokenizer, source_tokenizer, heldout, tgt, found, identical, rows, aligned, warnings
+    )
     counts = mapping.counts()
     covered = counts.get("identical", 0) + counts.get("aligned", 0) + counts.get("soft", 0)
     edges = np.linspace(-1.0, 1.0, HISTOGRAM_BINS + 1)
     hist, _ = np.histogram(np.asarray(top1, dtype=np.float64), bins=edges)
     summary = {
-        "target_vocab": n_t, "source_vocab": n_s,
-        "target_family": t_family, "source_family": s_family,
+        "target_vocab": n_t,
+        "source_vocab": n_s,
+        "target_family": t_family,
+        "source_family": s_family,
         "counts": counts,
         "identical_tokens": len(identical),
         "coverage": round(covered / n_t, 4),
-        "target_rows_with_vectors": int(tgt.ids.size), "source_rows_with_vectors": int(src.ids.size),
-        "pivots": {"requested": cfg.pivot_count, "used": len(found.pivots), "strategy": cfg.pivot_strategy,
-                   "available": len(found.available)},
+        "target_rows_with_vectors": int(tgt.ids.size),
+        "source_rows_with_vectors": int(src.ids.size),
+        "pivots": {
+            "requested": cfg.pivot_count,
+            "used": len(found.pivots),
+            "strategy": cfg.pivot_strategy,
+            "available": len(found.available),
+        },
         "threshold": cfg.similarity_threshold,
-        "similarity_histogram": {"edges": [round(float(e), 4) for e in edges], "counts": hist.tolist(),
-                                 "threshold": cfg.similarity_threshold,
-                                 "of": "top-1 cosine of target tokens with vectors that are not special or identical"},
+        "similarity_histogram": {
+            "edges": [round(float(e), 4) for e in edges],
+            "counts": hist.tolist(),
+            "threshold": cfg.similarity_threshold,
+            "of": "top-1 cosine of target tokens with vectors that are not special or identical",
+        },
         "span_test": span,
         "nonpivot_identical_pairs": identical_check,
         "warnings": warnings,
@@ -296,5 +351,6 @@ def align_vocabularies(target_tokenizer: Any, source_tokenizer: Any, tgt: Embedd
         log.warning("align: %s", w)
     target_counts = np.zeros(n_t, dtype=np.int64)
     target_counts[tgt.ids] = tgt.counts
-    return Alignment(mapping, summary, V.vocab_list(target_tokenizer), V.vocab_list(source_tokenizer),
-                     target_counts, warnings)
+    return Alignment(
+        mapping, summary, V.vocab_list(target_tokenizer), V.vocab_list(source_tokenizer), target_counts, warnings
+    )

@@ -67,7 +67,9 @@ def span_truth(target_tokenizer: Any, source_tokenizer: Any, texts: list[str]) -
     return {tid: min(c.items(), key=lambda kv: (-kv[1], kv[0]))[0] for tid, c in votes.items()}
 
 
-def precision_at(truth: dict[int, int], candidates: dict[int, list[int]], ks: tuple[int, ...] = (1, 5)) -> dict[str, Any]:
+def precision_at(
+    truth: dict[int, int], candidates: dict[int, list[int]], ks: tuple[int, ...] = (1, 5)
+) -> dict[str, Any]:
     """precision@k over target ids that have both a span truth and candidates."""
     ids = [t for t in sorted(candidates) if t in truth]
     out: dict[str, Any] = {"n": len(ids)}

@@ -24,6 +24,7 @@ from ..text.shards import ShardReader
 
 log = logging.getLogger(__name__)
 
+
 def write_id_corpus(reader: ShardReader, path: Path) -> None:
     """One line per document: its token ids separated by spaces (fastText's input)."""
     with open(path, "w", encoding="ascii") as f:
@@ -39,7 +40,9 @@ def token_counts(reader: ShardReader, vocab_size: int) -> np.ndarray:
     for shard in reader.shards:
         c = np.bincount(np.asarray(shard), minlength=vocab_size)
         if c.size > vocab_size:
-            raise InputError(f"{reader.dir}: token id {c.size - 1} is outside the vocabulary ({vocab_size}); rerun tokenize")
+            raise InputError(
+                f"{reader.dir}: token id {c.size - 1} is outside the vocabulary ({vocab_size}); rerun tokenize"
+            )
         counts += c
     return counts
 
@@ -52,9 +55,19 @@ def train_vectors(corpus_file: Path, ft_cfg: FastTextConfig, seed: int = 0) -> t
     # so build the Args the way train_unsupervised does and set the seed on them.
     args = dict(ft_api.unsupervised_default)
     given = dict(
-        input=str(corpus_file), model=ft_cfg.model, dim=ft_cfg.dim, ws=ft_cfg.window, epoch=ft_cfg.epochs,
-        lr=ft_cfg.lr, minCount=ft_cfg.mincount, minn=ft_cfg.minn, maxn=ft_cfg.maxn, neg=ft_cfg.neg,
-        thread=ft_cfg.thread or os.cpu_count() or 1, seed=seed, verbose=0,
+        input=str(corpus_file),
+        model=ft_cfg.model,
+        dim=ft_cfg.dim,
+        ws=ft_cfg.window,
+        epoch=ft_cfg.epochs,
+        lr=ft_cfg.lr,
+        minCount=ft_cfg.mincount,
+        minn=ft_cfg.minn,
+        maxn=ft_cfg.maxn,
+        neg=ft_cfg.neg,
+        thread=ft_cfg.thread or os.cpu_count() or 1,
+        seed=seed,
+        verbose=0,
     )
     args.update(given)
     a = ft_api._build_args(args, set(given))
@@ -74,8 +87,9 @@ def train_vectors(corpus_file: Path, ft_cfg: FastTextConfig, seed: int = 0) -> t
     return ids_arr[order], np.stack(rows).astype(np.float32)[order]
 
 
-def shard_vectors(reader: ShardReader, ft_cfg: FastTextConfig,
-                  scratch: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+def shard_vectors(
+    reader: ShardReader, ft_cfg: FastTextConfig, scratch: Path
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """fastText vectors of one tokenizer's shards.
 
     Returns (vectors float32 (n, dim), ids int64 (n,), corpus counts int64 (n,), ids seen in the corpus).

@@ -30,8 +30,19 @@ from .format import format_text, summarize
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RULES", "Facts", "Finding", "audit", "count_parameters", "format_text", "gather_facts",
-           "parse_corpus_stats", "rule", "stage2_start", "summarize"]
+__all__ = [
+    "RULES",
+    "Facts",
+    "Finding",
+    "audit",
+    "count_parameters",
+    "format_text",
+    "gather_facts",
+    "parse_corpus_stats",
+    "rule",
+    "stage2_start",
+    "summarize",
+]
 
 
 def audit(config: Config, facts: Facts | None = None) -> list[Finding]:

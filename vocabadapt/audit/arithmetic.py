@@ -34,7 +34,6 @@ LORA_SCALE_RANGE = (0.25, 4.0)  # lora_alpha / lora_r outside this is unusual
 MEMORY_HEADROOM = 0.85  # warn when states alone take more than this share of the GPU
 
 
-
 def sequences_per_step(config: Config, facts: Facts) -> int:
     va = config.vocab_adaptation
     return va.batch_size * va.gradient_accumulation * va.num_processes
@@ -58,8 +57,12 @@ def corpus_size(config: Config, facts: Facts) -> Optional[CorpusSize]:
     if facts.sequences is not None:
         return CorpusSize(facts.sequences, facts.sequences * L, "packed sequences in the corpus statistics", True)
     if facts.tokens_target is not None:
-        return CorpusSize(facts.tokens_target / L, facts.tokens_target,
-                          f"target tokens in the statistics / {L:,} tokens per sequence", True)
+        return CorpusSize(
+            facts.tokens_target / L,
+            facts.tokens_target,
+            f"target tokens in the statistics / {L:,} tokens per sequence",
+            True,
+        )
     nbytes, source = facts.bytes, "bytes in the corpus statistics"
     if nbytes is None and config.corpus.budget_bytes() > 0:
         nbytes = config.corpus.budget_bytes()
@@ -122,7 +125,9 @@ def count_parameters(mc: dict[str, Any]) -> tuple[int, bool]:
     h = int(cfg_value(mc, "hidden_size", "n_embd", "d_model", default=0))
     L = int(cfg_value(mc, "num_hidden_layers", "n_layer", "num_layers", default=0))
     if not (V and h and L):
-        raise InputError("model config lacks vocab_size, hidden_size or num_hidden_layers; pass the model's config.json")
+        raise InputError(
+            "model config lacks vocab_size, hidden_size or num_hidden_layers; pass the model's config.json"
+        )
     head = 0 if bool(mc.get("tie_word_embeddings", False)) else V * h
     return 12 * L * h * h + V * h + head, False
 

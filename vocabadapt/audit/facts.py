@@ -26,10 +26,23 @@ log = logging.getLogger(__name__)
 _STATS_KEYS: dict[str, tuple[str, ...]] = {
     "documents": ("documents", "num_documents", "n_documents", "docs"),
     "bytes": ("bytes", "num_bytes", "text_bytes", "train_bytes"),
-    "tokens_target": ("tokens_target", "target_tokens", "target.tokens", "tokens.target",
-                      "tokens_per_tokenizer.target", "target.num_tokens", "tokens"),
-    "tokens_source": ("tokens_source", "source_tokens", "source.tokens", "tokens.source",
-                      "tokens_per_tokenizer.source", "source.num_tokens"),
+    "tokens_target": (
+        "tokens_target",
+        "target_tokens",
+        "target.tokens",
+        "tokens.target",
+        "tokens_per_tokenizer.target",
+        "target.num_tokens",
+        "tokens",
+    ),
+    "tokens_source": (
+        "tokens_source",
+        "source_tokens",
+        "source.tokens",
+        "tokens.source",
+        "tokens_per_tokenizer.source",
+        "source.num_tokens",
+    ),
     "sequences": ("sequences", "packed_sequences", "sequences_target", "target.sequences", "tokens.sequences"),
     "identical_pairs": ("identical_pairs", "identical_tokens", "identical_token_pairs", "alignment.identical_pairs"),
 }
@@ -80,8 +93,9 @@ def read_model_config(path: str | Path) -> tuple[dict, str]:
     return data, str(p)
 
 
-def gather_facts(corpus_stats: str | None = None, model_config: str | None = None,
-                 gpu_memory_gb: float | None = None) -> Facts:
+def gather_facts(
+    corpus_stats: str | None = None, model_config: str | None = None, gpu_memory_gb: float | None = None
+) -> Facts:
     """Collect the facts the rules use.
 
     Args:
@@ -117,7 +131,6 @@ def gather_facts(corpus_stats: str | None = None, model_config: str | None = Non
         pass
     facts.flash_attn_installed = importlib.util.find_spec("flash_attn") is not None
     return facts
-
 
 
 def local_model_config(config: Config) -> tuple[Optional[dict], Optional[str]]:

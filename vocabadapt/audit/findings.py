@@ -69,7 +69,6 @@ class CorpusSize:
     measured: bool  # False: an estimate from bytes at ESTIMATED_BYTES_PER_TOKEN
 
 
-
 Rule = Callable[["Config", Facts], list[Finding]]
 RULES: dict[str, Rule] = {}
 _ORDER: dict[str, int] = {}

@@ -19,23 +19,42 @@ def check_alignment(config: Config, facts: Facts) -> list[Finding]:
     lo, hi = THRESHOLD_RANGE
     t = al.similarity_threshold
     if not lo <= t <= hi:
-        what = ("accepts anti-correlated pairs, so almost every target token counts as aligned" if t < lo else
-                "only near-identical representations pass, so most tokens fall back")
-        out.append(Finding("similarity_threshold", "warning", "alignment.similarity_threshold",
-                           f"similarity_threshold {t:g} is a cosine of relative representations outside "
-                           f"[{lo}, {hi}]: it {what}.",
-                           "pick it from align/summary.json's similarity histogram; 0.3–0.7 is typical",
-                           {"similarity_threshold": t, "range": [lo, hi]}))
+        what = (
+            "accepts anti-correlated pairs, so almost every target token counts as aligned"
+            if t < lo
+            else "only near-identical representations pass, so most tokens fall back"
+        )
+        out.append(
+            Finding(
+                "similarity_threshold",
+                "warning",
+                "alignment.similarity_threshold",
+                f"similarity_threshold {t:g} is a cosine of relative representations outside [{lo}, {hi}]: it {what}.",
+                "pick it from align/summary.json's similarity histogram; 0.3–0.7 is typical",
+                {"similarity_threshold": t, "range": [lo, hi]},
+            )
+        )
     if facts.identical_pairs is None:
-        out.append(missing("pivot_count", "alignment.pivot_count",
-                            f"pivot_count {al.pivot_count:,} against the identical-token pairs: not in the statistics",
-                            "pass --corpus-stats with identical_pairs (the align stage's summary)",
-                            {"pivot_count": al.pivot_count}))
+        out.append(
+            missing(
+                "pivot_count",
+                "alignment.pivot_count",
+                f"pivot_count {al.pivot_count:,} against the identical-token pairs: not in the statistics",
+                "pass --corpus-stats with identical_pairs (the align stage's summary)",
+                {"pivot_count": al.pivot_count},
+            )
+        )
     elif al.pivot_count > facts.identical_pairs:
-        out.append(Finding("pivot_count", "error", "alignment.pivot_count",
-                           f"pivot_count {al.pivot_count:,} > {facts.identical_pairs:,} identical-token pairs available.",
-                           f"set pivot_count ≤ {facts.identical_pairs:,} (paper: 300)",
-                           {"pivot_count": al.pivot_count, "identical_pairs": facts.identical_pairs}))
+        out.append(
+            Finding(
+                "pivot_count",
+                "error",
+                "alignment.pivot_count",
+                f"pivot_count {al.pivot_count:,} > {facts.identical_pairs:,} identical-token pairs available.",
+                f"set pivot_count ≤ {facts.identical_pairs:,} (paper: 300)",
+                {"pivot_count": al.pivot_count, "identical_pairs": facts.identical_pairs},
+            )
+        )
     return out
 
 
@@ -53,20 +72,32 @@ def check_eval_leak(config: Config, facts: Facts) -> list[Finding]:
         return str(rp) in train or any(rp.match(t) for t in train if any(c in t for c in "*?["))
 
     if "heldout" in ev_cfg.datasets and not corpus.heldout_inputs and corpus.heldout_fraction == 0:
-        out.append(Finding("eval_leak", "error", "corpus.heldout_fraction",
-                           "evaluation uses 'heldout' but heldout_fraction is 0 and no heldout_inputs are given: "
-                           "bits per byte would be measured on training text.",
-                           "set corpus.heldout_fraction (e.g. 0.01) or corpus.heldout_inputs",
-                           {"heldout_fraction": 0.0}))
+        out.append(
+            Finding(
+                "eval_leak",
+                "error",
+                "corpus.heldout_fraction",
+                "evaluation uses 'heldout' but heldout_fraction is 0 and no heldout_inputs are given: "
+                "bits per byte would be measured on training text.",
+                "set corpus.heldout_fraction (e.g. 0.01) or corpus.heldout_inputs",
+                {"heldout_fraction": 0.0},
+            )
+        )
     leaked = [p for p in ev_cfg.datasets if p not in ("heldout", "pubmedqa") and trains_on(p)]
     leaked += [p for p in corpus.heldout_inputs if trains_on(p)]
     if ev_cfg.qa.enabled and ev_cfg.qa.file and trains_on(ev_cfg.qa.file):
         leaked.append(ev_cfg.qa.file)
     if leaked:
-        out.append(Finding("eval_leak", "error", "evaluation.datasets",
-                           f"evaluation files are also training inputs (corpus.inputs): {leaked}.",
-                           "remove them from corpus.inputs or evaluate on other files",
-                           {"files": leaked}))
+        out.append(
+            Finding(
+                "eval_leak",
+                "error",
+                "evaluation.datasets",
+                f"evaluation files are also training inputs (corpus.inputs): {leaked}.",
+                "remove them from corpus.inputs or evaluate on other files",
+                {"files": leaked},
+            )
+        )
     return out
 
 
@@ -76,7 +107,14 @@ def check_fasttext_ngrams(config: Config, facts: Facts) -> list[Finding]:
     ft = config.embedding.fasttext
     if ft.minn == 0 and ft.maxn == 0:
         return []
-    return [Finding("fasttext_ngrams", "warning", "embedding.fasttext.minn",
-                    f"fastText character n-grams are on (minn {ft.minn}, maxn {ft.maxn}) over a corpus of numeric "
-                    "token ids: ids that share digits (e.g. 123 and 4123) share vectors, which is noise.",
-                    "set embedding.fasttext.minn: 0 and maxn: 0", {"minn": ft.minn, "maxn": ft.maxn})]
+    return [
+        Finding(
+            "fasttext_ngrams",
+            "warning",
+            "embedding.fasttext.minn",
+            f"fastText character n-grams are on (minn {ft.minn}, maxn {ft.maxn}) over a corpus of numeric "
+            "token ids: ids that share digits (e.g. 123 and 4123) share vectors, which is noise.",
+            "set embedding.fasttext.minn: 0 and maxn: 0",
+            {"minn": ft.minn, "maxn": ft.maxn},
+        )
+    ]

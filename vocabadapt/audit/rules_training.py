@@ -47,45 +47,81 @@ def check_lr_stage1(config: Config, facts: Facts) -> list[Finding]:
     small = tokens < SMALL_BATCH_TOKENS
     lr = va.lr_stage1
     ev = {
-        "lr_stage1": lr, "tokens_per_step": tokens, "sequences_per_step": seqs,
-        "batch_size": va.batch_size, "gradient_accumulation": va.gradient_accumulation,
-        "max_seq_length": va.max_seq_length, "world_size": va.num_processes,
-        "paper_lr_stage1": PAPER_LR_STAGE1, "paper_tokens_per_step": PAPER_TOKENS_PER_STEP,
-        "batch_ratio": ratio, "sqrt_scaled_lr": sqrt_lr, "linear_scaled_lr": linear_lr,
-        "lr_over_sqrt_scaled": lr / sqrt_lr, "lr_over_linear_scaled": lr / linear_lr,
+        "lr_stage1": lr,
+        "tokens_per_step": tokens,
+        "sequences_per_step": seqs,
+        "batch_size": va.batch_size,
+        "gradient_accumulation": va.gradient_accumulation,
+        "max_seq_length": va.max_seq_length,
+        "world_size": va.num_processes,
+        "paper_lr_stage1": PAPER_LR_STAGE1,
+        "paper_tokens_per_step": PAPER_TOKENS_PER_STEP,
+        "batch_ratio": ratio,
+        "sqrt_scaled_lr": sqrt_lr,
+        "linear_scaled_lr": linear_lr,
+        "lr_over_sqrt_scaled": lr / sqrt_lr,
+        "lr_over_linear_scaled": lr / linear_lr,
     }
-    step = (f"{num(tokens)} tokens per optimiser step ({va.batch_size} × {va.gradient_accumulation} × "
-            f"{num(va.max_seq_length)} × {va.num_processes} process{'es' if va.num_processes > 1 else ''})")
-    scaled = (f"the paper's {lr_text(PAPER_LR_STAGE1)} at {num(PAPER_TOKENS_PER_STEP)} tokens/step "
-              f"({PAPER_SEQUENCES_PER_STEP:,} × {PAPER_SEQ_LEN:,}) scales to {lr_text(sqrt_lr)} (square-root, "
-              f"Adam-style) or {lr_text(linear_lr)} (linear) at {ratio:.4g}× the batch")
+    step = (
+        f"{num(tokens)} tokens per optimiser step ({va.batch_size} × {va.gradient_accumulation} × "
+        f"{num(va.max_seq_length)} × {va.num_processes} process{'es' if va.num_processes > 1 else ''})"
+    )
+    scaled = (
+        f"the paper's {lr_text(PAPER_LR_STAGE1)} at {num(PAPER_TOKENS_PER_STEP)} tokens/step "
+        f"({PAPER_SEQUENCES_PER_STEP:,} × {PAPER_SEQ_LEN:,}) scales to {lr_text(sqrt_lr)} (square-root, "
+        f"Adam-style) or {lr_text(linear_lr)} (linear) at {ratio:.4g}× the batch"
+    )
     hi = min(sqrt_lr, EMBEDDINGS_ONLY_LR_CAP) if small else sqrt_lr
-    advice = (f"set lr_stage1 between {lr_text(linear_lr)} (linear scaling) and {lr_text(hi)}"
-              + (f" (the embeddings-only cap at this batch; square-root scaling gives {lr_text(sqrt_lr)})" if small
-                 and hi < sqrt_lr else " (square-root scaling)")
-              + f", e.g. lr_stage1: {lr_text(linear_lr)}; or raise the batch towards "
-              f"{PAPER_SEQUENCES_PER_STEP:,} sequences per step")
+    advice = (
+        f"set lr_stage1 between {lr_text(linear_lr)} (linear scaling) and {lr_text(hi)}"
+        + (
+            f" (the embeddings-only cap at this batch; square-root scaling gives {lr_text(sqrt_lr)})"
+            if small and hi < sqrt_lr
+            else " (square-root scaling)"
+        )
+        + f", e.g. lr_stage1: {lr_text(linear_lr)}; or raise the batch towards "
+        f"{PAPER_SEQUENCES_PER_STEP:,} sequences per step"
+    )
     problems = []
     severity = "info"
     if lr > LR_WARN_FACTOR * sqrt_lr:
         severity = "error" if lr > LR_ERROR_FACTOR * sqrt_lr else "warning"
-        problems.append(f"{lr_text(lr)} is {lr / sqrt_lr:.3g}× the square-root-scaled paper value ({lr_text(sqrt_lr)}) "
-                        f"and {lr / linear_lr:.3g}× the linear-scaled one ({lr_text(linear_lr)})")
+        problems.append(
+            f"{lr_text(lr)} is {lr / sqrt_lr:.3g}× the square-root-scaled paper value ({lr_text(sqrt_lr)}) "
+            f"and {lr / linear_lr:.3g}× the linear-scaled one ({lr_text(linear_lr)})"
+        )
     if small and lr > EMBEDDINGS_ONLY_LR_CAP:
         if severity == "info":
             severity = "warning"
-        problems.append(("it is" if problems else f"{lr_text(lr)} is") + f" above {lr_text(EMBEDDINGS_ONLY_LR_CAP)}, "
-                        f"high for embeddings-only training at a small batch (< {num(SMALL_BATCH_TOKENS)} tokens/step)")
+        problems.append(
+            ("it is" if problems else f"{lr_text(lr)} is") + f" above {lr_text(EMBEDDINGS_ONLY_LR_CAP)}, "
+            f"high for embeddings-only training at a small batch (< {num(SMALL_BATCH_TOKENS)} tokens/step)"
+        )
     if problems:
         msg = "lr_stage1 " + "; ".join(problems) + f". At {step}, {scaled}."
         return [Finding("lr_stage1", severity, f"{VA}.lr_stage1", msg, advice, ev)]
     if lr < linear_lr / 10:
-        return [Finding("lr_stage1", "info", f"{VA}.lr_stage1",
-                        f"lr_stage1 {lr_text(lr)} at {step} is below a tenth of the linear-scaled {lr_text(linear_lr)}; "
-                        f"{scaled}. Stage 1 may barely move the new rows.",
-                        f"consider lr_stage1 ≥ {lr_text(linear_lr)}", ev)]
-    return [Finding("lr_stage1", "info", f"{VA}.lr_stage1",
-                    f"lr_stage1 {lr_text(lr)} at {step} is consistent with the paper: {scaled}.", "", ev)]
+        return [
+            Finding(
+                "lr_stage1",
+                "info",
+                f"{VA}.lr_stage1",
+                f"lr_stage1 {lr_text(lr)} at {step} is below a tenth of the linear-scaled {lr_text(linear_lr)}; "
+                f"{scaled}. Stage 1 may barely move the new rows.",
+                f"consider lr_stage1 ≥ {lr_text(linear_lr)}",
+                ev,
+            )
+        ]
+    return [
+        Finding(
+            "lr_stage1",
+            "info",
+            f"{VA}.lr_stage1",
+            f"lr_stage1 {lr_text(lr)} at {step} is consistent with the paper: {scaled}.",
+            "",
+            ev,
+        )
+    ]
 
 
 @rule("shuffle", order=20)
@@ -93,12 +129,18 @@ def check_shuffle(config: Config, facts: Facts) -> list[Finding]:
     """A fixed data order is a known failure of the original training code."""
     if config.vocab_adaptation.shuffle:
         return []
-    return [Finding("shuffle", "error", f"{VA}.shuffle",
-                    "shuffle is off: every epoch and every stage reads the packed sequences in file order, so "
-                    "consecutive batches come from the same documents and sources (the original training code's "
-                    "known failure).",
-                    "set vocab_adaptation.shuffle: true (seeded by vocab_adaptation.seed, reproducible)",
-                    {"shuffle": False})]
+    return [
+        Finding(
+            "shuffle",
+            "error",
+            f"{VA}.shuffle",
+            "shuffle is off: every epoch and every stage reads the packed sequences in file order, so "
+            "consecutive batches come from the same documents and sources (the original training code's "
+            "known failure).",
+            "set vocab_adaptation.shuffle: true (seeded by vocab_adaptation.seed, reproducible)",
+            {"shuffle": False},
+        )
+    ]
 
 
 @rule("stage2_start", order=30)
@@ -113,21 +155,29 @@ def check_stage2_start(config: Config, facts: Facts) -> list[Finding]:
     start = stage2_start(config, facts)
     is_auto = va.train_start_idx_stage2 == "auto"
     ev: dict[str, Any] = {
-        "train_start_idx_stage2": va.train_start_idx_stage2, "start_sequence": start,
-        "sequences_per_step": seqs, "stage1_sequences": c1, "stage2_sequences": c2,
-        "stage1_tokens": c1 * va.max_seq_length, "stage2_tokens": c2 * va.max_seq_length,
-        "auto_value": c1, "stage2_end_sequence": start + c2,
+        "train_start_idx_stage2": va.train_start_idx_stage2,
+        "start_sequence": start,
+        "sequences_per_step": seqs,
+        "stage1_sequences": c1,
+        "stage2_sequences": c2,
+        "stage1_tokens": c1 * va.max_seq_length,
+        "stage2_tokens": c2 * va.max_seq_length,
+        "auto_value": c1,
+        "stage2_end_sequence": start + c2,
     }
-    consumption = (f"stage 1 reads {num(c1)} sequences ({va.stage1_steps:,} steps × {num(seqs)}), stage 2 reads "
-                   f"{num(c2)} ({va.stage2_steps:,} × {num(seqs)}) from sequence {num(start)}"
-                   + (" (auto)" if is_auto else ""))
+    consumption = (
+        f"stage 1 reads {num(c1)} sequences ({va.stage1_steps:,} steps × {num(seqs)}), stage 2 reads "
+        f"{num(c2)} ({va.stage2_steps:,} × {num(seqs)}) from sequence {num(start)}" + (" (auto)" if is_auto else "")
+    )
     notes: list[str] = []
     # The paper's 2,560,000 is 2,500 steps × 1,024 sequences: stage 1's consumption at the paper's batch.
     for steps in {va.stage1_steps, 2500}:
         if not is_auto and start == steps * PAPER_SEQUENCES_PER_STEP and seqs != PAPER_SEQUENCES_PER_STEP:
-            notes.append(f"{num(start)} = {steps:,} steps × {PAPER_SEQUENCES_PER_STEP:,} sequences, stage 1's "
-                         f"consumption at the paper's batch; at {num(seqs)} sequences per step stage 1 consumes "
-                         f"{num(c1)}, which is what auto chooses")
+            notes.append(
+                f"{num(start)} = {steps:,} steps × {PAPER_SEQUENCES_PER_STEP:,} sequences, stage 1's "
+                f"consumption at the paper's batch; at {num(seqs)} sequences per step stage 1 consumes "
+                f"{num(c1)}, which is what auto chooses"
+            )
             ev["matches_paper_batch"] = True
             break
     findings: list[Finding] = []
@@ -135,12 +185,16 @@ def check_stage2_start(config: Config, facts: Facts) -> list[Finding]:
     problems: list[str] = []
     if not is_auto and start < c1:
         severity = "warning"
-        problems.append(f"stage 2 re-reads {num(c1 - start)} sequences stage 1 already trained on "
-                        f"(start {num(start)} < stage-1 consumption {num(c1)})")
+        problems.append(
+            f"stage 2 re-reads {num(c1 - start)} sequences stage 1 already trained on "
+            f"(start {num(start)} < stage-1 consumption {num(c1)})"
+        )
     elif not is_auto and start > c1:
         ev["skipped_sequences"] = start - c1
-        problems.append(f"{num(start - c1)} sequences between the end of stage 1 ({num(c1)}) and the start of "
-                        f"stage 2 are never used")
+        problems.append(
+            f"{num(start - c1)} sequences between the end of stage 1 ({num(c1)}) and the start of "
+            f"stage 2 are never used"
+        )
         severity = "warning"
     size = corpus_size(config, facts)
     if size is None:
@@ -152,37 +206,67 @@ def check_stage2_start(config: Config, facts: Facts) -> list[Finding]:
             per_doc = need_tokens / facts.documents
             ev["required_tokens_per_document"] = per_doc
             extra += f", i.e. ≥ {num(per_doc)} tokens per document over its {num(facts.documents)} documents"
-        parts = problems + notes + [consumption + extra,
-                                    "not checked against the corpus: no token or byte counts (--corpus-stats with "
-                                    "tokens or bytes, or corpus.size_gb)",
-                                    f"train_start_idx_stage2: auto means stage 1's consumption = {num(c1)}, so "
-                                    "stage 2 starts on data stage 1 never saw"]
+        parts = (
+            problems
+            + notes
+            + [
+                consumption + extra,
+                "not checked against the corpus: no token or byte counts (--corpus-stats with "
+                "tokens or bytes, or corpus.size_gb)",
+                f"train_start_idx_stage2: auto means stage 1's consumption = {num(c1)}, so "
+                "stage 2 starts on data stage 1 never saw",
+            ]
+        )
         msg = ". ".join(p[0].upper() + p[1:] for p in parts) + "."
-        findings.append(Finding("stage2_start", severity, key, msg,
-                                f"set train_start_idx_stage2: auto (= {num(c1)} here)" if not is_auto else
-                                "pass --corpus-stats <run>/corpus/stats.json to check the data suffices", ev))
+        findings.append(
+            Finding(
+                "stage2_start",
+                severity,
+                key,
+                msg,
+                f"set train_start_idx_stage2: auto (= {num(c1)} here)"
+                if not is_auto
+                else "pass --corpus-stats <run>/corpus/stats.json to check the data suffices",
+                ev,
+            )
+        )
         return findings
     N = size.sequences
-    ev.update({"corpus_sequences": N, "corpus_tokens": size.tokens, "corpus_basis": size.basis,
-               "corpus_measured": size.measured, "stage1_fraction": c1 / N if N else math.inf,
-               "stage2_fraction": c2 / N if N else math.inf, "start_fraction": start / N if N else math.inf})
+    ev.update(
+        {
+            "corpus_sequences": N,
+            "corpus_tokens": size.tokens,
+            "corpus_basis": size.basis,
+            "corpus_measured": size.measured,
+            "stage1_fraction": c1 / N if N else math.inf,
+            "stage2_fraction": c2 / N if N else math.inf,
+            "start_fraction": start / N if N else math.inf,
+        }
+    )
     est = "" if size.measured else "about "
     if start >= N:
         # An estimate is trusted to within 2×; beyond that, or with measured counts, it is an error.
         severity = "error" if size.measured or start >= 2 * N else "warning"
-        problems.insert(0, f"stage 2 starts at sequence {num(start)}, past the end of the data "
-                           f"({start / N:.2f}× the corpus{'' if size.measured else ', estimated'})" if N
-                        else "the corpus is empty")
+        problems.insert(
+            0,
+            f"stage 2 starts at sequence {num(start)}, past the end of the data "
+            f"({start / N:.2f}× the corpus{'' if size.measured else ', estimated'})"
+            if N
+            else "the corpus is empty",
+        )
     elif start + c2 > N:
         severity = "error" if severity == "error" else "warning"
-        problems.append(f"stage 2 runs past the end ({num(start + c2)} > {num(N)}) and wraps around into data "
-                        f"already read")
+        problems.append(
+            f"stage 2 runs past the end ({num(start + c2)} > {num(N)}) and wraps around into data already read"
+        )
     elif c1 > N:
         severity = "warning" if severity == "info" else severity
         problems.append(f"stage 1 alone reads {c1 / N:.2f} epochs, so stage 2's data was seen in stage 1")
     share = (f" = {c1 / N:.1%} of the corpus" if N else "", f" ({c2 / N:.1%})" if N else "")
-    consumption = (f"stage 1 reads {num(c1)} sequences ({va.stage1_steps:,} steps × {num(seqs)}{share[0]}), "
-                   f"stage 2 {num(c2)}{share[1]} from sequence {num(start)}" + (" (auto)" if is_auto else ""))
+    consumption = (
+        f"stage 1 reads {num(c1)} sequences ({va.stage1_steps:,} steps × {num(seqs)}{share[0]}), "
+        f"stage 2 {num(c2)}{share[1]} from sequence {num(start)}" + (" (auto)" if is_auto else "")
+    )
     parts = problems + [consumption] + notes + [f"corpus: {est}{num(N)} sequences [{size.basis}]"]
     msg = ". ".join(p[0].upper() + p[1:] for p in parts)
     rec = ""
@@ -203,23 +287,49 @@ def check_token_budget(config: Config, facts: Facts) -> list[Finding]:
     ev: dict[str, Any] = {"stage1_tokens": c1 * L, "stage2_tokens": c2 * L, "total_tokens": (c1 + c2) * L}
     size = corpus_size(config, facts)
     if size is None:
-        return [missing("token_budget", f"{VA}.stage1_steps",
-                         f"the token budget (stage 1 {num(c1 * L)} tokens, stage 2 {num(c2 * L)} tokens) against the "
-                         "corpus: no corpus token or byte counts",
-                         "pass --corpus-stats <run>/corpus/stats.json (or set corpus.size_gb)", ev)]
+        return [
+            missing(
+                "token_budget",
+                f"{VA}.stage1_steps",
+                f"the token budget (stage 1 {num(c1 * L)} tokens, stage 2 {num(c2 * L)} tokens) against the "
+                "corpus: no corpus token or byte counts",
+                "pass --corpus-stats <run>/corpus/stats.json (or set corpus.size_gb)",
+                ev,
+            )
+        ]
     T = size.tokens
-    ev.update({"corpus_tokens": T, "corpus_measured": size.measured, "corpus_basis": size.basis,
-               "stage1_epochs": c1 * L / T if T else math.inf, "stage2_epochs": c2 * L / T if T else math.inf,
-               "total_epochs": (c1 + c2) * L / T if T else math.inf})
+    ev.update(
+        {
+            "corpus_tokens": T,
+            "corpus_measured": size.measured,
+            "corpus_basis": size.basis,
+            "stage1_epochs": c1 * L / T if T else math.inf,
+            "stage2_epochs": c2 * L / T if T else math.inf,
+            "total_epochs": (c1 + c2) * L / T if T else math.inf,
+        }
+    )
     est = "" if size.measured else " (estimated)"
     over = [(name, toks / T) for name, toks in (("stage 1", c1 * L), ("stage 2", c2 * L)) if T and toks > T]
-    desc = (f"stage 1 trains on {num(c1 * L)} tokens ({c1 * L / T:.1%} of the corpus's {num(T)}{est}), stage 2 on "
-            f"{num(c2 * L)} ({c2 * L / T:.1%}); together {(c1 + c2) * L / T:.2f} epochs" if T else "the corpus is empty")
+    desc = (
+        f"stage 1 trains on {num(c1 * L)} tokens ({c1 * L / T:.1%} of the corpus's {num(T)}{est}), stage 2 on "
+        f"{num(c2 * L)} ({c2 * L / T:.1%}); together {(c1 + c2) * L / T:.2f} epochs"
+        if T
+        else "the corpus is empty"
+    )
     if over:
-        return [Finding("token_budget", "warning", f"{VA}.stage1_steps" if over[0][0] == "stage 1" else f"{VA}.stage2_steps",
-                        desc + "; " + ", ".join(f"{n} alone is {e:.2f} epochs" for n, e in over)
-                        + ": repeated data, overfitting risk.",
-                        "use more text (corpus.size_gb) or fewer steps so each stage stays within one epoch", ev)]
+        return [
+            Finding(
+                "token_budget",
+                "warning",
+                f"{VA}.stage1_steps" if over[0][0] == "stage 1" else f"{VA}.stage2_steps",
+                desc
+                + "; "
+                + ", ".join(f"{n} alone is {e:.2f} epochs" for n, e in over)
+                + ": repeated data, overfitting risk.",
+                "use more text (corpus.size_gb) or fewer steps so each stage stays within one epoch",
+                ev,
+            )
+        ]
     return [Finding("token_budget", "info", f"{VA}.stage1_steps", desc + ".", "", ev)]
 
 
@@ -230,27 +340,53 @@ def check_precision(config: Config, facts: Facts) -> list[Finding]:
     out: list[Finding] = []
     if va.bf16:
         if not facts.has_gpu:
-            out.append(Finding("bf16", "info", f"{VA}.bf16",
-                               "bf16 is requested but no GPU is visible here: a run on this machine falls back to "
-                               "fp32 (with a notice).", "pass --gpu-memory GB to audit for the GPU machine",
-                               {"cuda_available": False}))
+            out.append(
+                Finding(
+                    "bf16",
+                    "info",
+                    f"{VA}.bf16",
+                    "bf16 is requested but no GPU is visible here: a run on this machine falls back to "
+                    "fp32 (with a notice).",
+                    "pass --gpu-memory GB to audit for the GPU machine",
+                    {"cuda_available": False},
+                )
+            )
         elif facts.bf16_supported is False:
-            out.append(Finding("bf16", "warning", f"{VA}.bf16",
-                               "bf16 is requested but this GPU does not support it (pre-Ampere); training runs "
-                               "in fp32, about twice the activation memory.",
-                               "run on an Ampere or newer GPU, or set bf16: false knowingly",
-                               {"bf16_supported": False}))
+            out.append(
+                Finding(
+                    "bf16",
+                    "warning",
+                    f"{VA}.bf16",
+                    "bf16 is requested but this GPU does not support it (pre-Ampere); training runs "
+                    "in fp32, about twice the activation memory.",
+                    "run on an Ampere or newer GPU, or set bf16: false knowingly",
+                    {"bf16_supported": False},
+                )
+            )
     elif facts.has_gpu or va.stage2_steps or va.stage1_steps:
-        out.append(Finding("bf16", "info", f"{VA}.bf16",
-                           "bf16 is off: fp32 training on a GPU that has bf16 (A100, H100) is slower and needs "
-                           "about twice the activation memory.",
-                           "set bf16: true on Ampere or newer GPUs", {"bf16": False}))
+        out.append(
+            Finding(
+                "bf16",
+                "info",
+                f"{VA}.bf16",
+                "bf16 is off: fp32 training on a GPU that has bf16 (A100, H100) is slower and needs "
+                "about twice the activation memory.",
+                "set bf16: true on Ampere or newer GPUs",
+                {"bf16": False},
+            )
+        )
     if va.use_flash_attn and not facts.flash_attn_installed:
-        out.append(Finding("flash_attn", "warning", f"{VA}.use_flash_attn",
-                           "use_flash_attn is on but the flash_attn package is not installed here; the run "
-                           "would use SDPA attention instead.",
-                           "pip install flash-attn on the GPU machine, or set use_flash_attn: false",
-                           {"flash_attn_installed": False}))
+        out.append(
+            Finding(
+                "flash_attn",
+                "warning",
+                f"{VA}.use_flash_attn",
+                "use_flash_attn is on but the flash_attn package is not installed here; the run "
+                "would use SDPA attention instead.",
+                "pip install flash-attn on the GPU machine, or set use_flash_attn: false",
+                {"flash_attn_installed": False},
+            )
+        )
     return out
 
 
@@ -262,26 +398,54 @@ def check_batch_and_steps(config: Config, facts: Facts) -> list[Finding]:
     seqs = sequences_per_step(config, facts)
     tokens = seqs * va.max_seq_length
     if va.enabled and (seqs < TINY_BATCH_SEQUENCES or tokens < TINY_BATCH_TOKENS):
-        out.append(Finding("tiny_batch", "warning", f"{VA}.gradient_accumulation",
-                           f"effective batch is {seqs} sequences = {num(tokens)} tokens per optimiser step "
-                           f"(< {TINY_BATCH_SEQUENCES} sequences or < {num(TINY_BATCH_TOKENS)} tokens): noisy "
-                           "gradients.", "raise gradient_accumulation",
-                           {"sequences_per_step": seqs, "tokens_per_step": tokens}))
+        out.append(
+            Finding(
+                "tiny_batch",
+                "warning",
+                f"{VA}.gradient_accumulation",
+                f"effective batch is {seqs} sequences = {num(tokens)} tokens per optimiser step "
+                f"(< {TINY_BATCH_SEQUENCES} sequences or < {num(TINY_BATCH_TOKENS)} tokens): noisy "
+                "gradients.",
+                "raise gradient_accumulation",
+                {"sequences_per_step": seqs, "tokens_per_step": tokens},
+            )
+        )
     if va.enabled:
         if va.stage1_steps == 0 and va.stage2_steps == 0:
-            out.append(Finding("zero_steps", "warning", f"{VA}.stage1_steps",
-                               "both stages have 0 steps but vocab_adaptation is enabled: the transplanted model "
-                               "is never trained.", "set stage1_steps/stage2_steps, or enabled: false",
-                               {"stage1_steps": 0, "stage2_steps": 0}))
+            out.append(
+                Finding(
+                    "zero_steps",
+                    "warning",
+                    f"{VA}.stage1_steps",
+                    "both stages have 0 steps but vocab_adaptation is enabled: the transplanted model "
+                    "is never trained.",
+                    "set stage1_steps/stage2_steps, or enabled: false",
+                    {"stage1_steps": 0, "stage2_steps": 0},
+                )
+            )
         elif va.stage1_steps == 0:
-            out.append(Finding("zero_steps", "warning", f"{VA}.stage1_steps",
-                               "stage 1 has 0 steps: stage 2 updates the whole model while the new embedding rows "
-                               "are still untrained, which disturbs the transformer layers.",
-                               "give stage 1 steps (paper: 2,500)", {"stage1_steps": 0}))
+            out.append(
+                Finding(
+                    "zero_steps",
+                    "warning",
+                    f"{VA}.stage1_steps",
+                    "stage 1 has 0 steps: stage 2 updates the whole model while the new embedding rows "
+                    "are still untrained, which disturbs the transformer layers.",
+                    "give stage 1 steps (paper: 2,500)",
+                    {"stage1_steps": 0},
+                )
+            )
         elif va.stage2_steps == 0:
-            out.append(Finding("zero_steps", "info", f"{VA}.stage2_steps",
-                               "stage 2 has 0 steps: only embeddings and head are trained.", "",
-                               {"stage2_steps": 0}))
+            out.append(
+                Finding(
+                    "zero_steps",
+                    "info",
+                    f"{VA}.stage2_steps",
+                    "stage 2 has 0 steps: only embeddings and head are trained.",
+                    "",
+                    {"stage2_steps": 0},
+                )
+            )
     return out
 
 
@@ -294,8 +458,13 @@ def _enum_values_cached(module: str, cls: str) -> tuple[str, ...]:
         tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))  # type: ignore[union-attr, arg-type]
         for node in ast.walk(tree):
             if isinstance(node, ast.ClassDef) and node.name == cls:
-                values = tuple(s.value.value for s in node.body if isinstance(s, ast.Assign)
-                               and isinstance(s.value, ast.Constant) and isinstance(s.value.value, str))
+                values = tuple(
+                    s.value.value
+                    for s in node.body
+                    if isinstance(s, ast.Assign)
+                    and isinstance(s.value, ast.Constant)
+                    and isinstance(s.value.value, str)
+                )
                 if values:
                     return values
     except (ImportError, AttributeError, OSError, SyntaxError, TypeError):
@@ -317,15 +486,28 @@ def check_names(config: Config, facts: Facts) -> list[Finding]:
     for key, name in (("stage1_optimizer", va.stage1_optimizer), ("stage2_optimizer", va.stage2_optimizer)):
         if name not in optimizers:
             near = difflib.get_close_matches(name, optimizers, n=1)
-            out.append(Finding("optimizer_name", "error", f"{VA}.{key}",
-                               f"{key} '{name}' is not a transformers optimiser name"
-                               + (f"; did you mean '{near[0]}'?" if near else "."),
-                               f"use one of transformers OptimizerNames, e.g. {near[0] if near else 'adamw_torch'}",
-                               {"name": name}))
+            out.append(
+                Finding(
+                    "optimizer_name",
+                    "error",
+                    f"{VA}.{key}",
+                    f"{key} '{name}' is not a transformers optimiser name"
+                    + (f"; did you mean '{near[0]}'?" if near else "."),
+                    f"use one of transformers OptimizerNames, e.g. {near[0] if near else 'adamw_torch'}",
+                    {"name": name},
+                )
+            )
     schedulers = _enum_values("transformers.trainer_utils", "SchedulerType")
     if va.lr_scheduler not in schedulers:
         near = difflib.get_close_matches(va.lr_scheduler, schedulers, n=1)
-        out.append(Finding("scheduler_name", "error", f"{VA}.lr_scheduler",
-                           f"lr_scheduler '{va.lr_scheduler}' is not a transformers scheduler name.",
-                           f"use one of {', '.join(schedulers)}", {"name": va.lr_scheduler}))
+        out.append(
+            Finding(
+                "scheduler_name",
+                "error",
+                f"{VA}.lr_scheduler",
+                f"lr_scheduler '{va.lr_scheduler}' is not a transformers scheduler name.",
+                f"use one of {', '.join(schedulers)}",
+                {"name": va.lr_scheduler},
+            )
+        )
     return out

@@ -21,8 +21,23 @@ from .schema import (
 )
 
 __all__ = [
-    "AlignmentConfig", "Config", "CorpusConfig", "EmbeddingConfig", "EvaluationConfig", "FastTextConfig",
-    "ModelsConfig", "PipelineConfig", "QAConfig", "TargetTokenizerSpec", "TermMiningConfig", "TokenizationConfig",
-    "TokenizerTrainSpec", "TransplantConfig", "VocabAdaptationConfig", "load_config", "parse_override",
-    "schema_reference", "validate_dict",
+    "AlignmentConfig",
+    "Config",
+    "CorpusConfig",
+    "EmbeddingConfig",
+    "EvaluationConfig",
+    "FastTextConfig",
+    "ModelsConfig",
+    "PipelineConfig",
+    "QAConfig",
+    "TargetTokenizerSpec",
+    "TermMiningConfig",
+    "TokenizationConfig",
+    "TokenizerTrainSpec",
+    "TransplantConfig",
+    "VocabAdaptationConfig",
+    "load_config",
+    "parse_override",
+    "schema_reference",
+    "validate_dict",
 ]

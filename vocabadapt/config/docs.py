@@ -28,7 +28,9 @@ def schema_reference() -> str:
             ann = f.annotation
             cands = [ann, *getattr(ann, "__args__", ())]
             sub: type[BaseModel] | None = next(
-                (c for c in cands if isinstance(c, type) and issubclass(c, BaseModel) and c is not TargetTokenizerSpec), None)
+                (c for c in cands if isinstance(c, type) and issubclass(c, BaseModel) and c is not TargetTokenizerSpec),
+                None,
+            )
             if sub is not None and ann is sub:
                 subs.append((name, cast("type[BaseModel]", sub), f))
                 continue

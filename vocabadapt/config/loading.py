@@ -64,7 +64,9 @@ def _expand_env(value: Any, where: str, problems: list[str]) -> Any:
             return os.environ[name]
         if default is not None:
             return default
-        problems.append(f"{where or '(top level)'}: environment variable ${{{name}}} is not set (set it, or write ${{{name}:-default}})")
+        problems.append(
+            f"{where or '(top level)'}: environment variable ${{{name}}} is not set (set it, or write ${{{name}:-default}})"
+        )
         return m.group(0)
 
     expanded = _ENV.sub(sub, value)
@@ -141,15 +143,18 @@ def _describe(err: Any, lines: dict[str, int], overridden: set[str]) -> str:
         if model is not None and part in model.model_fields:
             clean.append(part)
             ann = model.model_fields[part].annotation
-            branches = [c for c in (ann, *getattr(ann, "__args__", ())) if isinstance(c, type) and issubclass(c, BaseModel)]
+            branches = [
+                c for c in (ann, *getattr(ann, "__args__", ())) if isinstance(c, type) and issubclass(c, BaseModel)
+            ]
             model = branches[0] if len(branches) == 1 else None
         elif any(b.__name__ == part for b in branches):
             model = next(b for b in branches if b.__name__ == part)
         elif err["type"] == "extra_forbidden" and i == len(loc) - 1:
             clean.append(part)
     # A key with blanks, separators or control characters is quoted, so the message stays one readable line.
-    path = ".".join(f"[{p}]" if isinstance(p, int) else str(p) if re.fullmatch(r"[\w\-]+", str(p)) else repr(p)
-                    for p in clean).replace(".[", "[")
+    path = ".".join(
+        f"[{p}]" if isinstance(p, int) else str(p) if re.fullmatch(r"[\w\-]+", str(p)) else repr(p) for p in clean
+    ).replace(".[", "[")
     if bad_key is not None:
         path = f"{path}.{bad_key!r}" if path else repr(bad_key)
     path = path or "(top level)"
@@ -176,7 +181,9 @@ def _describe(err: Any, lines: dict[str, int], overridden: set[str]) -> str:
     return f"{path}{where}: {msg}"
 
 
-def validate_dict(data: Any, source: str, lines: dict[str, int] | None = None, overridden: set[str] | None = None) -> Config:
+def validate_dict(
+    data: Any, source: str, lines: dict[str, int] | None = None, overridden: set[str] | None = None
+) -> Config:
     """Validate a parsed config mapping; raise ConfigError listing every problem."""
     if data is None:
         raise ConfigError(source, ["the file is empty; start from configs/demo.yaml or configs/research.yaml"])
@@ -187,8 +194,11 @@ def validate_dict(data: Any, source: str, lines: dict[str, int] | None = None, o
     except ValidationError as e:
         # For a union such as `str | {train: ...}` given a mapping, the "not a string" branch error is noise.
         # A whole-config check (model_validator) has an empty loc; its message names the keys itself.
-        errors = [err for err in e.errors()
-                  if not (err["loc"] and err["loc"][-1] == "str" and isinstance(err.get("input"), dict))]
+        errors = [
+            err
+            for err in e.errors()
+            if not (err["loc"] and err["loc"][-1] == "str" and isinstance(err.get("input"), dict))
+        ]
         problems = [_describe(err, lines or {}, overridden or set()) for err in errors]
         raise ConfigError(source, problems) from None
 
@@ -262,8 +272,10 @@ def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
         data = _expand_env(data, "", problems)
     except RecursionError:
         # A YAML alias inside its own anchor (`a: &x [*x]`) makes an endless structure.
-        raise ConfigError(source, ["the YAML nests too deeply or an alias (*name) refers to its own anchor "
-                                   "(&name); write the values out"]) from None
+        raise ConfigError(
+            source,
+            ["the YAML nests too deeply or an alias (*name) refers to its own anchor (&name); write the values out"],
+        ) from None
     overridden: set[str] = set()
     for text_override in overrides:
         parts, value = parse_override(text_override)

@@ -186,7 +186,6 @@ class AlignmentConfig(Section):
     block_size: int = Field(4096, ge=16, description="Target rows per similarity block (bounds memory).")
     seed: int = Field(0, description="Seed for pivot choice and random rows.")
 
-
     @field_validator("init")
     @classmethod
     def _known_initialiser(cls, v: Optional[str]) -> Optional[str]:
@@ -196,8 +195,10 @@ class AlignmentConfig(Section):
         if v is not None and v not in REGISTRY:
             near = difflib.get_close_matches(v, list(REGISTRY), n=1)
             hint = f" (did you mean '{near[0]}'?)" if near else ""
-            raise ValueError(f"unknown initialiser '{v}'{hint}; valid: {', '.join(REGISTRY)}, or null for the "
-                             f"mapping's per-token method")
+            raise ValueError(
+                f"unknown initialiser '{v}'{hint}; valid: {', '.join(REGISTRY)}, or null for the "
+                f"mapping's per-token method"
+            )
         return v
 
 
@@ -229,7 +230,9 @@ class VocabAdaptationConfig(Section):
     shuffle: bool = Field(True, description="Seeded shuffle of packed sequences each epoch.")
     use_flash_attn: bool = Field(False, description="Use flash-attn 2 (must be installed); otherwise SDPA.")
     bf16: bool = Field(True, description="bf16 mixed precision where supported (fp32 otherwise, with a notice).")
-    stage2_use_lora: bool = Field(False, description="Stage 2 trains LoRA adapters (+ embeddings/head), merged at the end.")
+    stage2_use_lora: bool = Field(
+        False, description="Stage 2 trains LoRA adapters (+ embeddings/head), merged at the end."
+    )
     stage2_optimizer: str = Field("adamw_torch", description="transformers optimiser name for stage 2.")
     stage1_optimizer: str = Field("adamw_torch", description="transformers optimiser name for stage 1.")
     lora_r: int = Field(64, ge=1, description="LoRA rank.")
@@ -256,7 +259,8 @@ class VocabAdaptationConfig(Section):
         "accelerate", description="How training stages start several processes (accelerate launch / torchrun)."
     )
     accelerate_config: Optional[str] = Field(
-        None, description="accelerate config file (DDP, FSDP, DeepSpeed) passed to `accelerate launch`.",
+        None,
+        description="accelerate config file (DDP, FSDP, DeepSpeed) passed to `accelerate launch`.",
         json_schema_extra=PATH,
     )
 
@@ -269,7 +273,9 @@ class QAConfig(Section):
     enabled: bool = Field(True, description="Evaluate PubMedQA-format question answering.")
     file: Optional[str] = Field(None, description="PQA-L format JSON/JSONL file.", json_schema_extra=PATH)
     split_ids: Optional[str] = Field(
-        None, description="JSON file whose keys are the ids to evaluate (e.g. test_ground_truth.json).", json_schema_extra=PATH
+        None,
+        description="JSON file whose keys are the ids to evaluate (e.g. test_ground_truth.json).",
+        json_schema_extra=PATH,
     )
     fewshot_file: Optional[str] = Field(None, description="Records for few-shot examples.", json_schema_extra=PATH)
     fewshot_k: int = Field(0, ge=0, description="Few-shot examples per prompt (0 = zero-shot only).")
@@ -285,7 +291,9 @@ class EvaluationConfig(Section):
     max_samples: Optional[int] = Field(None, ge=1, description="Cap on QA questions and held-out documents.")
     qa: QAConfig = Field(default_factory=QAConfig, description="Question answering set.")
     baseline_model: Optional[str] = Field(
-        None, description="Baseline model; null = the source model with its own tokenizer.", json_schema_extra=PATH_OR_ID
+        None,
+        description="Baseline model; null = the source model with its own tokenizer.",
+        json_schema_extra=PATH_OR_ID,
     )
     stride: Optional[int] = Field(None, ge=1, description="Sliding-window stride in tokens; null = half the context.")
     batch_size: int = Field(8, ge=1, description="Sequences per evaluation forward pass.")

@@ -96,9 +96,14 @@ def _device_of(model: Any) -> torch.device:
 
 
 @torch.no_grad()
-def score_rows(model: Any, rows: Sequence[Row], batch_size: int = 8, pad_id: int = 0,
-               vocab_limit: int | None = None,
-               on_batch: Callable[[int], None] | None = None) -> list[tuple[float, int]]:
+def score_rows(
+    model: Any,
+    rows: Sequence[Row],
+    batch_size: int = 8,
+    pad_id: int = 0,
+    vocab_limit: int | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[tuple[float, int]]:
     """Sum of target-token negative log-likelihoods (nats) and target count for each row.
 
     Rows are sorted by length and batched, right-padded with `pad_id` under a zero attention mask;
@@ -111,14 +116,14 @@ def score_rows(model: Any, rows: Sequence[Row], batch_size: int = 8, pad_id: int
     order = sorted(range(len(rows)), key=lambda i: -len(rows[i].ids))
     out: list[tuple[float, int]] = [(0.0, 0)] * len(rows)
     for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
+        idx = order[start : start + batch_size]
         width = len(rows[idx[0]].ids)
         ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(idx), width), dtype=torch.long)
         for b, i in enumerate(idx):
             r = rows[i]
-            ids[b, :len(r.ids)] = torch.tensor(r.ids, dtype=torch.long)
-            mask[b, :len(r.ids)] = 1
+            ids[b, : len(r.ids)] = torch.tensor(r.ids, dtype=torch.long)
+            mask[b, : len(r.ids)] = 1
         # Positions whose logits are read (t - 1 for every target t), over the whole batch.
         need = sorted({p for i in idx for p in range(rows[i].first_target - 1, len(rows[i].ids) - 1)})
         logits, col = _forward(model, ids.to(device), mask.to(device), need, width)  # (B, K, V), pos -> column
@@ -167,9 +172,15 @@ def encode(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
 
-def bits_per_byte(model: Any, tokenizer: Any, texts: Iterable[str], context: int | None = None,
-                  stride: int | None = None, batch_size: int = 8,
-                  on_batch: Callable[[int], None] | None = None) -> dict[str, Any]:
+def bits_per_byte(
+    model: Any,
+    tokenizer: Any,
+    texts: Iterable[str],
+    context: int | None = None,
+    stride: int | None = None,
+    batch_size: int = 8,
+    on_batch: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
     """Score documents and return bits per byte, token perplexity and the counts behind them.
 
     Args:
@@ -217,8 +228,7 @@ def bits_per_byte(model: Any, tokenizer: Any, texts: Iterable[str], context: int
             rows.append(Row(seq[begin:end], first - begin, doc_i))
     if docs == 0 or n_bytes <= 0:
         raise InputError("no non-empty text to score; check the held-out or --text file")
-    scored = score_rows(model, rows, batch_size=batch_size, pad_id=pad, vocab_limit=len(tokenizer),
-                        on_batch=on_batch)
+    scored = score_rows(model, rows, batch_size=batch_size, pad_id=pad, vocab_limit=len(tokenizer), on_batch=on_batch)
     nll = sum(s for s, _ in scored)
     tokens = sum(n for _, n in scored)
     return {

@@ -57,12 +57,19 @@ def check_loss(train: dict | None, metrics: dict[str, list[dict]]) -> dict[str, 
             evidence[stage] = {"status": "skipped" if isinstance(s, dict) else "missing"}
             continue
         # Training lines only ("type": "train", or untyped); spike records repeat a loss.
-        losses = [float(r["loss"]) for r in metrics.get(stage, [])
-                  if _num(r.get("loss")) is not None and r.get("type", "train") == "train"]
+        losses = [
+            float(r["loss"])
+            for r in metrics.get(stage, [])
+            if _num(r.get("loss")) is not None and r.get("type", "train") == "train"
+        ]
         if len(losses) >= 2:
             first, last, w = loss_windows(losses)
-            e: dict[str, Any] = {"first_window_mean": first, "last_window_mean": last, "window": w,
-                                 "logged_steps": len(losses)}
+            e: dict[str, Any] = {
+                "first_window_mean": first,
+                "last_window_mean": last,
+                "window": w,
+                "logged_steps": len(losses),
+            }
         elif _num(s.get("first_loss")) is not None and _num(s.get("last_loss")) is not None:
             first, last = float(s["first_loss"]), float(s["last_loss"])
             e = {"first_loss": first, "last_loss": last}
@@ -140,14 +147,21 @@ def check_data_range(train: dict | None, start_idx_stage2: Any) -> dict[str, Any
         return _check(3, "not-run", {}, "sequence ranges missing or malformed in the training summaries")
     overlap = sum(max(0, min(b1, b2) - max(a1, a2)) for e1, a1, b1 in r1 for e2, a2, b2 in r2 if e1 == e2)
     repeats = [list(r) for r in r2 if r1 and r[0] > min(e for e, _, _ in r1)]
-    evidence = {"stage1_ranges": [list(r) for r in r1], "stage2_ranges": [list(r) for r in r2],
-                "range_format": "[epoch, start, stop) positions of the seeded data order",
-                "overlapping_sequences": overlap, "stage2_ranges_in_later_epochs": repeats,
-                "train_start_idx_stage2": start_idx_stage2}
+    evidence = {
+        "stage1_ranges": [list(r) for r in r1],
+        "stage2_ranges": [list(r) for r in r2],
+        "range_format": "[epoch, start, stop) positions of the seeded data order",
+        "overlapping_sequences": overlap,
+        "stage2_ranges_in_later_epochs": repeats,
+        "train_start_idx_stage2": start_idx_stage2,
+    }
     if overlap == 0 and not repeats:
         return _check(3, "pass", evidence, "stage 2 read no position stage 1 read, within the first pass over the data")
-    problem = (f"ranges overlap by {overlap} sequences" if overlap else
-               "stage 2 runs into a later epoch, so it re-reads sequences stage 1 saw")
+    problem = (
+        f"ranges overlap by {overlap} sequences"
+        if overlap
+        else "stage 2 runs into a later epoch, so it re-reads sequences stage 1 saw"
+    )
     if isinstance(start_idx_stage2, int):
         evidence["overlap_configured"] = True
         return _check(3, "pass", evidence, f"{problem}, as configured (train_start_idx_stage2={start_idx_stage2})")
@@ -189,8 +203,12 @@ def check_alignment(align: dict | None, transplant: dict | None, zero_allowed: b
         return _check(4, "not-run", {}, "align/summary.json is missing")
     cov = coverage_of(align)
     zero = zero_rows_of(transplant) if isinstance(transplant, dict) else None
-    evidence: dict[str, Any] = {"coverage": cov, "threshold": COVERAGE_MIN, "zero_rows": zero,
-                                "zero_rows_allowed": zero_allowed}
+    evidence: dict[str, Any] = {
+        "coverage": cov,
+        "threshold": COVERAGE_MIN,
+        "zero_rows": zero,
+        "zero_rows_allowed": zero_allowed,
+    }
     if cov is None:
         return _check(4, "not-run", evidence, "align/summary.json has no coverage")
     if zero is None:
@@ -228,17 +246,24 @@ def check_pubmedqa(summary: dict) -> dict[str, Any]:
     models, final, base = summary.get("models", {}), summary.get("final"), summary.get("baseline")
     if not final or final == base or final not in models or base not in models:
         return _check(6, "not-run", {"final": final, "baseline": base}, "no adapted model or no baseline evaluated")
-    qf = (models[final].get("pubmedqa") or {})
-    qb = (models[base].get("pubmedqa") or {})
+    qf = models[final].get("pubmedqa") or {}
+    qb = models[base].get("pubmedqa") or {}
     diff = (summary.get("pubmedqa_vs_baseline") or {}).get(final) or {}
     if qf.get("accuracy") is None or qb.get("accuracy") is None:
         return _check(6, "not-run", {"final": final, "baseline": base}, "PubMedQA was not evaluated")
-    evidence = {"final": final, "baseline": base, "final_accuracy": qf["accuracy"],
-                "final_accuracy_ci95": qf.get("accuracy_ci95"), "baseline_accuracy": qb["accuracy"],
-                "baseline_accuracy_ci95": qb.get("accuracy_ci95"), "accuracy_diff": diff.get("accuracy_diff"),
-                "accuracy_diff_ci95": diff.get("accuracy_diff_ci95"), "n": qf.get("n"),
-                "criterion": "final accuracy >= baseline accuracy (point estimates); the paired 95 % interval "
-                             "of the difference says whether a gap is more than noise"}
+    evidence = {
+        "final": final,
+        "baseline": base,
+        "final_accuracy": qf["accuracy"],
+        "final_accuracy_ci95": qf.get("accuracy_ci95"),
+        "baseline_accuracy": qb["accuracy"],
+        "baseline_accuracy_ci95": qb.get("accuracy_ci95"),
+        "accuracy_diff": diff.get("accuracy_diff"),
+        "accuracy_diff_ci95": diff.get("accuracy_diff_ci95"),
+        "n": qf.get("n"),
+        "criterion": "final accuracy >= baseline accuracy (point estimates); the paired 95 % interval "
+        "of the difference says whether a gap is more than noise",
+    }
     ci = diff.get("accuracy_diff_ci95")
     gap = qf["accuracy"] - qb["accuracy"]
     if isinstance(ci, list) and len(ci) == 2:
@@ -250,9 +275,15 @@ def check_pubmedqa(summary: dict) -> dict[str, Any]:
     return _check(6, "pass" if gap >= 0 else "fail", evidence, text)
 
 
-def build_checklist(summary: dict, train: dict | None, metrics: dict[str, list[dict]], align: dict | None,
-                    transplant: dict | None, start_idx_stage2: Any = "auto",
-                    zero_rows_allowed: bool = False) -> list[dict[str, Any]]:
+def build_checklist(
+    summary: dict,
+    train: dict | None,
+    metrics: dict[str, list[dict]],
+    align: dict | None,
+    transplant: dict | None,
+    start_idx_stage2: Any = "auto",
+    zero_rows_allowed: bool = False,
+) -> list[dict[str, Any]]:
     """All six checks for a run, given the evaluate stage's summary dict and the run's records.
 
     Args:

@@ -105,8 +105,12 @@ def flops_per_token(facts: dict[str, Any]) -> float:
     return 2.0 * facts["non_embedding_params"] + 2.0 * facts["output_rows"] * facts["hidden"]
 
 
-def vocab_cost(source: dict[str, Any], target: dict[str, Any], source_bytes_per_token: float | None,
-               target_bytes_per_token: float | None) -> dict[str, Any]:
+def vocab_cost(
+    source: dict[str, Any],
+    target: dict[str, Any],
+    source_bytes_per_token: float | None,
+    target_bytes_per_token: float | None,
+) -> dict[str, Any]:
     """Parameter change and per-token / per-byte compute change from source to target model."""
     f_src, f_tgt = flops_per_token(source), flops_per_token(target)
     out: dict[str, Any] = {

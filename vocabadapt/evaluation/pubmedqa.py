@@ -98,8 +98,9 @@ def _read_text(path: Path) -> str:
         raise InputError(f"{path}: cannot read it as UTF-8 text ({e})") from None
 
 
-def load_questions(path: str | Path, ids: Sequence[str] | None = None, exclude: Sequence[str] = (),
-                   max_samples: int | None = None) -> list[Question]:
+def load_questions(
+    path: str | Path, ids: Sequence[str] | None = None, exclude: Sequence[str] = (), max_samples: int | None = None
+) -> list[Question]:
     """Read a PubMedQA-format file.
 
     Args:
@@ -264,8 +265,9 @@ def metrics(y_true: Sequence[str], y_pred: Sequence[str], bootstrap: int = 1000,
     return out
 
 
-def paired_difference(model_preds: dict[str, dict], baseline_preds: dict[str, dict], bootstrap: int = 1000,
-                      seed: int = 0) -> dict[str, Any]:
+def paired_difference(
+    model_preds: dict[str, dict], baseline_preds: dict[str, dict], bootstrap: int = 1000, seed: int = 0
+) -> dict[str, Any]:
     """Paired bootstrap of (model - baseline) accuracy and macro-F1 over the questions both scored.
 
     Each argument maps question id -> {"label", "pred"}. Returns the point differences, their 95 %
@@ -307,9 +309,17 @@ def choose_shots(pool: Sequence[Question], k: int, seed: int = 0) -> list[Questi
     return random.Random(seed).sample(list(pool), k)
 
 
-def score_questions(model: Any, tokenizer: Any, questions: Sequence[Question], shots: Sequence[Question] = (),
-                    context: int | None = None, batch_size: int = 8, bootstrap: int = 1000, seed: int = 0,
-                    on_batch: Callable[[int], None] | None = None) -> dict[str, Any]:
+def score_questions(
+    model: Any,
+    tokenizer: Any,
+    questions: Sequence[Question],
+    shots: Sequence[Question] = (),
+    context: int | None = None,
+    batch_size: int = 8,
+    bootstrap: int = 1000,
+    seed: int = 0,
+    on_batch: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
     """Answer every question by per-byte log-likelihood; return metrics and per-question predictions.
 
     Returns the `metrics` dict plus "skipped" (questions that do not fit), "mean_shots",
@@ -334,10 +344,12 @@ def score_questions(model: Any, tokenizer: Any, questions: Sequence[Question], s
         for c, cids in enumerate(choice_ids):
             rows.append(Row(ids + cids, len(ids), (q.id, c)))
     if skipped:
-        log.warning("PubMedQA: %d question(s) skipped: question and answer need more than the model's %d tokens",
-                    len(skipped), context)
-    scores = score_rows(model, rows, batch_size=batch_size, pad_id=pad, vocab_limit=len(tokenizer),
-                        on_batch=on_batch)
+        log.warning(
+            "PubMedQA: %d question(s) skipped: question and answer need more than the model's %d tokens",
+            len(skipped),
+            context,
+        )
+    scores = score_rows(model, rows, batch_size=batch_size, pad_id=pad, vocab_limit=len(tokenizer), on_batch=on_batch)
     per_q: dict[str, list[float]] = {}
     for row, (nll, _) in zip(rows, scores):
         qid, c = row.key
@@ -348,8 +360,7 @@ def score_questions(model: Any, tokenizer: Any, questions: Sequence[Question], s
             continue
         s = per_q[q.id]
         best = int(np.argmin(s))  # lowest NLL per byte = highest normalised log-likelihood
-        preds[q.id] = {"label": q.label, "pred": LABELS[best],
-                       "scores": {lab: -v for lab, v in zip(LABELS, s)}}
+        preds[q.id] = {"label": q.label, "pred": LABELS[best], "scores": {lab: -v for lab, v in zip(LABELS, s)}}
     out = metrics([p["label"] for p in preds.values()], [p["pred"] for p in preds.values()], bootstrap, seed)
     out.update(
         skipped=len(skipped),

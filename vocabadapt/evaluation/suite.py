@@ -95,8 +95,9 @@ class QASetup:
     source: str = ""
 
 
-def qa_setup(file: str, split_ids: str | None, fewshot_file: str | None, fewshot_k: int, bootstrap: int,
-             max_samples: int | None) -> QASetup:
+def qa_setup(
+    file: str, split_ids: str | None, fewshot_file: str | None, fewshot_k: int, bootstrap: int, max_samples: int | None
+) -> QASetup:
     ids = qa_mod.load_split_ids(split_ids) if split_ids else None
     questions = qa_mod.load_questions(file, ids=ids, max_samples=max_samples)
     shots: list[qa_mod.Question] = []
@@ -151,14 +152,20 @@ def qa_of(prepared: Prepared) -> QASetup | None:
 # one model
 
 
-def evaluate_model(name: str, model: Any, tokenizer: Any, prepared: Prepared, cfg: EvaluationConfig,
-                   context_cap: int | None = None) -> dict[str, Any]:
+def evaluate_model(
+    name: str, model: Any, tokenizer: Any, prepared: Prepared, cfg: EvaluationConfig, context_cap: int | None = None
+) -> dict[str, Any]:
     """Every prepared task on one model (bits per byte on each text set, PubMedQA, ...), and model facts."""
     t0 = time.perf_counter()
     check_vocab(model, tokenizer, name)
     context = bpb_mod.model_context(model, tokenizer, cap=context_cap)
-    result: dict[str, Any] = {"name": name, "context": context, "facts": eff.model_facts(model),
-                              "tokenizer_vocab": len(tokenizer), "bpb": {}}
+    result: dict[str, Any] = {
+        "name": name,
+        "context": context,
+        "facts": eff.model_facts(model),
+        "tokenizer_vocab": len(tokenizer),
+        "bpb": {},
+    }
     for label, (task, data) in prepared.items():
         log.info("%s: %s", name, label)
         for key, value in task.score(label, model, tokenizer, data, cfg, context).items():
@@ -200,9 +207,17 @@ def get(d: Any, *keys: str) -> Any:
     return d
 
 
-def build_summary(results: dict[str, dict], baseline: str, final: str | None, texts: dict[str, list[str]],
-                  qa: QASetup | None, skips: dict[str, str], tokenizers: dict[str, Any], terms: list[str] | None,
-                  align: dict[str, Any] | None) -> dict[str, Any]:
+def build_summary(
+    results: dict[str, dict],
+    baseline: str,
+    final: str | None,
+    texts: dict[str, list[str]],
+    qa: QASetup | None,
+    skips: dict[str, str],
+    tokenizers: dict[str, Any],
+    terms: list[str] | None,
+    align: dict[str, Any] | None,
+) -> dict[str, Any]:
     """eval/summary.json: models side by side, tokenizer efficiency, vocabulary cost, alignment.
 
     Args:
@@ -219,8 +234,9 @@ def build_summary(results: dict[str, dict], baseline: str, final: str | None, te
         "baseline": baseline,
         "final": final,
         "models": {n: slim(r) for n, r in results.items()},
-        "datasets": {ds: {"documents": len(d), "bytes": sum(len(t.encode("utf-8")) for t in d)}
-                     for ds, d in texts.items()},
+        "datasets": {
+            ds: {"documents": len(d), "bytes": sum(len(t.encode("utf-8")) for t in d)} for ds, d in texts.items()
+        },
         "skipped": skips,
     }
     if qa is not None:
@@ -236,14 +252,18 @@ def build_summary(results: dict[str, dict], baseline: str, final: str | None, te
         adapted = final
         if adapted and "target" in summary["tokenizers"] and "source" in results:
             summary["vocab_cost"] = eff.vocab_cost(
-                results["source"]["facts"], results[adapted]["facts"],
-                summary["tokenizers"]["source"]["bytes_per_token"], summary["tokenizers"]["target"]["bytes_per_token"])
+                results["source"]["facts"],
+                results[adapted]["facts"],
+                summary["tokenizers"]["source"]["bytes_per_token"],
+                summary["tokenizers"]["target"]["bytes_per_token"],
+            )
             summary["vocab_cost"]["compared"] = ["source", adapted]
 
     if isinstance(align, dict):
         # Scalars and small tables only; the similarity histogram is for the report's plot.
-        summary["alignment"] = {k: v for k, v in align.items()
-                                if k != "similarity_histogram" and len(json.dumps(v)) < 4000}
+        summary["alignment"] = {
+            k: v for k, v in align.items() if k != "similarity_histogram" and len(json.dumps(v)) < 4000
+        }
         cov = checklist_mod.coverage_of(align)
         if cov is not None:
             summary["alignment"]["coverage_fraction"] = cov
@@ -254,8 +274,14 @@ def build_summary(results: dict[str, dict], baseline: str, final: str | None, te
 # the CLI command
 
 
-def eval_command(model: str, baseline: str | None, texts: Sequence[str], pubmedqa: str | None,
-                 max_samples: int | None, out: str | None) -> dict[str, Any]:
+def eval_command(
+    model: str,
+    baseline: str | None,
+    texts: Sequence[str],
+    pubmedqa: str | None,
+    max_samples: int | None,
+    out: str | None,
+) -> dict[str, Any]:
     """`vocabadapt eval MODEL [--baseline B] [--text F ...] [--pubmedqa F] [--max-samples N] [--out F]`.
 
     Each model is evaluated with the tokenizer saved in its directory. For PubMedQA, when the file
@@ -271,8 +297,9 @@ def eval_command(model: str, baseline: str | None, texts: Sequence[str], pubmedq
     models_cfg = ModelsConfig()
     if not texts and not pubmedqa:
         raise InputError("nothing to evaluate: pass --text FILE (held-out text) and/or --pubmedqa FILE")
-    prepared: Prepared = {Path(t).name.split(".")[0] or str(t): (tasks.TEXT_FILE, read_texts(t, max_samples))
-                          for t in texts}
+    prepared: Prepared = {
+        Path(t).name.split(".")[0] or str(t): (tasks.TEXT_FILE, read_texts(t, max_samples)) for t in texts
+    }
     qa = None
     if pubmedqa:
         split = Path(pubmedqa).with_name("test_ground_truth.json")
@@ -288,8 +315,10 @@ def eval_command(model: str, baseline: str | None, texts: Sequence[str], pubmedq
             continue
         p = Path(path)
         if p.is_dir() and not has_tokenizer(p):
-            raise InputError(f"{p} has no tokenizer files (tokenizer.json / tokenizer_config.json); "
-                             f"save the model's tokenizer into it with tokenizer.save_pretrained('{p}')")
+            raise InputError(
+                f"{p} has no tokenizer files (tokenizer.json / tokenizer_config.json); "
+                f"save the model's tokenizer into it with tokenizer.save_pretrained('{p}')"
+            )
         tok = load_tokenizer(str(path), models_cfg)
         m = load_model_for_eval(str(path), models_cfg)
         results[name] = evaluate_model(name, m, tok, prepared, cfg)
@@ -301,7 +330,8 @@ def eval_command(model: str, baseline: str | None, texts: Sequence[str], pubmedq
             full["pubmedqa_vs_baseline"] = compare_to_baseline(results, "baseline", cfg.qa.bootstrap)
         full["bits_per_byte_difference"] = {
             ds: results["model"]["bpb"][ds]["bits_per_byte"] - results["baseline"]["bpb"][ds]["bits_per_byte"]
-            for ds in text_sets(prepared)}
+            for ds in text_sets(prepared)
+        }
     if out:
         write_json(Path(out), full)
     return {**full, "models": {n: slim(r) for n, r in results.items()}}

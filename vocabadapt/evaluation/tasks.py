@@ -70,8 +70,10 @@ def unknown_message(entry: str) -> str:
 
     near = difflib.get_close_matches(entry, list(TASKS), n=1)
     hint = f" (did you mean '{near[0]}'?)" if near else ""
-    return (f"unknown evaluation task '{entry}'{hint}; tasks: {', '.join(TASKS)}, or the path of a text file "
-            f"(.txt/.jsonl/.parquet, optionally .gz)")
+    return (
+        f"unknown evaluation task '{entry}'{hint}; tasks: {', '.join(TASKS)}, or the path of a text file "
+        f"(.txt/.jsonl/.parquet, optionally .gz)"
+    )
 
 
 def get(entry: str) -> Task:
@@ -91,8 +93,9 @@ def get(entry: str) -> Task:
 # built-in tasks
 
 
-def _score_text(label: str, model: Any, tokenizer: Any, docs: list[str], cfg: EvaluationConfig,
-                context: int) -> dict[str, Any]:
+def _score_text(
+    label: str, model: Any, tokenizer: Any, docs: list[str], cfg: EvaluationConfig, context: int
+) -> dict[str, Any]:
     from .bpb import bits_per_byte
 
     r = bits_per_byte(model, tokenizer, docs, context=context, stride=cfg.stride, batch_size=cfg.batch_size)
@@ -105,8 +108,9 @@ def _prepare_heldout(entry: str, cfg: EvaluationConfig, heldout: Path) -> list[s
     from .suite import read_texts
 
     if not heldout.is_file():
-        raise InputError(f"{heldout} is missing; run the corpus stage first (or drop 'heldout' from "
-                         f"evaluation.datasets)")
+        raise InputError(
+            f"{heldout} is missing; run the corpus stage first (or drop 'heldout' from evaluation.datasets)"
+        )
     return read_texts(heldout, cfg.max_samples)
 
 
@@ -123,30 +127,46 @@ def _prepare_pubmedqa(entry: str, cfg: EvaluationConfig, heldout: Path) -> Any:
         return Skip("evaluation.qa.enabled is false")
     if not cfg.qa.file:
         return Skip("evaluation.qa.file is not set")
-    return qa_setup(cfg.qa.file, cfg.qa.split_ids, cfg.qa.fewshot_file, cfg.qa.fewshot_k, cfg.qa.bootstrap,
-                    cfg.max_samples)
+    return qa_setup(
+        cfg.qa.file, cfg.qa.split_ids, cfg.qa.fewshot_file, cfg.qa.fewshot_k, cfg.qa.bootstrap, cfg.max_samples
+    )
 
 
-def _score_pubmedqa(label: str, model: Any, tokenizer: Any, qa: Any, cfg: EvaluationConfig,
-                    context: int) -> dict[str, Any]:
+def _score_pubmedqa(
+    label: str, model: Any, tokenizer: Any, qa: Any, cfg: EvaluationConfig, context: int
+) -> dict[str, Any]:
     from .pubmedqa import score_questions
 
     out: dict[str, Any] = {}
-    r = score_questions(model, tokenizer, qa.questions, context=context, batch_size=cfg.batch_size,
-                        bootstrap=qa.bootstrap)
-    log.info("PubMedQA accuracy %.3f macro-F1 %.3f (n=%d, skipped %d)", r["accuracy"] or 0, r["macro_f1"] or 0,
-             r["n"], r["skipped"])
+    r = score_questions(
+        model, tokenizer, qa.questions, context=context, batch_size=cfg.batch_size, bootstrap=qa.bootstrap
+    )
+    log.info(
+        "PubMedQA accuracy %.3f macro-F1 %.3f (n=%d, skipped %d)",
+        r["accuracy"] or 0,
+        r["macro_f1"] or 0,
+        r["n"],
+        r["skipped"],
+    )
     out["pubmedqa"] = r
     if qa.shots:
-        r = score_questions(model, tokenizer, qa.questions, shots=qa.shots, context=context,
-                            batch_size=cfg.batch_size, bootstrap=qa.bootstrap)
+        r = score_questions(
+            model,
+            tokenizer,
+            qa.questions,
+            shots=qa.shots,
+            context=context,
+            batch_size=cfg.batch_size,
+            bootstrap=qa.bootstrap,
+        )
         log.info("PubMedQA %d-shot accuracy %.3f", len(qa.shots), r["accuracy"] or 0)
         out["pubmedqa_fewshot"] = r
     return out
 
 
 HELDOUT = register(Task("heldout", "bits per byte on the run's held-out split", _prepare_heldout, _score_text))
-PUBMEDQA = register(Task("pubmedqa", "PubMedQA zero-shot and few-shot accuracy and macro-F1", _prepare_pubmedqa,
-                         _score_pubmedqa))
+PUBMEDQA = register(
+    Task("pubmedqa", "PubMedQA zero-shot and few-shot accuracy and macro-F1", _prepare_pubmedqa, _score_pubmedqa)
+)
 # Not registered by name: any evaluation.datasets entry that is a path.
 TEXT_FILE = Task("text file", "bits per byte on a text file", _prepare_text_file, _score_text)

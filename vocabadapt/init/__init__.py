@@ -147,8 +147,10 @@ def get(name: str | None) -> Callable[[InitContext], Recipe]:
     if name not in REGISTRY:
         raise ConfigError(
             "alignment.init",
-            [f"alignment.init: unknown initialiser '{name}'; valid: {', '.join(REGISTRY)} (or null for the "
-             f"mapping's per-token method)"],
+            [
+                f"alignment.init: unknown initialiser '{name}'; valid: {', '.join(REGISTRY)} (or null for the "
+                f"mapping's per-token method)"
+            ],
         )
     return REGISTRY[name]
 

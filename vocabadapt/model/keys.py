@@ -52,7 +52,7 @@ def checkpoint_key(model: Any, param_name: str, keys: list[str]) -> str | None:
         # a checkpoint may be saved with or without the base-model prefix ("transformer.", "model.")
         out = {name}
         if prefix and name.startswith(prefix + "."):
-            out.add(name[len(prefix) + 1:])
+            out.add(name[len(prefix) + 1 :])
         elif prefix:
             out.add(f"{prefix}.{name}")
         return out
@@ -70,8 +70,10 @@ def locate_embeddings(model_dir: Path, config: Any, weight_keys: list[str], trus
     model = meta_model(config, trust_remote_code)
     emb, head = model.get_input_embeddings(), model.get_output_embeddings()
     if emb is None or head is None:
-        raise InputError(f"{model_dir}: {type(model).__name__} exposes no input embedding or no output head; "
-                         f"vocabadapt transplants causal LMs with both")
+        raise InputError(
+            f"{model_dir}: {type(model).__name__} exposes no input embedding or no output head; "
+            f"vocabadapt transplants causal LMs with both"
+        )
     tied = head.weight is emb.weight
     in_name = param_name(model, emb.weight)
     in_key = checkpoint_key(model, in_name, weight_keys)
@@ -87,14 +89,21 @@ def locate_embeddings(model_dir: Path, config: Any, weight_keys: list[str], trus
     else:
         out_key = checkpoint_key(model, str(out_name), weight_keys)
         if out_key is None:
-            raise InputError(f"{model_dir}: untied model but the checkpoint has no tensor for the output head "
-                             f"'{out_name}'")
+            raise InputError(
+                f"{model_dir}: untied model but the checkpoint has no tensor for the output head '{out_name}'"
+            )
     bias = getattr(head, "bias", None)
     bias_key = None
     if isinstance(bias, torch.nn.Parameter):
         bias_key = checkpoint_key(model, param_name(model, bias), weight_keys)
-    return {"input": in_key, "output": out_key, "bias": bias_key, "tied": tied,
-            "input_param": in_name, "output_param": out_name or in_name}
+    return {
+        "input": in_key,
+        "output": out_key,
+        "bias": bias_key,
+        "tied": tied,
+        "input_param": in_name,
+        "output_param": out_name or in_name,
+    }
 
 
 def linear_module_names(model: Any) -> list[str]:

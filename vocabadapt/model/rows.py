@@ -18,20 +18,28 @@ def row_stats(src: torch.Tensor, n_used: int, block: int = 2048) -> dict[str, to
     total = torch.zeros(h, dtype=torch.float64)
     norms = torch.zeros((), dtype=torch.float64)
     for a in range(0, n_used, block):
-        rows = src[a:min(a + block, n_used)].to(torch.float64)
+        rows = src[a : min(a + block, n_used)].to(torch.float64)
         total += rows.sum(0)
         norms += rows.norm(dim=1).sum()
     mean = total / n_used
     sq = torch.zeros(h, dtype=torch.float64)
     for a in range(0, n_used, block):
-        sq += ((src[a:min(a + block, n_used)].to(torch.float64) - mean) ** 2).sum(0)
+        sq += ((src[a : min(a + block, n_used)].to(torch.float64) - mean) ** 2).sum(0)
     std = (sq / max(n_used - 1, 1)).sqrt()
     return {"mean": mean, "std": std, "mean_norm": norms / n_used}
 
 
-def build_rows(src: torch.Tensor, recipe: Recipe, n_used: int, n_rows: int, seed: int = 0,
-               norm_match: bool = False, out_dtype: torch.dtype | None = None, name: str = "embedding",
-               block: int = 2048) -> torch.Tensor:
+def build_rows(
+    src: torch.Tensor,
+    recipe: Recipe,
+    n_used: int,
+    n_rows: int,
+    seed: int = 0,
+    norm_match: bool = False,
+    out_dtype: torch.dtype | None = None,
+    name: str = "embedding",
+    block: int = 2048,
+) -> torch.Tensor:
     """Rows for the target vocabulary from source rows.
 
     Args:
@@ -100,8 +108,11 @@ def build_rows(src: torch.Tensor, recipe: Recipe, n_used: int, n_rows: int, seed
         gen = torch.Generator().manual_seed(seed)
         draws = torch.randn(len(random_ids), h, generator=gen, dtype=torch.float64)
         out[random_ids] = (draws * stats["std"] + stats["mean"]).to(out_dtype)
-    bad = [t for a in range(0, n_tgt, block)
-           for t in (a + (~torch.isfinite(out[a:min(a + block, n_tgt)])).any(dim=1).nonzero().flatten()).tolist()]
+    bad = [
+        t
+        for a in range(0, n_tgt, block)
+        for t in (a + (~torch.isfinite(out[a : min(a + block, n_tgt)])).any(dim=1).nonzero().flatten()).tolist()
+    ]
     if bad:
         show = ", ".join(f"{t} ({labels[t]} from {recipe.source_ids[t][:5]})" for t in bad[:5])
         raise InputError(
@@ -114,8 +125,9 @@ def build_rows(src: torch.Tensor, recipe: Recipe, n_used: int, n_rows: int, seed
 
 def zero_rows(t: torch.Tensor, block: int = 4096) -> torch.Tensor:
     """(rows,) bool: which rows are all zero, computed blockwise (no full-size temporary)."""
-    return torch.cat([(t[a:a + block] == 0).all(dim=1) for a in range(0, t.shape[0], block)] or
-                     [torch.zeros(0, dtype=torch.bool)])
+    return torch.cat(
+        [(t[a : a + block] == 0).all(dim=1) for a in range(0, t.shape[0], block)] or [torch.zeros(0, dtype=torch.bool)]
+    )
 
 
 def check_recipe_ids(recipe: Recipe, n_src_rows: int, n_src_tokens: int) -> None:

@@ -104,8 +104,7 @@ def _copy_bytes(f: IO[bytes], out: IO[bytes], pos: int, left: int, what: str) ->
         left -= len(chunk)
 
 
-def stream_rewrite(src: Path, dst: Path, replacements: dict[str, Spilled],
-                    convert: torch.dtype | None = None) -> None:
+def stream_rewrite(src: Path, dst: Path, replacements: dict[str, Spilled], convert: torch.dtype | None = None) -> None:
     """Write `dst` = `src` with some tensors replaced (and, with `convert`, float tensors cast).
 
     Every tensor's bytes are copied in COPY_CHUNK pieces; a converted tensor is read alone.
@@ -164,11 +163,9 @@ def checkpoint_files(model_dir: Path) -> tuple[list[str], dict[str, str] | None]
     raise InputError(f"{model_dir} has neither {SINGLE_FILE} nor {INDEX_FILE}; is it a safetensors model directory?")
 
 
-
 def tensor_sizes(path: Path) -> int:
     _, header = read_header(path)
     return sum(v["data_offsets"][1] - v["data_offsets"][0] for k, v in header.items() if k != "__metadata__")
-
 
 
 def has_safetensors(model_dir: Path) -> bool:

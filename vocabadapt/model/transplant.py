@@ -101,18 +101,31 @@ def transplant_model(
     with tempfile.TemporaryDirectory(prefix=".tmp-transplant-", dir=out_dir.parent) as scratch:
         if not has_safetensors(model_dir):
             model_dir = _pickle_to_safetensors(model_dir, models_cfg, Path(scratch))
-        return _transplant(model_dir, source_tokenizer, target_tokenizer, mapping, out_dir, Path(scratch),
-                           recipe_fn=recipe_fn, init=init, norm_match=norm_match,
-                           pad_to_multiple_of=pad_to_multiple_of, dtype=dtype, seed=seed,
-                           trust_remote_code=trust_remote_code)
+        return _transplant(
+            model_dir,
+            source_tokenizer,
+            target_tokenizer,
+            mapping,
+            out_dir,
+            Path(scratch),
+            recipe_fn=recipe_fn,
+            init=init,
+            norm_match=norm_match,
+            pad_to_multiple_of=pad_to_multiple_of,
+            dtype=dtype,
+            seed=seed,
+            trust_remote_code=trust_remote_code,
+        )
 
 
 def _pickle_to_safetensors(model_dir: Path, models_cfg: ModelsConfig, scratch: Path) -> Path:
     """Allowed pickle checkpoints are loaded once (weights_only) and re-saved as safetensors."""
     from .hub import load_model
 
-    log.warning("%s has only pickle weights; loading the whole model once to convert it to safetensors "
-                "(memory = model size)", model_dir)
+    log.warning(
+        "%s has only pickle weights; loading the whole model once to convert it to safetensors (memory = model size)",
+        model_dir,
+    )
     model = load_model(str(model_dir), models_cfg)
     converted = scratch / "converted"
     model.save_pretrained(str(converted))
@@ -132,8 +145,10 @@ def _check_mapping(mapping: TokenMapping, source_tokenizer: Any, target_tokenize
             f"the mapping was made for a source tokenizer of {mapping.source_vocab_size} tokens, this one has "
             f"{len(source_tokenizer)}; rerun the align stage with the run's source tokenizer."
         )
-    for side, tok, want in (("target", target_tokenizer, mapping.target_checksum),
-                            ("source", source_tokenizer, mapping.source_checksum)):
+    for side, tok, want in (
+        ("target", target_tokenizer, mapping.target_checksum),
+        ("source", source_tokenizer, mapping.source_checksum),
+    ):
         if not want:
             log.warning("the mapping has no %s tokenizer checksum; cannot verify it was made for this tokenizer", side)
             continue
@@ -150,8 +165,15 @@ def _special_ids(tok: Any) -> dict[str, int | None]:
     return {k: getattr(tok, k, None) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
 
 
-def _write_hf_configs(config: Any, model_dir: Path, out: Path, target_tokenizer: Any, n_tgt: int, n_rows: int,
-                      out_dtype: torch.dtype | None) -> dict[str, int | None]:
+def _write_hf_configs(
+    config: Any,
+    model_dir: Path,
+    out: Path,
+    target_tokenizer: Any,
+    n_tgt: int,
+    n_rows: int,
+    out_dtype: torch.dtype | None,
+) -> dict[str, int | None]:
     """Save config.json and generation_config.json for the target vocabulary into `out`.
 
     Special-token ids become the target tokenizer's; padding rows n_tgt..n_rows-1 are suppressed in
@@ -179,8 +201,9 @@ def _write_hf_configs(config: Any, model_dir: Path, out: Path, target_tokenizer:
     else:
         gen = GenerationConfig.from_model_config(config)
     if gen.suppress_tokens:
-        log.warning("dropping the source generation config's suppress_tokens %s: they are source ids",
-                    gen.suppress_tokens[:10])
+        log.warning(
+            "dropping the source generation config's suppress_tokens %s: they are source ids", gen.suppress_tokens[:10]
+        )
     gen.suppress_tokens = list(range(n_tgt, n_rows)) or None
     for k, v in ids.items():
         setattr(gen, k, v)
@@ -190,10 +213,20 @@ def _write_hf_configs(config: Any, model_dir: Path, out: Path, target_tokenizer:
     return ids
 
 
-def _build_matrices(model_dir: Path, weight_map: dict[str, str], where: dict[str, Any],
-                    recipe: initialisers.Recipe, *, n_tgt: int, n_rows: int, n_src_tok: int, seed: int,
-                    norm_match: bool, out_dtype: torch.dtype | None,
-                    scratch: Path) -> tuple[dict[str, Spilled], list[int], str]:
+def _build_matrices(
+    model_dir: Path,
+    weight_map: dict[str, str],
+    where: dict[str, Any],
+    recipe: initialisers.Recipe,
+    *,
+    n_tgt: int,
+    n_rows: int,
+    n_src_tok: int,
+    seed: int,
+    norm_match: bool,
+    out_dtype: torch.dtype | None,
+    scratch: Path,
+) -> tuple[dict[str, Spilled], list[int], str]:
     """Build the target input embedding, output head (when untied) and head bias, spilled to `scratch`.
 
     Returns ({checkpoint key: spilled tensor}, target ids whose rows are all zero, the written dtype's name).
@@ -201,7 +234,9 @@ def _build_matrices(model_dir: Path, weight_map: dict[str, str], where: dict[str
         InputError: an output head with fewer rows than the source tokenizer.
     """
     in_key, out_key, bias_key, tied = where["input"], where["output"], where["bias"], where["tied"]
-    common: dict[str, Any] = dict(recipe=recipe, n_used=n_src_tok, n_rows=n_rows, norm_match=norm_match, out_dtype=out_dtype)
+    common: dict[str, Any] = dict(
+        recipe=recipe, n_used=n_src_tok, n_rows=n_rows, norm_match=norm_match, out_dtype=out_dtype
+    )
     # One matrix at a time: source rows in, target rows built, target rows spilled to scratch, so the
     # peak is one source plus one target matrix (and one float64 block), not all four.
     zero = torch.zeros(n_tgt, dtype=torch.bool)
@@ -218,8 +253,10 @@ def _build_matrices(model_dir: Path, weight_map: dict[str, str], where: dict[str
     if out_key is not None and not tied:
         src_out = read_tensor(model_dir / weight_map[out_key], out_key)  # (source_rows, hidden)
         if src_out.shape[0] < n_src_tok:
-            raise InputError(f"the output head '{out_key}' has {src_out.shape[0]} rows, fewer than the source "
-                             f"tokenizer's {n_src_tok} tokens")
+            raise InputError(
+                f"the output head '{out_key}' has {src_out.shape[0]} rows, fewer than the source "
+                f"tokenizer's {n_src_tok} tokens"
+            )
         new_out = build_rows(src_out, seed=seed + 1, name=out_key, **common)
         del src_out
         zero |= zero_rows(new_out[:n_tgt])
@@ -232,9 +269,22 @@ def _build_matrices(model_dir: Path, weight_map: dict[str, str], where: dict[str
     return replacements, zero.nonzero().flatten().tolist(), out_dtype_name
 
 
-def _transplant(model_dir: Path, source_tokenizer: Any, target_tokenizer: Any, mapping: TokenMapping,
-                out_dir: Path, scratch: Path, *, recipe_fn: Callable[[initialisers.InitContext], initialisers.Recipe], init: str | None, norm_match: bool,
-                pad_to_multiple_of: int, dtype: str, seed: int, trust_remote_code: bool) -> dict[str, Any]:
+def _transplant(
+    model_dir: Path,
+    source_tokenizer: Any,
+    target_tokenizer: Any,
+    mapping: TokenMapping,
+    out_dir: Path,
+    scratch: Path,
+    *,
+    recipe_fn: Callable[[initialisers.InitContext], initialisers.Recipe],
+    init: str | None,
+    norm_match: bool,
+    pad_to_multiple_of: int,
+    dtype: str,
+    seed: int,
+    trust_remote_code: bool,
+) -> dict[str, Any]:
     """transplant_model after its checks; `scratch` holds the built matrices until they are written."""
     from transformers import AutoConfig
 
@@ -254,8 +304,9 @@ def _transplant(model_dir: Path, source_tokenizer: Any, target_tokenizer: Any, m
             f"{n_src_rows} rows; this tokenizer does not belong to this model (set models.source_tokenizer)."
         )
 
-    ctx = initialisers.InitContext(mapping=mapping, source_tokenizer=source_tokenizer,
-                                   target_tokenizer=target_tokenizer, seed=seed)
+    ctx = initialisers.InitContext(
+        mapping=mapping, source_tokenizer=source_tokenizer, target_tokenizer=target_tokenizer, seed=seed
+    )
     recipe = recipe_fn(ctx)
     if len(recipe) != mapping.target_vocab_size:
         raise AssertionError(f"initialiser returned {len(recipe)} rows for {mapping.target_vocab_size} targets")
@@ -265,8 +316,18 @@ def _transplant(model_dir: Path, source_tokenizer: Any, target_tokenizer: Any, m
     n_rows = -(-n_tgt // pad_to_multiple_of) * pad_to_multiple_of
     out_dtype = DTYPE_NAMES[dtype] if dtype != "auto" else None
     replacements, zero_ids, out_dtype_name = _build_matrices(
-        model_dir, weight_map, where, recipe, n_tgt=n_tgt, n_rows=n_rows, n_src_tok=n_src_tok, seed=seed,
-        norm_match=norm_match, out_dtype=out_dtype, scratch=scratch)
+        model_dir,
+        weight_map,
+        where,
+        recipe,
+        n_tgt=n_tgt,
+        n_rows=n_rows,
+        n_src_tok=n_src_tok,
+        seed=seed,
+        norm_match=norm_match,
+        out_dtype=out_dtype,
+        scratch=scratch,
+    )
 
     convert = out_dtype
     by_file: dict[str, dict[str, Spilled]] = {}
@@ -284,9 +345,7 @@ def _transplant(model_dir: Path, source_tokenizer: Any, target_tokenizer: Any, m
                 copied.append(name)
         if (model_dir / INDEX_FILE).is_file():
             index = json.loads((model_dir / INDEX_FILE).read_text(encoding="utf-8"))
-            index.setdefault("metadata", {})["total_size"] = sum(
-                tensor_sizes(tmp / name) for name in files
-            )
+            index.setdefault("metadata", {})["total_size"] = sum(tensor_sizes(tmp / name) for name in files)
             write_json(tmp / INDEX_FILE, index)
         if trust_remote_code:
             for py in model_dir.glob("*.py"):  # the model's own code travels with it (auto_map)
@@ -319,8 +378,15 @@ def _transplant(model_dir: Path, source_tokenizer: Any, target_tokenizer: Any, m
             **({"init_info": ctx.info} if ctx.info else {}),
         }
         write_json(tmp / "transplant.json", summary)
-    log.info("transplant: %d target rows (%d padding), %s; %d copied rows, %d zero rows; wrote %s",
-             n_tgt, n_rows - n_tgt, "tied" if tied else "untied", summary["rows_copied"], len(zero_ids), out_dir)
+    log.info(
+        "transplant: %d target rows (%d padding), %s; %d copied rows, %d zero rows; wrote %s",
+        n_tgt,
+        n_rows - n_tgt,
+        "tied" if tied else "untied",
+        summary["rows_copied"],
+        len(zero_ids),
+        out_dir,
+    )
     if zero_ids:
         log.warning("transplant: %d target rows are all zero (e.g. ids %s)", len(zero_ids), zero_ids[:10])
     return summary

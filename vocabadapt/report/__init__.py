@@ -64,17 +64,26 @@ def closing_summary(facts: RunFacts, final_model: Path | None, report_html: Path
         for c in facts.checklist:
             lines.append(f"  [{c.get('status', '?'):>7}] {c.get('id')}. {c.get('name')}: {c.get('reason', '')}")
     names = model_names(s)
-    bpbs = [f"{n} {get(s, 'models', n, 'bpb', 'heldout', 'bits_per_byte'):.4f}" for n in names
-            if isinstance(get(s, "models", n, "bpb", "heldout", "bits_per_byte"), (int, float))]
+    bpbs = [
+        f"{n} {get(s, 'models', n, 'bpb', 'heldout', 'bits_per_byte'):.4f}"
+        for n in names
+        if isinstance(get(s, "models", n, "bpb", "heldout", "bits_per_byte"), (int, float))
+    ]
     if bpbs:
         lines.append("held-out bits per byte: " + ", ".join(bpbs))
     toks = s.get("tokenizers") or {}
-    bpt = [f"{x} {toks[x]['bytes_per_token']:.3f}" for x in ("source", "target")
-           if isinstance(get(toks, x, "bytes_per_token"), (int, float))]
+    bpt = [
+        f"{x} {toks[x]['bytes_per_token']:.3f}"
+        for x in ("source", "target")
+        if isinstance(get(toks, x, "bytes_per_token"), (int, float))
+    ]
     if bpt:
         lines.append("bytes per token: " + ", ".join(bpt))
-    accs = [f"{n} {ci(get(s, 'models', n, 'pubmedqa', 'accuracy'), get(s, 'models', n, 'pubmedqa', 'accuracy_ci95'))}"
-            for n in names if isinstance(get(s, "models", n, "pubmedqa", "accuracy"), (int, float))]
+    accs = [
+        f"{n} {ci(get(s, 'models', n, 'pubmedqa', 'accuracy'), get(s, 'models', n, 'pubmedqa', 'accuracy_ci95'))}"
+        for n in names
+        if isinstance(get(s, "models", n, "pubmedqa", "accuracy"), (int, float))
+    ]
     if accs:
         lines.append("PubMedQA accuracy: " + ", ".join(accs))
     lines.append(f"report: {report_html}" if report_html.is_file() else "report: not written (run the report stage)")

@@ -30,7 +30,8 @@ def render_html(blocks: list[Block], image_dir: Path) -> str:
     """The report's HTML; images are read from `image_dir` and inlined, so the file stands alone."""
     import jinja2
 
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent), autoescape=True,
-                             keep_trailing_newline=True)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parent), autoescape=True, keep_trailing_newline=True
+    )
     title = next((b[2] for b in blocks if b[0] == "h" and b[1] == 1), "vocabadapt report")
     return env.get_template(TEMPLATE).render(title=title, blocks=[_view(b, image_dir) for b in blocks])

@@ -24,10 +24,14 @@ def _checklist_blocks(facts: RunFacts) -> list[Block]:
     rows = []
     for c in facts.checklist:
         ev = c.get("evidence") or {}
-        shown = "; ".join(f"{k}={fmt(v) if not isinstance(v, (dict, list)) else json.dumps(v)}"
-                          for k, v in ev.items() if k not in ("criterion",))
-        rows.append([str(c.get("id")), c.get("name", ""), c.get("status", "?").upper(), c.get("reason", ""),
-                     shown[:400]])
+        shown = "; ".join(
+            f"{k}={fmt(v) if not isinstance(v, (dict, list)) else json.dumps(v)}"
+            for k, v in ev.items()
+            if k not in ("criterion",)
+        )
+        rows.append(
+            [str(c.get("id")), c.get("name", ""), c.get("status", "?").upper(), c.get("reason", ""), shown[:400]]
+        )
     blocks.append(("table", ["#", "check", "status", "why", "evidence"], rows))
     return blocks
 
@@ -39,9 +43,19 @@ def _model_blocks(facts: RunFacts) -> list[Block]:
     if not names:
         return blocks + [("p", "eval/summary.json is missing or lists no model: run the evaluate stage.")]
     datasets = list((s.get("datasets") or {}).keys()) or ["heldout"]
-    headers = ["model"] + [f"{d} bits/byte" for d in datasets] + [
-        "bytes/token", "tokens", "token ppl*", "PubMedQA acc [95% CI]", "macro-F1 [95% CI]", "few-shot acc",
-        "Δacc vs baseline [95% CI]"]
+    headers = (
+        ["model"]
+        + [f"{d} bits/byte" for d in datasets]
+        + [
+            "bytes/token",
+            "tokens",
+            "token ppl*",
+            "PubMedQA acc [95% CI]",
+            "macro-F1 [95% CI]",
+            "few-shot acc",
+            "Δacc vs baseline [95% CI]",
+        ]
+    )
     rows = []
     for n in names:
         m = s["models"][n]
@@ -50,21 +64,31 @@ def _model_blocks(facts: RunFacts) -> list[Block]:
         fs = m.get("pubmedqa_fewshot") or {}
         d = get(s, "pubmedqa_vs_baseline", n) or {}
         label = n + (" (baseline)" if n == s.get("baseline") else "") + (" (final)" if n == s.get("final") else "")
-        rows.append([label] + [fmt(get(bp, ds, "bits_per_byte")) for ds in datasets] + [
-            fmt(get(bp, "heldout", "bytes_per_token") or get(bp, datasets[0], "bytes_per_token"), 3),
-            fmt(get(bp, "heldout", "tokens") or get(bp, datasets[0], "tokens")),
-            fmt(get(bp, "heldout", "token_perplexity") or get(bp, datasets[0], "token_perplexity"), 2),
-            ci(q.get("accuracy"), q.get("accuracy_ci95")), ci(q.get("macro_f1"), q.get("macro_f1_ci95")),
-            ci(fs.get("accuracy"), fs.get("accuracy_ci95")),
-            ci(d.get("accuracy_diff"), d.get("accuracy_diff_ci95")) if d else "–"])
+        rows.append(
+            [label]
+            + [fmt(get(bp, ds, "bits_per_byte")) for ds in datasets]
+            + [
+                fmt(get(bp, "heldout", "bytes_per_token") or get(bp, datasets[0], "bytes_per_token"), 3),
+                fmt(get(bp, "heldout", "tokens") or get(bp, datasets[0], "tokens")),
+                fmt(get(bp, "heldout", "token_perplexity") or get(bp, datasets[0], "token_perplexity"), 2),
+                ci(q.get("accuracy"), q.get("accuracy_ci95")),
+                ci(q.get("macro_f1"), q.get("macro_f1_ci95")),
+                ci(fs.get("accuracy"), fs.get("accuracy_ci95")),
+                ci(d.get("accuracy_diff"), d.get("accuracy_diff_ci95")) if d else "–",
+            ]
+        )
     blocks.append(("table", headers, rows))
-    notes = ["Bits per byte compares models with different tokenizers (lower is better). "
-             "*Token perplexity is per token of each model's own tokenizer: compare it only between models "
-             "that share a tokenizer."]
+    notes = [
+        "Bits per byte compares models with different tokenizers (lower is better). "
+        "*Token perplexity is per token of each model's own tokenizer: compare it only between models "
+        "that share a tokenizer."
+    ]
     if s.get("pubmedqa_file"):
         n_q = get(s, "models", names[0], "pubmedqa", "n")
-        notes.append(f"PubMedQA: {s['pubmedqa_file']} ({fmt(n_q)} questions), answer chosen by the per-byte "
-                     f"log-likelihood of ' yes' / ' no' / ' maybe'; intervals are 95 % bootstrap, Δ is a paired bootstrap.")
+        notes.append(
+            f"PubMedQA: {s['pubmedqa_file']} ({fmt(n_q)} questions), answer chosen by the per-byte "
+            f"log-likelihood of ' yes' / ' no' / ' maybe'; intervals are 95 % bootstrap, Δ is a paired bootstrap."
+        )
     for what, why in (s.get("skipped") or {}).items():
         notes.append(f"{what} skipped: {why}.")
     return blocks + [("p", n) for n in notes]
@@ -76,14 +100,23 @@ def _tokenizer_blocks(facts: RunFacts) -> list[Block]:
     sides = [x for x in ("source", "target") if isinstance(toks.get(x), dict)]
     if not sides:
         return blocks + [("p", "No tokenizer efficiency recorded.")]
-    keys = [("vocab_size", "vocabulary", 0), ("bytes_per_token", "bytes per token", 3),
-            ("tokens_per_word", "tokens per word", 3), ("domain_words_one_token", "domain words in 1 token", 3),
-            ("domain_words_two_tokens", "domain words in 2 tokens", 3),
-            ("domain_word_mean_tokens", "tokens per domain word", 3)]
+    keys = [
+        ("vocab_size", "vocabulary", 0),
+        ("bytes_per_token", "bytes per token", 3),
+        ("tokens_per_word", "tokens per word", 3),
+        ("domain_words_one_token", "domain words in 1 token", 3),
+        ("domain_words_two_tokens", "domain words in 2 tokens", 3),
+        ("domain_word_mean_tokens", "tokens per domain word", 3),
+    ]
     rows = [[label] + [fmt(toks[x].get(k), d) for x in sides] for k, label, d in keys]
     blocks.append(("table", ["measure"] + sides, rows))
-    blocks.append(("p", f"Domain words: the {fmt(get(toks, sides[0], 'domain_words'))} most frequent, from "
-                        f"{toks.get('domain_words_from', 'the held-out text')}."))
+    blocks.append(
+        (
+            "p",
+            f"Domain words: the {fmt(get(toks, sides[0], 'domain_words'))} most frequent, from "
+            f"{toks.get('domain_words_from', 'the held-out text')}.",
+        )
+    )
     cost = facts.summary.get("vocab_cost")
     if isinstance(cost, dict):
         rows = [[k.replace("_", " "), fmt(v, 2)] for k, v in cost.items() if k != "compared"]
@@ -105,8 +138,11 @@ def _alignment_blocks(facts: RunFacts) -> list[Block]:
     blocks.append(("table", ["key", "value"], rows))
     if facts.transplant:
         t = facts.transplant
-        rows = [[k, fmt(t.get(k))] for k in ("init", "zero_rows", "rows_copied", "tied", "target_vocab_size",
-                                            "target_rows", "padding_rows") if k in t]
+        rows = [
+            [k, fmt(t.get(k))]
+            for k in ("init", "zero_rows", "rows_copied", "tied", "target_vocab_size", "target_rows", "padding_rows")
+            if k in t
+        ]
         if rows:
             blocks.append(("table", ["transplant", "value"], rows))
     return blocks
@@ -117,8 +153,17 @@ def _timing_blocks(facts: RunFacts) -> list[Block]:
     blocks: list[Block] = [("h", 2, "Stage timings")]
     if not stages:
         return blocks + [("p", "manifest.json is missing.")]
-    rows = [[name, str(r.get("status", "?")), fmt(r.get("wall_s"), 1), fmt(r.get("peak_rss_mb"), 0),
-             str(r.get("finished", ""))] for name, r in stages.items() if isinstance(r, dict)]
+    rows = [
+        [
+            name,
+            str(r.get("status", "?")),
+            fmt(r.get("wall_s"), 1),
+            fmt(r.get("peak_rss_mb"), 0),
+            str(r.get("finished", "")),
+        ]
+        for name, r in stages.items()
+        if isinstance(r, dict)
+    ]
     total = sum(r.get("wall_s") or 0 for r in stages.values() if isinstance(r, dict))
     blocks.append(("table", ["stage", "status", "wall s", "peak RSS MB", "finished"], rows))
     blocks.append(("p", f"Total wall time of recorded stages: {total:.1f} s."))
@@ -128,9 +173,10 @@ def _timing_blocks(facts: RunFacts) -> list[Block]:
 def build_blocks(facts: RunFacts, images: dict[str, Path | None]) -> list[Block]:
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     final = facts.summary.get("final")
-    blocks: list[Block] = [("h", 1, f"vocabadapt report: {facts.name}"),
-                           ("p", f"Run directory {facts.location}; generated {now}." +
-                            (f" Final model: model/{final}." if final else ""))]
+    blocks: list[Block] = [
+        ("h", 1, f"vocabadapt report: {facts.name}"),
+        ("p", f"Run directory {facts.location}; generated {now}." + (f" Final model: model/{final}." if final else "")),
+    ]
     blocks += _checklist_blocks(facts)
     blocks += _model_blocks(facts)
     blocks.append(("h", 2, "Plots"))

@@ -57,8 +57,10 @@ def plot_training(facts: RunFacts, out: Path) -> Path | None:
         return None
     fig = _figure(9.0, 3.6)
     ax1, ax2 = fig.subplots(1, 2)
-    for ax, key, title, ylabel in ((ax1, "loss", "Training loss", "loss (nats/token)"),
-                                   (ax2, "bpb", "Held-out bits per byte (training eval)", "bits per byte")):
+    for ax, key, title, ylabel in (
+        (ax1, "loss", "Training loss", "loss (nats/token)"),
+        (ax2, "bpb", "Held-out bits per byte (training eval)", "bits per byte"),
+    ):
         for s, (x, y) in series[key].items():
             ax.plot(x, y, marker="o" if len(x) < 30 else None, ms=3, label=s)
         ax.set_title(title, fontsize=10)
@@ -103,9 +105,11 @@ def plot_similarity(facts: RunFacts, out: Path) -> Path | None:
 
 
 def init_method_counts(facts: RunFacts) -> tuple[dict[str, int], str] | None:
-    for where, d in (("model/init/transplant.json", get(facts.transplant, "rows_per_method")),
-                     ("align/summary.json", get(facts.align, "counts")),
-                     ("align/summary.json", get(facts.align, "methods"))):
+    for where, d in (
+        ("model/init/transplant.json", get(facts.transplant, "rows_per_method")),
+        ("align/summary.json", get(facts.align, "counts")),
+        ("align/summary.json", get(facts.align, "methods")),
+    ):
         if isinstance(d, dict) and d and all(isinstance(v, (int, float)) for v in d.values()):
             return {str(k): int(v) for k, v in d.items()}, where
     return None
@@ -138,7 +142,7 @@ def plot_bytes_per_token(facts: RunFacts, out: Path) -> Path | None:
     ax = fig.subplots()
     vals = [toks[s]["bytes_per_token"] for s in sides]
     labels = [f"{s}\n({fmt(get(toks, s, 'vocab_size'))} tokens)" for s in sides]
-    bars = ax.bar(labels, vals, color=["#8172B2", "#CCB974"][:len(sides)])
+    bars = ax.bar(labels, vals, color=["#8172B2", "#CCB974"][: len(sides)])
     ax.bar_label(bars, labels=[f"{v:.2f}" for v in vals], fontsize=8)
     ax.set_title("Bytes per token on held-out text (higher = fewer tokens)", fontsize=10)
     ax.set_ylabel("UTF-8 bytes per token", fontsize=8)
@@ -149,12 +153,28 @@ def plot_bytes_per_token(facts: RunFacts, out: Path) -> Path | None:
 
 
 PLOTS = (
-    ("training.png", plot_training, "Training loss and held-out bits per byte against tokens seen.",
-     "no training metrics (train/<stage>/metrics.jsonl) found"),
-    ("alignment_similarity.png", plot_similarity, "Alignment similarity histogram; the dashed line is the threshold.",
-     "align/summary.json has no similarity_histogram"),
-    ("init_methods.png", plot_init_methods, "Embedding rows per initialisation method.",
-     "no rows-per-method counts in transplant.json or align/summary.json"),
-    ("bytes_per_token.png", plot_bytes_per_token, "Bytes per token of both tokenizers on the held-out text.",
-     "eval/summary.json has no tokenizer efficiency"),
+    (
+        "training.png",
+        plot_training,
+        "Training loss and held-out bits per byte against tokens seen.",
+        "no training metrics (train/<stage>/metrics.jsonl) found",
+    ),
+    (
+        "alignment_similarity.png",
+        plot_similarity,
+        "Alignment similarity histogram; the dashed line is the threshold.",
+        "align/summary.json has no similarity_histogram",
+    ),
+    (
+        "init_methods.png",
+        plot_init_methods,
+        "Embedding rows per initialisation method.",
+        "no rows-per-method counts in transplant.json or align/summary.json",
+    ),
+    (
+        "bytes_per_token.png",
+        plot_bytes_per_token,
+        "Bytes per token of both tokenizers on the held-out text.",
+        "eval/summary.json has no tokenizer efficiency",
+    ),
 )

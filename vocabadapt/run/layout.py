@@ -257,8 +257,10 @@ class RunLayout:
         except (OSError, ValueError) as e:
             raise InputError(f"{d}: cannot read the {side} embeddings ({e}); rerun the embed stage") from None
         if vecs.ndim != 2 or ids.shape != (vecs.shape[0],) or counts.shape != ids.shape:
-            raise InputError(f"{d}: {side} embeddings have inconsistent shapes {vecs.shape}, {ids.shape}, "
-                             f"{counts.shape}; rerun the embed stage")
+            raise InputError(
+                f"{d}: {side} embeddings have inconsistent shapes {vecs.shape}, {ids.shape}, "
+                f"{counts.shape}; rerun the embed stage"
+            )
         return vecs, ids, counts
 
     def token_mapping(self) -> Any:
@@ -299,5 +301,7 @@ class RunLayout:
         try:
             data = read_json(self.manifest)
         except ValueError as e:
-            raise StageError(f"{self.manifest} is corrupt ({e}); move it aside to redo the run from the start") from None
+            raise StageError(
+                f"{self.manifest} is corrupt ({e}); move it aside to redo the run from the start"
+            ) from None
         return data if isinstance(data, dict) else {"stages": {}}

@@ -85,8 +85,9 @@ def latest_unfinished_run(config: Config, config_path: str | os.PathLike) -> Pat
     return None
 
 
-def prepare_run_dir(config: Config, config_path: str | os.PathLike, run_dir: str | os.PathLike | None,
-                    force: bool = False) -> Path:
+def prepare_run_dir(
+    config: Config, config_path: str | os.PathLike, run_dir: str | os.PathLike | None, force: bool = False
+) -> Path:
     """Choose and create the run directory; refuse one made from another config file unless forced.
 
     Raises:
@@ -100,8 +101,12 @@ def prepare_run_dir(config: Config, config_path: str | os.PathLike, run_dir: str
     layout = RunLayout(Path(run_dir))
     layout.root.mkdir(parents=True, exist_ok=True)
     previous_source = layout.manifest_data().get("config_source")
-    if (layout.config_yaml.exists() and previous_source and Path(previous_source).name != Path(config_path).name
-            and not force):
+    if (
+        layout.config_yaml.exists()
+        and previous_source
+        and Path(previous_source).name != Path(config_path).name
+        and not force
+    ):
         old = yaml.safe_load(layout.config_yaml.read_text()) or {}
         diff = mf.config_differences(old, config.model_dump(mode="json"))
         raise StageError(
@@ -221,8 +226,9 @@ def _run_one(spec: StageSpec, ctx: StageContext, manifest: dict) -> None:
                 rec.update(status="failed", error=str(e))
                 write_json(layout.manifest, manifest)
                 raise StageError(f"stage '{spec.name}' failed after {attempts} attempt(s): {e}") from e
-            log.warning("stage %s: transient error (%s); retry %d/%d in %.0fs",
-                        spec.name, e, attempt, attempts - 1, backoff)
+            log.warning(
+                "stage %s: transient error (%s); retry %d/%d in %.0fs", spec.name, e, attempt, attempts - 1, backoff
+            )
             time.sleep(backoff)
             backoff *= 2
         except KeyboardInterrupt:

@@ -23,9 +23,14 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
     layout = ctx.layout
     tgt, src = layout.tokenizer("target"), layout.tokenizer("source")
-    result = align_vocabularies(tgt, src, Embeddings(*layout.embeddings("target")),
-                                Embeddings(*layout.embeddings("source")), ctx.config.alignment,
-                                layout.heldout_texts(SPAN_TEST_MAX_BYTES))
+    result = align_vocabularies(
+        tgt,
+        src,
+        Embeddings(*layout.embeddings("target")),
+        Embeddings(*layout.embeddings("source")),
+        ctx.config.alignment,
+        layout.heldout_texts(SPAN_TEST_MAX_BYTES),
+    )
     with atomic_dir(layout.align_dir) as tmp:
         result.mapping.save(layout.staged(layout.mapping, layout.align_dir, tmp))
         with open(layout.staged(layout.provenance, layout.align_dir, tmp), "w", encoding="utf-8") as f:
@@ -39,9 +44,16 @@ def run(ctx: StageContext) -> dict[str, Any]:
 SPEC = StageSpec(
     name="align",
     run=run,
-    config_keys=("alignment.pivot_count", "alignment.pivot_strategy", "alignment.similarity_threshold",
-                 "alignment.method", "alignment.top_k", "alignment.soft_temperature", "alignment.fallback",
-                 "alignment.seed"),
+    config_keys=(
+        "alignment.pivot_count",
+        "alignment.pivot_strategy",
+        "alignment.similarity_threshold",
+        "alignment.method",
+        "alignment.top_k",
+        "alignment.soft_temperature",
+        "alignment.fallback",
+        "alignment.seed",
+    ),
     inputs=("tokenize", "embed"),
     outputs=lambda layout: (layout.align_dir,),
     description="map every target token to source rows",

@@ -18,8 +18,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
     from ..text.corpus import split_corpus
 
     layout = ctx.layout
-    stats = split_corpus(ctx.config.corpus, ctx.config.tokenization.min_line_length,
-                         layout.corpus("train"), layout.corpus("heldout"))
+    stats = split_corpus(
+        ctx.config.corpus, ctx.config.tokenization.min_line_length, layout.corpus("train"), layout.corpus("heldout")
+    )
     write_json(layout.corpus_stats, stats)
     return {k: v for k, v in stats.items() if k != "files"}
 

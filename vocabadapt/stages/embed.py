@@ -42,11 +42,20 @@ def run(ctx: StageContext) -> dict[str, Any]:
             for key, array in (("vectors", vecs), ("ids", ids), ("counts", counts)):
                 np.save(layout.staged(layout.embedding_files(side)[key], layout.embeddings_dir, tmp), array)
             vocab_size = int(reader.meta.get("vocab_size") or 0)
-            summary[side] = {"rows": int(ids.size), "vocab_size": vocab_size, "ids_seen": seen,
-                             "share_of_vocab": round(ids.size / vocab_size, 4) if vocab_size else None,
-                             "tokens": reader.num_tokens}
-            log.info("embed %s: %d vectors of dim %d (%.1f%% of the vocabulary)", side, ids.size, ft.dim,
-                     100 * ids.size / max(vocab_size, 1))
+            summary[side] = {
+                "rows": int(ids.size),
+                "vocab_size": vocab_size,
+                "ids_seen": seen,
+                "share_of_vocab": round(ids.size / vocab_size, 4) if vocab_size else None,
+                "tokens": reader.num_tokens,
+            }
+            log.info(
+                "embed %s: %d vectors of dim %d (%.1f%% of the vocabulary)",
+                side,
+                ids.size,
+                ft.dim,
+                100 * ids.size / max(vocab_size, 1),
+            )
         write_json(layout.staged(layout.embeddings_summary, layout.embeddings_dir, tmp), summary)
     return summary
 

@@ -79,8 +79,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
     ev = cfg.evaluation
     if not ev.enabled:
         with atomic_dir(layout.eval_dir) as tmp:
-            write_json(layout.staged(layout.eval_summary, layout.eval_dir, tmp),
-                       {"skipped": True, "reason": "evaluation.enabled is false"})
+            write_json(
+                layout.staged(layout.eval_summary, layout.eval_dir, tmp),
+                {"skipped": True, "reason": "evaluation.enabled is false"},
+            )
         return {"skipped": True}
     prepared, skips = gather_inputs(ev, layout.corpus("heldout"))
     texts, qa = text_sets(prepared), qa_of(prepared)
@@ -91,8 +93,11 @@ def run(ctx: StageContext) -> dict[str, Any]:
     with ctx.progress(total=len(candidates), unit="model") as bar:
         for name, path, tok, tok_src in candidates:  # one model in memory at a time
             model = load_model_for_eval(path, cfg.models, cfg.tokenization.cache_dir)
-            results[name] = {**evaluate_model(name, model, tok, prepared, ev, ev.context_length),
-                             "path": path, "tokenizer": tok_src}
+            results[name] = {
+                **evaluate_model(name, model, tok, prepared, ev, ev.context_length),
+                "path": path,
+                "tokenizer": tok_src,
+            }
             del model
             bar.update(1)
 
@@ -101,18 +106,28 @@ def run(ctx: StageContext) -> dict[str, Any]:
     align = layout.read(layout.align_summary)
     summary = build_summary(results, baseline, final, texts, qa, skips, _run_tokenizers(layout), terms, align)
     checks = checklist.build_checklist(
-        summary, layout.train_summaries(), {s: layout.train_metrics(s) for s in TRAIN_STAGES}, align,
-        layout.read(layout.transplant_summary), start_idx_stage2=cfg.vocab_adaptation.train_start_idx_stage2,
-        zero_rows_allowed=cfg.alignment.fallback == "zero")
+        summary,
+        layout.train_summaries(),
+        {s: layout.train_metrics(s) for s in TRAIN_STAGES},
+        align,
+        layout.read(layout.transplant_summary),
+        start_idx_stage2=cfg.vocab_adaptation.train_start_idx_stage2,
+        zero_rows_allowed=cfg.alignment.fallback == "zero",
+    )
     with atomic_dir(layout.eval_dir) as tmp:
         for name, r in results.items():
             write_json(layout.staged(layout.eval_model(name), layout.eval_dir, tmp), r)
         write_json(layout.staged(layout.eval_summary, layout.eval_dir, tmp), summary)
         write_json(layout.staged(layout.eval_checklist, layout.eval_dir, tmp), checks)
     counts = {s: sum(c["status"] == s for c in checks) for s in ("pass", "fail", "not-run")}
-    return {"models": list(results), "final": final, "baseline": baseline, "checklist": counts,
-            "final_bits_per_byte": get(summary, "models", final or "", "bpb", "heldout", "bits_per_byte"),
-            "baseline_bits_per_byte": get(summary, "models", baseline, "bpb", "heldout", "bits_per_byte")}
+    return {
+        "models": list(results),
+        "final": final,
+        "baseline": baseline,
+        "checklist": counts,
+        "final_bits_per_byte": get(summary, "models", final or "", "bpb", "heldout", "bits_per_byte"),
+        "baseline_bits_per_byte": get(summary, "models", baseline, "bpb", "heldout", "bits_per_byte"),
+    }
 
 
 SPEC = StageSpec(

@@ -65,8 +65,10 @@ def closing_summary(run_dir: Path) -> str:
 def run(ctx: StageContext) -> dict[str, Any]:
     """Build the report of this run."""
     paths = build_report(ctx.layout.root)
-    return {"files": [str(p.relative_to(ctx.layout.root)) for p in paths],
-            "plots": sum(p.suffix == ".png" for p in paths)}
+    return {
+        "files": [str(p.relative_to(ctx.layout.root)) for p in paths],
+        "plots": sum(p.suffix == ".png" for p in paths),
+    }
 
 
 SPEC = StageSpec(

@@ -54,10 +54,18 @@ def prepare_tokenizers(ctx: StageContext) -> dict[str, Any]:
             terms_added = add_terms(tgt, terms)
     for side, tok in (("source", src), ("target", tgt)):
         save_tokenizer(tok, layout.tokenizer_dir(side))
-    log.info("tokenizers: source %d tokens, target %d tokens%s", len(src), len(tgt),
-             f" (+{terms_added} mined terms)" if terms_added else "")
-    return {"source_vocab": len(src), "target_vocab": len(tgt), "target_trained": not isinstance(spec, str),
-            "terms_added": terms_added}
+    log.info(
+        "tokenizers: source %d tokens, target %d tokens%s",
+        len(src),
+        len(tgt),
+        f" (+{terms_added} mined terms)" if terms_added else "",
+    )
+    return {
+        "source_vocab": len(src),
+        "target_vocab": len(tgt),
+        "target_trained": not isinstance(spec, str),
+        "terms_added": terms_added,
+    }
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
@@ -74,19 +82,32 @@ def run(ctx: StageContext) -> dict[str, Any]:
             tok = layout.tokenizer(side)
             side_stats: dict[str, Any] = {"vocab_size": len(tok), "fast": backend_of(tok) is not None}
             for split in SPLITS:
-                info = tokenize_to_shards(layout.corpus_texts(split), tok, layout.staged(layout.token_shards(side, split), layout.tokens_dir, tmp),
-                                          batch_size=tcfg.batch_size, shard_tokens=tcfg.shard_tokens, workers=workers,
-                                          tokenizer_dir=layout.tokenizer_dir(side), side=side, split=split)
+                info = tokenize_to_shards(
+                    layout.corpus_texts(split),
+                    tok,
+                    layout.staged(layout.token_shards(side, split), layout.tokens_dir, tmp),
+                    batch_size=tcfg.batch_size,
+                    shard_tokens=tcfg.shard_tokens,
+                    workers=workers,
+                    tokenizer_dir=layout.tokenizer_dir(side),
+                    side=side,
+                    split=split,
+                )
                 side_stats[f"{split}_tokens"] = info["tokens"]
                 side_stats[f"{split}_documents"] = info["documents"]
                 side_stats[f"{split}_bytes"] = info["bytes"]
-                side_stats[f"{split}_bytes_per_token"] = (round(info["bytes"] / info["tokens"], 4)
-                                                          if info["tokens"] else None)
+                side_stats[f"{split}_bytes_per_token"] = (
+                    round(info["bytes"] / info["tokens"], 4) if info["tokens"] else None
+                )
             if side_stats["train_tokens"] == 0:
                 raise StageError(f"the {side} tokenizer produced no tokens from corpus/train.jsonl; is the text empty?")
             stats[side] = side_stats
-            log.info("tokenize %s: %d train tokens, %.3f bytes/token", side, side_stats["train_tokens"],
-                     side_stats["train_bytes_per_token"])
+            log.info(
+                "tokenize %s: %d train tokens, %.3f bytes/token",
+                side,
+                side_stats["train_tokens"],
+                side_stats["train_bytes_per_token"],
+            )
         write_json(layout.staged(layout.tokens_stats, layout.tokens_dir, tmp), stats)
     return stats
 
@@ -94,8 +115,14 @@ def run(ctx: StageContext) -> dict[str, Any]:
 SPEC = StageSpec(
     name="tokenize",
     run=run,
-    config_keys=("models.source_model", "models.source_tokenizer", "models.target_tokenizer", "term_mining",
-                 "tokenization.batch_size", "tokenization.shard_tokens"),
+    config_keys=(
+        "models.source_model",
+        "models.source_tokenizer",
+        "models.target_tokenizer",
+        "term_mining",
+        "tokenization.batch_size",
+        "tokenization.shard_tokens",
+    ),
     inputs=("corpus",),
     outputs=lambda layout: (layout.tokenizers_dir, layout.terms_dir, layout.tokens_dir),
     description="prepare both tokenizers (train / add terms) and tokenize into id shards",

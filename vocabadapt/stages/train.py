@@ -44,8 +44,10 @@ def _stage1_consumed(layout: RunLayout) -> int:
     """Where stage 1 stopped in the data order (stage 2 starts there with train_start_idx_stage2: auto)."""
     summary = layout.train_summary("stage1")
     if summary is None:
-        raise StageError("stage 2 needs stage 1's summary to place its data (train_start_idx_stage2: auto); "
-                         "run stage1 first, or set vocab_adaptation.train_start_idx_stage2 to a number")
+        raise StageError(
+            "stage 2 needs stage 1's summary to place its data (train_start_idx_stage2: auto); "
+            "run stage1 first, or set vocab_adaptation.train_start_idx_stage2 to a number"
+        )
     return int(summary["sequences"]["stop"])
 
 
@@ -82,14 +84,27 @@ def run(ctx: StageContext) -> dict[str, Any]:
     if settings.steps:
         heldout = layout.heldout_texts() if layout.corpus("heldout").exists() else None
         if heldout is None:
-            log.warning("%s not found: held-out bits per byte are not measured during training",
-                        layout.corpus("heldout"))
+            log.warning(
+                "%s not found: held-out bits per byte are not measured during training", layout.corpus("heldout")
+            )
     with contextlib.ExitStack() as stack:
-        bar = stack.enter_context(ctx.progress(total=settings.steps, unit="step")) if settings.steps and is_main() else None
+        bar = (
+            stack.enter_context(ctx.progress(total=settings.steps, unit="step"))
+            if settings.steps and is_main()
+            else None
+        )
         summary = train_stage(
-            settings, cfg, src, layout.token_shards("target", "train"), layout.model_dir(name), layout.train_dir(name),
-            layout.checkpoints(name), heldout_texts=heldout, models=ctx.config.models,
-            row_groups=_row_groups(layout) if name == "stage1" else None, progress=bar,
+            settings,
+            cfg,
+            src,
+            layout.token_shards("target", "train"),
+            layout.model_dir(name),
+            layout.train_dir(name),
+            layout.checkpoints(name),
+            heldout_texts=heldout,
+            models=ctx.config.models,
+            row_groups=_row_groups(layout) if name == "stage1" else None,
+            progress=bar,
         )
     if is_main():
         write_json(layout.train_summary_file(name), summary)

@@ -28,10 +28,17 @@ def run(ctx: StageContext) -> dict[str, Any]:
     mapping = layout.token_mapping()
     model_dir = resolve_model_dir(cfg.models.source_model, cfg.tokenization.cache_dir)
     return transplant_model(
-        model_dir, layout.tokenizer("source"), layout.tokenizer("target"), mapping, layout.model_dir("init"),
-        init=cfg.alignment.init, norm_match=cfg.alignment.norm_match,
-        pad_to_multiple_of=cfg.transplant.pad_to_multiple_of, dtype=cfg.transplant.dtype,
-        seed=cfg.alignment.seed, allow_pickle=cfg.models.allow_pickle,
+        model_dir,
+        layout.tokenizer("source"),
+        layout.tokenizer("target"),
+        mapping,
+        layout.model_dir("init"),
+        init=cfg.alignment.init,
+        norm_match=cfg.alignment.norm_match,
+        pad_to_multiple_of=cfg.transplant.pad_to_multiple_of,
+        dtype=cfg.transplant.dtype,
+        seed=cfg.alignment.seed,
+        allow_pickle=cfg.models.allow_pickle,
         trust_remote_code=cfg.models.trust_remote_code,
     )
 

@@ -86,7 +86,9 @@ def _join(record: dict, fields: list[str]) -> str | None:
     return "\n".join(parts) if parts else None
 
 
-def read_documents(path: Path, text_fields: list[str], txt_document: str, stats: FileStats) -> Iterator[tuple[str, str]]:
+def read_documents(
+    path: Path, text_fields: list[str], txt_document: str, stats: FileStats
+) -> Iterator[tuple[str, str]]:
     """Yield (id, text) for each document of one file; bad lines are counted in `stats`."""
     kind, gz = _kind(path)
     try:
@@ -102,7 +104,9 @@ def read_documents(path: Path, text_fields: list[str], txt_document: str, stats:
                 yield from _read_txt(raw, path, txt_document, stats)
     except (OSError, EOFError, zlib.error) as e:
         # A damaged gzip stream raises zlib.error (not OSError) from deep inside the gzip module.
-        raise InputError(f"{path}: cannot read it ({type(e).__name__}: {e}); is it a truncated or corrupt file?") from None
+        raise InputError(
+            f"{path}: cannot read it ({type(e).__name__}: {e}); is it a truncated or corrupt file?"
+        ) from None
 
 
 def _read_jsonl(raw, path: Path, fields: list[str], stats: FileStats) -> Iterator[tuple[str, str]]:
@@ -162,8 +166,9 @@ def _read_parquet(path: Path, fields: list[str], stats: FileStats) -> Iterator[t
         raise InputError(f"{path}: not a readable parquet file ({type(e).__name__}: {e})") from None
     present = [f for f in fields if f in pf.schema_arrow.names]
     if not present:
-        raise InputError(f"{path}: has none of the text fields {fields} (columns: {pf.schema_arrow.names}); "
-                         f"set corpus.text_fields")
+        raise InputError(
+            f"{path}: has none of the text fields {fields} (columns: {pf.schema_arrow.names}); set corpus.text_fields"
+        )
     row = 0
     for batch in pf.iter_batches(columns=present, batch_size=4096):
         cols = batch.to_pydict()
@@ -215,8 +220,15 @@ def split_corpus(cfg: CorpusConfig, min_len: int, train_path: Path, heldout_path
     budget = cfg.budget_bytes()
     seen: set[bytes] = set()
     per_file: dict[str, FileStats] = {}
-    totals = {"documents": 0, "bytes": 0, "duplicates": 0, "too_short": 0, "heldout_documents": 0,
-              "heldout_bytes": 0, "heldout_over_cap": 0}
+    totals = {
+        "documents": 0,
+        "bytes": 0,
+        "duplicates": 0,
+        "too_short": 0,
+        "heldout_documents": 0,
+        "heldout_bytes": 0,
+        "heldout_over_cap": 0,
+    }
     budget_reached = False
 
     with atomic_write(train_path) as ftrain, atomic_write(heldout_path) as fheld:
@@ -275,18 +287,27 @@ def split_corpus(cfg: CorpusConfig, min_len: int, train_path: Path, heldout_path
             )
 
     if totals["heldout_documents"] == 0:
-        log.warning("the held-out split is empty (heldout_fraction=%s); evaluation and the span test will lack text",
-                    cfg.heldout_fraction)
+        log.warning(
+            "the held-out split is empty (heldout_fraction=%s); evaluation and the span test will lack text",
+            cfg.heldout_fraction,
+        )
     stats = {
         **totals,
         "bad_lines": sum(s.bad_lines for s in per_file.values()),
-        "files": {k: {"documents": s.documents, "bad_lines": s.bad_lines, "first_bad_lines": s.first_bad_lines}
-                  for k, s in per_file.items()},
+        "files": {
+            k: {"documents": s.documents, "bad_lines": s.bad_lines, "first_bad_lines": s.first_bad_lines}
+            for k, s in per_file.items()
+        },
         "budget_bytes": budget,
         "budget_applied": budget_reached,
         "heldout_source": "files" if heldout_files else f"hash fraction {cfg.heldout_fraction}",
     }
-    log.info("corpus: %d documents (%.1f MB) for training, %d held out, %d duplicates, %d bad lines",
-             totals["documents"], totals["bytes"] / 1e6, totals["heldout_documents"], totals["duplicates"],
-             stats["bad_lines"])
+    log.info(
+        "corpus: %d documents (%.1f MB) for training, %d held out, %d duplicates, %d bad lines",
+        totals["documents"],
+        totals["bytes"] / 1e6,
+        totals["heldout_documents"],
+        totals["duplicates"],
+        stats["bad_lines"],
+    )
     return stats

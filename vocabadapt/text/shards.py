@@ -64,8 +64,13 @@ class ShardWriter:
         self._flush()
         with atomic_write(self.dir / "docs.npy", "wb") as f:
             np.save(f, np.asarray(self._offsets, dtype=np.int64))
-        info = {"tokens": int(self._tokens), "documents": len(self._offsets) - 1, "bytes": int(self._bytes),
-                "shards": self._shards, **meta}
+        info = {
+            "tokens": int(self._tokens),
+            "documents": len(self._offsets) - 1,
+            "bytes": int(self._bytes),
+            "shards": self._shards,
+            **meta,
+        }
         write_json(self.dir / "meta.json", info)
         return info
 

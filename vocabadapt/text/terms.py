@@ -47,8 +47,15 @@ def count_words(texts: Iterable[str]) -> tuple[Counter, Counter, int]:
     return counts, doc_freq, n_docs
 
 
-def rank_terms(counts: Counter, doc_freq: Counter, n_docs: int, top_k: int, min_frequency: int,
-               use_tfidf: bool, min_length: int = 3) -> list[Term]:
+def rank_terms(
+    counts: Counter,
+    doc_freq: Counter,
+    n_docs: int,
+    top_k: int,
+    min_frequency: int,
+    use_tfidf: bool,
+    min_length: int = 3,
+) -> list[Term]:
     """Keep words seen at least `min_frequency` times, ranked by count or by count × idf.
 
     idf = log((1 + N) / (1 + df)) + 1 (smoothed, as in scikit-learn), so a word in every document
@@ -71,8 +78,10 @@ def mine_terms(texts: Iterable[str], cfg: TermMiningConfig, out_path: Path) -> l
     counts, doc_freq, n_docs = count_words(texts)
     terms = rank_terms(counts, doc_freq, n_docs, cfg.top_k, cfg.min_frequency, cfg.use_tfidf)
     with atomic_write(out_path) as f:
-        f.write(f"# {len(terms)} terms from {n_docs} training documents; "
-                f"ranked by {'tf-idf' if cfg.use_tfidf else 'count'}, min_frequency {cfg.min_frequency}\n")
+        f.write(
+            f"# {len(terms)} terms from {n_docs} training documents; "
+            f"ranked by {'tf-idf' if cfg.use_tfidf else 'count'}, min_frequency {cfg.min_frequency}\n"
+        )
         f.write("term\tcount\tdocuments\tscore\n")
         for t in terms:
             f.write(f"{t.text}\t{t.count}\t{t.documents}\t{t.score:.3f}\n")

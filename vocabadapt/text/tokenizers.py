@@ -81,8 +81,17 @@ def _encode_in_worker(texts: list[str]) -> list[list[int]]:
     return encode_texts(_WORKER_TOKENIZER, texts)
 
 
-def tokenize_to_shards(texts: Iterable[str], tokenizer: Any, out_dir: Path, *, batch_size: int, shard_tokens: int,
-                       workers: int, tokenizer_dir: Path, **meta: Any) -> dict[str, Any]:
+def tokenize_to_shards(
+    texts: Iterable[str],
+    tokenizer: Any,
+    out_dir: Path,
+    *,
+    batch_size: int,
+    shard_tokens: int,
+    workers: int,
+    tokenizer_dir: Path,
+    **meta: Any,
+) -> dict[str, Any]:
     """Tokenize documents into a shard directory (vocabadapt.text.shards).
 
     Args:
@@ -142,18 +151,24 @@ def train_tokenizer(texts: Iterable[list[str]], spec: TokenizerTrainSpec) -> Any
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(vocab_size=spec.vocab_size, min_frequency=spec.min_frequency,
-                                      special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                      show_progress=False)
+        trainer = trainers.BpeTrainer(
+            vocab_size=spec.vocab_size,
+            min_frequency=spec.min_frequency,
+            special_tokens=special,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
     else:
         tok = Tokenizer(models.Unigram())
         tok.pre_tokenizer = pre_tokenizers.Metaspace()
         tok.decoder = decoders.Metaspace()
-        trainer = trainers.UnigramTrainer(vocab_size=spec.vocab_size, special_tokens=special,
-                                          unk_token=special[0], show_progress=False)
+        trainer = trainers.UnigramTrainer(
+            vocab_size=spec.vocab_size, special_tokens=special, unk_token=special[0], show_progress=False
+        )
     tok.train_from_iterator(texts, trainer)
     pad = special[1] if len(special) > 1 else special[0]
-    out = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=special[0], eos_token=special[0],
-                                  unk_token=special[0], pad_token=pad)
+    out = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=special[0], eos_token=special[0], unk_token=special[0], pad_token=pad
+    )
     log.info("trained a %s tokenizer with %d tokens", spec.type, len(out))
     return out

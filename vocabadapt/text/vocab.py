@@ -160,8 +160,11 @@ def special_roles(tokenizer: Any) -> dict[str, int]:
             roles[role] = i
     if roles:
         return roles
-    added = {int(i): str(a) for i, a in (getattr(tokenizer, "added_tokens_decoder", {}) or {}).items()
-             if getattr(a, "special", False)}
+    added = {
+        int(i): str(a)
+        for i, a in (getattr(tokenizer, "added_tokens_decoder", {}) or {}).items()
+        if getattr(a, "special", False)
+    }
     for i in sorted(added):
         name = added[i].lower()
         if "endoftext" in name or name in ("</s>", "<eos>", "<|eos|>"):
@@ -186,8 +189,9 @@ def canonical_vocab(tokenizer: Any) -> tuple[str, list[CanonicalToken | None]]:
     return family, forms
 
 
-def identical_from_forms(target_forms: Iterable[CanonicalToken | None],
-                         source_forms: Iterable[CanonicalToken | None]) -> dict[int, int]:
+def identical_from_forms(
+    target_forms: Iterable[CanonicalToken | None], source_forms: Iterable[CanonicalToken | None]
+) -> dict[int, int]:
     """Target id -> source id for tokens spelling the same bytes with agreeing boundaries.
 
     When a target boundary is unknown, an attached source piece (False) is preferred to a word-start

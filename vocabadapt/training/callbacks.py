@@ -45,8 +45,9 @@ def heldout_sample(texts: Sequence[str], max_bytes: int) -> list[str]:
     return docs
 
 
-def heldout_scorer(tokenizer: Any, texts: Sequence[str], context: int, batch_size: int,
-                   bf16: bool = False) -> Callable[[torch.nn.Module], float]:
+def heldout_scorer(
+    tokenizer: Any, texts: Sequence[str], context: int, batch_size: int, bf16: bool = False
+) -> Callable[[torch.nn.Module], float]:
     """Held-out bits per byte during training: THE definition, vocabadapt.evaluation.bpb.bits_per_byte.
 
     Each document is scored from its start with windows of `context` tokens (the training length) and
@@ -61,8 +62,9 @@ def heldout_scorer(tokenizer: Any, texts: Sequence[str], context: int, batch_siz
         amp = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
         try:
             with amp:
-                return float(bits_per_byte(model, tokenizer, texts, context=context, batch_size=batch_size)[
-                    "bits_per_byte"])
+                return float(
+                    bits_per_byte(model, tokenizer, texts, context=context, batch_size=batch_size)["bits_per_byte"]
+                )
         finally:
             model.train(was_training)
 
@@ -76,9 +78,18 @@ class StageMonitor(TrainerCallback):
     sync) only at logging/saving steps, so watching costs next to nothing per step.
     """
 
-    def __init__(self, metrics_path: Path, tokens_per_step: int, spike_factor: float, eval_steps: int,
-                 eval_fn: Callable[[torch.nn.Module], float] | None, health: EmbeddingHealth | None,
-                 state: dict[str, Any], state_path: Path, progress: Any = None):
+    def __init__(
+        self,
+        metrics_path: Path,
+        tokens_per_step: int,
+        spike_factor: float,
+        eval_steps: int,
+        eval_fn: Callable[[torch.nn.Module], float] | None,
+        health: EmbeddingHealth | None,
+        state: dict[str, Any],
+        state_path: Path,
+        progress: Any = None,
+    ):
         self.metrics_path = metrics_path
         self.state, self.state_path = state, state_path
         self.tokens_per_step = tokens_per_step
@@ -127,8 +138,9 @@ class StageMonitor(TrainerCallback):
             if len(self._history) >= SPIKE_MIN_HISTORY:
                 mean = sum(self._history) / len(self._history)
                 if value > self.spike_factor * mean:
-                    log.warning("loss spike at step %d: %.4f > %.1f x running mean %.4f", step, value,
-                                self.spike_factor, mean)
+                    log.warning(
+                        "loss spike at step %d: %.4f > %.1f x running mean %.4f", step, value, self.spike_factor, mean
+                    )
                     self._write({"type": "spike", "step": step, "loss": value, "running_mean": mean})
             self._history = (self._history + [value])[-SPIKE_WINDOW:]
         if bad:
@@ -184,9 +196,15 @@ class StageMonitor(TrainerCallback):
         steps = state.global_step - self._last_log_step
         rate = steps * self.tokens_per_step / (now - self._last_log_time) if steps and self._last_log_time else None
         self._last_log_time, self._last_log_step = now, state.global_step
-        rec = {"type": "train", "step": state.global_step, "loss": logs.get("loss"),
-               "learning_rate": logs.get("learning_rate"), "grad_norm": logs.get("grad_norm"),
-               "tokens_per_s": rate, "epoch": logs.get("epoch")}
+        rec = {
+            "type": "train",
+            "step": state.global_step,
+            "loss": logs.get("loss"),
+            "learning_rate": logs.get("learning_rate"),
+            "grad_norm": logs.get("grad_norm"),
+            "tokens_per_s": rate,
+            "epoch": logs.get("epoch"),
+        }
         self._write(rec)
         if self.progress is not None:
             self.progress.set_postfix(loss=f"{logs['loss']:.4f}", refresh=False)
@@ -237,7 +255,7 @@ class EmbeddingHealth:
         ok = True
         for name in names:
             upd = [r[f"{name}_rel_update_per_step"] for r in records if f"{name}_rel_update_per_step" in r]
-            tail = upd[-max(1, len(upd) // 4):]
+            tail = upd[-max(1, len(upd) // 4) :]
             update_settled = (sum(tail) / len(tail)) <= 0.5 * max(upd) if upd and max(upd) > 0 else True
             out[f"{name}_update_settled"] = update_settled
             ok &= update_settled

@@ -70,9 +70,11 @@ def valid_checkpoints(checkpoint_dir: Path, need_rows: bool) -> list[tuple[int, 
 
 def partial_checkpoints(checkpoint_dir: Path, good: list[tuple[int, Path]]) -> list[Path]:
     good_paths = {p for _, p in good}
-    return [d for d in checkpoint_dir.iterdir() if _CHECKPOINT_RE.match(d.name) and d.is_dir() and d not in good_paths] \
-        if checkpoint_dir.is_dir() else []
-
+    return (
+        [d for d in checkpoint_dir.iterdir() if _CHECKPOINT_RE.match(d.name) and d.is_dir() and d not in good_paths]
+        if checkpoint_dir.is_dir()
+        else []
+    )
 
 
 def truncate_metrics(path: Path, last_step: int) -> None:
@@ -81,7 +83,6 @@ def truncate_metrics(path: Path, last_step: int) -> None:
     with atomic_write(path) as f:
         for r in kept:
             f.write(json.dumps(r) + "\n")
-
 
 
 class TrainableRowsSaver(TrainerCallback):
@@ -109,8 +110,10 @@ class TrainableRowsSaver(TrainerCallback):
             for i, p in enumerate(matrices):
                 t = saved.get(f"m{i}")
                 if t is None or t.shape != p.shape:
-                    raise StageError(f"{checkpoint / ROWS_FILE}: matrix m{i} missing or of another shape than "
-                                     f"{tuple(p.shape)}; delete {checkpoint.parent} to start the stage over")
+                    raise StageError(
+                        f"{checkpoint / ROWS_FILE}: matrix m{i} missing or of another shape than "
+                        f"{tuple(p.shape)}; delete {checkpoint.parent} to start the stage over"
+                    )
                 p.copy_(t.to(p.dtype))
 
 
@@ -139,8 +142,11 @@ def check_resume(checkpoint_dir: Path, record: dict[str, Any], has_checkpoint: b
         if diff and set(diff) <= _INPUT_KEYS:
             # Same settings, new inputs (the pipeline reran transplant/tokenize): the checkpoints are
             # obsolete rather than conflicting, so the stage starts over.
-            log.warning("%s: checkpoints were made from another %s; discarding them and starting over",
-                        checkpoint_dir, " and ".join(diff))
+            log.warning(
+                "%s: checkpoints were made from another %s; discarding them and starting over",
+                checkpoint_dir,
+                " and ".join(diff),
+            )
             for d in checkpoint_dir.iterdir():
                 if _CHECKPOINT_RE.match(d.name):
                     shutil.rmtree(d, ignore_errors=True)
@@ -152,8 +158,10 @@ def check_resume(checkpoint_dir: Path, record: dict[str, Any], has_checkpoint: b
             )
         return saved
     if has_checkpoint and not state_file.exists():
-        raise StageError(f"{checkpoint_dir} holds checkpoints without {STATE_FILE}, so their settings are unknown; "
-                         f"delete {checkpoint_dir} to start this stage over")
+        raise StageError(
+            f"{checkpoint_dir} holds checkpoints without {STATE_FILE}, so their settings are unknown; "
+            f"delete {checkpoint_dir} to start this stage over"
+        )
     return {"settings": record}
 
 

@@ -20,8 +20,14 @@ log = logging.getLogger(__name__)
 def launch_command(cfg: VocabAdaptationConfig, worker: list[str]) -> list[str]:
     """The command line that starts `python <worker...>` in cfg.num_processes processes."""
     if cfg.launcher == "torchrun":
-        return [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                f"--nproc_per_node={cfg.num_processes}", *worker]
+        return [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={cfg.num_processes}",
+            *worker,
+        ]
     cmd = [sys.executable, "-m", "accelerate.commands.launch", f"--num_processes={cfg.num_processes}"]
     if cfg.accelerate_config:
         cmd.append(f"--config_file={cfg.accelerate_config}")
@@ -38,5 +44,7 @@ def launch(cfg: VocabAdaptationConfig, worker: list[str], name: str) -> None:
     log.info("%s: launching %d training processes: %s", name, cfg.num_processes, " ".join(cmd))
     proc = subprocess.run(cmd)
     if proc.returncode != 0:
-        raise StageError(f"{name}: the {cfg.launcher} launch exited with code {proc.returncode}; see the log above "
-                         f"(rerun the same command to resume from the last checkpoint)")
+        raise StageError(
+            f"{name}: the {cfg.launcher} launch exited with code {proc.returncode}; see the log above "
+            f"(rerun the same command to resume from the last checkpoint)"
+        )

@@ -18,19 +18,42 @@ from ..io import read_json
 
 # Keys every training stage's output depends on, then each stage's own (vocab_adaptation.*).
 _SHARED = (
-    "enabled", "batch_size", "gradient_accumulation", "max_seq_length", "seed", "shuffle", "bf16",
-    "use_flash_attn", "warmup_ratio", "lr_scheduler", "weight_decay", "max_grad_norm",
-    "gradient_checkpointing", "eval_max_bytes", "num_processes",
+    "enabled",
+    "batch_size",
+    "gradient_accumulation",
+    "max_seq_length",
+    "seed",
+    "shuffle",
+    "bf16",
+    "use_flash_attn",
+    "warmup_ratio",
+    "lr_scheduler",
+    "weight_decay",
+    "max_grad_norm",
+    "gradient_checkpointing",
+    "eval_max_bytes",
+    "num_processes",
 )
 TRAIN_STAGES = ("stage1", "stage2")  # the training stages, in order (model/<name>, train/<name>)
 _OWN = {
     "stage1": ("stage1_steps", "lr_stage1", "stage1_optimizer"),
-    "stage2": ("stage1_steps", "stage2_steps", "lr_stage2", "train_start_idx_stage2", "stage2_use_lora",
-               "stage2_optimizer", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules"),
+    "stage2": (
+        "stage1_steps",
+        "stage2_steps",
+        "lr_stage2",
+        "train_start_idx_stage2",
+        "stage2_use_lora",
+        "stage2_optimizer",
+        "lora_r",
+        "lora_alpha",
+        "lora_dropout",
+        "lora_target_modules",
+    ),
 }
 OUTPUT_KEYS: dict[str, tuple[str, ...]] = {
     stage: tuple(f"vocab_adaptation.{k}" for k in (*_SHARED, *own)) for stage, own in _OWN.items()
 }
+
 
 @dataclass(frozen=True)
 class StageSettings:
@@ -54,8 +77,14 @@ def stage_settings(cfg: VocabAdaptationConfig, name: str, start_position: int = 
     raise ValueError(f"unknown stage {name!r}")
 
 
-def settings_record(settings: StageSettings, cfg: VocabAdaptationConfig, world_size: int, bf16: bool,
-                    model_dir: Path, train_shards: Path) -> dict[str, Any]:
+def settings_record(
+    settings: StageSettings,
+    cfg: VocabAdaptationConfig,
+    world_size: int,
+    bf16: bool,
+    model_dir: Path,
+    train_shards: Path,
+) -> dict[str, Any]:
     """Everything that changes what the checkpoints contain; a resume must match it exactly.
 
     The config part is exactly OUTPUT_KEYS[settings.name], the keys the stage's manifest record hashes.

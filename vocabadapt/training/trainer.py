@@ -98,8 +98,9 @@ def trainable_matrices(model: Any) -> list[torch.nn.Parameter]:
     return found
 
 
-def _set_trainable(model: Any, settings: StageSettings, cfg: VocabAdaptationConfig,
-                   matrices: list[torch.nn.Parameter]) -> tuple[Any, list[str] | None]:
+def _set_trainable(
+    model: Any, settings: StageSettings, cfg: VocabAdaptationConfig, matrices: list[torch.nn.Parameter]
+) -> tuple[Any, list[str] | None]:
     """Freeze what the stage does not train; wrap the model in LoRA adapters for trainable == "lora".
 
     Returns (the model to train, the LoRA target modules or None).
@@ -128,16 +129,30 @@ def _set_trainable(model: Any, settings: StageSettings, cfg: VocabAdaptationConf
             f"its linear projections are {available} (or set lora_target_modules: null to use all of them)"
         )
     set_seed(cfg.seed)  # the adapters' random init must not depend on what ran before in this process
-    model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,  # type: ignore[arg-type]  # peft annotates int, accepts float
-                                              lora_dropout=cfg.lora_dropout,
-                                             target_modules=lora_targets, bias="none", task_type="CAUSAL_LM"))
+    model = get_peft_model(
+        model,
+        LoraConfig(
+            r=cfg.lora_r,
+            lora_alpha=cfg.lora_alpha,  # type: ignore[arg-type]  # peft annotates int, accepts float
+            lora_dropout=cfg.lora_dropout,
+            target_modules=lora_targets,
+            bias="none",
+            task_type="CAUSAL_LM",
+        ),
+    )
     for p in matrices:  # peft froze them; the new rows keep training with the adapters
         p.requires_grad_(True)
     return model, lora_targets
 
 
-def _prepare_model(model_dir: Path, settings: StageSettings, cfg: VocabAdaptationConfig, models: ModelsConfig,
-                   attn: str, resume_from: Path | None) -> tuple[Any, list[torch.nn.Parameter], list[str] | None]:
+def _prepare_model(
+    model_dir: Path,
+    settings: StageSettings,
+    cfg: VocabAdaptationConfig,
+    models: ModelsConfig,
+    attn: str,
+    resume_from: Path | None,
+) -> tuple[Any, list[torch.nn.Parameter], list[str] | None]:
     """Load the input model in fp32, freeze what the stage does not train, restore a checkpoint's weights.
 
     Returns (the model to train, its embedding/head matrices, the LoRA targets or None).
@@ -149,8 +164,10 @@ def _prepare_model(model_dir: Path, settings: StageSettings, cfg: VocabAdaptatio
     model = load_model(str(model_dir), models, dtype=torch.float32, attn_implementation=attn)
     max_pos = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
     if max_pos is not None and cfg.max_seq_length > max_pos:
-        raise StageError(f"vocab_adaptation.max_seq_length {cfg.max_seq_length} exceeds the model's context "
-                         f"({max_pos} positions); lower it")
+        raise StageError(
+            f"vocab_adaptation.max_seq_length {cfg.max_seq_length} exceeds the model's context "
+            f"({max_pos} positions); lower it"
+        )
     matrices = trainable_matrices(model)
     model, lora_targets = _set_trainable(model, settings, cfg, matrices)
     if cfg.gradient_checkpointing and settings.trainable != "all":
@@ -169,8 +186,9 @@ def _prepare_model(model_dir: Path, settings: StageSettings, cfg: VocabAdaptatio
     return model, matrices, lora_targets
 
 
-def _training_arguments(settings: StageSettings, cfg: VocabAdaptationConfig, checkpoint_dir: Path, bf16: bool,
-                        world_size: int) -> Any:
+def _training_arguments(
+    settings: StageSettings, cfg: VocabAdaptationConfig, checkpoint_dir: Path, bf16: bool, world_size: int
+) -> Any:
     """HF TrainingArguments of a stage: the loop, schedule and checkpoints are the Trainer's."""
     from transformers import TrainingArguments
 
@@ -221,8 +239,9 @@ class _Resume:
     step: int
 
 
-def _find_resume(settings: StageSettings, record: dict[str, Any], checkpoint_dir: Path, metrics_path: Path,
-                 main: bool) -> _Resume:
+def _find_resume(
+    settings: StageSettings, record: dict[str, Any], checkpoint_dir: Path, metrics_path: Path, main: bool
+) -> _Resume:
     """Refuse checkpoints of other settings, drop cut-off ones, find the checkpoint to resume from."""
     good = valid_checkpoints(checkpoint_dir, need_rows=settings.trainable == "lora")
     state = check_resume(checkpoint_dir, record, bool(good))
@@ -239,9 +258,18 @@ def _find_resume(settings: StageSettings, record: dict[str, Any], checkpoint_dir
     return _Resume(state, good[-1][1] if good else None, good[-1][0] if good else 0)
 
 
-def _fit(model: Any, settings: StageSettings, cfg: VocabAdaptationConfig, dataset: PackedDataset,
-         checkpoint_dir: Path, bf16: bool, world_size: int, monitor: StageMonitor, callbacks: list[Any],
-         resume_from: Path | None) -> None:
+def _fit(
+    model: Any,
+    settings: StageSettings,
+    cfg: VocabAdaptationConfig,
+    dataset: PackedDataset,
+    checkpoint_dir: Path,
+    bf16: bool,
+    world_size: int,
+    monitor: StageMonitor,
+    callbacks: list[Any],
+    resume_from: Path | None,
+) -> None:
     """Run HF Trainer over the stage's sequences; the monitor watches every step, the seal closes checkpoints.
 
     Raises:
@@ -252,8 +280,13 @@ def _fit(model: Any, settings: StageSettings, cfg: VocabAdaptationConfig, datase
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     args = _training_arguments(settings, cfg, checkpoint_dir, bf16, world_size)
-    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collate,
-                      callbacks=[monitor, *callbacks, CheckpointSeal()])  # the seal must come last
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=collate,
+        callbacks=[monitor, *callbacks, CheckpointSeal()],
+    )  # the seal must come last
     for cb in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(cb)
     # Every micro-batch has exactly batch x (seq_len - 1) targets (no padding), so the per-micro-batch mean
@@ -281,11 +314,29 @@ def _fit(model: Any, settings: StageSettings, cfg: VocabAdaptationConfig, datase
         )
 
 
-def _summary(settings: StageSettings, cfg: VocabAdaptationConfig, records: list[dict[str, Any]], *, per_step: int,
-             world_size: int, count: int, order: SequenceOrder, packed: PackedSequences, bf16: bool, attn: str,
-             matrix_names: list[str], n_trainable: int, n_total: int, lora_targets: list[str] | None,
-             state: dict[str, Any], bpb_after: float | None, heldout_bytes: int, resume_from: Path | None,
-             health: bool, wall_s: float) -> dict[str, Any]:
+def _summary(
+    settings: StageSettings,
+    cfg: VocabAdaptationConfig,
+    records: list[dict[str, Any]],
+    *,
+    per_step: int,
+    world_size: int,
+    count: int,
+    order: SequenceOrder,
+    packed: PackedSequences,
+    bf16: bool,
+    attn: str,
+    matrix_names: list[str],
+    n_trainable: int,
+    n_total: int,
+    lora_targets: list[str] | None,
+    state: dict[str, Any],
+    bpb_after: float | None,
+    heldout_bytes: int,
+    resume_from: Path | None,
+    health: bool,
+    wall_s: float,
+) -> dict[str, Any]:
     """The stage summary: what was trained on which data, losses, spikes, held-out bits per byte, health."""
     train_recs = [r for r in records if r.get("type") == "train"]
     rates = [r["tokens_per_s"] for r in train_recs if r.get("tokens_per_s")]
@@ -297,8 +348,11 @@ def _summary(settings: StageSettings, cfg: VocabAdaptationConfig, records: list[
         "world_size": world_size,
         "sequences_per_step": per_step,
         "tokens": count * cfg.max_seq_length,
-        "sequences": {"start": settings.start_position, "stop": stop,
-                      "ranges": order.ranges(settings.start_position, stop)},
+        "sequences": {
+            "start": settings.start_position,
+            "stop": stop,
+            "ranges": order.ranges(settings.start_position, stop),
+        },
         "data": packed.stats(),
         "precision": "bf16" if bf16 else "fp32",
         "attention": attn,
@@ -308,8 +362,11 @@ def _summary(settings: StageSettings, cfg: VocabAdaptationConfig, records: list[
         "lora_target_modules": lora_targets,
         "first_loss": train_recs[0]["loss"] if train_recs else None,
         "last_loss": train_recs[-1]["loss"] if train_recs else None,
-        "spikes": [{"step": r["step"], "loss": r["loss"], "running_mean": r["running_mean"]}
-                   for r in records if r.get("type") == "spike"],
+        "spikes": [
+            {"step": r["step"], "loss": r["loss"], "running_mean": r["running_mean"]}
+            for r in records
+            if r.get("type") == "spike"
+        ],
         "heldout_bpb_before": state.get("heldout_bpb_before"),
         "heldout_bpb_after": bpb_after,
         "heldout_bytes": heldout_bytes or None,
@@ -318,8 +375,9 @@ def _summary(settings: StageSettings, cfg: VocabAdaptationConfig, records: list[
         "wall_s": wall_s,
     }
     if health:
-        summary["embedding_health"] = EmbeddingHealth.verdict([r for r in records if r.get("type") == "health"],
-                                                               matrix_names)
+        summary["embedding_health"] = EmbeddingHealth.verdict(
+            [r for r in records if r.get("type") == "health"], matrix_names
+        )
     return summary
 
 
@@ -372,8 +430,13 @@ def train_stage(
         log.info("%s: 0 steps configured, stage skipped; %s is a copy of %s", settings.name, output_dir, model_dir)
         if main:
             copy_model(model_dir, output_dir)
-        return {"skipped": True, "steps": 0, "tokens": 0, "mode": settings.trainable,
-                "sequences": {"start": settings.start_position, "stop": settings.start_position, "ranges": []}}
+        return {
+            "skipped": True,
+            "steps": 0,
+            "tokens": 0,
+            "mode": settings.trainable,
+            "sequences": {"start": settings.start_position, "stop": settings.start_position, "ranges": []},
+        }
 
     # ---- validate everything before loading weights
     bf16 = _resolve_bf16(cfg.bf16)
@@ -406,11 +469,29 @@ def train_stage(
 
     # ---- the trainer
     health = EmbeddingHealth(matrices, matrix_names, row_groups) if settings.trainable == "embeddings" else None
-    monitor = StageMonitor(metrics_path, per_step * cfg.max_seq_length, cfg.spike_factor, cfg.eval_steps, eval_fn,
-                           health, state, checkpoint_dir / STATE_FILE, progress if main else None)
-    _fit(model, settings, cfg, PackedDataset(packed, order, settings.start_position, count), checkpoint_dir,
-         bf16, world_size, monitor, [*([TrainableRowsSaver(matrices)] if settings.trainable == "lora" else []),
-                                     *callbacks], resume.checkpoint)
+    monitor = StageMonitor(
+        metrics_path,
+        per_step * cfg.max_seq_length,
+        cfg.spike_factor,
+        cfg.eval_steps,
+        eval_fn,
+        health,
+        state,
+        checkpoint_dir / STATE_FILE,
+        progress if main else None,
+    )
+    _fit(
+        model,
+        settings,
+        cfg,
+        PackedDataset(packed, order, settings.start_position, count),
+        checkpoint_dir,
+        bf16,
+        world_size,
+        monitor,
+        [*([TrainableRowsSaver(matrices)] if settings.trainable == "lora" else []), *callbacks],
+        resume.checkpoint,
+    )
 
     # ---- finish: merge, score, write
     final = model.merge_and_unload() if settings.trainable == "lora" else model
@@ -421,13 +502,37 @@ def train_stage(
     with atomic_dir(output_dir) as tmp:
         final.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
-    summary = _summary(settings, cfg, read_jsonl(metrics_path), per_step=per_step, world_size=world_size,
-                       count=count, order=order, packed=packed, bf16=bf16, attn=attn, matrix_names=matrix_names,
-                       n_trainable=n_trainable, n_total=n_total, lora_targets=lora_targets, state=state,
-                       bpb_after=bpb_after, heldout_bytes=heldout_bytes, resume_from=resume.checkpoint,
-                       health=health is not None, wall_s=round(time.perf_counter() - t0, 3))
-    log.info("%s: %d steps, loss %s -> %s, held-out bpb %s -> %s", settings.name, settings.steps,
-             summary["first_loss"], summary["last_loss"], summary["heldout_bpb_before"], bpb_after)
+    summary = _summary(
+        settings,
+        cfg,
+        read_jsonl(metrics_path),
+        per_step=per_step,
+        world_size=world_size,
+        count=count,
+        order=order,
+        packed=packed,
+        bf16=bf16,
+        attn=attn,
+        matrix_names=matrix_names,
+        n_trainable=n_trainable,
+        n_total=n_total,
+        lora_targets=lora_targets,
+        state=state,
+        bpb_after=bpb_after,
+        heldout_bytes=heldout_bytes,
+        resume_from=resume.checkpoint,
+        health=health is not None,
+        wall_s=round(time.perf_counter() - t0, 3),
+    )
+    log.info(
+        "%s: %d steps, loss %s -> %s, held-out bpb %s -> %s",
+        settings.name,
+        settings.steps,
+        summary["first_loss"],
+        summary["last_loss"],
+        summary["heldout_bpb_before"],
+        bpb_after,
+    )
     return summary
 
 
