@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# ../shared/data from the repository root, unless $VOCABADAPT_SHARED_DATA says where it is.
+SHARED_DATA = Path(os.environ.get("VOCABADAPT_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 
 TEXT = (
     "the patient received aspirin for chest pain . the patient was treated with heparin . "

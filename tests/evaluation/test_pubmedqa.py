@@ -165,7 +165,7 @@ def test_fewshot_examples_dropped_before_context(tok):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (SHARED_DATA / "pubmedqa" / "ori_pqal.json").exists(), reason="shared data absent")
+@pytest.mark.shared_data("pubmedqa", "ori_pqal.json")
 def test_official_test_split_on_cpu(tmp_path):
     """The 500-question test split on a tiny model (prints the wall time)."""
     from helpers import save_tiny_model

@@ -7,7 +7,7 @@ from vocabadapt.model.hub import load_tokenizer
 TEXT = "The patient received aspirin for cardiomyopathy."
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "tokenizers").exists(), reason="shared tokenizers not available")
+@pytest.mark.shared_data("tokenizers")
 @pytest.mark.parametrize("name,kind,size", [("gpt2", "byte-level", 50257), ("biogpt", "BioGptTokenizer", 42384)])
 def test_bare_vocab_merges_folders_load(name, kind, size):
     tok = load_tokenizer(str(SHARED_DATA / "tokenizers" / name), ModelsConfig())

@@ -413,7 +413,7 @@ def identical_plus_fvt_mapping(target, source) -> TokenMapping:
 
 
 @pytest.mark.slow  # ~15 s on 2 idle cores (42k BioGPT tokens decoded one by one by a Python tokenizer)
-@pytest.mark.skipif(not (SHARED_DATA / "tokenizers" / "biogpt").is_dir(), reason="shared data not available")
+@pytest.mark.shared_data("tokenizers", "biogpt")
 def test_gpt_neox_model_onto_real_biogpt_tokenizer(tmp_path):
     from transformers import AutoTokenizer, BioGptTokenizer, PreTrainedTokenizerFast
 

@@ -46,7 +46,7 @@ def test_shards_round_trip_and_stats(tmp_path):
     assert result.manifest["stages"]["tokenize"]["summary"]["source"]["heldout_documents"] > 0
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "tokenizers" / "biogpt").is_dir(), reason="shared tokenizers absent")
+@pytest.mark.shared_data("tokenizers", "biogpt")
 def test_slow_tokenizer_in_workers_matches_direct_encoding(tmp_path):
     from transformers import BioGptTokenizer
 

@@ -84,7 +84,7 @@ def test_special_roles_declared_inferred_and_missing():
     assert mapping == {} and "target tokenizer declares no special tokens" in notes[0]
 
 
-@pytest.mark.skipif(not (TOK / "biogpt").is_dir(), reason="shared tokenizers absent")
+@pytest.mark.shared_data("tokenizers", "biogpt")
 def test_real_families_and_neox_biogpt_identical_count():
     from transformers import BioGptTokenizer
 
