@@ -29,6 +29,7 @@ from ..align.mapping import TokenMapping, tokenizer_checksum
 from ..config import ModelsConfig
 from ..errors import InputError
 from ..io import atomic_dir, write_json
+from . import TRANSPLANT_SUMMARY
 from .keys import locate_embeddings
 from .rows import build_rows, check_recipe_ids, zero_rows
 from .streaming import (
@@ -377,7 +378,7 @@ def _transplant(
             "special_ids": ids,
             **({"init_info": ctx.info} if ctx.info else {}),
         }
-        write_json(tmp / "transplant.json", summary)
+        write_json(tmp / TRANSPLANT_SUMMARY, summary)
     log.info(
         "transplant: %d target rows (%d padding), %s; %d copied rows, %d zero rows; wrote %s",
         n_tgt,

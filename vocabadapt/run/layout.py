@@ -26,7 +26,8 @@ from typing import Any, Iterator
 
 from ..errors import InputError, StageError
 from ..io import iter_jsonl, read_json, read_json_or_none, read_jsonl
-from ..training.settings import TRAIN_STAGES
+from ..model import TRANSPLANT_SUMMARY
+from ..training.settings import METRICS_FILE, TRAIN_STAGES
 
 log = logging.getLogger(__name__)
 
@@ -146,13 +147,13 @@ class RunLayout:
 
     @property
     def transplant_summary(self) -> Path:
-        return self.model_dir("init") / "transplant.json"
+        return self.model_dir("init") / TRANSPLANT_SUMMARY
 
     def train_dir(self, stage: str) -> Path:
         return self.root / "train" / stage
 
     def metrics(self, stage: str) -> Path:
-        return self.train_dir(stage) / "metrics.jsonl"
+        return self.train_dir(stage) / METRICS_FILE
 
     def train_summary_file(self, stage: str) -> Path:
         """train/<stage>/summary.json: what the training stage returned (inside its own output)."""

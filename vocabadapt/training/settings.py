@@ -34,6 +34,7 @@ _SHARED = (
     "eval_max_bytes",
     "num_processes",
 )
+METRICS_FILE = "metrics.jsonl"  # what train_stage writes into its metrics directory, one record per line
 TRAIN_STAGES = ("stage1", "stage2")  # the training stages, in order (model/<name>, train/<name>)
 _OWN = {
     "stage1": ("stage1_steps", "lr_stage1", "stage1_optimizer"),

@@ -56,7 +56,7 @@ from .checkpoints import (
     valid_checkpoints,
 )
 from .packing import PackedDataset, PackedSequences, SequenceOrder, collate
-from .settings import StageSettings, settings_record
+from .settings import METRICS_FILE, StageSettings, settings_record
 from .world import world
 
 log = logging.getLogger(__name__)
@@ -452,7 +452,7 @@ def train_stage(
         sample = heldout_sample(heldout_texts, cfg.eval_max_bytes)
         heldout_bytes = sum(len(t.encode("utf-8")) for t in sample)
         eval_fn = heldout_scorer(tokenizer, sample, cfg.max_seq_length, cfg.batch_size, bf16)
-    metrics_path = metrics_dir / "metrics.jsonl"
+    metrics_path = metrics_dir / METRICS_FILE
     record = settings_record(settings, cfg, world_size, bf16, model_dir, train_shards)
     resume = _find_resume(settings, record, checkpoint_dir, metrics_path, main)
     state = resume.state
