@@ -36,8 +36,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPTNeoXConfig, Trainer, TrainerCallback, TrainingArguments  # noqa: E402
 from transformers.trainer_callback import PrinterCallback  # noqa: E402
 
+import vocabadapt.training.loop as vtrain  # noqa: E402  (the loop module holds the collate the Trainer calls)
 import vocabadapt.training.packing as vdata  # noqa: E402
-import vocabadapt.training.trainer as vtrain  # noqa: E402
 from helpers import SHARED_DATA, train_bpe_tokenizer  # noqa: E402
 from vocabadapt.config import VocabAdaptationConfig  # noqa: E402
 from vocabadapt.text.shards import ShardReader, ShardWriter  # noqa: E402

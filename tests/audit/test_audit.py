@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from vocabadapt.audit import Facts, audit, count_parameters, format_text, gather_facts, parse_corpus_stats
-from vocabadapt.audit.rules_training import _enum_values
+from vocabadapt.audit.rules_setup import _enum_values
 from vocabadapt.cli import main
 from vocabadapt.config import load_config, validate_dict
 from vocabadapt.errors import InputError

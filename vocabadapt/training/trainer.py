@@ -47,7 +47,6 @@ from ..text.shards import ShardReader
 from .callbacks import EmbeddingHealth, StageMonitor, heldout_sample, heldout_scorer
 from .checkpoints import (
     STATE_FILE,
-    CheckpointSeal,
     TrainableRowsSaver,
     check_resume,
     copy_model,
@@ -55,7 +54,8 @@ from .checkpoints import (
     truncate_metrics,
     valid_checkpoints,
 )
-from .packing import PackedDataset, PackedSequences, SequenceOrder, collate
+from .loop import fit, stage_summary
+from .packing import PackedDataset, PackedSequences, SequenceOrder
 from .settings import METRICS_FILE, StageSettings, settings_record
 from .world import world
 
@@ -186,50 +186,6 @@ def _prepare_model(
     return model, matrices, lora_targets
 
 
-def _training_arguments(
-    settings: StageSettings, cfg: VocabAdaptationConfig, checkpoint_dir: Path, bf16: bool, world_size: int
-) -> Any:
-    """HF TrainingArguments of a stage: the loop, schedule and checkpoints are the Trainer's."""
-    from transformers import TrainingArguments
-
-    tensorboard = importlib.util.find_spec("tensorboard") is not None
-    cpu_ddp = world_size > 1 and not torch.cuda.is_available()
-    args = TrainingArguments(
-        output_dir=str(checkpoint_dir),
-        max_steps=settings.steps,
-        per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation,
-        learning_rate=settings.learning_rate,
-        optim=settings.optimizer,
-        lr_scheduler_type=cfg.lr_scheduler,
-        warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio of max_steps
-        weight_decay=cfg.weight_decay,
-        max_grad_norm=cfg.max_grad_norm,
-        seed=cfg.seed,
-        bf16=bf16,
-        activation_checkpointing=cfg.gradient_checkpointing,
-        logging_strategy="steps",
-        logging_steps=cfg.logging_steps,
-        save_strategy="steps",
-        save_steps=cfg.save_steps,
-        save_total_limit=cfg.save_total_limit,
-        eval_strategy="no",
-        report_to=["tensorboard"] if tensorboard else "none",
-        train_sampling_strategy="sequential",  # the order is PackedDataset's, identical on every resume
-        remove_unused_columns=False,
-        dataloader_num_workers=0,
-        dataloader_pin_memory=torch.cuda.is_available(),
-        # CPU DDP: accelerate only sets up a gloo process group when told the run is on CPU
-        use_cpu=cpu_ddp,
-        ddp_backend="gloo" if cpu_ddp else None,
-        ddp_find_unused_parameters=False,
-        disable_tqdm=True,  # our own bar (StageMonitor) replaces Trainer's print-to-stdout one
-    )
-    if args.world_size != world_size:
-        raise StageError(f"the process group has {args.world_size} processes but WORLD_SIZE says {world_size}")
-    return args
-
-
 @dataclass
 class _Resume:
     """Where a stage resumes: the checkpoint state record and the checkpoint to load (None = start)."""
@@ -256,129 +212,6 @@ def _find_resume(
         else:
             truncate_metrics(metrics_path, good[-1][0])
     return _Resume(state, good[-1][1] if good else None, good[-1][0] if good else 0)
-
-
-def _fit(
-    model: Any,
-    settings: StageSettings,
-    cfg: VocabAdaptationConfig,
-    dataset: PackedDataset,
-    checkpoint_dir: Path,
-    bf16: bool,
-    world_size: int,
-    monitor: StageMonitor,
-    callbacks: list[Any],
-    resume_from: Path | None,
-) -> None:
-    """Run HF Trainer over the stage's sequences; the monitor watches every step, the seal closes checkpoints.
-
-    Raises:
-        StageError: a micro-batch does not fit in memory; the loss became NaN/Inf (the last good checkpoint
-            is kept and named).
-    """
-    from transformers import Trainer
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-    args = _training_arguments(settings, cfg, checkpoint_dir, bf16, world_size)
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=dataset,
-        data_collator=collate,
-        callbacks=[monitor, *callbacks, CheckpointSeal()],
-    )  # the seal must come last
-    for cb in (PrinterCallback, ProgressCallback):
-        trainer.remove_callback(cb)
-    # Every micro-batch has exactly batch x (seq_len - 1) targets (no padding), so the per-micro-batch mean
-    # loss the model returns is already correctly weighted; this also makes outputs.loss that mean.
-    trainer.model_accepts_loss_kwargs = False
-    hook = model.register_forward_hook(monitor.hook)
-    try:
-        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    except torch.OutOfMemoryError as e:
-        raise StageError(
-            f"{settings.name}: a micro-batch of {cfg.batch_size} x {cfg.max_seq_length} tokens does not fit in device "
-            f"memory; lower vocab_adaptation.batch_size and raise gradient_accumulation to keep the same "
-            f"batch_size x gradient_accumulation ({cfg.batch_size * cfg.gradient_accumulation}), or turn on "
-            f"gradient_checkpointing ({str(e).splitlines()[0][:120]})"
-        ) from None
-    finally:
-        hook.remove()
-    if monitor.nonfinite_step is not None:
-        good = valid_checkpoints(checkpoint_dir, need_rows=settings.trainable == "lora")
-        kept = str(good[-1][1]) if good else "none (no checkpoint was written before it)"
-        raise StageError(
-            f"{settings.name}: the loss became NaN/Inf at step {monitor.nonfinite_step}; training stopped and the last "
-            f"good checkpoint is kept: {kept}. Lower lr_stage{settings.name[-1]}, keep max_grad_norm > 0, or check the "
-            f"input model for NaN rows; rerunning resumes from that checkpoint"
-        )
-
-
-def _summary(
-    settings: StageSettings,
-    cfg: VocabAdaptationConfig,
-    records: list[dict[str, Any]],
-    *,
-    per_step: int,
-    world_size: int,
-    count: int,
-    order: SequenceOrder,
-    packed: PackedSequences,
-    bf16: bool,
-    attn: str,
-    matrix_names: list[str],
-    n_trainable: int,
-    n_total: int,
-    lora_targets: list[str] | None,
-    state: dict[str, Any],
-    bpb_after: float | None,
-    heldout_bytes: int,
-    resume_from: Path | None,
-    health: bool,
-    wall_s: float,
-) -> dict[str, Any]:
-    """The stage summary: what was trained on which data, losses, spikes, held-out bits per byte, health."""
-    train_recs = [r for r in records if r.get("type") == "train"]
-    rates = [r["tokens_per_s"] for r in train_recs if r.get("tokens_per_s")]
-    stop = settings.start_position + count
-    summary: dict[str, Any] = {
-        "skipped": False,
-        "mode": settings.trainable,
-        "steps": settings.steps,
-        "world_size": world_size,
-        "sequences_per_step": per_step,
-        "tokens": count * cfg.max_seq_length,
-        "sequences": {
-            "start": settings.start_position,
-            "stop": stop,
-            "ranges": order.ranges(settings.start_position, stop),
-        },
-        "data": packed.stats(),
-        "precision": "bf16" if bf16 else "fp32",
-        "attention": attn,
-        "tied_embeddings": len(matrix_names) == 1,
-        "trainable_parameters": n_trainable,
-        "total_parameters": n_total,
-        "lora_target_modules": lora_targets,
-        "first_loss": train_recs[0]["loss"] if train_recs else None,
-        "last_loss": train_recs[-1]["loss"] if train_recs else None,
-        "spikes": [
-            {"step": r["step"], "loss": r["loss"], "running_mean": r["running_mean"]}
-            for r in records
-            if r.get("type") == "spike"
-        ],
-        "heldout_bpb_before": state.get("heldout_bpb_before"),
-        "heldout_bpb_after": bpb_after,
-        "heldout_bytes": heldout_bytes or None,
-        "tokens_per_s_median": float(np.median(rates)) if rates else None,
-        "resumed_from": str(resume_from) if resume_from else None,
-        "wall_s": wall_s,
-    }
-    if health:
-        summary["embedding_health"] = EmbeddingHealth.verdict(
-            [r for r in records if r.get("type") == "health"], matrix_names
-        )
-    return summary
 
 
 def train_stage(
@@ -480,7 +313,7 @@ def train_stage(
         checkpoint_dir / STATE_FILE,
         progress if main else None,
     )
-    _fit(
+    fit(
         model,
         settings,
         cfg,
@@ -502,7 +335,7 @@ def train_stage(
     with atomic_dir(output_dir) as tmp:
         final.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
-    summary = _summary(
+    summary = stage_summary(
         settings,
         cfg,
         read_jsonl(metrics_path),
