@@ -42,6 +42,47 @@ def train_bpe_tokenizer(
     )
 
 
+def sentencepiece_folder(
+    d: Path, lines: list[str], model_type: str = "bpe", byte_fallback: bool = True, vocab_size: int = 400
+) -> Path:
+    """A folder holding only a SentencePiece tokenizer.model (as Llama-2 and Mistral releases ship it)."""
+    import sentencepiece as spm
+
+    d.mkdir(parents=True)
+    corpus = d / "corpus.txt"
+    corpus.write_text("\n".join(lines) + "\n")
+    spm.SentencePieceTrainer.train(
+        input=str(corpus),
+        model_prefix=str(d / "tokenizer"),
+        model_type=model_type,
+        vocab_size=vocab_size,
+        byte_fallback=byte_fallback,
+        character_coverage=1.0,
+        hard_vocab_limit=False,
+        num_threads=1,
+        minloglevel=2,
+    )
+    corpus.unlink()
+    (d / "tokenizer.vocab").unlink()
+    return d
+
+
+def tiktoken_folder(d: Path, byte_level_tokenizer: Any) -> Path:
+    """A folder holding only a tiktoken-format tokenizer.model (as Llama 3's original release): one
+    "<base64 token bytes> <rank>" line per non-special token of a byte-level BPE, ranks in merge order."""
+    import base64
+
+    from vocabadapt.text.vocab import _byte_decoder, special_ids
+
+    dec = _byte_decoder()
+    specials = special_ids(byte_level_tokenizer)
+    vocab = sorted((i, t) for t, i in byte_level_tokenizer.get_vocab().items() if i not in specials)
+    d.mkdir(parents=True)
+    lines = [f"{base64.b64encode(bytes(dec[c] for c in t)).decode()} {rank}" for rank, (_, t) in enumerate(vocab)]
+    (d / "tokenizer.model").write_text("\n".join(lines) + "\n")
+    return d
+
+
 def seed_all(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Deterministic weights: every parameter drawn from one seeded generator in name order."""
     g = torch.Generator().manual_seed(seed)

@@ -5,7 +5,15 @@ import json
 
 import pytest
 
-from helpers import TEXT, save_tiny_model, train_bpe_tokenizer, write_config, write_jsonl
+from helpers import (
+    TEXT,
+    save_tiny_model,
+    sentencepiece_folder,
+    tiktoken_folder,
+    train_bpe_tokenizer,
+    write_config,
+    write_jsonl,
+)
 from vocabadapt.cli import main
 from vocabadapt.run.layout import RunLayout
 from vocabadapt.stages import STAGE_NAMES
@@ -100,6 +108,95 @@ def test_changed_training_key_reruns_from_stage2(setup, capsys):
     err = capsys.readouterr().err
     ran = [n for n in STAGE_NAMES if f"{n:<10} running" in err]
     assert ran == ["stage2", "evaluate", "report"]
+
+
+def test_embedding_warmup_alone_is_stage1_with_its_settings_and_skips_stage2(setup, capsys):
+    """The research form `embedding_warmup: {enabled: true}` + `vocab_adaptation: {enabled: false}`."""
+    root, cfg = setup
+    run_dir = root / "run_warmup"
+    warm = [
+        "--set",
+        "embedding_warmup.enabled=true",
+        "--set",
+        "vocab_adaptation.enabled=false",
+        "--set",
+        "embedding_warmup.steps=2",
+        "--set",
+        "embedding_warmup.batch_size=1",
+        "--set",
+        "embedding_warmup.lr=5e-4",
+        "--set",
+        "embedding_warmup.max_seq_length=16",
+    ]
+    assert main(["run", str(cfg), "--run-dir", str(run_dir), "--until", "stage2", *warm]) == 0
+    layout = RunLayout(run_dir)
+    s1, s2 = layout.train_summaries()["stage1"], layout.train_summaries()["stage2"]
+    # stage 1 trained embeddings and head with the warm-up's steps, batch (1 × 1 accumulation) and length
+    assert s1["embedding_warmup"] is True and s1["mode"] == "embeddings" and s1["steps"] == 2
+    assert s1["sequences_per_step"] == 1 and s1["tokens"] == 2 * 1 * 16
+    lrs = [r["learning_rate"] for r in layout.train_metrics("stage1") if r.get("type") == "train"]
+    assert max(lrs) == pytest.approx(5e-4)  # the warm-up lr, not lr_stage1 (1e-3)
+    assert s2["skipped"] is True  # vocab_adaptation.enabled: false -> stage 2 is a copy
+    capsys.readouterr()
+    # A warm-up key is one of stage 1's keys: changing it reruns stage 1 (and what follows) only.
+    assert (
+        main(
+            [
+                "run",
+                str(cfg),
+                "--run-dir",
+                str(run_dir),
+                "--until",
+                "stage2",
+                *warm,
+                "--set",
+                "embedding_warmup.lr=2e-4",
+            ]
+        )
+        == 0
+    )
+    err = capsys.readouterr().err
+    assert [n for n in STAGE_NAMES if f"{n:<10} running" in err] == ["stage1", "stage2"]
+
+
+def test_sentencepiece_target_and_tiktoken_source_folders_run_through_transplant(setup, tmp_path):
+    """Tokenizer folders as releases ship them: tokenizer.model alone (SentencePiece, Llama-2/Mistral) as
+    the target, a tiktoken tokenizer.model (Llama 3) as the source."""
+    root, cfg = setup
+    sp = sentencepiece_folder(tmp_path / "sp", DOCS, "bpe", byte_fallback=True, vocab_size=400)
+    source_tok = train_bpe_tokenizer(DOCS[:20], vocab_size=280)
+    tk = tiktoken_folder(tmp_path / "tk", source_tok)
+    model = save_tiny_model(tmp_path / "model", source_tok, "gpt_neox", max_pos=64)
+    run_dir = tmp_path / "run"
+    assert (
+        main(
+            [
+                "run",
+                str(cfg),
+                "--run-dir",
+                str(run_dir),
+                "--until",
+                "transplant",
+                "--set",
+                f"models.target_tokenizer={sp}",
+                "--set",
+                f"models.source_tokenizer={tk}",
+                "--set",
+                f"models.source_model={model}",
+            ]
+        )
+        == 0
+    )
+    layout = RunLayout(run_dir)
+    summary = json.loads((run_dir / "align/summary.json").read_text())
+    assert (summary["target_family"], summary["source_family"]) == ("sentencepiece", "byte_level")
+    assert (summary["target_vocab"], summary["source_vocab"]) == (400, 278)
+    methods = layout.token_mapping().methods
+    newline = layout.tokenizer("target").convert_tokens_to_ids("<0x0A>")
+    assert methods[newline] == "identical"  # byte-fallback piece = the source's "Ċ"
+    # 256 byte pieces + 53 SentencePiece pieces spelled as byte-level tokens of the source
+    assert summary["identical_tokens"] == summary["counts"]["identical"] == 309
+    assert json.loads((run_dir / "model/init/transplant.json").read_text())["zero_rows"] == 0
 
 
 @pytest.mark.slow

@@ -99,6 +99,8 @@ def test_registry_lists_every_rule_tested_here():
     # A new rule must come with tests: this list is what the tests below cover.
     assert list(A.RULES) == [
         "lr_stage1",
+        "warmup_lr",
+        "warmup_unused",
         "shuffle",
         "stage2_start",
         "token_budget",
@@ -300,6 +302,7 @@ def test_lora_rules():
         "lora",
     )
     assert f.severity == "error" and f.evidence["unknown"] == ["query_key_value"]
+    assert f.evidence["model_class"] == "MistralForCausalLM" and "gate_proj" in f.evidence["known"]
     f = one(
         run_rule(
             "lora",

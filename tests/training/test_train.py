@@ -21,6 +21,7 @@ from vocabadapt.config import Config, VocabAdaptationConfig
 from vocabadapt.errors import InputError, StageError
 from vocabadapt.evaluation.bpb import bits_per_byte
 from vocabadapt.io import read_json
+from vocabadapt.model.keys import linear_module_names
 from vocabadapt.run.context import StageContext
 from vocabadapt.run.layout import RunLayout
 from vocabadapt.stages.train import run as run_training
@@ -28,7 +29,7 @@ from vocabadapt.text.shards import ShardWriter
 from vocabadapt.training.callbacks import heldout_sample, heldout_scorer
 from vocabadapt.training.checkpoints import valid_checkpoints
 from vocabadapt.training.settings import StageSettings, stage_settings
-from vocabadapt.training.trainer import linear_module_names, train_stage
+from vocabadapt.training.trainer import train_stage
 
 SEQ = 16
 
@@ -441,5 +442,26 @@ def test_checkpoint_record_holds_exactly_the_stage_keys(data):
     cfg = _cfg(num_processes=2)
     for stage in ("stage1", "stage2"):
         rec = settings_record(stage_settings(cfg, stage), cfg, 1, False, data["gpt_neox"], data["shards"])
-        assert {k for k in rec if k.startswith("vocab_adaptation.")} == set(OUTPUT_KEYS[stage])
+        assert {k for k in rec if k.startswith("vocab_adaptation.")} == {
+            k for k in OUTPUT_KEYS[stage] if k.startswith("vocab_adaptation.")
+        }
         assert rec["vocab_adaptation.num_processes"] == 2
+    # Stage 1 also hashes embedding_warmup; its values reach the record through Config.stage_training.
+    assert [k for k in OUTPUT_KEYS["stage1"] if not k.startswith("vocab_adaptation.")] == ["embedding_warmup"]
+    from vocabadapt.config import validate_dict
+
+    warm = validate_dict(
+        {
+            "vocab_adaptation": {"enabled": False},
+            "embedding_warmup": {"enabled": True, "steps": 3, "lr": 2e-4, "batch_size": 1},
+        },
+        "t",
+    )
+    s1 = warm.stage_training("stage1")
+    rec = settings_record(stage_settings(s1, "stage1"), s1, 1, False, data["gpt_neox"], data["shards"])
+    assert (
+        rec["stage.steps"],
+        rec["stage.learning_rate"],
+        rec["vocab_adaptation.batch_size"],
+        rec["vocab_adaptation.enabled"],
+    ) == (3, 2e-4, 1, True)

@@ -34,16 +34,26 @@ LORA_SCALE_RANGE = (0.25, 4.0)  # lora_alpha / lora_r outside this is unusual
 MEMORY_HEADROOM = 0.85  # warn when states alone take more than this share of the GPU
 
 
-def sequences_per_step(config: Config, facts: Facts) -> int:
-    va = config.vocab_adaptation
+def sequences_per_step(config: Config, facts: Facts, stage: str = "stage2") -> int:
+    """Sequences per optimiser step of a training stage (stage 1 = the embedding warm-up when enabled)."""
+    va = config.stage_training(stage)
     return va.batch_size * va.gradient_accumulation * va.num_processes
 
 
 def stage_consumption(config: Config, facts: Facts) -> tuple[int, int]:
-    """Sequences stage 1 and stage 2 read: steps × batch × accumulation × processes."""
-    s = sequences_per_step(config, facts)
-    va = config.vocab_adaptation
-    return va.stage1_steps * s, va.stage2_steps * s
+    """Sequences stage 1 and stage 2 read: steps × batch × accumulation × processes.
+
+    With embedding_warmup enabled, stage 1 is the warm-up (its steps and batch) and stage 2 does not
+    run (vocab_adaptation.enabled is false then).
+    """
+    s1 = config.stage_training("stage1")
+    c1 = s1.stage1_steps * sequences_per_step(config, facts, "stage1")
+    c2 = (
+        0
+        if config.embedding_warmup.enabled
+        else config.vocab_adaptation.stage2_steps * sequences_per_step(config, facts)
+    )
+    return c1, c2
 
 
 def stage2_start(config: Config, facts: Facts) -> int:

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 SEVERITIES = ("error", "warning", "info")
 VA = "vocab_adaptation"
+WARMUP = "embedding_warmup"
 GIB = 2**30
 
 

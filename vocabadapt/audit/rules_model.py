@@ -1,8 +1,13 @@
-"""Rules about the model: stage-2 memory, LoRA, maximum positions."""
+"""Rules about the model: stage-2 memory, LoRA, maximum positions.
+
+LoRA target names are checked against the model itself, built on the meta device from --model-config
+(vocabadapt.audit.model_meta) and matched as training matches them (vocabadapt.model.keys.unmatched_targets),
+not against a table of names per model family.
+"""
 
 from __future__ import annotations
 
-from ..config import Config
+from ..config import ALL_LINEAR, Config
 from .arithmetic import (
     LORA_SCALE_RANGE,
     MEMORY_HEADROOM,
@@ -12,8 +17,8 @@ from .arithmetic import (
     num,
     optimizer_state_bytes,
 )
-from .findings import GIB, VA, Facts, Finding, missing, rule
-from .model_meta import lora_targets
+from .findings import GIB, VA, WARMUP, Facts, Finding, missing, rule
+from .model_meta import meta_model
 
 
 @rule("stage2_memory", order=50)
@@ -43,7 +48,8 @@ def check_stage2_memory(config: Config, facts: Facts) -> list[Finding]:
     full_fp32 = params * (4 + 4 + opt_bytes)  # fp32 weights + grads + states (HF bf16 autocast keeps fp32 masters)
     full_bf16 = params * (2 + 2 + opt_bytes / 2)  # model loaded in bf16: weights, grads and states in bf16
     full_8bit = params * (4 + 4 + 2)  # adamw_bnb_8bit
-    lora = lora_params(mc, va.lora_r, va.lora_target_modules)
+    targets = va.lora_target_modules
+    lora = lora_params(mc, va.lora_r, targets if isinstance(targets, list) else None)  # all-linear = None
     lora_state = params * (2 if va.bf16 else 4) + (lora + emb_head) * (4 + 4 + opt_bytes)
     need = lora_state if va.stage2_use_lora else full_fp32
     ev = {
@@ -135,41 +141,45 @@ def check_lora(config: Config, facts: Facts) -> list[Finding]:
             )
         )
     mc = facts.model_config
-    if va.lora_target_modules:
+    targets = va.lora_target_modules
+    if isinstance(targets, list):
         if mc is None:
             out.append(
                 missing(
                     "lora",
                     f"{VA}.lora_target_modules",
-                    f"whether {va.lora_target_modules} exist in the model: no model config",
+                    f"whether {targets} exist in the model: no model config",
                     "pass --model-config <model>/config.json",
                 )
             )
         else:
-            mt = str(mc.get("model_type", ""))
-            known = lora_targets(mc)  # what training accepts, asked of a meta-device model
-            if known is None:
+            from ..model.keys import linear_module_names, unmatched_targets
+
+            model = meta_model(mc)  # what training accepts, asked of a meta-device model
+            if model is None:
+                mt = str(mc.get("model_type", ""))
                 out.append(
                     missing(
                         "lora",
                         f"{VA}.lora_target_modules",
-                        f"module names of model_type '{mt}': transformers cannot build it here",
+                        f"whether {targets} exist in the model: transformers cannot build model_type '{mt}' here",
                         "check the names against model.named_modules()",
                         {"model_type": mt},
                     )
                 )
             else:
-                bad = [m for m in va.lora_target_modules if m not in known]
+                known, cls = linear_module_names(model), type(model).__name__
+                bad = unmatched_targets(model, targets)
                 if bad:
                     out.append(
                         Finding(
                             "lora",
                             "error",
                             f"{VA}.lora_target_modules",
-                            f"{bad} are not linear projections of a {mt} model (it has "
-                            f"{', '.join(known)}); training would refuse them at the start of stage 2.",
-                            "use names from that list, or null for every linear projection",
-                            {"model_type": mt, "unknown": bad, "known": known},
+                            f"{bad} are not linear projections of {cls} (built from the model config; it "
+                            f"has {', '.join(known)}); training would refuse them at the start of stage 2.",
+                            f"use names from that list, or null / '{ALL_LINEAR}' for every linear projection",
+                            {"model_type": mc.get("model_type"), "model_class": cls, "unknown": bad, "known": known},
                         )
                     )
     if not out:
@@ -179,7 +189,7 @@ def check_lora(config: Config, facts: Facts) -> list[Finding]:
                 "info",
                 f"{VA}.lora_alpha",
                 f"LoRA r={va.lora_r}, alpha={va.lora_alpha:g} (scale {scale:.3g}), targets "
-                f"{va.lora_target_modules or 'every linear projection'}.",
+                f"{targets if isinstance(targets, list) else 'every linear projection'}.",
                 "",
                 ev,
             )
@@ -190,34 +200,36 @@ def check_lora(config: Config, facts: Facts) -> list[Finding]:
 @rule("max_positions", order=90)
 def check_max_positions(config: Config, facts: Facts) -> list[Finding]:
     """max_seq_length against the model's maximum positions."""
-    L = config.vocab_adaptation.max_seq_length
+    L = (
+        config.stage_training("stage1").max_seq_length
+        if config.embedding_warmup.enabled
+        else config.vocab_adaptation.max_seq_length
+    )
+    key = (
+        f"{WARMUP}.max_seq_length"
+        if config.embedding_warmup.max_seq_length is not None and config.embedding_warmup.enabled
+        else f"{VA}.max_seq_length"
+    )
     mc = facts.model_config
     if mc is None:
         return [
             missing(
                 "max_positions",
-                f"{VA}.max_seq_length",
+                key,
                 f"max_seq_length {L:,} against the model's maximum positions: no model config",
                 "pass --model-config <model>/config.json",
             )
         ]
     P = cfg_value(mc, "max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
     if P is None:
-        return [
-            missing(
-                "max_positions",
-                f"{VA}.max_seq_length",
-                "maximum positions: not in the model config",
-                "check the model card",
-            )
-        ]
+        return [missing("max_positions", key, "maximum positions: not in the model config", "check the model card")]
     ev = {"max_seq_length": L, "max_position_embeddings": int(P)}
     if L > int(P):
         return [
             Finding(
                 "max_positions",
                 "error",
-                f"{VA}.max_seq_length",
+                key,
                 f"max_seq_length {L:,} > the model's {int(P):,} positions.",
                 f"set max_seq_length ≤ {int(P):,}",
                 ev,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..config import Config
 from .arithmetic import TINY_BATCH_SEQUENCES, TINY_BATCH_TOKENS, num, sequences_per_step
-from .findings import VA, Facts, Finding, rule
+from .findings import VA, WARMUP, Facts, Finding, rule
 
 
 @rule("precision", order=110)
@@ -76,6 +76,8 @@ def check_batch_and_steps(config: Config, facts: Facts) -> list[Finding]:
     """Tiny effective batch and stages with zero steps."""
     va = config.vocab_adaptation
     out: list[Finding] = []
+    if config.embedding_warmup.enabled:
+        return _warmup_batch_and_steps(config, facts)
     seqs = sequences_per_step(config, facts)
     tokens = seqs * va.max_seq_length
     if va.enabled and (seqs < TINY_BATCH_SEQUENCES or tokens < TINY_BATCH_TOKENS):
@@ -127,6 +129,40 @@ def check_batch_and_steps(config: Config, facts: Facts) -> list[Finding]:
                     {"stage2_steps": 0},
                 )
             )
+    return out
+
+
+def _warmup_batch_and_steps(config: Config, facts: Facts) -> list[Finding]:
+    """The embedding warm-up (stage 1, alone): its effective batch, and 0 steps."""
+    w = config.stage_training("stage1")
+    seqs = sequences_per_step(config, facts, "stage1")
+    tokens = seqs * w.max_seq_length
+    out: list[Finding] = []
+    if seqs < TINY_BATCH_SEQUENCES or tokens < TINY_BATCH_TOKENS:
+        out.append(
+            Finding(
+                "tiny_batch",
+                "warning",
+                f"{WARMUP}.gradient_accumulation",
+                f"the embedding warm-up's effective batch is {seqs} sequences = {num(tokens)} tokens per "
+                f"optimiser step (< {TINY_BATCH_SEQUENCES} sequences or < {num(TINY_BATCH_TOKENS)} "
+                "tokens): noisy gradients.",
+                "raise embedding_warmup.gradient_accumulation",
+                {"sequences_per_step": seqs, "tokens_per_step": tokens},
+            )
+        )
+    if w.stage1_steps == 0:
+        out.append(
+            Finding(
+                "zero_steps",
+                "warning",
+                f"{WARMUP}.steps",
+                "the embedding warm-up is enabled with 0 steps and vocab_adaptation is disabled: the "
+                "transplanted model is never trained.",
+                "give embedding_warmup.steps",
+                {"steps": 0},
+            )
+        )
     return out
 
 

@@ -22,16 +22,55 @@ from .arithmetic import (
     stage2_start,
     stage_consumption,
 )
-from .findings import VA, Facts, Finding, missing, rule
+from .findings import VA, WARMUP, Facts, Finding, missing, rule
 
 
 @rule("lr_stage1", order=10)
 def check_lr_stage1(config: Config, facts: Facts) -> list[Finding]:
     """Stage-1 learning rate against the tokens per optimiser step, scaled from the paper's setting."""
-    va = config.vocab_adaptation
+    if config.embedding_warmup.enabled:
+        return []  # stage 1 is the warm-up: rule warmup_lr reviews its lr against its batch
+    return _embeddings_lr(config, facts, "lr_stage1", f"{VA}.lr_stage1", "lr_stage1")
+
+
+@rule("warmup_lr", order=11)
+def check_warmup_lr(config: Config, facts: Facts) -> list[Finding]:
+    """The embedding warm-up's learning rate against its own batch, like stage 1's (it is stage 1)."""
+    w = config.embedding_warmup
+    if not w.enabled:
+        return []
+    if w.lr is None:  # inherited: the finding is about the key that holds the value
+        return _embeddings_lr(config, facts, "warmup_lr", f"{VA}.lr_stage1", "lr_stage1 (the warm-up's lr)")
+    return _embeddings_lr(config, facts, "warmup_lr", f"{WARMUP}.lr", "embedding_warmup.lr")
+
+
+@rule("warmup_unused", order=12)
+def check_warmup_unused(config: Config, facts: Facts) -> list[Finding]:
+    """An embedding_warmup section with settings but enabled: false trains nothing; say so."""
+    w = config.embedding_warmup
+    given = sorted(k for k in w.model_fields_set if k != "enabled")
+    if w.enabled or not given:
+        return []
+    return [
+        Finding(
+            "warmup_unused",
+            "info",
+            f"{WARMUP}.enabled",
+            f"embedding_warmup sets {', '.join(given)} but enabled is false: the warm-up does not run and "
+            "these values are not used.",
+            "set embedding_warmup.enabled: true (with vocab_adaptation.enabled: false) to train it, or "
+            "remove the section",
+            {"keys": given},
+        )
+    ]
+
+
+def _embeddings_lr(config: Config, facts: Facts, rule_id: str, key: str, name: str) -> list[Finding]:
+    """An embeddings-and-head learning rate (stage 1 or the warm-up, which is stage 1) against its batch."""
+    va = config.stage_training("stage1")
     if va.stage1_steps == 0:
         return []
-    seqs = sequences_per_step(config, facts)
+    seqs = sequences_per_step(config, facts, "stage1")
     tokens = seqs * va.max_seq_length
     ratio = tokens / PAPER_TOKENS_PER_STEP
     sqrt_lr = PAPER_LR_STAGE1 * math.sqrt(ratio)
@@ -40,6 +79,7 @@ def check_lr_stage1(config: Config, facts: Facts) -> list[Finding]:
     lr = va.lr_stage1
     ev = {
         "lr_stage1": lr,
+        "key": key,
         "tokens_per_step": tokens,
         "sequences_per_step": seqs,
         "batch_size": va.batch_size,
@@ -65,13 +105,13 @@ def check_lr_stage1(config: Config, facts: Facts) -> list[Finding]:
     )
     hi = min(sqrt_lr, EMBEDDINGS_ONLY_LR_CAP) if small else sqrt_lr
     advice = (
-        f"set lr_stage1 between {lr_text(linear_lr)} (linear scaling) and {lr_text(hi)}"
+        f"set {name} between {lr_text(linear_lr)} (linear scaling) and {lr_text(hi)}"
         + (
             f" (the embeddings-only cap at this batch; square-root scaling gives {lr_text(sqrt_lr)})"
             if small and hi < sqrt_lr
             else " (square-root scaling)"
         )
-        + f", e.g. lr_stage1: {lr_text(linear_lr)}; or raise the batch towards "
+        + f", e.g. {key.rsplit('.', 1)[-1]}: {lr_text(linear_lr)}; or raise the batch towards "
         f"{PAPER_SEQUENCES_PER_STEP:,} sequences per step"
     )
     problems = []
@@ -90,29 +130,22 @@ def check_lr_stage1(config: Config, facts: Facts) -> list[Finding]:
             f"high for embeddings-only training at a small batch (< {num(SMALL_BATCH_TOKENS)} tokens/step)"
         )
     if problems:
-        msg = "lr_stage1 " + "; ".join(problems) + f". At {step}, {scaled}."
-        return [Finding("lr_stage1", severity, f"{VA}.lr_stage1", msg, advice, ev)]
+        msg = f"{name} " + "; ".join(problems) + f". At {step}, {scaled}."
+        return [Finding(rule_id, severity, key, msg, advice, ev)]
     if lr < linear_lr / 10:
         return [
             Finding(
-                "lr_stage1",
+                rule_id,
                 "info",
-                f"{VA}.lr_stage1",
-                f"lr_stage1 {lr_text(lr)} at {step} is below a tenth of the linear-scaled {lr_text(linear_lr)}; "
+                key,
+                f"{name} {lr_text(lr)} at {step} is below a tenth of the linear-scaled {lr_text(linear_lr)}; "
                 f"{scaled}. Stage 1 may barely move the new rows.",
-                f"consider lr_stage1 ≥ {lr_text(linear_lr)}",
+                f"consider {name} ≥ {lr_text(linear_lr)}",
                 ev,
             )
         ]
     return [
-        Finding(
-            "lr_stage1",
-            "info",
-            f"{VA}.lr_stage1",
-            f"lr_stage1 {lr_text(lr)} at {step} is consistent with the paper: {scaled}.",
-            "",
-            ev,
-        )
+        Finding(rule_id, "info", key, f"{name} {lr_text(lr)} at {step} is consistent with the paper: {scaled}.", "", ev)
     ]
 
 
@@ -140,8 +173,8 @@ def check_stage2_start(config: Config, facts: Facts) -> list[Finding]:
     """Where stage 2 starts in the data order, against stage 1's consumption and the corpus size."""
     va = config.vocab_adaptation
     key = f"{VA}.train_start_idx_stage2"
-    if va.stage2_steps == 0:
-        return []
+    if va.stage2_steps == 0 or config.embedding_warmup.enabled:
+        return []  # stage 2 reads no data (with the warm-up enabled, stage 2 does not run)
     seqs = sequences_per_step(config, facts)
     c1, c2 = stage_consumption(config, facts)
     start = stage2_start(config, facts)
@@ -273,17 +306,19 @@ def check_stage2_start(config: Config, facts: Facts) -> list[Finding]:
 @rule("token_budget", order=40)
 def check_token_budget(config: Config, facts: Facts) -> list[Finding]:
     """Tokens each stage trains on (steps × batch × accumulation × seq) against the corpus tokens."""
-    va = config.vocab_adaptation
-    L = va.max_seq_length
-    c1, c2 = stage_consumption(config, facts)
-    ev: dict[str, Any] = {"stage1_tokens": c1 * L, "stage2_tokens": c2 * L, "total_tokens": (c1 + c2) * L}
+    # Stage 1 is the embedding warm-up when that is enabled: its steps and sequence length.
+    warm = config.embedding_warmup.enabled
+    steps1 = f"{WARMUP}.steps" if warm else f"{VA}.stage1_steps"
+    t1 = stage_consumption(config, facts)[0] * config.stage_training("stage1").max_seq_length
+    t2 = stage_consumption(config, facts)[1] * config.vocab_adaptation.max_seq_length
+    ev: dict[str, Any] = {"stage1_tokens": t1, "stage2_tokens": t2, "total_tokens": t1 + t2}
     size = corpus_size(config, facts)
     if size is None:
         return [
             missing(
                 "token_budget",
-                f"{VA}.stage1_steps",
-                f"the token budget (stage 1 {num(c1 * L)} tokens, stage 2 {num(c2 * L)} tokens) against the "
+                steps1,
+                f"the token budget (stage 1 {num(t1)} tokens, stage 2 {num(t2)} tokens) against the "
                 "corpus: no corpus token or byte counts",
                 "pass --corpus-stats <run>/corpus/stats.json (or set corpus.size_gb)",
                 ev,
@@ -295,16 +330,16 @@ def check_token_budget(config: Config, facts: Facts) -> list[Finding]:
             "corpus_tokens": T,
             "corpus_measured": size.measured,
             "corpus_basis": size.basis,
-            "stage1_epochs": c1 * L / T if T else math.inf,
-            "stage2_epochs": c2 * L / T if T else math.inf,
-            "total_epochs": (c1 + c2) * L / T if T else math.inf,
+            "stage1_epochs": t1 / T if T else math.inf,
+            "stage2_epochs": t2 / T if T else math.inf,
+            "total_epochs": (t1 + t2) / T if T else math.inf,
         }
     )
     est = "" if size.measured else " (estimated)"
-    over = [(name, toks / T) for name, toks in (("stage 1", c1 * L), ("stage 2", c2 * L)) if T and toks > T]
+    over = [(name, toks / T) for name, toks in (("stage 1", t1), ("stage 2", t2)) if T and toks > T]
     desc = (
-        f"stage 1 trains on {num(c1 * L)} tokens ({c1 * L / T:.1%} of the corpus's {num(T)}{est}), stage 2 on "
-        f"{num(c2 * L)} ({c2 * L / T:.1%}); together {(c1 + c2) * L / T:.2f} epochs"
+        f"stage 1{' (the embedding warm-up)' if warm else ''} trains on {num(t1)} tokens ({t1 / T:.1%} of the "
+        f"corpus's {num(T)}{est}), stage 2 on {num(t2)} ({t2 / T:.1%}); together {(t1 + t2) / T:.2f} epochs"
         if T
         else "the corpus is empty"
     )
@@ -313,7 +348,7 @@ def check_token_budget(config: Config, facts: Facts) -> list[Finding]:
             Finding(
                 "token_budget",
                 "warning",
-                f"{VA}.stage1_steps" if over[0][0] == "stage 1" else f"{VA}.stage2_steps",
+                steps1 if over[0][0] == "stage 1" else f"{VA}.stage2_steps",
                 desc
                 + "; "
                 + ", ".join(f"{n} alone is {e:.2f} epochs" for n, e in over)
@@ -322,4 +357,4 @@ def check_token_budget(config: Config, facts: Facts) -> list[Finding]:
                 ev,
             )
         ]
-    return [Finding("token_budget", "info", f"{VA}.stage1_steps", desc + ".", "", ev)]
+    return [Finding("token_budget", "info", steps1, desc + ".", "", ev)]

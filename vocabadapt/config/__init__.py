@@ -3,13 +3,16 @@
 from .docs import schema_reference
 from .loading import load_config, parse_override, validate_dict
 from .schema import (
+    ALL_LINEAR,
     AlignmentConfig,
     Config,
     CorpusConfig,
     EmbeddingConfig,
+    EmbeddingWarmupConfig,
     EvaluationConfig,
     FastTextConfig,
     ModelsConfig,
+    ModuleNames,
     PipelineConfig,
     QAConfig,
     TargetTokenizerSpec,
@@ -21,13 +24,16 @@ from .schema import (
 )
 
 __all__ = [
+    "ALL_LINEAR",
     "AlignmentConfig",
     "Config",
     "CorpusConfig",
     "EmbeddingConfig",
+    "EmbeddingWarmupConfig",
     "EvaluationConfig",
     "FastTextConfig",
     "ModelsConfig",
+    "ModuleNames",
     "PipelineConfig",
     "QAConfig",
     "TargetTokenizerSpec",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from typing import Any, cast
 
@@ -40,6 +41,9 @@ def schema_reference() -> str:
             out.extend(["| key | default | meaning |", "|---|---|---|", *rows, ""])
         for name, sub, f in subs:  # sub: a section model
             out.extend([f"## `{prefix}{name}`", "", f.description or "", ""])
+            doc = inspect.cleandoc(sub.__doc__) if "__doc__" in vars(sub) and sub.__doc__ else ""
+            if doc:  # a section whose meaning needs more than a line says it in its class docstring
+                out.extend([doc, ""])
             walk(sub, f"{prefix}{name}.")
 
     walk(Config, "")

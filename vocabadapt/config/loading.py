@@ -157,8 +157,13 @@ def _describe(err: Any, lines: dict[str, int], overridden: set[str]) -> str:
     ).replace(".[", "[")
     if bad_key is not None:
         path = f"{path}.{bad_key!r}" if path else repr(bad_key)
-    path = path or "(top level)"
     msg = err["msg"].removeprefix("Value error, ")  # a validator's own message says what is wrong
+    if err["type"] == "value_error" and not clean:
+        # A whole-config check names the key it is about first ("embedding_warmup.enabled and ...");
+        # that key gives the message its place in the file.
+        first = re.match(r"([a-z_]+(?:\.[a-z_]+)+)", msg)
+        path = first.group(1) if first else path
+    path = path or "(top level)"
     if bad_key is not None:
         msg = f"keys must be text, got {type(bad_key).__name__} {bad_key!r}; write it as a known key name"
     if err["type"] == "extra_forbidden":

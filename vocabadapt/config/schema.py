@@ -12,10 +12,11 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-from typing import Any, Literal, Optional, Union
+import re
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 # Marker put in a field's json_schema_extra: the value is a filesystem path (resolved against the
 # config folder) or, for "path_or_id", a path when it exists locally and a hub id otherwise.
@@ -25,6 +26,60 @@ PATH_OR_ID: dict[str, Any] = {"path": "path_or_id"}
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# lists of module names (LoRA targets)
+
+# peft's own word for "every linear layer except the output head".
+ALL_LINEAR = "all-linear"
+# A module name as peft matches it: a leaf name (q_proj) or a dotted suffix of the full name
+# (self_attn.q_proj, layers.0.mlp.up_proj). Regular expressions are not accepted: they would silently
+# match nothing or too much, and the names are checked against the model.
+_MODULE_NAME = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*")
+
+
+def module_names(value: Any) -> Any:
+    """A list of module names as configs write it -> None, "all-linear" or a list of names.
+
+    Accepts a YAML list, one comma-separated string ("q_proj,k_proj, v_proj", as the research configs
+    write it), "all-linear" (peft) or null. Raises ValueError (a config problem naming the value) for an
+    empty list, an empty name, a duplicate, a regular expression, or "all-linear" mixed with names.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if value.strip() == ALL_LINEAR:
+            return ALL_LINEAR
+        names = [part.strip() for part in value.split(",")]
+    elif isinstance(value, (list, tuple)):
+        if not all(isinstance(v, str) for v in value):
+            bad = next(v for v in value if not isinstance(v, str))
+            raise ValueError(f"module names are text, got {type(bad).__name__} {bad!r}")
+        names = [v.strip() for v in value]
+    else:
+        raise ValueError(
+            f"expected a list of module names or one comma-separated string, got {type(value).__name__} {value!r}"
+        )
+    if not names or names == [""]:
+        raise ValueError(f"no module names given; write null (or '{ALL_LINEAR}') for every linear projection")
+    if ALL_LINEAR in names:
+        raise ValueError(f"'{ALL_LINEAR}' stands alone; write it without other names, or list the names only")
+    for n in names:
+        if not n:
+            raise ValueError(f"an empty module name in {value!r}; remove the extra comma")
+        if not _MODULE_NAME.fullmatch(n):
+            raise ValueError(
+                f"{n!r} is not a module name (letters, digits, _ and dots, e.g. q_proj or "
+                f"self_attn.q_proj); regular expressions are not supported: list the names"
+            )
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"{dupes} listed twice; list each module once")
+    return names
+
+
+ModuleNames = Annotated[Union[Literal["all-linear"], list[str], None], BeforeValidator(module_names)]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -238,8 +293,11 @@ class VocabAdaptationConfig(Section):
     lora_r: int = Field(64, ge=1, description="LoRA rank.")
     lora_alpha: float = Field(128, gt=0, description="LoRA alpha (scale = alpha / r).")
     lora_dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout.")
-    lora_target_modules: Optional[list[str]] = Field(
-        None, description="Module names for LoRA; null = every linear projection of the architecture."
+    lora_target_modules: ModuleNames = Field(
+        None,
+        description='Module names for LoRA: a list or one comma-separated string ("q_proj,v_proj"); '
+        'null or "all-linear" = every linear projection except the output head. Checked against the model '
+        "by the audit (--model-config) and at the start of stage 2.",
     )
     warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Share of steps with linear warmup.")
     lr_scheduler: str = Field("cosine", description="transformers scheduler name.")
@@ -263,6 +321,60 @@ class VocabAdaptationConfig(Section):
         description="accelerate config file (DDP, FSDP, DeepSpeed) passed to `accelerate launch`.",
         json_schema_extra=PATH,
     )
+
+
+# The warm-up's keys and the vocab_adaptation keys they stand in for while the warm-up runs as stage 1.
+WARMUP_KEYS: dict[str, str] = {
+    "steps": "stage1_steps",
+    "lr": "lr_stage1",
+    "batch_size": "batch_size",
+    "gradient_accumulation": "gradient_accumulation",
+    "max_seq_length": "max_seq_length",
+    "seed": "seed",
+    "use_flash_attn": "use_flash_attn",
+    "bf16": "bf16",
+}
+
+
+class EmbeddingWarmupConfig(Section):
+    """An embedding-and-head-only warm-up, as the research configs write it: stage 1 with its own settings.
+
+    With `enabled: true` the warm-up is what the stage1 stage trains (input embeddings and output head,
+    the body frozen; the same training function as stage 1), each key below standing in for its
+    vocab_adaptation counterpart (steps -> stage1_steps, lr -> lr_stage1, the others by the same name;
+    null = the vocab_adaptation value). Everything else (optimiser, schedule, shuffle, checkpoints,
+    processes) comes from vocab_adaptation. It needs `vocab_adaptation.enabled: false`: then the run
+    trains the warm-up alone and stage 2 is skipped (model/stage2 is a copy of the warmed-up model).
+    With both enabled the config is refused, because the warm-up and stage 1 would train the same rows
+    twice under two sets of settings: set one of the two `enabled` keys to false (to warm up and then
+    train the whole model, put the warm-up's values in vocab_adaptation's stage-1 keys).
+    """
+
+    enabled: bool = Field(False, description="Train embeddings and head alone as stage 1, with the settings below.")
+    steps: Optional[int] = Field(None, ge=0, description="Optimiser steps; null = vocab_adaptation.stage1_steps.")
+    lr: Optional[float] = Field(None, gt=0, description="Peak learning rate; null = vocab_adaptation.lr_stage1.")
+    batch_size: Optional[int] = Field(
+        None, ge=1, description="Sequences per device per micro-batch; null = vocab_adaptation's."
+    )
+    gradient_accumulation: Optional[int] = Field(
+        None, ge=1, description="Micro-batches per step; null = vocab_adaptation's."
+    )
+    max_seq_length: Optional[int] = Field(
+        None, ge=8, description="Tokens per packed sequence; null = vocab_adaptation's."
+    )
+    seed: Optional[int] = Field(None, description="Seed of data order and training; null = vocab_adaptation's.")
+    use_flash_attn: Optional[bool] = Field(None, description="Use flash-attn 2; null = vocab_adaptation's.")
+    bf16: Optional[bool] = Field(None, description="bf16 mixed precision; null = vocab_adaptation's.")
+
+    def stage1_overrides(self) -> dict[str, Any]:
+        """The vocab_adaptation values the warm-up replaces while it runs as stage 1 ({} when disabled)."""
+        if not self.enabled:
+            return {}
+        out: dict[str, Any] = {"enabled": True}
+        out.update(
+            {va_key: getattr(self, key) for key, va_key in WARMUP_KEYS.items() if getattr(self, key) is not None}
+        )
+        return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -348,13 +460,34 @@ class Config(BaseModel):
     vocab_adaptation: VocabAdaptationConfig = Field(
         default_factory=VocabAdaptationConfig, description="Two-stage training."
     )
+    embedding_warmup: EmbeddingWarmupConfig = Field(
+        default_factory=EmbeddingWarmupConfig,
+        description="Embedding-and-head-only warm-up (stage 1 with its own settings).",
+    )
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
         ft = self.embedding.fasttext
         if ft.maxn < ft.minn:
             raise ValueError(f"embedding.fasttext.maxn ({ft.maxn}) must be >= minn ({ft.minn})")
+        if self.embedding_warmup.enabled and self.vocab_adaptation.enabled:
+            raise ValueError(
+                "embedding_warmup.enabled and vocab_adaptation.enabled are both true: the warm-up is the "
+                "embedding-and-head-only stage (stage 1 with its own settings), so stage 1 would train the same "
+                "rows twice. Set vocab_adaptation.enabled: false to train the warm-up alone, or "
+                "embedding_warmup.enabled: false to train the two stages (to warm up and then train the whole "
+                "model, put the warm-up's steps and lr in vocab_adaptation.stage1_steps and lr_stage1)"
+            )
         return self
+
+    def stage_training(self, stage: str) -> VocabAdaptationConfig:
+        """vocab_adaptation as training stage `stage` ("stage1" | "stage2") runs it.
+
+        With embedding_warmup enabled, stage 1 is the warm-up: its keys replace their vocab_adaptation
+        counterparts (see EmbeddingWarmupConfig). Otherwise, and for stage 2, vocab_adaptation itself.
+        """
+        overrides = self.embedding_warmup.stage1_overrides() if stage == "stage1" else {}
+        return self.vocab_adaptation.model_copy(update=overrides) if overrides else self.vocab_adaptation
 
     # --- helpers used across stages -------------------------------------------------------------
     def section_hash(self, keys: tuple[str, ...] | list[str]) -> str:

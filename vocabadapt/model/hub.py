@@ -60,7 +60,10 @@ def load_tokenizer(name: str, models: ModelsConfig, cache_dir: str | None = None
     """
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+    from ..text.tokenizers import tokenizer_format
+
     p = Path(name)
+    guessed = "tokenizer.json file"
     try:
         if p.is_file():
             if p.suffix != ".json":
@@ -68,6 +71,9 @@ def load_tokenizer(name: str, models: ModelsConfig, cache_dir: str | None = None
             return PreTrainedTokenizerFast(tokenizer_file=str(p))
         if p.is_dir():
             check_remote_code(p, models, "tokenizer")
+            fmt = tokenizer_format(p)
+            guessed = fmt.describe()
+            fmt.require(p)
             bare = _bare_bpe_tokenizer(p)
             if bare is not None:
                 return bare
@@ -75,7 +81,10 @@ def load_tokenizer(name: str, models: ModelsConfig, cache_dir: str | None = None
     except InputError:
         raise
     except Exception as e:  # transformers raises many types for a broken folder
-        raise InputError(f"{p}: could not load a tokenizer from it ({type(e).__name__}: {e})") from None
+        detail = " ".join(str(e).split())[:300]
+        raise InputError(
+            f"{p}: could not load a tokenizer from it (its files look like a {guessed}): {type(e).__name__}: {detail}"
+        ) from None
     if name.startswith((".", "/", "~")):
         raise InputError(f"tokenizer path {name} does not exist")
     try:

@@ -106,16 +106,62 @@ def locate_embeddings(model_dir: Path, config: Any, weight_keys: list[str], trus
     }
 
 
-def linear_module_names(model: Any) -> list[str]:
-    """Leaf names of every linear projection except the output head: LoRA's default targets, and the only
-    names training accepts in vocab_adaptation.lora_target_modules (the audit asks the same function)."""
+def _linear_modules(model: Any) -> list[str]:
+    """Full names of every linear projection except the output head (what LoRA can wrap)."""
     from transformers.pytorch_utils import Conv1D  # GPT-2's linear layers
 
     head = model.get_output_embeddings()
-    names = set()
-    for name, module in model.named_modules():
-        if module is head or not name:
-            continue
-        if isinstance(module, (torch.nn.Linear, Conv1D)):
-            names.add(name.rsplit(".", 1)[-1])
-    return sorted(names)
+    return [
+        name
+        for name, module in model.named_modules()
+        if name and module is not head and isinstance(module, (torch.nn.Linear, Conv1D))
+    ]
+
+
+def linear_module_names(model: Any) -> list[str]:
+    """Leaf names of every linear projection except the output head: LoRA's default targets (the names
+    vocab_adaptation.lora_target_modules may use; the audit asks the same functions)."""
+    return sorted({name.rsplit(".", 1)[-1] for name in _linear_modules(model)})
+
+
+def unmatched_targets(model: Any, names: list[str]) -> list[str]:
+    """The configured LoRA target names that select no linear projection of the model.
+
+    A name matches as peft matches it: a module whose full name is the name or ends with "." + the name
+    (`q_proj` and `self_attn.q_proj` both select `model.layers.0.self_attn.q_proj`); the head never matches.
+    """
+    full = _linear_modules(model)
+    return [t for t in names if not any(n == t or n.endswith("." + t) for n in full)]
+
+
+def lora_targets(
+    model: Any, configured: str | list[str] | None, key: str = "vocab_adaptation.lora_target_modules"
+) -> list[str]:
+    """The LoRA target names to give peft for `configured`, checked against the model.
+
+    Args:
+        model: a causal LM (loaded, or built on the meta device).
+        configured: None or "all-linear" (every linear projection but the head), or a list of names.
+        key: the config key named in the error.
+    Returns:
+        The configured names, or every linear leaf name for None / "all-linear".
+    Raises:
+        InputError: a name selects no linear projection (the message lists the ones the model has).
+    """
+    from ..config import ALL_LINEAR
+
+    available = linear_module_names(model)
+    if configured is None or configured == ALL_LINEAR:
+        if not available:
+            raise InputError(
+                f"{type(model).__name__} has no linear layers besides the output head; LoRA has "
+                f"nothing to wrap (set vocab_adaptation.stage2_use_lora: false)"
+            )
+        return available
+    missing = unmatched_targets(model, list(configured))
+    if missing:
+        raise InputError(
+            f"{key} {missing} are not linear layers of {type(model).__name__}; its linear projections "
+            f"are {available} (or set lora_target_modules: null or '{ALL_LINEAR}' to use all of them)"
+        )
+    return list(configured)

@@ -5,10 +5,13 @@ of model/stage1 (or LoRA adapters plus embeddings and head, merged back). With
 vocab_adaptation.num_processes > 1 the stage launches itself as that many processes
 (`python -m vocabadapt.stages.train RUN_DIR STAGE`, under accelerate launch or torchrun).
 
+With `embedding_warmup.enabled` (and vocab_adaptation.enabled false) stage 1 is that warm-up: the same
+function with the warm-up's steps, lr, batch, sequence length, seed and precision; stage 2 is skipped.
+
 Reads:   model/init (stage1) or model/stage1 (stage2), tokens/target/train/, corpus/heldout.jsonl,
          align/mapping.json (stage 1's embedding health), train/stage1/summary.json (stage 2's start)
 Writes:  model/<stage>/, train/<stage>/{metrics.jsonl,summary.json}, checkpoints/<stage>/ (resume state)
-Changed by: vocabadapt.training.settings.OUTPUT_KEYS[stage]
+Changed by: vocabadapt.training.settings.OUTPUT_KEYS[stage] (stage 1: also embedding_warmup)
 """
 
 from __future__ import annotations
@@ -51,6 +54,22 @@ def _stage1_consumed(layout: RunLayout) -> int:
     return int(summary["sequences"]["stop"])
 
 
+def _check_stage2_lora(ctx: StageContext) -> None:
+    """Stage 2's LoRA targets, checked against model/init (built on the meta device) before stage 1 runs,
+    so a misspelt module name fails now rather than after stage 1's hours. Stage 2 checks again on the
+    loaded model."""
+    va = ctx.config.stage_training("stage2")
+    if not (va.enabled and va.stage2_steps and va.stage2_use_lora):
+        return
+    from transformers import AutoConfig
+
+    from ..model.keys import lora_targets, meta_model
+
+    trust = ctx.config.models.trust_remote_code
+    config = AutoConfig.from_pretrained(str(ctx.layout.model_dir("init")), trust_remote_code=trust)
+    lora_targets(meta_model(config, trust), va.lora_target_modules)
+
+
 def _launch(ctx: StageContext) -> dict[str, Any]:
     """Run this stage in num_processes processes; rank 0 writes the summary back."""
     from ..training.launch import launch
@@ -69,10 +88,12 @@ def run(ctx: StageContext) -> dict[str, Any]:
     from ..training.trainer import train_stage
     from ..training.world import is_main, world
 
-    cfg, layout, name = ctx.config.vocab_adaptation, ctx.layout, ctx.stage
+    # With embedding_warmup enabled, stage 1 is the warm-up: vocab_adaptation with the warm-up's settings.
+    cfg, layout, name = ctx.config.stage_training(ctx.stage), ctx.layout, ctx.stage
     if cfg.num_processes > 1 and world()[1] == 1:
         return _launch(ctx)
     if name == "stage1":
+        _check_stage2_lora(ctx)
         src, start = layout.model_dir("init"), 0
     else:
         src = layout.model_dir("stage1")
@@ -106,6 +127,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
             row_groups=_row_groups(layout) if name == "stage1" else None,
             progress=bar,
         )
+    if name == "stage1" and ctx.config.embedding_warmup.enabled:
+        summary["embedding_warmup"] = True
     if is_main():
         write_json(layout.train_summary_file(name), summary)
     return summary

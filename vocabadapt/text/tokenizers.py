@@ -12,8 +12,11 @@ tokenizer like BioGPT's from their own text: a byte-level BPE (as GPT-2 / Llama-
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import re
 from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -36,6 +39,101 @@ def source_tokenizer_name(models: ModelsConfig) -> str:
     if not name:
         raise InputError("models.source_tokenizer (or models.source_model) must be set")
     return name
+
+
+# --------------------------------------------------------------------------------------------------
+# tokenizer folders: which format, which packages it needs
+
+# Import name -> the name pip installs it under.
+_PIP_NAMES = {
+    "google.protobuf": "protobuf",
+    "sentencepiece": "sentencepiece",
+    "tiktoken": "tiktoken",
+    "sacremoses": "sacremoses",
+    "tokenizers": "tokenizers",
+}
+# File names SentencePiece models ship under (Llama-2/Mistral, T5, XLM-R/CamemBERT).
+_MODEL_FILES = ("tokenizer.model", "spiece.model", "sentencepiece.bpe.model", "sentencepiece.model")
+# A tiktoken BPE file is text: one "<base64 token bytes> <rank>" per line (Llama 3's original tokenizer.model).
+_TIKTOKEN_LINE = re.compile(rb"^[A-Za-z0-9+/]+={0,2} [0-9]+\r?$")
+
+
+@dataclass(frozen=True)
+class TokenizerFormat:
+    """What a tokenizer folder holds, judged from its files: the format, those files, the packages needed."""
+
+    name: str  # e.g. "SentencePiece model", "tiktoken BPE file"
+    files: tuple[str, ...]  # the files that decided it
+    packages: tuple[str, ...] = ()  # import names transformers needs to read it
+
+    def describe(self) -> str:
+        return f"{self.name} ({' + '.join(self.files)})" if self.files else self.name
+
+    def missing_packages(self) -> list[str]:
+        """Import names of the needed packages that are not installed."""
+        missing = []
+        for name in self.packages:
+            try:
+                found = importlib.util.find_spec(name) is not None
+            except (ImportError, ValueError):  # a parent package ("google") is missing too
+                found = False
+            if not found:
+                missing.append(name)
+        return missing
+
+    def require(self, where: Path) -> None:
+        """Raise InputError naming the folder, the format and the missing packages, if any are missing."""
+        missing = self.missing_packages()
+        if missing:
+            pip = " ".join(_PIP_NAMES.get(m, m) for m in missing)
+            raise InputError(
+                f"{where}: cannot read this tokenizer: its files look like a {self.describe()}, which "
+                f"needs the Python package(s) {', '.join(_PIP_NAMES.get(m, m) for m in missing)}; "
+                f"install them (pip install {pip}) or pass a folder with a tokenizer.json"
+            )
+
+
+def _is_tiktoken_file(path: Path) -> bool:
+    with open(path, "rb") as f:
+        lines = f.read(4096).splitlines()[:3]
+    return bool(lines) and all(_TIKTOKEN_LINE.match(line) for line in lines if line)
+
+
+def tokenizer_format(directory: Path) -> TokenizerFormat:
+    """The format of a tokenizer folder, judged from its files in the order transformers prefers them.
+
+    tokenizer.json (the `tokenizers` library's file, any model inside); a SentencePiece model
+    (tokenizer.model and the other names SentencePiece files ship under; needs sentencepiece and
+    protobuf to convert); a tiktoken BPE file named tokenizer.model (Llama 3's original release; needs
+    tiktoken); vocab.json + merges.txt (GPT-2 style byte-level BPE, or fairseq BPE with `</w>` as
+    BioGPT, which needs sacremoses); vocab.txt (WordPiece).
+
+    Raises:
+        InputError: the folder holds none of these (the message lists what it holds).
+    """
+    names = {p.name for p in directory.iterdir()} if directory.is_dir() else set()
+    if "tokenizer.json" in names:
+        return TokenizerFormat("tokenizers file", ("tokenizer.json",), ("tokenizers",))
+    for model_file in _MODEL_FILES:
+        if model_file in names:
+            if _is_tiktoken_file(directory / model_file):
+                return TokenizerFormat("tiktoken BPE file", (model_file,), ("tiktoken",))
+            return TokenizerFormat("SentencePiece model", (model_file,), ("sentencepiece", "google.protobuf"))
+    if {"vocab.json", "merges.txt"} <= names:
+        with open(directory / "vocab.json", "rb") as f:
+            fairseq = b'</w>"' in f.read(1 << 20)  # BioGPT's vocabulary marks word ends in its first entries
+        if fairseq:
+            return TokenizerFormat("fairseq/Moses BPE", ("vocab.json", "merges.txt"), ("sacremoses",))
+        return TokenizerFormat("byte-level BPE", ("vocab.json", "merges.txt"), ("tokenizers",))
+    if "vocab.txt" in names:
+        return TokenizerFormat("WordPiece vocabulary", ("vocab.txt",), ("tokenizers",))
+    if "tokenizer_config.json" in names:
+        return TokenizerFormat("tokenizer_config.json without vocabulary files", ("tokenizer_config.json",))
+    held = ", ".join(sorted(names)[:12]) or "nothing"
+    raise InputError(
+        f"{directory}: no tokenizer files found (looked for tokenizer.json, tokenizer.model, "
+        f"vocab.json + merges.txt, vocab.txt); the folder holds: {held}"
+    )
 
 
 def batches(texts: Iterable[str], size: int) -> Iterator[list[str]]:

@@ -17,7 +17,14 @@ family that pairs whole-word tokens with whole-word tokens (`Ġthe` ~ `the</w>`)
 with inner pieces (`ing` ~ `ing`), which is as close to "same word position" as the two conventions
 allow without context.
 
-Special tokens (bos, eos, pad, unk) are never matched by spelling: they are matched by role.
+SentencePiece byte-fallback pieces (`<0x0A>`) spell their one byte with an unknown boundary, so they
+match the source token for the same byte whatever its family (`Ċ` in byte-level BPE, `<0x0A>` in
+another SentencePiece model). Added tokens that are not special (`tokenizer.add_tokens`, mined terms)
+are literal text, not in their family's notation: a leading space marks a word start.
+
+Special tokens (bos, eos, pad, unk) are never matched by spelling: they are matched by role. Other
+special tokens (chat-template tokens such as `<|im_start|>`, `<|eot_id|>`) match a source special token
+with exactly the same text.
 """
 
 from __future__ import annotations
@@ -106,7 +113,9 @@ def canonical_token(token: str, family: str) -> CanonicalToken:
     if family == "sentencepiece":
         m = _BYTE_PIECE.match(token)
         if m:
-            return CanonicalToken(bytes([int(m.group(1), 16)]), None)
+            byte = int(m.group(1), 16)
+            # The space byte is what a lone word marker spells (`▁`, `Ġ`): the same canonical form.
+            return CanonicalToken(b"", True) if byte == 0x20 else CanonicalToken(bytes([byte]), None)
         if token.startswith("▁"):
             return CanonicalToken(token[1:].replace("▁", " ").encode("utf-8"), True)
         return CanonicalToken(token.replace("▁", " ").encode("utf-8"), False)
@@ -120,6 +129,14 @@ def canonical_token(token: str, family: str) -> CanonicalToken:
             return CanonicalToken(text.encode("utf-8"), None if _is_punctuation(text) else True)
         return CanonicalToken(token.encode("utf-8"), None if _is_punctuation(token) else False)
     raise InputError(f"unknown tokenizer family '{family}' (valid: {', '.join(FAMILIES)})")
+
+
+def canonical_added(token: str) -> CanonicalToken:
+    """The canonical form of a non-special added token: literal text, a leading space = word start."""
+    raw = token.encode("utf-8")
+    if raw.startswith(b" ") and len(raw) > 1:
+        return CanonicalToken(raw[1:], True)
+    return CanonicalToken(raw, False)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -180,12 +197,25 @@ def special_roles(tokenizer: Any) -> dict[str, int]:
     return roles
 
 
+def added_ids(tokenizer: Any) -> set[int]:
+    """Ids of added tokens that are not special (literal text, see canonical_added)."""
+    return {
+        int(i)
+        for i, a in (getattr(tokenizer, "added_tokens_decoder", {}) or {}).items()
+        if not getattr(a, "special", False)
+    }
+
+
 def canonical_vocab(tokenizer: Any) -> tuple[str, list[CanonicalToken | None]]:
     """(family, canonical form per id); special tokens and holes are None."""
     tokens = vocab_list(tokenizer)
-    family = detect_family({t: i for i, t in enumerate(tokens) if t is not None})
+    added = added_ids(tokenizer)
+    family = detect_family({t: i for i, t in enumerate(tokens) if t is not None and i not in added})
     specials = special_ids(tokenizer)
-    forms = [None if (t is None or i in specials) else canonical_token(t, family) for i, t in enumerate(tokens)]
+    forms = [
+        None if (t is None or i in specials) else canonical_added(t) if i in added else canonical_token(t, family)
+        for i, t in enumerate(tokens)
+    ]
     return family, forms
 
 
@@ -226,11 +256,23 @@ def identical_tokens(target_tokenizer: Any, source_tokenizer: Any) -> dict[int, 
     return identical_from_forms(tf, sf)
 
 
-def special_map(target_tokenizer: Any, source_tokenizer: Any) -> tuple[dict[int, int], list[str]]:
-    """Target special id -> source special id by role, and notes on roles that could not be matched.
+def _special_texts(tokenizer: Any) -> dict[str, int]:
+    """{text: id} of every special token (ascending ids: the first id of a text wins)."""
+    ids = sorted(special_ids(tokenizer))
+    out: dict[str, int] = {}
+    for i, text in zip(ids, tokenizer.convert_ids_to_tokens(ids) if ids else []):
+        if text is not None:
+            out.setdefault(str(text), i)
+    return out
 
-    A target role the source lacks falls back to the source eos (a sequence boundary either way) when
-    there is one; otherwise that special token is left to the fallback and noted.
+
+def special_map(target_tokenizer: Any, source_tokenizer: Any) -> tuple[dict[int, int], list[str]]:
+    """Target special id -> source special id, and notes on roles that could not be matched.
+
+    bos/eos/pad/unk match by role. A target role the source lacks falls back to the source eos (a
+    sequence boundary either way) when there is one; otherwise that special token is left to the
+    fallback and noted. Every other target special token (chat-template tokens) matches the source
+    special token with the same text, when there is one.
     """
     t_roles = special_roles(target_tokenizer)
     s_roles = special_roles(source_tokenizer)
@@ -253,4 +295,8 @@ def special_map(target_tokenizer: Any, source_tokenizer: Any) -> tuple[dict[int,
             notes.append(f"target {role} mapped to the source eos (the source has no {role})")
         else:
             notes.append(f"target {role} has no source counterpart; it takes the fallback")
+    source_texts = _special_texts(source_tokenizer)
+    for text, tid in _special_texts(target_tokenizer).items():
+        if tid not in out and text in source_texts:
+            out[tid] = source_texts[text]
     return out, notes

@@ -54,6 +54,8 @@ _OWN = {
 OUTPUT_KEYS: dict[str, tuple[str, ...]] = {
     stage: tuple(f"vocab_adaptation.{k}" for k in (*_SHARED, *own)) for stage, own in _OWN.items()
 }
+# An enabled embedding_warmup is stage 1 with its own settings (Config.stage_training).
+OUTPUT_KEYS["stage1"] += ("embedding_warmup",)
 
 
 @dataclass(frozen=True)
@@ -88,11 +90,15 @@ def settings_record(
 ) -> dict[str, Any]:
     """Everything that changes what the checkpoints contain; a resume must match it exactly.
 
-    The config part is exactly OUTPUT_KEYS[settings.name], the keys the stage's manifest record hashes.
+    The config part is the vocab_adaptation keys of OUTPUT_KEYS[settings.name], the keys the stage's
+    manifest record hashes, with the values the stage runs with: `cfg` is Config.stage_training(stage),
+    so an enabled embedding_warmup's values (the other key stage 1 hashes) are already in them.
     """
     rec: dict[str, Any] = {f"stage.{k}": v for k, v in asdict(settings).items()}
     for key in OUTPUT_KEYS[settings.name]:
-        rec[key] = getattr(cfg, key.split(".", 1)[1])
+        section, _, name = key.partition(".")
+        if section == "vocab_adaptation":
+            rec[key] = getattr(cfg, name)
     rec["bf16_in_use"] = bf16
     rec["world_size"] = world_size
     rec["input_model"] = state_fingerprint(model_dir)["digest"]

@@ -42,7 +42,7 @@ import torch
 from ..config import ModelsConfig, VocabAdaptationConfig
 from ..errors import InputError, StageError
 from ..io import atomic_dir, read_json, read_jsonl, write_json
-from ..model.keys import linear_module_names
+from ..model.keys import lora_targets as resolve_lora_targets
 from ..text.shards import ShardReader
 from .callbacks import EmbeddingHealth, StageMonitor, heldout_sample, heldout_scorer
 from .checkpoints import (
@@ -120,14 +120,7 @@ def _set_trainable(
     from peft import LoraConfig, get_peft_model
     from transformers import set_seed
 
-    available = linear_module_names(model)
-    lora_targets = list(cfg.lora_target_modules or available)
-    missing = [m for m in lora_targets if m not in available]
-    if missing:
-        raise InputError(
-            f"vocab_adaptation.lora_target_modules {missing} are not linear layers of {type(model).__name__}; "
-            f"its linear projections are {available} (or set lora_target_modules: null to use all of them)"
-        )
+    lora_targets = resolve_lora_targets(model, cfg.lora_target_modules)
     set_seed(cfg.seed)  # the adapters' random init must not depend on what ran before in this process
     model = get_peft_model(
         model,
