@@ -2,7 +2,8 @@
 
 One place decides how a name in the config becomes a tokenizer or model: local directories and files
 first; hub ids from the local cache when offline; no remote code unless `models.trust_remote_code`;
-safetensors only unless `models.allow_pickle`. Every failure names the path or id and what to do.
+safetensors only unless `models.allow_pickle`; a `.gguf` file through its dequantised copy
+(vocabadapt.model.gguf). Every failure names the path or id and what to do.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from ..config import ModelsConfig
 from ..errors import InputError
+from .gguf import gguf_model_dir, is_gguf
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,8 @@ def load_tokenizer(name: str, models: ModelsConfig, cache_dir: str | None = None
 
     from ..text.tokenizers import tokenizer_format
 
+    if is_gguf(name):  # the tokenizer the GGUF file carries, from its dequantised copy
+        name = str(gguf_model_dir(name, cache_dir))
     p = Path(name)
     guessed = "tokenizer.json file"
     try:
@@ -161,6 +165,8 @@ def load_model(name: str, models: ModelsConfig, cache_dir: str | None = None, **
     """Load an AutoModelForCausalLM from a directory or hub id, safely (see module docstring)."""
     from transformers import AutoModelForCausalLM
 
+    if is_gguf(name):
+        name = str(gguf_model_dir(name, cache_dir))
     p = Path(name)
     if p.exists():
         if not p.is_dir():
@@ -196,7 +202,10 @@ def load_model(name: str, models: ModelsConfig, cache_dir: str | None = None, **
 
 
 def resolve_model_dir(name: str, cache_dir: str | None = None) -> Path:
-    """A local directory for `name`: itself, or its snapshot in the HF cache (downloading when online)."""
+    """A local directory for `name`: itself, its dequantised copy (a .gguf file), or its snapshot in the HF
+    cache (downloading when online)."""
+    if is_gguf(name):
+        return gguf_model_dir(name, cache_dir)
     p = Path(name)
     if p.is_dir():
         return p

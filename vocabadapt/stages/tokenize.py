@@ -28,6 +28,7 @@ def prepare_tokenizers(ctx: StageContext) -> dict[str, Any]:
     Raises:
         InputError: a tokenizer is missing, does not load, or the target tokenizer is not set.
     """
+    from ..model.gguf import gguf_record
     from ..model.hub import load_tokenizer
     from ..text.terms import add_terms, mine_terms
     from ..text.tokenizers import (
@@ -60,12 +61,15 @@ def prepare_tokenizers(ctx: StageContext) -> dict[str, Any]:
         len(tgt),
         f" (+{terms_added} mined terms)" if terms_added else "",
     )
-    return {
+    summary = {
         "source_vocab": len(src),
         "target_vocab": len(tgt),
         "target_trained": not isinstance(spec, str),
         "terms_added": terms_added,
     }
+    if record := gguf_record(source_tokenizer_name(cfg.models)):
+        summary["source_gguf"] = record  # the manifest keeps the GGUF file's sha256
+    return summary
 
 
 def run(ctx: StageContext) -> dict[str, Any]:

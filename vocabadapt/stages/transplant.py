@@ -1,6 +1,6 @@
 """Stage transplant: rebuild the source model for the target tokenizer (only embedding and head rows change).
 
-Reads:   models.source_model, tokenizers/{source,target}/, align/mapping.json
+Reads:   models.source_model (a .gguf file: its dequantised copy), tokenizers/{source,target}/, align/mapping.json
 Writes:  model/init/ (a plain Hugging Face model directory + the target tokenizer + transplant.json)
 Changed by: models.source_model, alignment.init, alignment.norm_match, alignment.seed, transplant.*
 """
@@ -19,6 +19,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     Raises:
         InputError: no source model, no mapping, or inputs that do not match (see transplant_model).
     """
+    from ..model.gguf import gguf_record
     from ..model.hub import resolve_model_dir
     from ..model.transplant import transplant_model
 
@@ -26,8 +27,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     if not cfg.models.source_model:
         raise InputError("models.source_model must be set to the model to transplant (local directory or HF id)")
     mapping = layout.token_mapping()
-    model_dir = resolve_model_dir(cfg.models.source_model, cfg.tokenization.cache_dir)
-    return transplant_model(
+    model_dir = resolve_model_dir(cfg.models.source_model, cfg.tokenization.cache_dir)  # a .gguf: its HF copy
+    summary = transplant_model(
         model_dir,
         layout.tokenizer("source"),
         layout.tokenizer("target"),
@@ -41,6 +42,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
         allow_pickle=cfg.models.allow_pickle,
         trust_remote_code=cfg.models.trust_remote_code,
     )
+    if record := gguf_record(cfg.models.source_model):
+        summary["source_gguf"] = {**record, "dequantised_to": str(model_dir)}  # the manifest keeps its sha256
+    return summary
 
 
 SPEC = StageSpec(
