@@ -7,7 +7,7 @@ writes benchmarks/results/faults.md (and faults.json next to it). What it does:
 
 1. Fuzz: runs tests/test_faults.py and tests/test_safety.py with VOCABADAPT_FUZZ_EXAMPLES raised and
    collects how many cases each property ran and whether any failed uncleanly.
-2. Reference: `vocabadapt run configs/demo.yaml --run-dir REF --set ...` (made tiny by --set), run
+2. Reference: `vocabadapt run configs/demo-tiny.yaml --run-dir REF --set ...` (made tiny by --set), run
    once without interruption.
 3. Kills: for each kill point (stage, fraction) a fresh run directory; the same command is started in
    its own process group, manifest.json is polled until the target stage is "running", and after
@@ -47,7 +47,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 DETERMINISTIC = ("corpus", "tokenize", "embed", "align", "transplant")
 KILL_STAGES = ("corpus", "tokenize", "embed", "align", "transplant", "stage1", "stage2", "evaluate", "report")
-# Makes configs/demo.yaml take about two minutes on 2 CPU cores; every run uses exactly these.
+# Makes configs/demo-tiny.yaml take about two minutes on 2 CPU cores; every run uses exactly these.
 TINY = (
     "corpus.byte_budget=200000",
     "embedding.fasttext.thread=1",  # bitwise-deterministic fastText
@@ -412,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="add just the damaged-checkpoint scenario to an existing results file, reusing WORK/reference",
     )
-    ap.add_argument("--config", default=str(REPO / "configs" / "demo.yaml"))
+    ap.add_argument("--config", default=str(REPO / "configs" / "demo-tiny.yaml"))
     ap.add_argument("--until", default=None, help="last stage (when later stages do not work yet)")
     ap.add_argument("--model", choices=("auto", "demo", "tiny"), default="auto")
     ap.add_argument("--seed", type=int, default=0)

@@ -1,9 +1,10 @@
 """Speed summary: one table, each figure with the command that produced it, ratios measured in the same run.
 
     python benchmarks/speed.py [--source-model DIR] [--skip-align] [--skip-transplant] [--skip-train]
+                               [--skip-real | --only-real]
 
 Measured here (about 5-10 minutes on 2 cores):
-  corpus + tokenize   `vocabadapt run configs/demo.yaml --until tokenize` into benchmarks/cache/speed/demo:
+  corpus + tokenize   `vocabadapt run configs/demo-tiny.yaml --until tokenize` into benchmarks/cache/speed/demo:
                       MB/s of each stage from its manifest record (fast tokenizers, both sides)
   fast vs slow        vocabadapt.tokenize.encode_texts on the same held-out text: the demo's fast target
                       tokenizer, GPT-NeoX (fast) and BioGPT (the slow Moses/BPE tokenizer, ../shared/data)
@@ -13,6 +14,9 @@ Measured here (about 5-10 minutes on 2 cores):
                       50,304 untied rows) saved in 100 MB shards: sharded transplant vs load + save
   stage 2             benchmarks/train_speed.py (subprocess, 1 repeat): vocabadapt tokens/s vs bare HF
                       Trainer, and the share of real tokens per batch
+  real model          benchmarks/speed_real.py on SmolLM2-135M (the demo's GGUF, installed from PyPI): stage 1
+                      and stage 2 tokens/s vs a bare HF Trainer, evaluate vs a bare forward loop, transplant vs
+                      load + save (--only-real measures only these and keeps the other rows of speed.json)
 Read from earlier runs (their command is stated): embed time and the whole demo wall time from
 quality.py's run directories (benchmarks/cache/quality/base and row_default_s0).
 Writes benchmarks/results/speed.md and speed.json.
@@ -37,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import align_speed  # noqa: E402  (reused: spawn, machine)
+import speed_real  # noqa: E402
 import transplant_memory  # noqa: E402  (reused: measure)
 
 CACHE = ROOT / "benchmarks" / "cache" / "speed"
@@ -58,7 +63,7 @@ def corpus_tokenize(model: Path) -> dict:
     shutil.rmtree(run, ignore_errors=True)
     cmd = [
         "run",
-        str(ROOT / "configs" / "demo.yaml"),
+        str(ROOT / "configs" / "demo-tiny.yaml"),
         "--run-dir",
         str(run),
         "--until",
@@ -238,12 +243,44 @@ def from_quality() -> dict:
     return out
 
 
+def real_rows(r: dict | None) -> list[str]:
+    """The SmolLM2-135M section: each figure beside its bare reference, measured in the same run."""
+    if not r:
+        return []
+    tr, ev = r["transplant"], r["evaluate"]
+    how = (f"`{r['command']}` at commit {r['commit']}, {r['date']}, torch threads {r['threads']}, load average "
+           f"{', '.join(f'{x:.1f}' for x in r['load_avg_end'])} at the end; benchmarks/speed_real.py")
+    L = ["", f"## The real model: SmolLM2-135M-Instruct (`{Path(r['model']).name}`, dequantised to float32)", "",
+         f"Measured in one run of {r['wall_s']:.0f} s ({how}); each pair back to back on the same inputs. "
+         f"Training: {r['batch']} x {r['seq']} tokens per step, {r['stage1']['steps']} steps, the first "
+         f"{r['stage1']['warmup']} untimed, model/init of the demo run (16,000-token target).", "",
+         "| what | vocabadapt | reference | ratio |", "|---|---|---|---|"]
+    for stage, what in (("stage1", "stage 1 (embeddings + head)"), ("stage2", "stage 2 (all parameters)")):
+        s = r[stage]
+        L.append(f"| {what} training | {s['ours_tok_s']:.0f} tokens/s | bare HF Trainer: {s['bare_tok_s']:.0f} tokens/s | "
+                 f"{s['ours_tok_s'] / s['bare_tok_s']:.2f}x |")
+    L.append(f"| evaluate: held-out bits per byte ({ev['documents']} documents, {ev['context']}-token windows) | "
+             f"{ev['ours_tok_s']:.0f} tokens/s (batch {ev['batch']}), {ev['ours_bpb']:.4f} bpb | bare loop, one window per "
+             f"forward: {ev['bare_tok_s']:.0f} tokens/s, {ev['bare_bpb']:.4f} bpb | {ev['ours_tok_s'] / ev['bare_tok_s']:.2f}x |")
+    t, ls = tr["transplant"], tr["load_save"]
+    L.append(f"| transplant SmolLM2 -> 16,000-token target (subprocess) | {t['wall_s']:.1f} s, peak {t['peak_mb']:.0f} MB | "
+             f"from_pretrained + save_pretrained: {ls['wall_s']:.1f} s, peak {ls['peak_mb']:.0f} MB | "
+             f"{t['wall_s'] / ls['wall_s']:.2f}x the time, {t['peak_mb'] / ls['peak_mb']:.2f}x the memory |")
+    return L
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--source-model", default=str(ROOT / "examples" / "pubmed_demo" / "model"))
     ap.add_argument("--skip-align", action="store_true")
     ap.add_argument("--skip-transplant", action="store_true")
     ap.add_argument("--skip-train", action="store_true")
+    ap.add_argument("--skip-real", action="store_true", help="skip the SmolLM2-135M rows")
+    ap.add_argument(
+        "--only-real",
+        action="store_true",
+        help="measure only the SmolLM2-135M rows; keep the other rows of results/speed.json",
+    )
     ap.add_argument(
         "--reuse",
         action="store_true",
@@ -267,7 +304,16 @@ def main() -> None:
     )
     res: dict = {}
     prev = ROOT / "benchmarks" / "results" / "speed.json"
-    if args.reuse and prev.exists():
+    if args.only_real:
+        res = read_json(prev) if prev.exists() else {}
+        log("real model: SmolLM2-135M stage costs")
+        res["real"] = speed_real.measure()
+        res["real"].update(command="python benchmarks/speed.py --only-real", commit=commit, machine=mach,
+                           date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                           load_avg_end=os.getloadavg())
+        res.setdefault("wall_s", res["real"]["wall_s"])
+        me, commit, mach = res.get("command", me), res.get("commit", commit), res.get("machine", mach)
+    elif args.reuse and prev.exists():
         res = read_json(prev)
         res.setdefault("command", me)
         res.setdefault("commit", commit)
@@ -290,6 +336,10 @@ def main() -> None:
         if not args.skip_train:
             log("stage 2 vs bare Trainer")
             res["train"] = train_vs_bare()
+        if not args.skip_real:
+            log("real model: SmolLM2-135M stage costs")
+            res["real"] = speed_real.measure()
+            res["real"].update(command=me, commit=commit, machine=mach, date=res["date"], load_avg_end=os.getloadavg())
         res["wall_s"] = time.perf_counter() - t0
     res["quality"] = from_quality()
 
@@ -366,10 +416,11 @@ def main() -> None:
         )
     if q.get("demo_wall_s") is not None:
         L.append(
-            f"| whole demo pipeline, corpus..evaluate, at quality.py's budget ({q.get('demo_budget')}; demo.yaml has 150 + 150, 100) * | {q['demo_wall_s']:.0f} s | - | - | sum of manifest wall_s of quality.py's base run and its default row (`{q.get('quality_command')}`); stages: "
+            f"| whole demo pipeline, corpus..evaluate, at quality.py's budget ({q.get('demo_budget')}; demo-tiny.yaml has 200 + 200, 50) * | {q['demo_wall_s']:.0f} s | - | - | sum of manifest wall_s of quality.py's base run and its default row (`{q.get('quality_command')}`); stages: "
             + ", ".join(f"{k} {v:.0f}" for k, v in q["demo_stage_wall_s"].items() if v is not None)
             + " |"
         )
+    L += real_rows(res.get("real"))
     L += [
         "",
         "Earlier, larger measurements: [align_speed.md](align_speed.md), [transplant_memory.md](transplant_memory.md), "

@@ -183,3 +183,29 @@ def write_fuzz_counts(counts: dict) -> None:
         old = json.loads(Path(log).read_text()) if Path(log).exists() else {}
         old.update(counts)
         Path(log).write_text(json.dumps(old, indent=2))
+
+
+# A sitecustomize.py that makes every IPv4/IPv6 connect fail in the process that imports it.
+NO_NETWORK_SITECUSTOMIZE = '''
+import socket
+
+def _refuse(self, address, *args, **kwargs):
+    if self.family in (socket.AF_INET, socket.AF_INET6):
+        raise OSError(f"network disabled for this test: connect to {address}")
+    return _connect(self, address, *args, **kwargs)
+
+_connect = socket.socket.connect
+socket.socket.connect = _refuse
+socket.socket.connect_ex = lambda self, address: 111
+'''
+
+
+def offline_env(tmp_path: Path) -> dict:
+    """Environment for a subprocess with sockets blocked (sitecustomize) and the HF hub offline."""
+    import os
+
+    site = tmp_path / "site"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(NO_NETWORK_SITECUSTOMIZE)
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
+            "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}

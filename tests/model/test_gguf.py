@@ -248,3 +248,16 @@ def test_unsupported_quantisation_is_refused_naming_a_tensor(tiny, tmp_path):
     with pytest.raises(InputError, match=r"q81\.gguf: 1 tensor\(s\) are quantised as Q8_1 \(e\.g\. blk\.0\.ffn_up"
                                          r"\.weight\), which the gguf package cannot dequantise"):
         gguf_model_dir(path, tmp_path / "cache")
+
+
+def test_audit_reads_the_model_config_from_the_gguf_header(tiny, tmp_path):
+    from vocabadapt.model.gguf import gguf_config, gguf_model_dir
+
+    _, tok, model, path = tiny
+    header = gguf_config(path, tmp_path / "cache")  # nothing cached yet: read from the header
+    assert not (tmp_path / "cache").exists()
+    for key in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+                "intermediate_size", "tie_word_embeddings"):
+        assert header[key] == getattr(model.config, key), key
+    gguf_model_dir(path, tmp_path / "cache")
+    assert gguf_config(path, tmp_path / "cache")["vocab_size"] == len(tok)  # now from the dequantised copy

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
-from helpers import TEXT, save_tiny_model, train_bpe_tokenizer, write_fuzz_counts
+from helpers import TEXT, offline_env, save_tiny_model, train_bpe_tokenizer, write_fuzz_counts
 from vocabadapt.config import Config, ModelsConfig
 from vocabadapt.errors import InputError, StageError
 from vocabadapt.model.hub import load_model, load_tokenizer
@@ -384,41 +384,20 @@ def test_fuzz_pubmedqa_records(tmp_path_factory, records):
 # --------------------------------------------------------------------------------------------------
 # the demo pipeline with networking disabled for the whole process
 
-NO_NETWORK_SITECUSTOMIZE = """
-import socket
-
-def _refuse(self, address, *args, **kwargs):
-    if self.family in (socket.AF_INET, socket.AF_INET6):
-        raise OSError(f"network disabled for this test: connect to {address}")
-    return _connect(self, address, *args, **kwargs)
-
-_connect = socket.socket.connect
-socket.socket.connect = _refuse
-socket.socket.connect_ex = lambda self, address: 111
-"""
-
 
 @pytest.mark.slow
 def test_demo_pipeline_runs_with_networking_disabled(tmp_path):
-    """`vocabadapt run configs/demo.yaml` (made tiny) end to end in a process whose sockets cannot connect."""
+    """`vocabadapt run configs/demo-tiny.yaml` (made tinier) end to end in a process whose sockets cannot connect."""
     import subprocess
     import sys
 
     repo = Path(__file__).resolve().parents[2]
-    demo = repo / "configs" / "demo.yaml"
+    demo = repo / "configs" / "demo-tiny.yaml"
     source_tok = repo / "examples" / "pubmed_demo" / "tokenizers" / "source"
     if not demo.exists() or not source_tok.exists():
-        pytest.skip("configs/demo.yaml or the demo tokenizers are missing")
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(NO_NETWORK_SITECUSTOMIZE)
+        pytest.skip("configs/demo-tiny.yaml or the demo tokenizers are missing")
     model = save_tiny_model(tmp_path / "model", load_tokenizer(str(source_tok), SAFE), hidden=64, max_pos=256)
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "HF_HOME": str(tmp_path / "hf"),
-        "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
-    }
+    env = offline_env(tmp_path)
     sets = [
         f"models.source_model={model}",
         "corpus.byte_budget=200000",

@@ -52,7 +52,8 @@ def audit(config: Config, facts: Facts | None = None) -> list[Finding]:
     Args:
         config: a validated Config.
         facts: what is known besides the config (gather_facts); None = nothing. When it holds no model
-            config and models.source_model is a local directory, that directory's config.json is used.
+            config and models.source_model is a local directory, that directory's config.json is used (a
+            .gguf file: the config its header describes).
     Returns:
         Findings, errors first, then warnings, then info, each group in rule order.
     """

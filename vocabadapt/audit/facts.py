@@ -134,8 +134,16 @@ def gather_facts(
 
 
 def local_model_config(config: Config) -> tuple[Optional[dict], Optional[str]]:
-    """The source model's config.json when models.source_model is a local directory (else None, None)."""
+    """The source model's config.json when models.source_model is a local directory, or the config a local
+    .gguf file's header describes (else None, None)."""
+    from ..model.gguf import gguf_config, is_gguf
+
     src = config.models.source_model
+    if is_gguf(src) and Path(src).is_file():
+        try:
+            return gguf_config(src, config.tokenization.cache_dir), src
+        except InputError as e:
+            log.warning("ignoring the source model's config: %s", e)
     if src and (Path(src) / "config.json").is_file():
         try:
             return read_model_config(src)

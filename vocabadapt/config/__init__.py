@@ -1,7 +1,7 @@
 """The validated YAML config: schema (the only place a default lives), loading, reference docs."""
 
 from .docs import schema_reference
-from .loading import load_config, parse_override, validate_dict
+from .loading import load_config, package_file, parse_override, validate_dict
 from .schema import (
     ALL_LINEAR,
     AlignmentConfig,
@@ -43,6 +43,7 @@ __all__ = [
     "TransplantConfig",
     "VocabAdaptationConfig",
     "load_config",
+    "package_file",
     "parse_override",
     "schema_reference",
     "validate_dict",

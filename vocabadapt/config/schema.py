@@ -106,11 +106,14 @@ class TargetTokenizerSpec(BaseModel):
 
 class ModelsConfig(Section):
     source_model: Optional[str] = Field(
-        None, description="Source causal LM: local directory or Hugging Face id.", json_schema_extra=PATH_OR_ID
+        None,
+        description="Source causal LM: local directory, Hugging Face id, or a .gguf file (dequantised once into a "
+                    "cached HF directory); `pkg:<package>/<file>` names a file inside an installed Python package.",
+        json_schema_extra=PATH_OR_ID,
     )
     source_tokenizer: Optional[str] = Field(
         None,
-        description="Source tokenizer (path or id); null = the source model's own tokenizer.",
+        description="Source tokenizer (path, id, .gguf file or pkg: path); null = the source model's own tokenizer.",
         json_schema_extra=PATH_OR_ID,
     )
     target_tokenizer: Union[str, TargetTokenizerSpec, None] = Field(

@@ -145,6 +145,30 @@ def inspect_gguf(path: Path) -> GGUFInfo:
     return GGUFInfo(architecture=arch, tensor_types=dict(types), tensors=len(reader.tensors), bytes=size)
 
 
+def gguf_config(path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The HF config a GGUF file describes, as a config.json dict: its dequantised copy's when cached,
+    else read from the header (no tensors are read; seconds for a large vocabulary).
+
+    Raises:
+        InputError: see inspect_gguf.
+    """
+    from transformers import AutoConfig
+
+    path = Path(path)
+    cached = default_cache_root(cache_dir) / file_sha256(path) / "config.json"
+    if cached.is_file() and (cached.parent / SOURCE_RECORD).is_file():
+        return json.loads(cached.read_text(encoding="utf-8"))
+    inspect_gguf(path)
+    try:
+        config = AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
+    except Exception as e:
+        raise InputError(f"{path}: transformers could not read a model config from it ({type(e).__name__}: "
+                         f"{str(e)[:300]})") from None
+    data = config.to_dict()
+    data.pop("quantization_config", None)
+    return data
+
+
 # --------------------------------------------------------------------------------------------------
 # dequantising into a plain HF directory
 
