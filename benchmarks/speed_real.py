@@ -86,7 +86,12 @@ def child(what: str, src: Path, out: Path, run: Path, threads: int) -> dict:
 def training_pair(run: Path, cfg, stage: str, steps: int, warmup: int, work: Path) -> dict:
     """vocabadapt train_stage vs a bare HF Trainer: same model/init, sequences, batch, lr, optimiser."""
     import torch
-    from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, TrainingArguments
+    from transformers import (
+        AutoModelForCausalLM,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
     from transformers.trainer_callback import PrinterCallback
 
     from vocabadapt.run.layout import RunLayout
