@@ -70,8 +70,9 @@ def test_demo_pipeline_on_smollm2_offline(tmp_path):
     models = json.loads((run_dir / "eval" / "summary.json").read_text())["models"]
     bpb = {name: m["bpb"]["heldout"]["bits_per_byte"] for name, m in models.items()}
     assert set(bpb) == {"source", "init", "stage1", "stage2"} and all(math.isfinite(v) for v in bpb.values())
-    # a real pretrained model: about 1 bit per byte on biomedical text (0.965 on 40 documents, issue 17);
-    # a random 135M model would score about 8
+    # a real pretrained model: about 1 bit per byte on biomedical text (0.965 on 40 documents, issue 17;
+    # 1.00 on the demo's 8); a uniform guess over its 49,152 tokens is log2(49152) / ~4.9 bytes = 3.2
     assert 0.6 < bpb["source"] < 1.4
-    # the transplanted model keeps most of it: far from random, not better than the source untrained
-    assert bpb["source"] < bpb["init"] < 3.0
+    # the transplanted model keeps much of it (the demo: 1.33), untrained it is not better than the source;
+    # a uniform guess over the 4,000-token target is about log2(4000) / ~4 bytes = 3.0
+    assert bpb["source"] < bpb["init"] < 2.5
