@@ -248,24 +248,38 @@ def real_rows(r: dict | None) -> list[str]:
     if not r:
         return []
     tr, ev = r["transplant"], r["evaluate"]
-    how = (f"`{r['command']}` at commit {r['commit']}, {r['date']}, torch threads {r['threads']}, load average "
-           f"{', '.join(f'{x:.1f}' for x in r['load_avg_end'])} at the end; benchmarks/speed_real.py")
-    L = ["", f"## The real model: SmolLM2-135M-Instruct (`{Path(r['model']).name}`, dequantised to float32)", "",
-         f"Measured in one run of {r['wall_s']:.0f} s ({how}); each pair back to back on the same inputs. "
-         f"Training: {r['batch']} x {r['seq']} tokens per step, {r['stage1']['steps']} steps, the first "
-         f"{r['stage1']['warmup']} untimed, model/init of the demo run (16,000-token target).", "",
-         "| what | vocabadapt | reference | ratio |", "|---|---|---|---|"]
+    how = (
+        f"`{r['command']}` at commit {r['commit']}, {r['date']}, torch threads {r['threads']}, load average "
+        f"{', '.join(f'{x:.1f}' for x in r['load_avg_end'])} at the end; benchmarks/speed_real.py"
+    )
+    L = [
+        "",
+        f"## The real model: SmolLM2-135M-Instruct (`{Path(r['model']).name}`, dequantised to float32)",
+        "",
+        f"Measured in one run of {r['wall_s']:.0f} s ({how}); each pair back to back on the same inputs. "
+        f"Training: {r['batch']} x {r['seq']} tokens per step, {r['stage1']['steps']} steps, the first "
+        f"{r['stage1']['warmup']} untimed, model/init of the demo run (16,000-token target).",
+        "",
+        "| what | vocabadapt | reference | ratio |",
+        "|---|---|---|---|",
+    ]
     for stage, what in (("stage1", "stage 1 (embeddings + head)"), ("stage2", "stage 2 (all parameters)")):
         s = r[stage]
-        L.append(f"| {what} training | {s['ours_tok_s']:.0f} tokens/s | bare HF Trainer: {s['bare_tok_s']:.0f} tokens/s | "
-                 f"{s['ours_tok_s'] / s['bare_tok_s']:.2f}x |")
-    L.append(f"| evaluate: held-out bits per byte ({ev['documents']} documents, {ev['context']}-token windows) | "
-             f"{ev['ours_tok_s']:.0f} tokens/s (batch {ev['batch']}), {ev['ours_bpb']:.4f} bpb | bare loop, one window per "
-             f"forward: {ev['bare_tok_s']:.0f} tokens/s, {ev['bare_bpb']:.4f} bpb | {ev['ours_tok_s'] / ev['bare_tok_s']:.2f}x |")
+        L.append(
+            f"| {what} training | {s['ours_tok_s']:.0f} tokens/s | bare HF Trainer: {s['bare_tok_s']:.0f} tokens/s | "
+            f"{s['ours_tok_s'] / s['bare_tok_s']:.2f}x |"
+        )
+    L.append(
+        f"| evaluate: held-out bits per byte ({ev['documents']} documents, {ev['context']}-token windows) | "
+        f"{ev['ours_tok_s']:.0f} tokens/s (batch {ev['batch']}), {ev['ours_bpb']:.4f} bpb | bare loop, one window per "
+        f"forward: {ev['bare_tok_s']:.0f} tokens/s, {ev['bare_bpb']:.4f} bpb | {ev['ours_tok_s'] / ev['bare_tok_s']:.2f}x |"
+    )
     t, ls = tr["transplant"], tr["load_save"]
-    L.append(f"| transplant SmolLM2 -> 16,000-token target (subprocess) | {t['wall_s']:.1f} s, peak {t['peak_mb']:.0f} MB | "
-             f"from_pretrained + save_pretrained: {ls['wall_s']:.1f} s, peak {ls['peak_mb']:.0f} MB | "
-             f"{t['wall_s'] / ls['wall_s']:.2f}x the time, {t['peak_mb'] / ls['peak_mb']:.2f}x the memory |")
+    L.append(
+        f"| transplant SmolLM2 -> 16,000-token target (subprocess) | {t['wall_s']:.1f} s, peak {t['peak_mb']:.0f} MB | "
+        f"from_pretrained + save_pretrained: {ls['wall_s']:.1f} s, peak {ls['peak_mb']:.0f} MB | "
+        f"{t['wall_s'] / ls['wall_s']:.2f}x the time, {t['peak_mb'] / ls['peak_mb']:.2f}x the memory |"
+    )
     return L
 
 
@@ -308,9 +322,13 @@ def main() -> None:
         res = read_json(prev) if prev.exists() else {}
         log("real model: SmolLM2-135M stage costs")
         res["real"] = speed_real.measure()
-        res["real"].update(command="python benchmarks/speed.py --only-real", commit=commit, machine=mach,
-                           date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                           load_avg_end=os.getloadavg())
+        res["real"].update(
+            command="python benchmarks/speed.py --only-real",
+            commit=commit,
+            machine=mach,
+            date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            load_avg_end=os.getloadavg(),
+        )
         res.setdefault("wall_s", res["real"]["wall_s"])
         me, commit, mach = res.get("command", me), res.get("commit", commit), res.get("machine", mach)
     elif args.reuse and prev.exists():

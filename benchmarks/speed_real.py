@@ -68,15 +68,24 @@ def setup_run() -> Path:
         return run
     shutil.rmtree(run, ignore_errors=True)
     log(f"setup: vocabadapt run {DEMO.relative_to(ROOT)} --until transplant")
-    subprocess.run([sys.executable, "-m", "vocabadapt", "run", str(DEMO), "--run-dir", str(run), "--until", "transplant"],
-                   cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "vocabadapt", "run", str(DEMO), "--run-dir", str(run), "--until", "transplant"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
     return run
 
 
 def child(what: str, src: Path, out: Path, run: Path, threads: int) -> dict:
     shutil.rmtree(out, ignore_errors=True)
-    r = subprocess.run([sys.executable, "-c", CHILD, what, str(src), str(out), str(run), str(threads)], cwd=ROOT,
-                       capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    r = subprocess.run(
+        [sys.executable, "-c", CHILD, what, str(src), str(out), str(run), str(threads)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     if r.returncode != 0:
         raise RuntimeError(f"{what} child failed: {r.stderr[-2000:]}")
     shutil.rmtree(out, ignore_errors=True)
@@ -108,7 +117,7 @@ def training_pair(run: Path, cfg, stage: str, steps: int, warmup: int, work: Pat
             self.times.append(time.perf_counter())
 
     def tokens_per_s(timer: StepTimer) -> float:
-        t = timer.times[warmup - 1:]
+        t = timer.times[warmup - 1 :]
         return (len(t) - 1) * cfg.batch_size * cfg.max_seq_length / (t[-1] - t[0])
 
     layout = RunLayout(run)
@@ -127,23 +136,50 @@ def training_pair(run: Path, cfg, stage: str, steps: int, warmup: int, work: Pat
             p.requires_grad_(False)
         model.get_input_embeddings().weight.requires_grad_(True)
         model.get_output_embeddings().weight.requires_grad_(True)  # the same tensor when tied
-    args = TrainingArguments(output_dir=str(work / f"bare-{stage}"), max_steps=steps, per_device_train_batch_size=cfg.batch_size,
-                             gradient_accumulation_steps=1, learning_rate=settings.learning_rate, optim=settings.optimizer,
-                             lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
-                             max_grad_norm=cfg.max_grad_norm, seed=cfg.seed, logging_steps=10 * steps, save_strategy="no",
-                             report_to="none", disable_tqdm=True)
+    args = TrainingArguments(
+        output_dir=str(work / f"bare-{stage}"),
+        max_steps=steps,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=1,
+        learning_rate=settings.learning_rate,
+        optim=settings.optimizer,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_ratio,
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        seed=cfg.seed,
+        logging_steps=10 * steps,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+    )
     bare = StepTimer()
-    trainer = Trainer(model=model, args=args, train_dataset=[{"input_ids": s, "labels": s} for s in sequences],
-                      callbacks=[bare])
+    trainer = Trainer(
+        model=model, args=args, train_dataset=[{"input_ids": s, "labels": s} for s in sequences], callbacks=[bare]
+    )
     trainer.remove_callback(PrinterCallback)
     trainer.train()
     del trainer, model
 
     ours = StepTimer()
-    summary = train_stage(settings, cfg, model_dir, shards, work / f"out-{stage}", work / f"metrics-{stage}",
-                          work / f"ck-{stage}", callbacks=[ours])
-    return {"bare_tok_s": tokens_per_s(bare), "ours_tok_s": tokens_per_s(ours), "steps": steps, "warmup": warmup,
-            "trainable": settings.trainable, "ours_steps": summary.get("steps")}
+    summary = train_stage(
+        settings,
+        cfg,
+        model_dir,
+        shards,
+        work / f"out-{stage}",
+        work / f"metrics-{stage}",
+        work / f"ck-{stage}",
+        callbacks=[ours],
+    )
+    return {
+        "bare_tok_s": tokens_per_s(bare),
+        "ours_tok_s": tokens_per_s(ours),
+        "steps": steps,
+        "warmup": warmup,
+        "trainable": settings.trainable,
+        "ours_steps": summary.get("steps"),
+    }
 
 
 def evaluate_pair(run: Path, docs: int, context: int, batch: int) -> dict:
@@ -170,17 +206,24 @@ def evaluate_pair(run: Path, docs: int, context: int, batch: int) -> dict:
             seq = [bos, *encode(tok, text)]
             n_bytes += len(text.encode("utf-8"))
             for begin in range(0, len(seq) - 1, context - 1):
-                ids = torch.tensor([seq[begin:begin + context]])
+                ids = torch.tensor([seq[begin : begin + context]])
                 if ids.shape[1] < 2:
                     continue
                 n = ids.shape[1] - 1
                 nll += model(input_ids=ids, labels=ids).loss.item() * n
                 n_tok += n
     bare_s = time.perf_counter() - t
-    return {"documents": len(texts), "context": context, "batch": batch,
-            "ours_tok_s": ours["tokens"] / ours_s, "bare_tok_s": n_tok / bare_s,
-            "ours_bpb": ours["bits_per_byte"], "bare_bpb": nll / math.log(2) / n_bytes,
-            "ours_tokens": ours["tokens"], "bare_tokens": n_tok}
+    return {
+        "documents": len(texts),
+        "context": context,
+        "batch": batch,
+        "ours_tok_s": ours["tokens"] / ours_s,
+        "bare_tok_s": n_tok / bare_s,
+        "ours_bpb": ours["bits_per_byte"],
+        "bare_bpb": nll / math.log(2) / n_bytes,
+        "ours_tokens": ours["tokens"],
+        "bare_tokens": n_tok,
+    }
 
 
 def measure(steps: int = 5, warmup: int = 1, batch: int = 4, seq: int = 128, docs: int = 6, threads: int = 1) -> dict:
@@ -197,14 +240,27 @@ def measure(steps: int = 5, warmup: int = 1, batch: int = 4, seq: int = 128, doc
     run = setup_run()
     source_dir = resolve_model_dir(config.models.source_model, config.tokenization.cache_dir)
     work = Path(tempfile.mkdtemp(prefix="speed-real."))
-    res: dict = {"model": config.models.source_model, "dequantised": str(source_dir), "threads": threads,
-                 "run": str(run.relative_to(ROOT))}
+    res: dict = {
+        "model": config.models.source_model,
+        "dequantised": str(source_dir),
+        "threads": threads,
+        "run": str(run.relative_to(ROOT)),
+    }
     try:
         log("transplant vs load + save")
         res["transplant"] = {w: child(w, source_dir, work / w, run, threads) for w in ("transplant", "load_save")}
-        cfg = config.vocab_adaptation.model_copy(update={
-            "stage1_steps": steps, "stage2_steps": steps, "batch_size": batch, "gradient_accumulation": 1,
-            "max_seq_length": seq, "save_steps": 10 * steps, "eval_steps": 10 * steps, "logging_steps": 10 * steps})
+        cfg = config.vocab_adaptation.model_copy(
+            update={
+                "stage1_steps": steps,
+                "stage2_steps": steps,
+                "batch_size": batch,
+                "gradient_accumulation": 1,
+                "max_seq_length": seq,
+                "save_steps": 10 * steps,
+                "eval_steps": 10 * steps,
+                "logging_steps": 10 * steps,
+            }
+        )
         for stage in ("stage1", "stage2"):
             log(f"{stage}: bare Trainer, then vocabadapt")
             res[stage] = training_pair(run, cfg, stage, steps, warmup, work)

@@ -186,7 +186,7 @@ def write_fuzz_counts(counts: dict) -> None:
 
 
 # A sitecustomize.py that makes every IPv4/IPv6 connect fail in the process that imports it.
-NO_NETWORK_SITECUSTOMIZE = '''
+NO_NETWORK_SITECUSTOMIZE = """
 import socket
 
 def _refuse(self, address, *args, **kwargs):
@@ -197,7 +197,7 @@ def _refuse(self, address, *args, **kwargs):
 _connect = socket.socket.connect
 socket.socket.connect = _refuse
 socket.socket.connect_ex = lambda self, address: 111
-'''
+"""
 
 
 def offline_env(tmp_path: Path) -> dict:
@@ -207,5 +207,9 @@ def offline_env(tmp_path: Path) -> dict:
     site = tmp_path / "site"
     site.mkdir(exist_ok=True)
     (site / "sitecustomize.py").write_text(NO_NETWORK_SITECUSTOMIZE)
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
-            "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    return {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(tmp_path / "hf"),
+        "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
+    }

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TEXT, tiny_model, train_bpe_tokenizer, write_config, write_jsonl
 
+from helpers import TEXT, tiny_model, train_bpe_tokenizer, write_config, write_jsonl
 from vocabadapt.config import ModelsConfig
 from vocabadapt.errors import InputError
 from vocabadapt.model.hub import load_model, load_tokenizer
@@ -40,9 +40,15 @@ def _gguf_tensors(model) -> list[tuple[str, torch.Tensor]]:
     out = [("token_embd.weight", sd["model.embed_tokens.weight"]), ("output_norm.weight", sd["model.norm.weight"])]
     if not cfg.tie_word_embeddings:
         out.append(("output.weight", sd["lm_head.weight"]))
-    names = {"input_layernorm": "attn_norm", "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
-             "post_attention_layernorm": "ffn_norm", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-             "mlp.down_proj": "ffn_down"}
+    names = {
+        "input_layernorm": "attn_norm",
+        "self_attn.v_proj": "attn_v",
+        "self_attn.o_proj": "attn_output",
+        "post_attention_layernorm": "ffn_norm",
+        "mlp.gate_proj": "ffn_gate",
+        "mlp.up_proj": "ffn_up",
+        "mlp.down_proj": "ffn_down",
+    }
     for i in range(cfg.num_hidden_layers):
         p = f"model.layers.{i}."
         out.append((f"blk.{i}.attn_q.weight", _permute(sd[p + "self_attn.q_proj.weight"], cfg.num_attention_heads)))
@@ -51,8 +57,9 @@ def _gguf_tensors(model) -> list[tuple[str, torch.Tensor]]:
     return out
 
 
-def write_tiny_gguf(path: Path, model, tokenizer, quant: str = "F32", arch: str = "llama",
-                    raw_override: dict | None = None) -> Path:
+def write_tiny_gguf(
+    path: Path, model, tokenizer, quant: str = "F32", arch: str = "llama", raw_override: dict | None = None
+) -> Path:
     """Write a tiny HF Llama and its byte-level BPE as a GGUF file the way llama.cpp's converter does.
 
     quant: "F32", or "Q8_0" for the 2-D weight matrices. raw_override: {tensor name: GGML type name} to
@@ -170,18 +177,29 @@ def test_pipeline_runs_on_a_gguf_source_and_records_its_sha256(tiny, tmp_path, c
     target.save_pretrained(str(tmp_path / "target_tok"))
     write_jsonl(tmp_path / "train.jsonl", DOCS)
     write_jsonl(tmp_path / "heldout.jsonl", [f"report {i}: aspirin and heparin for chest pain." for i in range(6)])
-    cfg = write_config(tmp_path / "gguf.yaml", {
-        "models": {"source_model": str(path), "target_tokenizer": "target_tok"},
-        "corpus": {"inputs": ["train.jsonl"], "heldout_inputs": ["heldout.jsonl"]},
-        "tokenization": {"cache_dir": "cache"},
-        "embedding": {"fasttext": {"epochs": 2, "dim": 16, "thread": 1}},
-        "alignment": {"pivot_count": 50, "similarity_threshold": 0.3},
-        "evaluation": {"datasets": ["heldout"], "batch_size": 4},
-        "pipeline": {"run_root": "runs"},
-        "vocab_adaptation": {"stage1_steps": 2, "stage2_steps": 2, "batch_size": 2, "max_seq_length": 32,
-                             "bf16": False, "save_steps": 2, "eval_steps": 2, "logging_steps": 1,
-                             "eval_max_bytes": 2000},
-    })
+    cfg = write_config(
+        tmp_path / "gguf.yaml",
+        {
+            "models": {"source_model": str(path), "target_tokenizer": "target_tok"},
+            "corpus": {"inputs": ["train.jsonl"], "heldout_inputs": ["heldout.jsonl"]},
+            "tokenization": {"cache_dir": "cache"},
+            "embedding": {"fasttext": {"epochs": 2, "dim": 16, "thread": 1}},
+            "alignment": {"pivot_count": 50, "similarity_threshold": 0.3},
+            "evaluation": {"datasets": ["heldout"], "batch_size": 4},
+            "pipeline": {"run_root": "runs"},
+            "vocab_adaptation": {
+                "stage1_steps": 2,
+                "stage2_steps": 2,
+                "batch_size": 2,
+                "max_seq_length": 32,
+                "bf16": False,
+                "save_steps": 2,
+                "eval_steps": 2,
+                "logging_steps": 1,
+                "eval_max_bytes": 2000,
+            },
+        },
+    )
     run_dir = tmp_path / "run"
     assert main(["run", str(cfg), "--run-dir", str(run_dir)]) == 0
     manifest = json.loads((run_dir / "manifest.json").read_text())
@@ -190,8 +208,7 @@ def test_pipeline_runs_on_a_gguf_source_and_records_its_sha256(tiny, tmp_path, c
     stages = manifest["stages"]
     assert stages["tokenize"]["summary"]["tokenizers"]["source_gguf"]["sha256"] == sha
     assert stages["transplant"]["summary"]["source_gguf"]["sha256"] == sha
-    assert stages["transplant"]["summary"]["source_gguf"]["dequantised_to"] == str(
-        tmp_path / "cache" / "gguf" / sha)
+    assert stages["transplant"]["summary"]["source_gguf"]["dequantised_to"] == str(tmp_path / "cache" / "gguf" / sha)
     # the output models are ordinary HF directories with the target tokenizer's rows
     for stage in ("init", "stage2"):
         config = json.loads((run_dir / "model" / stage / "config.json").read_text())
@@ -251,8 +268,11 @@ def test_unsupported_quantisation_is_refused_naming_a_tensor(tiny, tmp_path):
 
     _, tok, model, _ = tiny
     path = write_tiny_gguf(tmp_path / "q81.gguf", model, tok, raw_override={"blk.0.ffn_up.weight": "Q8_1"})
-    with pytest.raises(InputError, match=r"q81\.gguf: 1 tensor\(s\) are quantised as Q8_1 \(e\.g\. blk\.0\.ffn_up"
-                                         r"\.weight\), which the gguf package cannot dequantise"):
+    with pytest.raises(
+        InputError,
+        match=r"q81\.gguf: 1 tensor\(s\) are quantised as Q8_1 \(e\.g\. blk\.0\.ffn_up"
+        r"\.weight\), which the gguf package cannot dequantise",
+    ):
         gguf_model_dir(path, tmp_path / "cache")
 
 
@@ -262,8 +282,15 @@ def test_audit_reads_the_model_config_from_the_gguf_header(tiny, tmp_path):
     _, tok, model, path = tiny
     header = gguf_config(path, tmp_path / "cache")  # nothing cached yet: read from the header
     assert not (tmp_path / "cache").exists()
-    for key in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
-                "intermediate_size", "tie_word_embeddings"):
+    for key in (
+        "vocab_size",
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "intermediate_size",
+        "tie_word_embeddings",
+    ):
         assert header[key] == getattr(model.config, key), key
     gguf_model_dir(path, tmp_path / "cache")
     assert gguf_config(path, tmp_path / "cache")["vocab_size"] == len(tok)  # now from the dequantised copy

@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import offline_env
 
+from helpers import offline_env
 from vocabadapt.config import package_file
 from vocabadapt.io import sha256_file
 
@@ -41,17 +41,31 @@ def test_demo_pipeline_on_smollm2_offline(tmp_path):
     gguf_file = require_smollm2()
     env = offline_env(tmp_path)
     run_dir = tmp_path / "run"
-    sets = [f"tokenization.cache_dir={tmp_path / 'cache'}",  # dequantised here, from nothing
-            "corpus.byte_budget=400000", "embedding.fasttext.epochs=1", "embedding.fasttext.thread=1",
-            "models.target_tokenizer.train.vocab_size=4000",
-            "vocab_adaptation.stage1_steps=2", "vocab_adaptation.stage2_steps=2", "vocab_adaptation.batch_size=2",
-            "vocab_adaptation.max_seq_length=64", "vocab_adaptation.eval_steps=2", "vocab_adaptation.logging_steps=1",
-            "vocab_adaptation.eval_max_bytes=2000", "evaluation.max_samples=3", "evaluation.qa.bootstrap=20"]
+    sets = [
+        f"tokenization.cache_dir={tmp_path / 'cache'}",  # dequantised here, from nothing
+        "corpus.byte_budget=400000",
+        "embedding.fasttext.epochs=1",
+        "embedding.fasttext.thread=1",
+        "models.target_tokenizer.train.vocab_size=4000",
+        "vocab_adaptation.stage1_steps=2",
+        "vocab_adaptation.stage2_steps=2",
+        "vocab_adaptation.batch_size=2",
+        "vocab_adaptation.max_seq_length=64",
+        "vocab_adaptation.eval_steps=2",
+        "vocab_adaptation.logging_steps=1",
+        "vocab_adaptation.eval_max_bytes=2000",
+        "evaluation.max_samples=3",
+        "evaluation.qa.bootstrap=20",
+    ]
     cmd = [sys.executable, "-m", "vocabadapt", "run", str(REPO / "configs" / "demo.yaml"), "--run-dir", str(run_dir)]
     for s in sets:
         cmd += ["--set", s]
-    probe = subprocess.run([sys.executable, "-c", "import socket; socket.create_connection(('1.1.1.1', 443), 2)"],
-                           env=env, capture_output=True, text=True)
+    probe = subprocess.run(
+        [sys.executable, "-c", "import socket; socket.create_connection(('1.1.1.1', 443), 2)"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert probe.returncode != 0 and "network disabled" in probe.stderr  # the block is in force
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO, timeout=1500)
     assert proc.returncode == 0, proc.stderr[-3000:]

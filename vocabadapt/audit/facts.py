@@ -139,7 +139,7 @@ def local_model_config(config: Config) -> tuple[Optional[dict], Optional[str]]:
     from ..model.gguf import gguf_config, is_gguf
 
     src = config.models.source_model
-    if is_gguf(src) and Path(src).is_file():
+    if src and is_gguf(src) and Path(src).is_file():
         try:
             return gguf_config(src, config.tokenization.cache_dir), src
         except InputError as e:

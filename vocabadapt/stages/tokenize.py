@@ -61,7 +61,7 @@ def prepare_tokenizers(ctx: StageContext) -> dict[str, Any]:
         len(tgt),
         f" (+{terms_added} mined terms)" if terms_added else "",
     )
-    summary = {
+    summary: dict[str, Any] = {
         "source_vocab": len(src),
         "target_vocab": len(tgt),
         "target_trained": not isinstance(spec, str),
