@@ -397,6 +397,108 @@ def checkpoint_corruption(
 # --------------------------------------------------------------------------------------------------
 
 
+# Mid-stage resume: enough shards that a kill lands between them (2 MB of text, 20k-token shards).
+MIDSTAGE = (
+    "corpus.byte_budget=2000000",
+    "tokenization.shard_tokens=20000",
+    "embedding.fasttext.thread=1",
+    "embedding.fasttext.epochs=1",
+)
+
+
+def _tree_digest(d: Path) -> dict[str, str]:
+    import hashlib
+
+    return {
+        p.relative_to(d).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(d.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _kill_when(cmd: list[str], ready, logfile: Path, timeout: float = 900) -> dict[str, Any]:
+    """Start `cmd`; SIGKILL its process group as soon as `ready()` returns a value (what it returned is kept)."""
+    with open(logfile, "w") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=SRC, start_new_session=True)
+    seen = None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        seen = ready()
+        if seen is not None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    else:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return {"killed_at": seen, "rc_first": proc.returncode}
+
+
+def midstage_resume(work: Path, config: Path, model: str) -> dict[str, Any]:
+    """SIGKILL inside tokenize (after some target shards) and inside embed (after the source side), rerun,
+    and compare tokens/ and embeddings/ byte for byte with an uninterrupted run."""
+    overrides = [f"models.source_model={model}", *MIDSTAGE]
+    until = ["--until", "embed"]
+    ref_dir = work / "midstage-reference"
+    shutil.rmtree(ref_dir, ignore_errors=True)
+    rc, out, wall = run_to_end(command(config, ref_dir, overrides) + until, work / "midstage-reference.log")
+    if rc != 0:
+        return {"error": f"reference run failed (rc {rc}): {out[-1500:]}"}
+    ref_tokens, ref_emb = _tree_digest(ref_dir / "tokens"), _tree_digest(ref_dir / "embeddings")
+    target_shards = json.loads((ref_dir / "tokens" / "target" / "train" / "meta.json").read_text())["shards"]
+    cases = []
+
+    def tokenize_ready(run_dir: Path):
+        prog = run_dir / "partial" / "tokenize" / "tokens" / "target" / "train" / "progress.json"
+        try:
+            n = json.loads(prog.read_text())["shards"]
+        except (OSError, ValueError):
+            return None
+        return f"target/train after shard {n} of {target_shards}" if n >= max(1, target_shards // 2) else None
+
+    def embed_ready(run_dir: Path):
+        return "embed after the source side" if (run_dir / "partial" / "embed" / "source.done.json").exists() else None
+
+    for name, ready, needle in (
+        ("tokenize", tokenize_ready, "resumed from shard"),
+        ("embed", embed_ready, "embed source: kept from the interrupted run"),
+    ):
+        run_dir = work / f"midstage-{name}"
+        shutil.rmtree(run_dir, ignore_errors=True)
+        cmd = command(config, run_dir, overrides) + until
+        log(f"mid-stage: kill inside {name}")
+        info = _kill_when(cmd, lambda ready=ready, run_dir=run_dir: ready(run_dir), work / f"midstage-{name}.log")
+        rc2, out2, wall2 = run_to_end(cmd, work / f"midstage-{name}.rerun.log")
+        said = [line.split(": ", 1)[-1] for line in out2.splitlines() if needle in line]
+        same_tokens = rc2 == 0 and _tree_digest(run_dir / "tokens") == ref_tokens
+        same_emb = rc2 == 0 and _tree_digest(run_dir / "embeddings") == ref_emb
+        cases.append(
+            {
+                "stage": name,
+                **info,
+                "rerun_rc": rc2,
+                "rerun_wall_s": round(wall2, 1),
+                "rerun_said": said[:3],
+                "tokens_identical": same_tokens,
+                "embeddings_identical": same_emb,
+                "ok": rc2 == 0 and bool(said) and same_tokens and same_emb and info["killed_at"] is not None,
+            }
+        )
+        log(
+            f"  killed at {info['killed_at']}; rerun rc {rc2}: {said[:1]}; identical tokens {same_tokens}, "
+            f"embeddings {same_emb}"
+        )
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return {
+        "config": str(config.relative_to(REPO)) if config.is_relative_to(REPO) else str(config),
+        "overrides": overrides,
+        "reference_wall_s": round(wall, 1),
+        "target_shards": target_shards,
+        "cases": cases,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="one kill per stage, 100 fuzz cases per property")
@@ -411,6 +513,11 @@ def main(argv: list[str] | None = None) -> int:
         "--only-checkpoint",
         action="store_true",
         help="add just the damaged-checkpoint scenario to an existing results file, reusing WORK/reference",
+    )
+    ap.add_argument(
+        "--only-midstage",
+        action="store_true",
+        help="add just the mid-stage resume scenario (kill inside tokenize / embed) to the results file",
     )
     ap.add_argument("--config", default=str(REPO / "configs" / "demo-tiny.yaml"))
     ap.add_argument("--until", default=None, help="last stage (when later stages do not work yet)")
@@ -459,6 +566,21 @@ def main(argv: list[str] | None = None) -> int:
         )
         write_results(results, Path(args.out), partial=False)
         return 0 if results["checkpoint_corruption"].get("safe", True) else 1
+
+    if args.only_midstage:
+        SRC = snapshot_code(work)
+        out_json = Path(args.out).with_suffix(".json")
+        results = json.loads(out_json.read_text()) if out_json.exists() else results
+        model, model_note = choose_model(args.model, work)
+        results.setdefault(
+            "code",
+            f"{_git_commit()}, vocabadapt/ copied at {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}",
+        )
+        results.setdefault("model", model_note)
+        results["midstage"] = midstage_resume(work, Path(args.config), model)
+        results.setdefault("finished", dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+        write_results(results, Path(args.out), partial=False)
+        return 0 if all(c["ok"] for c in results["midstage"].get("cases", [{"ok": False}])) else 1
 
     if not args.no_fuzz:
         log(f"fuzz: {examples} cases per property")
@@ -594,6 +716,7 @@ def main(argv: list[str] | None = None) -> int:
     results["corruptions"] = corrupts
     if not args.no_corrupt and (ref_dir / "checkpoints" / "stage1").is_dir():
         results["checkpoint_corruption"] = checkpoint_corruption(ref_dir, work, config, overrides, until, rng)
+    results["midstage"] = midstage_resume(work, config, model)
     results["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     write_results(results, Path(args.out), partial=False)
     log(f"wrote {args.out}")
@@ -801,6 +924,34 @@ def write_results(r: dict[str, Any], out: Path, partial: bool) -> None:
                 f"- **safe: {ck['safe']}**",
                 "",
             ]
+
+    ms = r.get("midstage")
+    if ms:
+        L += [
+            "## Kill inside a long stage, then resume",
+            "",
+            f"`--only-midstage` (also part of the full run): {ms.get('config', 'configs/demo.yaml')} with "
+            f"`{' '.join('--set ' + o for o in ms.get('overrides', []))} --until embed`; SIGKILL of the whole "
+            "process group once the target side's training split has half its shards (tokenize) or once the "
+            "source side's vectors are finished (embed); then the same command again. Identical: every file of "
+            "tokens/ and embeddings/ has the sha256 of the uninterrupted reference run. fastText itself trains "
+            "all epochs in one call, so a kill inside one side's training redoes that side (see "
+            "vocabadapt/stages/embed.py).",
+            "",
+        ]
+        if ms.get("error"):
+            L += [f"Not run: {ms['error']}", ""]
+        else:
+            L += [
+                "| killed in | killed at | rerun rc | rerun said | tokens identical | embeddings identical | ok |",
+                "|---|---|---|---|---|---|---|",
+            ]
+            for c in ms["cases"]:
+                L.append(
+                    f"| {c['stage']} | {c['killed_at']} | {c['rerun_rc']} | {'; '.join(c['rerun_said'])} | "
+                    f"{c['tokens_identical']} | {c['embeddings_identical']} | {c['ok']} |"
+                )
+            L.append("")
 
     fz = r.get("fuzz")
     if fz:

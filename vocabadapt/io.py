@@ -38,9 +38,15 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _disk_full_message(path: Path, err: OSError) -> StageError:
+    try:
+        free = f" ({shutil.disk_usage(path.parent if path.parent.exists() else '/').free / 1e9:.2f} GB free there now)"
+    except OSError:
+        free = ""
     return StageError(
-        f"no space left on the device while writing {path}: free disk space (or point pipeline.run_root "
-        f"elsewhere) and rerun the same command; the previous version of this file is intact"
+        f"no space left on the device while writing {path}{free}: free disk space on that file system "
+        f"(old run directories under pipeline.run_root, caches) or point pipeline.run_root elsewhere, then "
+        f"rerun the same command; the previous version of this file is intact and a stage that keeps "
+        f"partial work (tokenize, embed) resumes from it"
     )
 
 
@@ -84,19 +90,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent))
     try:
         yield tmp
-        old = None
-        if path.exists():
-            old = path.with_name(f"{TMP_PREFIX}old-{path.name}.{os.getpid()}")
-            os.replace(path, old)
-        try:
-            os.replace(tmp, path)
-        except BaseException:
-            if old is not None:
-                os.replace(old, path)  # put the previous version back before reporting the failure
-            raise
-        _fsync_dir(path.parent)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, path)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         if e.errno == errno.ENOSPC:
@@ -105,6 +99,27 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def replace_dir(new: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Put the finished directory `new` (same file system) in place of `path`, atomically.
+
+    The old directory (if any) is moved aside and deleted only after the new one is in place.
+    """
+    new, path = Path(new), Path(path)
+    old = None
+    if path.exists():
+        old = path.with_name(f"{TMP_PREFIX}old-{path.name}.{os.getpid()}")
+        os.replace(path, old)
+    try:
+        os.replace(new, path)
+    except BaseException:
+        if old is not None:
+            os.replace(old, path)  # put the previous version back before reporting the failure
+        raise
+    _fsync_dir(path.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _silent_remove(p: str | os.PathLike) -> None:

@@ -51,3 +51,84 @@ def test_vectors_ids_counts_and_determinism(tmp_path):
 def test_missing_tokens_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="run the tokenize stage first"):
         run_stage(_ctx(tmp_path))
+
+
+def test_killed_embed_keeps_the_finished_side_and_ends_identical(tmp_path, monkeypatch, caplog):
+    import logging
+
+    from vocabadapt.align import vectors
+
+    _write_tokens(tmp_path / "ref")
+    run_stage(_ctx(tmp_path / "ref"))
+    _write_tokens(tmp_path / "run")
+    trained = []
+    real = vectors.shard_vectors
+
+    def dying_on_target(reader, ft_cfg, scratch):
+        trained.append(reader.dir.parent.name)
+        if reader.dir.parent.name == "target":
+            raise KeyboardInterrupt  # killed while fastText trains the target side
+        return real(reader, ft_cfg, scratch)
+
+    monkeypatch.setattr(vectors, "shard_vectors", dying_on_target)
+    with pytest.raises(KeyboardInterrupt):
+        run_stage(_ctx(tmp_path / "run"))
+    assert not (tmp_path / "run" / "embeddings").exists()
+    monkeypatch.setattr(vectors, "shard_vectors", lambda *a, **k: (trained.append("again"), real(*a, **k))[1])
+    with caplog.at_level(logging.INFO, logger="vocabadapt"):
+        run_stage(_ctx(tmp_path / "run"))
+    assert trained == ["source", "target", "again"]  # the source side was not trained again
+    assert any("embed source: kept from the interrupted run" in r.getMessage() for r in caplog.records)
+    ref, got = tmp_path / "ref" / "embeddings", tmp_path / "run" / "embeddings"
+    assert sorted(p.name for p in ref.iterdir()) == sorted(p.name for p in got.iterdir())
+    for f in ref.iterdir():  # one fastText thread: bitwise the uninterrupted result
+        assert (got / f.name).read_bytes() == f.read_bytes(), f.name
+    assert not (tmp_path / "run" / "partial").exists() or not any((tmp_path / "run" / "partial").iterdir())
+
+
+def test_embed_with_changed_settings_starts_over(tmp_path, monkeypatch):
+    from vocabadapt.align import vectors
+
+    _write_tokens(tmp_path)
+    real = vectors.shard_vectors
+    monkeypatch.setattr(
+        vectors,
+        "shard_vectors",
+        lambda r, f, scratch: (
+            real(r, f, scratch) if r.dir.parent.name == "source" else (_ for _ in ()).throw(KeyboardInterrupt)
+        ),
+    )
+    with pytest.raises(KeyboardInterrupt):
+        run_stage(_ctx(tmp_path))
+    trained = []
+    monkeypatch.setattr(
+        vectors, "shard_vectors", lambda *a, **k: (trained.append(a[0].dir.parent.name), real(*a, **k))[1]
+    )
+    cfg = validate_dict({"embedding": {"fasttext": {"thread": 1, "dim": 8, "epochs": 3}}}, "test")
+    run_stage(StageContext(layout=RunLayout(tmp_path), config=cfg, stage="embed"))
+    assert trained == ["source", "target"]  # other epochs: the finished source side is not reused
+
+
+def test_full_disk_while_writing_the_id_file_is_a_clear_error_and_keeps_previous_embeddings(tmp_path, monkeypatch):
+    import errno
+
+    from vocabadapt.errors import StageError
+    from vocabadapt.text.shards import ShardReader
+
+    _write_tokens(tmp_path)
+    run_stage(_ctx(tmp_path))
+    before = {p.name: p.read_bytes() for p in (tmp_path / "embeddings").iterdir()}
+    real = ShardReader.documents
+
+    def filling_up(self):  # the disk fills after 50 documents of the id file are written
+        for i, doc in enumerate(real(self)):
+            if i == 50:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            yield doc
+
+    monkeypatch.setattr(ShardReader, "documents", filling_up)
+    cfg = validate_dict({"embedding": {"fasttext": {"thread": 1, "dim": 8, "epochs": 3}}}, "test")
+    with pytest.raises(StageError, match=r"no space left on the device while writing \S*ids\.txt .*free disk space"):
+        run_stage(StageContext(layout=RunLayout(tmp_path), config=cfg, stage="embed"))
+    assert {p.name: p.read_bytes() for p in (tmp_path / "embeddings").iterdir()} == before
+    assert not list((tmp_path / "partial" / "embed").rglob("*ids.txt*"))  # no half-written id file left

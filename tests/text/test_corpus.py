@@ -128,3 +128,37 @@ def test_lone_surrogate_is_a_bad_line_and_damaged_gzip_an_input_error(tmp_path):
     g.write_bytes(bytes(blob))
     with pytest.raises(InputError, match="d.jsonl.gz"):
         run_stage(_ctx(tmp_path / "g", {"inputs": [str(g)], "heldout_fraction": 0.0}))
+
+
+def test_a_few_broken_lines_in_the_middle_of_a_big_file_are_counted_and_named(tmp_path, caplog):
+    import logging
+
+    # 60,000 documents (about 3 MB) with 7 broken lines of three kinds far from the start.
+    broken = {
+        20_001: b"{not json\n",
+        30_000: b'{"text": "cut off\n',
+        30_001: b"\xff\xfe bad bytes\n",
+        40_000: b'{"title": "no text field"}\n',
+        45_000: b"[1, 2]\n",
+        50_000: b"\x00\x00\n",
+        59_999: b'{"text": 42}\n',
+    }
+    with open(tmp_path / "big.jsonl", "wb") as f:
+        for n in range(1, 60_001):
+            f.write(broken.get(n) or json.dumps({"text": f"document {n} about heparin and aspirin"}).encode() + b"\n")
+    with caplog.at_level(logging.WARNING, logger="vocabadapt"):
+        stats = run_stage(_ctx(tmp_path, {"inputs": [str(tmp_path / "big.jsonl")], "heldout_fraction": 0.0}))
+    assert stats["bad_lines"] == 7 and stats["documents"] == 60_000 - 7
+    per_file = json.loads((tmp_path / "run" / "corpus" / "stats.json").read_text())["files"]
+    sample = per_file[str(tmp_path / "big.jsonl")]["first_bad_lines"]
+    assert sample == [
+        "line 20001: not valid JSON",
+        "line 30000: not valid JSON",
+        "line 30001: not UTF-8",
+        "line 40000: no text in fields ['text']",
+        "line 45000: no text in fields ['text']",
+    ]
+    warning = next(r.getMessage() for r in caplog.records if "bad line(s) skipped" in r.getMessage())
+    assert "big.jsonl: 7 bad line(s) skipped (line 20001: not valid JSON;" in warning and warning.endswith(
+        ", ...); the rest was read"
+    )

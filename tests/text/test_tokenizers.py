@@ -64,3 +64,145 @@ def test_slow_tokenizer_in_workers_matches_direct_encoding(tmp_path):
         bio.encode(t, add_special_tokens=False) for t in train
     ]
     assert result.manifest["stages"]["tokenize"]["summary"]["target"]["fast"] is False
+
+
+# --------------------------------------------------------------------------------------------------
+# resume inside the stage, and a full disk
+
+BIG_DOCS = [f"record {i}: " + TEXT[(11 * i) % 300 : (11 * i) % 300 + 90 + i % 50] for i in range(400)]
+
+
+class SimulatedKill(Exception):
+    """Stands for a SIGKILL: nothing in vocabadapt catches it."""
+
+
+def _big_config(root, shard_tokens=1000):
+    write_jsonl(root / "corpus.jsonl", BIG_DOCS)
+    return write_config(
+        root / "t.yaml",
+        {
+            "models": {"source_tokenizer": str(root / "s"), "target_tokenizer": str(root / "t")},
+            "corpus": {"inputs": [str(root / "corpus.jsonl")], "heldout_fraction": 0.1},
+            "term_mining": {"enabled": True, "min_frequency": 2},
+            "tokenization": {"workers": 1, "batch_size": 16, "shard_tokens": shard_tokens},
+            "pipeline": {"run_root": str(root / "runs")},
+        },
+    )
+
+
+def _tree_bytes(d):
+    return {p.relative_to(d).as_posix(): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def _save_tokenizers(root):
+    train_bpe_tokenizer(BIG_DOCS, 300).save_pretrained(str(root / "s"))
+    train_bpe_tokenizer(BIG_DOCS, 500).save_pretrained(str(root / "t"))
+
+
+@pytest.mark.parametrize("killed_side", ["source", "target"])
+def test_killed_tokenize_resumes_from_last_finished_shard_with_identical_shards(
+    tmp_path, monkeypatch, caplog, killed_side
+):
+    import logging
+
+    from vocabadapt.text import shards
+
+    _save_tokenizers(tmp_path)
+    cfg = _big_config(tmp_path)
+    reference = run(cfg, run_dir=tmp_path / "ref", until="tokenize").run_dir
+    # Progress is recorded once per full shard, in the order source/train, source/heldout, target/...:
+    # kill after the middle shard of the killed side's training split.
+    landing = []
+    for side in ("source", "target"):
+        for split in ("train", "heldout"):
+            meta = json.loads((reference / "tokens" / side / split / "meta.json").read_text())
+            landing += [(side, split, k) for k in range(1, meta["tokens"] // 1000 + 1)]
+    in_side = [i for i, (side, split, _) in enumerate(landing) if (side, split) == (killed_side, "train")]
+    assert len(in_side) >= 4
+    kill_after = in_side[len(in_side) // 2] + 1
+    side, split, shards_done = landing[kill_after - 1]
+
+    calls = {"n": 0}
+    record = shards.ShardWriter._record_progress
+
+    def killing_record(self):
+        record(self)
+        calls["n"] += 1
+        if calls["n"] == kill_after:
+            raise SimulatedKill(f"killed after shard {self._shards} of {self.dir}")
+
+    monkeypatch.setattr(shards.ShardWriter, "_record_progress", killing_record)
+    with pytest.raises(SimulatedKill):
+        run(cfg, run_dir=tmp_path / "run", until="tokenize")
+    assert not (tmp_path / "run" / "tokens").exists()  # nothing half-written under the final name
+    assert (tmp_path / "run" / "partial" / "tokenize").is_dir()
+    monkeypatch.setattr(shards.ShardWriter, "_record_progress", record)
+
+    with caplog.at_level(logging.INFO, logger="vocabadapt"):
+        result = run(cfg, run_dir=tmp_path / "run", until="tokenize")
+    resumed = [r.getMessage() for r in caplog.records if "resumed from shard" in r.getMessage()]
+    assert len(resumed) == 1
+    assert f"tokens/{side}/{split}: resumed from shard {shards_done} " in resumed[0]
+    assert any("tokenizers it prepared are kept" in r.getMessage() for r in caplog.records)
+    assert result.ran == ["tokenize"]  # corpus was done; tokenize resumed, not started over
+    assert _tree_bytes(result.run_dir / "tokens") == _tree_bytes(reference / "tokens")
+    assert _tree_bytes(result.run_dir / "terms") == _tree_bytes(reference / "terms")
+    assert not (result.run_dir / "partial" / "tokenize").exists()
+
+
+def test_partial_shards_of_other_settings_are_not_resumed(tmp_path, monkeypatch, caplog):
+    import logging
+
+    from vocabadapt.text import shards
+
+    _save_tokenizers(tmp_path)
+    record = shards.ShardWriter._record_progress
+
+    def killing_record(self):
+        record(self)
+        raise SimulatedKill("killed")
+
+    monkeypatch.setattr(shards.ShardWriter, "_record_progress", killing_record)
+    with pytest.raises(SimulatedKill):
+        run(_big_config(tmp_path), run_dir=tmp_path / "run", until="tokenize")
+    monkeypatch.setattr(shards.ShardWriter, "_record_progress", record)
+    reference = run(_big_config(tmp_path, 2000), run_dir=tmp_path / "ref", until="tokenize").run_dir
+    with caplog.at_level(logging.INFO, logger="vocabadapt"):
+        result = run(_big_config(tmp_path, 2000), run_dir=tmp_path / "run", until="tokenize")
+    assert not any("resumed from shard" in r.getMessage() for r in caplog.records)
+    assert any("starting over" in r.getMessage() for r in caplog.records)
+    assert _tree_bytes(result.run_dir / "tokens") == _tree_bytes(reference / "tokens")
+
+
+def test_full_disk_mid_stage_is_a_clear_error_and_keeps_the_previous_tokens(tmp_path, monkeypatch):
+    import errno
+
+    from vocabadapt.errors import StageError
+    from vocabadapt.text import shards
+
+    _save_tokenizers(tmp_path)
+    first = run(_big_config(tmp_path), run_dir=tmp_path / "run", until="tokenize").run_dir
+    before = _tree_bytes(first / "tokens")
+    saves = {"n": 0}
+    real_save = shards.np.save
+
+    def filling_save(f, arr, *a, **k):
+        saves["n"] += 1
+        if saves["n"] == 4:  # the disk fills up while the fourth array is written
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(f, arr, *a, **k)
+
+    monkeypatch.setattr(shards.np, "save", filling_save)
+    with pytest.raises(StageError) as err:  # shard size changed: the stage reruns and hits the full disk
+        run(_big_config(tmp_path, 2000), run_dir=first, until="tokenize")
+    msg = str(err.value)
+    assert "no space left on the device while writing" in msg and "partial/tokenize/tokens/source/train" in msg
+    assert "free disk space" in msg and "GB free there now" in msg
+    assert _tree_bytes(first / "tokens") == before  # the previous artifacts are intact
+    manifest = json.loads((first / "manifest.json").read_text())
+    assert manifest["stages"]["tokenize"]["status"] == "failed"
+    monkeypatch.setattr(shards.np, "save", real_save)
+    # After freeing space the same command finishes (resuming the shards written before the disk filled).
+    result = run(_big_config(tmp_path, 2000), run_dir=first, until="tokenize")
+    assert result.manifest["stages"]["tokenize"]["status"] == "done"
+    assert ShardReader(first / "tokens" / "source" / "train").meta["documents"] > 0

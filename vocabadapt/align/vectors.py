@@ -12,7 +12,6 @@ Per tokenizer the embed stage keeps: vectors float32 (rows, dim), the int64 toke
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 from pathlib import Path
 
@@ -20,14 +19,20 @@ import numpy as np
 
 from ..config import FastTextConfig
 from ..errors import InputError, StageError
+from ..io import atomic_write
 from ..text.shards import ShardReader
+from ..text.tokenizers import available_cpus
 
 log = logging.getLogger(__name__)
 
 
 def write_id_corpus(reader: ShardReader, path: Path) -> None:
-    """One line per document: its token ids separated by spaces (fastText's input)."""
-    with open(path, "w", encoding="ascii") as f:
+    """One line per document: its token ids separated by spaces (fastText's input).
+
+    Raises:
+        StageError: the disk filled up (vocabadapt.io.atomic_write names the file and what to free).
+    """
+    with atomic_write(path, "w", encoding="ascii") as f:
         for doc in reader.documents():
             if doc.size:
                 f.write(" ".join(map(str, doc.tolist())))
@@ -65,7 +70,7 @@ def train_vectors(corpus_file: Path, ft_cfg: FastTextConfig, seed: int = 0) -> t
         minn=ft_cfg.minn,
         maxn=ft_cfg.maxn,
         neg=ft_cfg.neg,
-        thread=ft_cfg.thread or os.cpu_count() or 1,
+        thread=ft_cfg.thread or available_cpus(),
         seed=seed,
         verbose=0,
     )

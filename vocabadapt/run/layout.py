@@ -15,6 +15,7 @@ tensors.
     train/{stage1,stage2}/{metrics.jsonl,summary.json,launch_result.json}, checkpoints/{stage1,stage2}/
     eval/<model>.json, eval/summary.json, eval/checklist.json
     report/report.md, report/report.html, report/*.png
+    partial/<stage>/ (work a long stage keeps across a kill to resume from; removed when it finishes)
 """
 
 from __future__ import annotations
@@ -189,6 +190,11 @@ class RunLayout:
     @property
     def report_html(self) -> Path:
         return self.report_dir / "report.html"
+
+    def partial(self, stage: str) -> Path:
+        """partial/<stage>: what an interrupted tokenize or embed keeps to resume from (its StageSpec's
+        resume_state); the stage moves its outputs out of it and removes it when it finishes."""
+        return self.root / "partial" / stage
 
     @staticmethod
     def staged(path: Path, final_dir: Path, tmp: Path) -> Path:

@@ -2,17 +2,23 @@
 
 Reads:   tokens/{source,target}/train/
 Writes:  embeddings/{source,target}{.npy,_ids.npy,_counts.npy}, embeddings/summary.json
+Keeps:   partial/embed/ while it runs: a side whose vectors are finished is not trained again after a kill
 Changed by: embedding.*
+
+What resumes and what does not: the unit is one tokenizer side. fastText trains all epochs inside one
+C++ call with no checkpoint or epoch callback (and Hogwild threads make a restart from saved vectors
+differ from an uninterrupted run anyway), so a kill inside a side's training redoes that side; a side
+already finished (source is trained first) is kept. With `thread: 1` the resumed result is bitwise
+the uninterrupted one.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from ..errors import InputError
-from ..io import atomic_dir, write_json
+from ..io import atomic_write, read_json_or_none, replace_dir, write_json
 from ..run.context import StageContext, StageSpec
 from ..run.layout import SIDES
 
@@ -24,7 +30,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
     import numpy as np
 
     from ..align.vectors import shard_vectors
+    from ..run.partial import file_identity, finish_partial, open_partial
     from ..text.shards import ShardReader
+    from ..text.tokenizers import available_cpus
 
     ft, layout = ctx.config.embedding.fasttext, ctx.layout
     readers = {}
@@ -35,28 +43,45 @@ def run(ctx: StageContext) -> dict[str, Any]:
         readers[side] = ShardReader(d)
         if readers[side].num_tokens == 0:
             raise InputError(f"{d} holds no tokens; the corpus is empty for the {side} tokenizer")
-    summary: dict[str, Any] = {"dim": ft.dim, "model": ft.model, "thread": ft.thread or os.cpu_count()}
-    with atomic_dir(layout.embeddings_dir) as tmp:
-        for side, reader in readers.items():
-            vecs, ids, counts, seen = shard_vectors(reader, ft, scratch=tmp)
-            for key, array in (("vectors", vecs), ("ids", ids), ("counts", counts)):
-                np.save(layout.staged(layout.embedding_files(side)[key], layout.embeddings_dir, tmp), array)
-            vocab_size = int(reader.meta.get("vocab_size") or 0)
-            summary[side] = {
-                "rows": int(ids.size),
-                "vocab_size": vocab_size,
-                "ids_seen": seen,
-                "share_of_vocab": round(ids.size / vocab_size, 4) if vocab_size else None,
-                "tokens": reader.num_tokens,
-            }
-            log.info(
-                "embed %s: %d vectors of dim %d (%.1f%% of the vocabulary)",
-                side,
-                ids.size,
-                ft.dim,
-                100 * ids.size / max(vocab_size, 1),
-            )
-        write_json(layout.staged(layout.embeddings_summary, layout.embeddings_dir, tmp), summary)
+    partial = layout.partial("embed")
+    key = {
+        "config": ctx.config.section_hash(SPEC.config_keys),
+        "tokens": file_identity([layout.token_shards(side, "train") / "meta.json" for side in SIDES]),
+    }
+    resuming = open_partial(partial, key)
+    staging = partial / "embeddings"
+    summary: dict[str, Any] = {"dim": ft.dim, "model": ft.model, "thread": ft.thread or available_cpus()}
+    for side, reader in readers.items():
+        done_file = partial / f"{side}.done.json"
+        if resuming and (side_summary := read_json_or_none(done_file)) is not None:
+            log.info("embed %s: kept from the interrupted run (its vectors were finished)", side)
+            summary[side] = side_summary
+            continue
+        vecs, ids, counts, seen = shard_vectors(reader, ft, scratch=partial)
+        for key_name, array in (("vectors", vecs), ("ids", ids), ("counts", counts)):
+            with atomic_write(
+                layout.staged(layout.embedding_files(side)[key_name], layout.embeddings_dir, staging), "wb"
+            ) as f:
+                np.save(f, array)
+        vocab_size = int(reader.meta.get("vocab_size") or 0)
+        summary[side] = {
+            "rows": int(ids.size),
+            "vocab_size": vocab_size,
+            "ids_seen": seen,
+            "share_of_vocab": round(ids.size / vocab_size, 4) if vocab_size else None,
+            "tokens": reader.num_tokens,
+        }
+        write_json(done_file, summary[side])  # the side is finished: a kill from here on keeps it
+        log.info(
+            "embed %s: %d vectors of dim %d (%.1f%% of the vocabulary)",
+            side,
+            ids.size,
+            ft.dim,
+            100 * ids.size / max(vocab_size, 1),
+        )
+    write_json(layout.staged(layout.embeddings_summary, layout.embeddings_dir, staging), summary)
+    replace_dir(staging, layout.embeddings_dir)
+    finish_partial(partial)
     return summary
 
 
@@ -66,5 +91,6 @@ SPEC = StageSpec(
     config_keys=("embedding",),
     inputs=("tokenize",),
     outputs=lambda layout: (layout.embeddings_dir,),
+    resume_state=lambda layout: (layout.partial("embed"),),
     description="token co-occurrence embeddings for both tokenizers",
 )

@@ -5,17 +5,18 @@ self-contained and a changed tokenizer shows up as a changed fingerprint.
 
 Reads:   corpus/{train,heldout}.jsonl; models.source_tokenizer (or source_model), models.target_tokenizer
 Writes:  tokenizers/{source,target}/, terms/terms.txt, tokens/{source,target}/{train,heldout}/, tokens/stats.json
+Keeps:   partial/tokenize/ while it runs: finished shards, so a killed run resumes after the last one
 Changed by: models.*tokenizer / source_model, term_mining, tokenization.batch_size, tokenization.shard_tokens
+(tokenization.workers: processes for slow tokenizers and for term mining; does not change the output)
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from ..errors import InputError, StageError
-from ..io import atomic_dir, write_json
+from ..io import read_json_or_none, replace_dir, write_json
 from ..run.context import StageContext, StageSpec
 from ..run.layout import SIDES, SPLITS
 
@@ -32,6 +33,7 @@ def prepare_tokenizers(ctx: StageContext) -> dict[str, Any]:
     from ..model.hub import load_tokenizer
     from ..text.terms import add_terms, mine_terms
     from ..text.tokenizers import (
+        available_cpus,
         batches,
         save_tokenizer,
         source_tokenizer_name,
@@ -50,7 +52,12 @@ def prepare_tokenizers(ctx: StageContext) -> dict[str, Any]:
         tgt = train_tokenizer(batches(layout.corpus_texts("train"), 1000), spec.train)
     terms_added = 0
     if cfg.term_mining.enabled:
-        terms = mine_terms(layout.corpus_texts("train"), cfg.term_mining, layout.terms)
+        terms = mine_terms(
+            layout.corpus_texts("train"),
+            cfg.term_mining,
+            layout.terms,
+            workers=cfg.tokenization.workers or available_cpus(),
+        )
         if cfg.term_mining.add_to_target:
             terms_added = add_terms(tgt, terms)
     for side, tok in (("source", src), ("target", tgt)):
@@ -73,46 +80,63 @@ def prepare_tokenizers(ctx: StageContext) -> dict[str, Any]:
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
-    """Prepare both tokenizers, tokenize corpus/{train,heldout}.jsonl into tokens/{side}/{split}/."""
-    from ..text.tokenizers import backend_of, tokenize_to_shards
+    """Prepare both tokenizers, tokenize corpus/{train,heldout}.jsonl into tokens/{side}/{split}/.
+
+    Work goes into partial/tokenize/ first: the prepared tokenizers' summary and every finished shard
+    survive a kill, and the rerun (same config, same corpus) resumes after the last finished shard and
+    writes the same bytes an uninterrupted run writes. tokens/ is replaced only when all is done.
+    """
+    from ..run.partial import file_identity, finish_partial, open_partial
+    from ..text.tokenizers import available_cpus, backend_of, tokenize_to_shards
 
     layout, tcfg = ctx.layout, ctx.config.tokenization
-    for split in SPLITS:
-        layout.require(layout.corpus(split), "corpus")
-    stats: dict[str, Any] = {"tokenizers": prepare_tokenizers(ctx)}
-    workers = tcfg.workers or os.cpu_count() or 1
-    with atomic_dir(layout.tokens_dir) as tmp:
-        for side in SIDES:
-            tok = layout.tokenizer(side)
-            side_stats: dict[str, Any] = {"vocab_size": len(tok), "fast": backend_of(tok) is not None}
-            for split in SPLITS:
-                info = tokenize_to_shards(
-                    layout.corpus_texts(split),
-                    tok,
-                    layout.staged(layout.token_shards(side, split), layout.tokens_dir, tmp),
-                    batch_size=tcfg.batch_size,
-                    shard_tokens=tcfg.shard_tokens,
-                    workers=workers,
-                    tokenizer_dir=layout.tokenizer_dir(side),
-                    side=side,
-                    split=split,
-                )
-                side_stats[f"{split}_tokens"] = info["tokens"]
-                side_stats[f"{split}_documents"] = info["documents"]
-                side_stats[f"{split}_bytes"] = info["bytes"]
-                side_stats[f"{split}_bytes_per_token"] = (
-                    round(info["bytes"] / info["tokens"], 4) if info["tokens"] else None
-                )
-            if side_stats["train_tokens"] == 0:
-                raise StageError(f"the {side} tokenizer produced no tokens from corpus/train.jsonl; is the text empty?")
-            stats[side] = side_stats
-            log.info(
-                "tokenize %s: %d train tokens, %.3f bytes/token",
-                side,
-                side_stats["train_tokens"],
-                side_stats["train_bytes_per_token"],
+    corpus_files = [layout.require(layout.corpus(split), "corpus") for split in SPLITS]
+    partial = layout.partial("tokenize")
+    key = {"config": ctx.config.section_hash(SPEC.config_keys), "corpus": file_identity(corpus_files)}
+    resuming = open_partial(partial, key)
+    prepared = read_json_or_none(partial / "tokenizers.json") if resuming else None
+    if prepared is not None and all(layout.tokenizer_dir(side).is_dir() for side in SIDES):
+        log.info("tokenize: resuming an interrupted run; the tokenizers it prepared are kept")
+    else:
+        prepared = prepare_tokenizers(ctx)
+        write_json(partial / "tokenizers.json", prepared)
+    stats: dict[str, Any] = {"tokenizers": prepared}
+    workers = tcfg.workers or available_cpus()
+    staging = partial / "tokens"
+    for side in SIDES:
+        tok = layout.tokenizer(side)
+        side_stats: dict[str, Any] = {"vocab_size": len(tok), "fast": backend_of(tok) is not None}
+        for split in SPLITS:
+            info = tokenize_to_shards(
+                layout.corpus_texts(split),
+                tok,
+                layout.staged(layout.token_shards(side, split), layout.tokens_dir, staging),
+                batch_size=tcfg.batch_size,
+                shard_tokens=tcfg.shard_tokens,
+                workers=workers,
+                tokenizer_dir=layout.tokenizer_dir(side),
+                resume=resuming,
+                side=side,
+                split=split,
             )
-        write_json(layout.staged(layout.tokens_stats, layout.tokens_dir, tmp), stats)
+            side_stats[f"{split}_tokens"] = info["tokens"]
+            side_stats[f"{split}_documents"] = info["documents"]
+            side_stats[f"{split}_bytes"] = info["bytes"]
+            side_stats[f"{split}_bytes_per_token"] = (
+                round(info["bytes"] / info["tokens"], 4) if info["tokens"] else None
+            )
+        if side_stats["train_tokens"] == 0:
+            raise StageError(f"the {side} tokenizer produced no tokens from corpus/train.jsonl; is the text empty?")
+        stats[side] = side_stats
+        log.info(
+            "tokenize %s: %d train tokens, %.3f bytes/token",
+            side,
+            side_stats["train_tokens"],
+            side_stats["train_bytes_per_token"],
+        )
+    write_json(layout.staged(layout.tokens_stats, layout.tokens_dir, staging), stats)
+    replace_dir(staging, layout.tokens_dir)
+    finish_partial(partial)
     return stats
 
 
@@ -129,5 +153,6 @@ SPEC = StageSpec(
     ),
     inputs=("corpus",),
     outputs=lambda layout: (layout.tokenizers_dir, layout.terms_dir, layout.tokens_dir),
+    resume_state=lambda layout: (layout.partial("tokenize"),),
     description="prepare both tokenizers (train / add terms) and tokenize into id shards",
 )

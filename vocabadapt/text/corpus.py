@@ -302,6 +302,15 @@ def split_corpus(cfg: CorpusConfig, min_len: int, train_path: Path, heldout_path
         "budget_applied": budget_reached,
         "heldout_source": "files" if heldout_files else f"hash fraction {cfg.heldout_fraction}",
     }
+    for name, st in per_file.items():
+        if st.bad_lines:
+            log.warning(
+                "%s: %d bad line(s) skipped (%s%s); the rest was read",
+                name,
+                st.bad_lines,
+                "; ".join(st.first_bad_lines),
+                ", ..." if st.bad_lines > len(st.first_bad_lines) else "",
+            )
     log.info(
         "corpus: %d documents (%.1f MB) for training, %d held out, %d duplicates, %d bad lines",
         totals["documents"],

@@ -1,7 +1,10 @@
 """Domain term mining: frequent (or TF-IDF-salient) words of the training corpus.
 
 Streams the training texts once, counting each word's occurrences and document frequency (the
-held-out split is never read). Writes a terms file (term, count, documents, score) and can add
+held-out split is never read). Memory is bounded whatever the corpus size: when more than
+`max_words` distinct words are being counted, the rarer half is dropped (a word seen again later starts
+from zero), so a kept word's count is short by at most the sum of the pruning thresholds, which the
+terms file states; below the cap (every corpus under about a gigabyte of ordinary text) counts are exact. Writes a terms file (term, count, documents, score) and can add
 the terms to the target tokenizer as whole-word tokens; those are target-only tokens whose rows the
 align stage builds (FVT from their source-tokenizer pieces), never zero rows.
 """
@@ -22,8 +25,10 @@ from ..io import atomic_write
 log = logging.getLogger(__name__)
 
 # A word: letters/digits with inner hyphens or apostrophes ("interleukin-6", "Crohn's"); at least one
-# letter so pure numbers are not terms.
-WORD = re.compile(r"[^\W_](?:[\w]|[-'](?=\w))*", re.UNICODE)
+# letter so pure numbers are not terms. (Written without a per-character lookahead: twice as fast.)
+WORD = re.compile(r"[^\W_]\w*(?:[-']\w+)*", re.UNICODE)
+HAS_LETTER = re.compile(r"[^\W\d_]", re.UNICODE)
+MAX_WORDS = 2_000_000  # distinct words counted at once (about 0.5 GB of Python dicts)
 
 
 @dataclass(frozen=True)
@@ -34,17 +39,84 @@ class Term:
     score: float
 
 
-def count_words(texts: Iterable[str]) -> tuple[Counter, Counter, int]:
-    """(word counts, document frequencies, number of documents) over an iterable of texts."""
+@dataclass
+class WordCounts:
+    counts: Counter
+    doc_freq: Counter
+    documents: int
+    max_undercount: int = 0  # a kept word's count may be short by at most this (0 = exact)
+
+
+def _count_batch(texts: list[str]) -> tuple[Counter, Counter, int]:
+    """(word counts, document frequencies, documents) of one batch; also the worker-process function."""
     counts: Counter = Counter()
     doc_freq: Counter = Counter()
-    n_docs = 0
     for text in texts:
-        words = [w for w in WORD.findall(text) if any(c.isalpha() for c in w)]
+        words = list(filter(HAS_LETTER.search, WORD.findall(text)))
         counts.update(words)
         doc_freq.update(set(words))
-        n_docs += 1
-    return counts, doc_freq, n_docs
+    return counts, doc_freq, len(texts)
+
+
+def count_words(
+    texts: Iterable[str], max_words: int = MAX_WORDS, workers: int = 1, batch_size: int = 2000
+) -> WordCounts:
+    """Word counts and document frequencies over an iterable of texts, in bounded memory.
+
+    Args:
+        texts: the documents.
+        max_words: when more than this many distinct words are held, the words at or below the median
+            count are dropped from both counters; `max_undercount` adds up the thresholds used.
+        workers: processes counting batches of `batch_size` documents in parallel (merged in order;
+            the counts are the same for any number of workers while the cap is not reached).
+    """
+    from .tokenizers import batches
+
+    total = WordCounts(Counter(), Counter(), 0)
+
+    def merge(part: tuple[Counter, Counter, int]) -> None:
+        total.counts.update(part[0])
+        total.doc_freq.update(part[1])
+        total.documents += part[2]
+        if len(total.counts) > max_words:
+            total.max_undercount += _prune(total.counts, total.doc_freq)
+
+    chunks = batches(texts, batch_size)
+    first = next(chunks, None)
+    if first is None:
+        return total
+    if workers <= 1 or len(first) < batch_size:  # one batch: a pool would cost more than it saves
+        merge(_count_batch(first))
+        for chunk in chunks:
+            merge(_count_batch(chunk))
+        return total
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers) as pool:
+        # At most 2 x workers batches in flight (bounded memory); results merged in submission order.
+        pending = [pool.submit(_count_batch, first)]
+        for chunk in chunks:
+            pending.append(pool.submit(_count_batch, chunk))
+            if len(pending) >= 2 * workers:
+                merge(pending.pop(0).result())
+        for fut in pending:
+            merge(fut.result())
+    return total
+
+
+def _prune(counts: Counter, doc_freq: Counter) -> int:
+    """Drop the words at or below the median count; return that count (the threshold)."""
+    import numpy as np
+
+    values = np.fromiter(counts.values(), dtype=np.int64, count=len(counts))
+    threshold = int(np.partition(values, values.size // 2)[values.size // 2])
+    for word in [w for w, c in counts.items() if c <= threshold]:
+        del counts[word]
+        doc_freq.pop(word, None)
+    log.info(
+        "term mining: over the distinct-word cap; dropped words seen <= %d times (now %d words)", threshold, len(counts)
+    )
+    return threshold
 
 
 def rank_terms(
@@ -73,19 +145,21 @@ def rank_terms(
     return terms[:top_k]
 
 
-def mine_terms(texts: Iterable[str], cfg: TermMiningConfig, out_path: Path) -> list[Term]:
-    """Mine terms from training texts and write them to `out_path` (tab-separated). Returns the ranked terms."""
-    counts, doc_freq, n_docs = count_words(texts)
-    terms = rank_terms(counts, doc_freq, n_docs, cfg.top_k, cfg.min_frequency, cfg.use_tfidf)
+def mine_terms(texts: Iterable[str], cfg: TermMiningConfig, out_path: Path, workers: int = 1) -> list[Term]:
+    """Mine terms from training texts and write them to `out_path` (tab-separated), counting in `workers`
+    processes. Returns the ranked terms."""
+    wc = count_words(texts, workers=workers)
+    terms = rank_terms(wc.counts, wc.doc_freq, wc.documents, cfg.top_k, cfg.min_frequency, cfg.use_tfidf)
+    exact = "exact counts" if not wc.max_undercount else f"counts short by at most {wc.max_undercount} (memory cap)"
     with atomic_write(out_path) as f:
         f.write(
-            f"# {len(terms)} terms from {n_docs} training documents; "
-            f"ranked by {'tf-idf' if cfg.use_tfidf else 'count'}, min_frequency {cfg.min_frequency}\n"
+            f"# {len(terms)} terms from {wc.documents} training documents; "
+            f"ranked by {'tf-idf' if cfg.use_tfidf else 'count'}, min_frequency {cfg.min_frequency}; {exact}\n"
         )
         f.write("term\tcount\tdocuments\tscore\n")
         for t in terms:
             f.write(f"{t.text}\t{t.count}\t{t.documents}\t{t.score:.3f}\n")
-    log.info("term mining: %d terms kept of %d distinct words", len(terms), len(counts))
+    log.info("term mining: %d terms kept of %d distinct words", len(terms), len(wc.counts))
     return terms
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import re
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from typing import Any, Iterable, Iterator
 
 from ..config import ModelsConfig, TokenizerTrainSpec
 from ..errors import InputError
-from ..io import atomic_dir
+from ..io import atomic_dir, read_json
 from .shards import ShardWriter
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,14 @@ def tokenizer_format(directory: Path) -> TokenizerFormat:
     )
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on (the affinity mask a container or taskset sets, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def batches(texts: Iterable[str], size: int) -> Iterator[list[str]]:
     """Lists of up to `size` texts, in order."""
     it = iter(texts)
@@ -188,6 +197,7 @@ def tokenize_to_shards(
     shard_tokens: int,
     workers: int,
     tokenizer_dir: Path,
+    resume: bool = False,
     **meta: Any,
 ) -> dict[str, Any]:
     """Tokenize documents into a shard directory (vocabadapt.text.shards).
@@ -200,11 +210,27 @@ def tokenize_to_shards(
         shard_tokens: token ids per shard file.
         workers: processes for a slow tokenizer (a fast one is parallel by itself).
         tokenizer_dir: where `tokenizer` is saved (worker processes load it from there).
+        resume: `out_dir` holds shards an interrupted call wrote from the same texts and tokenizer:
+            a finished directory is returned as it is, a partial one continues after its last
+            finished shard (the texts before it are skipped, not tokenized). The caller vouches
+            that texts, tokenizer and shard_tokens are unchanged.
         meta: extra fields for meta.json.
     Returns:
         the shard directory's meta ({"tokens", "documents", "bytes", "shards", ...}).
     """
-    writer = ShardWriter(out_dir, shard_tokens=shard_tokens)
+    if resume and (out_dir / "meta.json").exists():
+        log.info("%s: already finished by the interrupted run; kept", out_dir)
+        return read_json(out_dir / "meta.json")
+    writer = ShardWriter(out_dir, shard_tokens=shard_tokens, resume=resume)
+    if writer.resumed_from_shard is not None:
+        log.info(
+            "%s: resumed from shard %d (document %d); %d finished shard(s) kept",
+            out_dir,
+            writer.resumed_from_shard,
+            writer.documents_done,
+            writer.resumed_from_shard,
+        )
+        texts = islice(texts, writer.documents_done, None)
 
     def write(texts: list[str], ids: list[list[int]]) -> None:
         for t, doc in zip(texts, ids):
