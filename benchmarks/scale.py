@@ -634,12 +634,16 @@ def plot(res: dict, out: Path) -> None:
 
     sizes = sorted(res["sizes"].values(), key=lambda r: r["size_gb"])
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    for s in STAGES:
+    for k, s in enumerate(STAGES):
         pts = [(r["size_gb"], r["stages"][s]) for r in sizes if s in r["stages"]]
         if pts:
-            ax1.plot([p[0] for p in pts], [p[1]["cpu_s"] for p in pts], "o-", label=f"{s} (CPU s)")
-            ax1.plot([p[0] for p in pts], [p[1]["wall_s"] for p in pts], "x--", alpha=0.5, label=f"{s} (wall s)")
-            ax2.plot([p[0] for p in pts], [p[1]["peak_rss_mb"] for p in pts], "o-", label=s)
+            color = f"C{k}"
+            xs = [p[0] for p in pts]
+            ax1.plot(xs, [_work(p[1])["cpu_s"] for p in pts], "o-", color=color, label=f"{s} (work CPU s)")
+            ax1.plot(
+                xs, [_work(p[1])["wall_s"] for p in pts], "x--", color=color, alpha=0.5, label=f"{s} (work wall s)"
+            )
+            ax2.plot(xs, [p[1]["peak_rss_mb"] for p in pts], "o-", color=color, label=s)
     ax1.set_xlabel("corpus GB"), ax1.set_ylabel("seconds"), ax1.set_title("time vs size"), ax1.legend(fontsize=7)
     (
         ax2.set_xlabel("corpus GB"),
