@@ -47,7 +47,9 @@ class ShardWriter:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.shard_tokens = shard_tokens
-        self._buf: list[np.ndarray] = []
+        # One shard's worth of ids, filled in place: memory is bounded by shard_tokens x 4 bytes whatever the
+        # corpus size (np.empty: pages are only touched as they fill, so a small corpus costs little).
+        self._buf = np.empty(shard_tokens, dtype=np.uint32)
         self._buf_len = 0
         self._shards = 0
         self._offsets = array("q", [0])  # int64 document starts; compact (8 bytes a document)
@@ -104,7 +106,7 @@ class ShardWriter:
         while arr.size:
             room = self.shard_tokens - self._buf_len
             take, arr = arr[:room], arr[room:]
-            self._buf.append(take)
+            self._buf[self._buf_len : self._buf_len + take.size] = take
             self._buf_len += take.size
             if self._buf_len >= self.shard_tokens:
                 self._flush()
@@ -114,9 +116,9 @@ class ShardWriter:
         if not self._buf_len:
             return
         with atomic_write(self.dir / f"ids-{self._shards:05d}.npy", "wb") as f:
-            np.save(f, np.concatenate(self._buf))
+            np.save(f, self._buf[: self._buf_len])
         self._shards += 1
-        self._buf, self._buf_len = [], 0
+        self._buf_len = 0
 
     def _record_progress(self) -> None:
         # Finished shards hold tokens [0, written): the documents that end at or before it are done; only
