@@ -197,8 +197,8 @@ def eval_entry(run_dir: Path, model: str) -> dict:
     return {
         "bpb": bpb.get("bits_per_byte"),
         "bytes_per_token": bpb.get("bytes_per_token"),
-        "acc": qa.get("accuracy"),
-        "acc_ci": qa.get("accuracy_ci95"),
+        "acc": qa.get("acc"),
+        "acc_ci": qa.get("acc_ci95"),
         "f1": qa.get("macro_f1"),
         "f1_ci": qa.get("macro_f1_ci95"),
         "qa_n": qa.get("n"),

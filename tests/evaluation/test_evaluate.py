@@ -65,7 +65,7 @@ def test_windows_partition_targets():
         targets = [t for _, end, first in w for t in range(first, end)]
         assert targets == list(range(1, n))  # each token after BOS scored exactly once, in order
         for begin, end, first in w:
-            assert end - begin <= ctx and first > begin  # >= 1 token of context in the window
+            assert end - begin <= ctx + 1 and first > begin  # the model reads <= ctx tokens; >= 1 of context
 
 
 def test_bits_per_byte_equals_hand_computation(tok):
@@ -272,8 +272,8 @@ def test_checklist_failures(tmp_path):
         "final": "stage2",
         "baseline": "source",
         "models": {
-            "stage2": {"bpb": {"heldout": {"bits_per_byte": 1.3}}, "pubmedqa": {"accuracy": 0.4}},
-            "source": {"bpb": {"heldout": {"bits_per_byte": 1.2}}, "pubmedqa": {"accuracy": 0.6}},
+            "stage2": {"bpb": {"heldout": {"bits_per_byte": 1.3}}, "pubmedqa": {"acc": 0.4}},
+            "source": {"bpb": {"heldout": {"bits_per_byte": 1.2}}, "pubmedqa": {"acc": 0.6}},
         },
         "pubmedqa_vs_baseline": {"stage2": {"accuracy_diff": -0.2, "accuracy_diff_ci95": [-0.3, -0.1]}},
     }
@@ -282,11 +282,11 @@ def test_checklist_failures(tmp_path):
     assert checks[2]["evidence"]["overlapping_sequences"] == 50
     assert "2 rows were zero-initialised" in checks[3]["reason"]
     # a small gap inside the interval still fails (the criterion is the point estimate), and says so
-    summary["models"]["stage2"]["pubmedqa"]["accuracy"] = 0.59
+    summary["models"]["stage2"]["pubmedqa"]["acc"] = 0.59
     summary["pubmedqa_vs_baseline"]["stage2"] = {"accuracy_diff": -0.01, "accuracy_diff_ci95": [-0.05, 0.03]}
     c6 = _checklist(tmp_path, summary)[5]
     assert c6["status"] == "fail" and "within noise" in c6["reason"]
-    summary["models"]["stage2"]["pubmedqa"]["accuracy"] = 0.6
+    summary["models"]["stage2"]["pubmedqa"]["acc"] = 0.6
     assert _checklist(tmp_path, summary)[5]["status"] == "pass"
     # an overlap that the config asks for passes
     assert _checklist(tmp_path, summary, start_idx_stage2=50)[2]["status"] == "pass"
@@ -404,3 +404,17 @@ def test_a_new_task_is_a_registry_entry(tmp_path, tok, monkeypatch):
     model = tiny_model("gpt_neox", vocab_size=len(tok))
     result = evaluate_model("m", model, tok, prepared, ev)
     assert seen == ["count_tokens"] and result["count_tokens"]["tokens"] == len(tok("the patient")["input_ids"])
+
+
+def test_cli_eval_prints_lm_eval_comparable_acc(tmp_path, tok, capsys):
+    from vocabadapt.cli import main
+
+    mdir = save_tiny_model(tmp_path / "m", tok, seed=1)
+    (tmp_path / "qa.json").write_text(json.dumps(QA))
+    assert main(["eval", str(mdir), "--pubmedqa", str(tmp_path / "qa.json")]) == 0
+    out = capsys.readouterr()
+    q = json.loads(out.out)["models"]["model"]["pubmedqa"]
+    assert (
+        f"model: PubMedQA acc {q['acc']:.4f} (lm-evaluation-harness pubmedqa scoring), "
+        f"acc_bytes {q['acc_bytes']:.4f} (per byte), n=4" in out.err
+    )

@@ -35,7 +35,7 @@ RECORDS = {
 
 @pytest.fixture(scope="module")
 def tok():
-    return train_bpe_tokenizer([TEXT + " Context: Question: Answer: yes no maybe Does Is"])
+    return train_bpe_tokenizer([TEXT + " Abstract: Question: Answer: yes no maybe Does Is"])
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def test_load_formats_agree(tmp_path):
     gz.write_bytes(gzip.compress(json.dumps(RECORDS).encode()))
     assert pq.load_questions(gz) == a
     assert [q.id for q in a] == ["101", "102", "103"]
-    assert a[0].context == "the patient received aspirin . aspirin reduces pain ."
+    assert a[0].contexts == ("the patient received aspirin .", "aspirin reduces pain .")
     assert [q.id for q in pq.load_questions(_write(tmp_path, RECORDS), ids=["103", "101"])] == ["103", "101"]
 
 
@@ -92,73 +92,81 @@ def test_metrics_by_hand():
     t = ["yes", "yes", "no", "maybe", "no", "yes"]
     p = ["yes", "no", "no", "no", "no", "yes"]
     m = pq.metrics(t, p, bootstrap=200)
-    assert m["accuracy"] == pytest.approx(4 / 6)
+    assert m["acc"] == pytest.approx(4 / 6)
     # yes: tp2 fp0 fn1 -> 4/5; no: tp2 fp2 fn0 -> 4/6; maybe: tp0 fp0 fn1 -> 0
     assert m["macro_f1"] == pytest.approx((0.8 + 4 / 6 + 0.0) / 3)
-    lo, hi = m["accuracy_ci95"]
-    assert 0.0 <= lo <= m["accuracy"] <= hi <= 1.0
+    lo, hi = m["acc_ci95"]
+    assert 0.0 <= lo <= m["acc"] <= hi <= 1.0
     # identical predictions: paired differences are exactly 0 in every resample
     same = {str(i): {"label": a, "pred": b} for i, (a, b) in enumerate(zip(t, p))}
     d = pq.paired_difference(same, same, bootstrap=100)
     assert d["accuracy_diff"] == 0 and d["accuracy_diff_ci95"] == [0.0, 0.0] and d["p_not_better"] == 1.0
 
 
-def _hand_scores(model, tok, q):
-    """Per-byte log-likelihood of each answer, from one plain forward pass per answer."""
-    ctx_ids = tok(f"Context: {q.context}\n", add_special_tokens=False)["input_ids"]
-    qa_ids = tok(f"Question: {q.question}\nAnswer:", add_special_tokens=False)["input_ids"]
-    prompt = [tok.bos_token_id] + ctx_ids + qa_ids
+def _hand_loglikelihoods(model, tok, q, context=10_000, shots=()):
+    """Summed log-likelihood of each answer from one plain forward pass per answer, written out from
+    lm-eval's rules: its prompt, encode(prompt + answer) split at len(encode(prompt)), left cut to
+    context + 1 tokens, log-softmax over every output row."""
+    shot_text = "".join(
+        f"Abstract: {chr(10).join(s.contexts)}\nQuestion: {s.question}\nAnswer: {s.label}\n\n" for s in shots
+    )
+    prompt = shot_text + f"Abstract: {chr(10).join(q.contexts)}\nQuestion: {q.question}\nAnswer:"
     out = {}
     for lab in pq.LABELS:
-        cont = tok(" " + lab, add_special_tokens=False)["input_ids"]
-        ids = torch.tensor([prompt + cont])
+        ctx = tok(prompt)["input_ids"]
+        cont = tok(prompt + " " + lab)["input_ids"][len(ctx) :]
+        ids = (ctx + cont)[-(context + 1) :]
         with torch.no_grad():
-            lp = torch.log_softmax(model(ids).logits[0].double(), -1)
-        ll = sum(float(lp[len(prompt) + j - 1, c]) for j, c in enumerate(cont))
-        out[lab] = ll / len((" " + lab).encode())
+            lp = torch.log_softmax(model(torch.tensor([ids[:-1]])).logits[0].double(), -1)
+        out[lab] = sum(float(lp[len(ids) - len(cont) + j - 1, c]) for j, c in enumerate(cont))
     return out
 
 
-def test_exact_scoring_three_questions(tmp_path, model, tok):
+@pytest.mark.parametrize("maybe_is_one_token", [True, False])
+def test_exact_scoring_three_questions(tmp_path, model, tok, maybe_is_one_token):
+    if not maybe_is_one_token:  # a tokenizer that never saw "maybe": a multi-token answer shares the pass too
+        tok = train_bpe_tokenizer([TEXT + " Abstract: Question: Answer: yes no Does Is"])
+        assert len(tok(" maybe")["input_ids"]) > 1
     qs = pq.load_questions(_write(tmp_path, RECORDS))
     r = pq.score_questions(model, tok, qs, batch_size=2, bootstrap=50)
-    preds = []
+    preds, preds_bytes = [], []
     for q in qs:
-        hand = _hand_scores(model, tok, q)
-        got = r["predictions"][q.id]["scores"]
+        hand = _hand_loglikelihoods(model, tok, q)
+        got = r["predictions"][q.id]["loglikelihood"]
         for lab in pq.LABELS:
-            assert got[lab] == pytest.approx(hand[lab], abs=1e-5)
-        best = max(hand, key=hand.get)
-        assert r["predictions"][q.id]["pred"] == best
+            assert got[lab] == pytest.approx(hand[lab], abs=1e-4)
+        best = max(pq.LABELS, key=hand.get)
+        best_bytes = max(pq.LABELS, key=lambda lab: hand[lab] / len(lab))  # bytes of "yes", "no", "maybe"
+        assert r["predictions"][q.id]["pred"] == best and r["predictions"][q.id]["pred_bytes"] == best_bytes
         preds.append(best)
+        preds_bytes.append(best_bytes)
     truth = [q.label for q in qs]
-    assert r["n"] == 3 and r["skipped"] == 0
-    assert r["accuracy"] == pytest.approx(np.mean([a == b for a, b in zip(truth, preds)]))
+    assert r["n"] == 3 and r["skipped"] == 0 and r["truncated_questions"] == 0
+    assert r["acc"] == pytest.approx(np.mean([a == b for a, b in zip(truth, preds)]))
+    assert r["acc_bytes"] == pytest.approx(np.mean([a == b for a, b in zip(truth, preds_bytes)]))
     assert r["macro_f1"] == pytest.approx(pq.macro_f1(pq._codes(truth), pq._codes(preds)))
 
 
-def test_truncation_cuts_context_from_start_and_skips_long_questions(model, tok):
-    long_q = pq.Question("1", "Does aspirin reduce pain?", TEXT, "yes")
-    ids, info = pq.build_prompt(tok, long_q, [], context=64)
-    qa_ids = tok("Question: Does aspirin reduce pain?\nAnswer:", add_special_tokens=False)["input_ids"]
-    longest = max(len(tok(c, add_special_tokens=False)["input_ids"]) for c in pq.CHOICES)
-    assert len(ids) + longest == 64  # filled exactly to the window
-    assert ids[-len(qa_ids) :] == qa_ids  # question intact at the end
-    assert ids[0] == tok.bos_token_id and info["context_tokens_cut"] > 0
-    ctx_ids = tok(f"Context: {TEXT}\n", add_special_tokens=False)["input_ids"]
-    assert ids[1 : -len(qa_ids)] == ctx_ids[info["context_tokens_cut"] :]  # the end of the context is kept
-    # a window too short for the question itself: a recorded skip, not a crash
-    r = pq.score_questions(model, tok, [long_q], context=8, bootstrap=0)
-    assert r["skipped"] == 1 and r["n"] == 0 and r["accuracy"] is None
+def test_long_prompts_are_cut_from_the_left_as_lm_eval_does(model, tok):
+    long_q = pq.Question("1", "Does aspirin reduce pain?", (TEXT, "aspirin reduces pain ."), "yes")
+    r = pq.score_questions(model, tok, [long_q], context=24, bootstrap=0)
+    assert r["truncated_questions"] == 1 and r["n"] == 1
+    hand = _hand_loglikelihoods(model, tok, long_q, context=24)
+    for lab in pq.LABELS:
+        assert r["predictions"]["1"]["loglikelihood"][lab] == pytest.approx(hand[lab], abs=1e-4)
 
 
-def test_fewshot_examples_dropped_before_context(tok):
-    q = pq.Question("1", "Does aspirin reduce pain?", "aspirin reduces pain .", "yes")
-    shots = [pq.Question(str(i), "Is it?", "the patient was treated with heparin .", "no") for i in range(3)]
-    ids, info = pq.build_prompt(tok, q, shots, context=1000)
-    assert info["shots"] == 3 and info["context_tokens_cut"] == 0
-    small, info2 = pq.build_prompt(tok, q, shots, context=len(ids) - 5)
-    assert info2["shots"] == 2 and info2["context_tokens_cut"] == 0
+def test_fewshot_prompt_has_lm_eval_layout(model, tok):
+    q = pq.Question("1", "Does aspirin reduce pain?", ("aspirin reduces pain .",), "yes")
+    shots = [pq.Question(str(i), "Is it?", ("the patient was treated", "with heparin ."), "no") for i in range(2)]
+    one = "Abstract: the patient was treated\nwith heparin .\nQuestion: Is it?\nAnswer: no\n\n"
+    assert (
+        pq.prompt_text(q, shots)
+        == one * 2 + "Abstract: aspirin reduces pain .\nQuestion: Does aspirin reduce pain?\nAnswer:"
+    )
+    r = pq.score_questions(model, tok, [q], shots=shots, bootstrap=0)
+    hand = _hand_loglikelihoods(model, tok, q, context=128, shots=shots)  # the model's context: cut
+    assert r["predictions"]["1"]["loglikelihood"]["maybe"] == pytest.approx(hand["maybe"], abs=1e-4)
     assert pq.choose_shots([q] + shots, 2) == pq.choose_shots([q] + shots, 2)  # seeded
     with pytest.raises(InputError, match="fewshot_k"):
         pq.choose_shots(shots, 5)
@@ -180,9 +188,38 @@ def test_official_test_split_on_cpu(tmp_path):
     wall = time.perf_counter() - t0
     q = r["models"]["model"]["pubmedqa"]
     print(
-        f"PubMedQA 500 test questions: {wall:.1f}s, accuracy {q['accuracy']:.3f} {q['accuracy_ci95']}, "
+        f"PubMedQA 500 test questions: {wall:.1f}s, acc {q['acc']:.3f} {q['acc_ci95']}, "
         f"macro-F1 {q['macro_f1']:.3f} {q['macro_f1_ci95']}"
     )
     assert q["n"] + q["skipped"] == 500
     assert q["label_counts"] == {"yes": 276, "no": 169, "maybe": 55} or q["skipped"] > 0
-    assert 0 <= q["accuracy_ci95"][0] <= q["accuracy"] <= q["accuracy_ci95"][1] <= 1
+    assert 0 <= q["acc_ci95"][0] <= q["acc"] <= q["acc_ci95"][1] <= 1
+
+
+def test_each_context_is_read_once_even_for_multi_token_answers(model, tok):
+    from vocabadapt.evaluation import bpb
+
+    multi = train_bpe_tokenizer([TEXT + " Abstract: Question: Answer: yes no Does Is"])
+    assert len(multi(" maybe")["input_ids"]) > 1
+    qs = [
+        pq.Question(str(i), "Does aspirin reduce pain?", ("aspirin reduces pain .",) * (i + 1), "yes") for i in range(4)
+    ]
+    calls = []
+    hook = model.register_forward_hook(
+        lambda mod, args, kwargs, out: calls.append(kwargs["input_ids"].shape), with_kwargs=True
+    )
+    try:
+        pq.score_questions(model, multi, qs, batch_size=8, bootstrap=0)
+    finally:
+        hook.remove()
+    # answers branch after their first token (" " + letters): one pass per context, then the three
+    # answers' remaining tokens from its KV cache (3 short rows), instead of 3 full rows per question
+    assert [c[0] for c in calls] == [1, 3] * 4
+    assert sorted(c[1] for c in calls[::2]) == sorted(
+        len(pq.encode_pair(multi, pq.prompt_text(q), " yes")[0]) for q in qs
+    )
+    assert all(c[1] < 8 for c in calls[1::2])
+    rows = [bpb.Row([1, 2, 3, 4], 3), bpb.Row([1, 2, 3, 5, 6], 3), bpb.Row([1, 2, 3, 7, 8], 3)]
+    inputs, served_by, branched = bpb._shared_forwards(rows)
+    assert inputs == [[1, 2, 3, 5], [1, 2, 3, 7]] and served_by == [0, 0, 1]  # branches after one token: two
+    assert branched == {(1, 2, 3): [0, 1]}  # ... which share the context [1, 2, 3] through the KV cache

@@ -37,8 +37,9 @@ def fake_finished_run(run):
             },
             "pubmedqa": {
                 "n": 500,
-                "accuracy": acc,
-                "accuracy_ci95": [acc - 0.04, acc + 0.04],
+                "acc": acc,
+                "acc_ci95": [acc - 0.04, acc + 0.04],
+                "acc_bytes": acc - 0.02,
                 "macro_f1": acc - 0.1,
                 "macro_f1_ci95": [acc - 0.15, acc - 0.05],
             },
@@ -198,7 +199,7 @@ def test_report_stage_and_closing_summary(tmp_path):
     assert "checklist: 4 pass, 1 fail, 1 not run" in text
     assert "held-out bits per byte: source 1.1000, init 1.9000, stage1 1.2000, stage2 1.0500" in text
     assert "bytes per token: source 4.000, target 4.300" in text
-    assert "PubMedQA accuracy: source 0.520 [0.480, 0.560]" in text
+    assert "PubMedQA acc (lm-eval's scoring): source 0.520 [0.480, 0.560]" in text
     assert str(run / "report" / "report.html") in text
     assert "no evaluation found" in closing_summary(tmp_path)
     _w(tmp_path / "eval" / "summary.json", {"skipped": True, "reason": "evaluation.enabled is false"})

@@ -397,11 +397,42 @@ class QAConfig(Section):
     bootstrap: int = Field(1000, ge=0, description="Bootstrap resamples for intervals.")
 
 
+class LmEvalConfig(Section):
+    """lm-evaluation-harness tasks run on the source model and every stage's model."""
+
+    tasks: list[str] = Field(
+        default_factory=list,
+        description="lm-eval task or group names ([] = none), run on every model (the 'lm_eval' evaluation task); "
+        "needs `pip install 'vocabadapt[lm-eval]'`.",
+    )
+    include_path: Optional[str] = Field(
+        None,
+        description="Folder of your own lm-eval task YAMLs (e.g. dataset_path: json over local files).",
+        json_schema_extra=PATH,
+    )
+    limit: Optional[int] = Field(None, ge=1, description="Documents per task (lm-eval's --limit); null = all.")
+    num_fewshot: Optional[int] = Field(
+        None, ge=0, description="Few-shot examples (lm-eval's --num_fewshot); null = each task's own default."
+    )
+
+    @model_validator(mode="after")
+    def _lm_eval_installed(self) -> LmEvalConfig:
+        import importlib.util
+
+        if self.tasks and importlib.util.find_spec("lm_eval") is None:
+            raise ValueError(
+                "evaluation.lm_eval.tasks needs lm-evaluation-harness, which is not installed: "
+                "pip install 'vocabadapt[lm-eval]' (or set evaluation.lm_eval.tasks: [])"
+            )
+        return self
+
+
 class EvaluationConfig(Section):
     enabled: bool = Field(True, description="Run the evaluate stage.")
     datasets: list[str] = Field(
         default_factory=lambda: ["heldout", "pubmedqa"],
-        description="Evaluation tasks (vocabadapt.evaluation.tasks: 'heldout' bits per byte, 'pubmedqa') or paths of text files.",
+        description="Evaluation tasks (vocabadapt.evaluation.tasks: 'heldout' bits per byte, 'pubmedqa', 'lm_eval') "
+        "or paths of text files.",
     )
     max_samples: Optional[int] = Field(None, ge=1, description="Cap on QA questions and held-out documents.")
     qa: QAConfig = Field(default_factory=QAConfig, description="Question answering set.")
@@ -410,11 +441,14 @@ class EvaluationConfig(Section):
         description="Baseline model; null = the source model with its own tokenizer.",
         json_schema_extra=PATH_OR_ID,
     )
-    stride: Optional[int] = Field(None, ge=1, description="Sliding-window stride in tokens; null = half the context.")
+    stride: Optional[int] = Field(
+        None, ge=1, description="Tokens scored per window after the first; null = the context (lm-eval's windows)."
+    )
     batch_size: int = Field(8, ge=1, description="Sequences per evaluation forward pass.")
     context_length: Optional[int] = Field(
         None, ge=2, description="Tokens per scoring window; null = the model's context (max_position_embeddings)."
     )
+    lm_eval: LmEvalConfig = Field(default_factory=LmEvalConfig, description="lm-evaluation-harness tasks.")
 
     @field_validator("datasets")
     @classmethod

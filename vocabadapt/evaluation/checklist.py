@@ -27,7 +27,7 @@ NAMES = {
     3: "Stage 2 used the intended data range",
     4: "Alignment coverage above 95 % and no zero-initialised rows",
     5: "Final model's held-out bits per byte better than the baseline",
-    6: "PubMedQA accuracy of the final model not below the baseline",
+    6: "PubMedQA acc (lm-eval's scoring) of the final model not below the baseline",
 }
 COVERAGE_MIN = 0.95
 
@@ -249,29 +249,30 @@ def check_pubmedqa(summary: dict) -> dict[str, Any]:
     qf = models[final].get("pubmedqa") or {}
     qb = models[base].get("pubmedqa") or {}
     diff = (summary.get("pubmedqa_vs_baseline") or {}).get(final) or {}
-    if qf.get("accuracy") is None or qb.get("accuracy") is None:
+    if qf.get("acc") is None or qb.get("acc") is None:
         return _check(6, "not-run", {"final": final, "baseline": base}, "PubMedQA was not evaluated")
+    # acc is lm-evaluation-harness's pubmedqa accuracy (comparable with published figures).
     evidence = {
         "final": final,
         "baseline": base,
-        "final_accuracy": qf["accuracy"],
-        "final_accuracy_ci95": qf.get("accuracy_ci95"),
-        "baseline_accuracy": qb["accuracy"],
-        "baseline_accuracy_ci95": qb.get("accuracy_ci95"),
+        "final_acc": qf["acc"],
+        "final_acc_ci95": qf.get("acc_ci95"),
+        "baseline_acc": qb["acc"],
+        "baseline_acc_ci95": qb.get("acc_ci95"),
         "accuracy_diff": diff.get("accuracy_diff"),
         "accuracy_diff_ci95": diff.get("accuracy_diff_ci95"),
         "n": qf.get("n"),
-        "criterion": "final accuracy >= baseline accuracy (point estimates); the paired 95 % interval "
+        "criterion": "final acc >= baseline acc (lm-eval's pubmedqa acc, point estimates); the paired 95 % interval "
         "of the difference says whether a gap is more than noise",
     }
     ci = diff.get("accuracy_diff_ci95")
-    gap = qf["accuracy"] - qb["accuracy"]
+    gap = qf["acc"] - qb["acc"]
     if isinstance(ci, list) and len(ci) == 2:
         noise = "within noise" if ci[0] <= 0 <= ci[1] else "significant"
         where = f"; difference {gap:+.3f}, 95 % interval [{ci[0]:+.3f}, {ci[1]:+.3f}] ({noise})"
     else:
         where = f"; difference {gap:+.3f}"
-    text = f"accuracy {qf['accuracy']:.3f} vs baseline {qb['accuracy']:.3f}{where}"
+    text = f"acc {qf['acc']:.3f} vs baseline {qb['acc']:.3f}{where}"
     return _check(6, "pass" if gap >= 0 else "fail", evidence, text)
 
 

@@ -1,19 +1,27 @@
-"""PubMedQA (PQA-L format): loading, zero/few-shot scoring, accuracy, macro-F1 and bootstrap intervals.
+"""PubMedQA (PQA-L format): loading, lm-evaluation-harness scoring, accuracy, macro-F1, bootstrap intervals.
 
-A question is scored by the log-likelihood of each answer continuation " yes", " no", " maybe"
-after the prompt, divided by the continuation's UTF-8 bytes (so answers of different lengths and
-models with different tokenizers are treated alike); the highest wins. The prompt is
+The answer is chosen exactly as lm-evaluation-harness 0.4.13's `pubmedqa` task chooses it (checked
+against its source: lm_eval/tasks/pubmedqa/, lm_eval/api/model.py, lm_eval/models/huggingface.py;
+tests/evaluation/test_lm_eval_parity.py runs lm-eval itself and compares every question):
 
-    [BOS] [few-shot examples] "Context: <contexts joined>\nQuestion: <question>\nAnswer:" + answer
+    prompt  "Abstract: " + "\n".join(CONTEXTS) + "\nQuestion: " + QUESTION + "\nAnswer:"
+    choices " yes", " no", " maybe" (lm-eval's choices "yes"/"no"/"maybe" after its target delimiter " ")
+    tokens  the prompt and prompt + choice are encoded with the tokenizer's own special tokens (as
+            lm-eval's tok_encode); the choice's tokens are those of prompt + choice past the length of
+            the encoded prompt; a sequence longer than the model's context + 1 is cut from the left
+    acc       argmax of the summed log-likelihood of each choice's tokens (log-softmax over every
+              output row of the model, as lm-eval), first on ties
+    acc_bytes argmax of that log-likelihood divided by the choice's UTF-8 bytes without the
+              delimiter (3, 2, 5): lm-eval's `acc_bytes` metric of the same task
 
-and when it is longer than the model's window, few-shot examples are dropped first (oldest first),
-then the context is cut from its start; the question and the answer are never cut. A question whose
-"Question: ... Answer:" part plus the longest answer does not fit is a recorded skip.
+Few-shot prompts follow lm-eval's layout (each example: prompt + " " + answer + "\n\n"); the
+examples themselves are drawn from a pool here (lm-eval draws from its own train split).
 
 Accepted files: the official ori_pqal.json ({id: {"QUESTION", "CONTEXTS", "final_decision", ...}}),
 a JSON list, or JSONL of records with an id field ("id", "pubid" or "PMID"). Field names are matched
 case-insensitively; "context" may be a string, a list, or {"contexts": [...]} (the HF layout);
-the label may be "final_decision", "label" or "answer".
+the label may be "final_decision", "label" or "answer". Texts are used as they are (lm-eval does not
+strip them either).
 """
 
 from __future__ import annotations
@@ -30,12 +38,15 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..errors import InputError
-from .bpb import Row, encode, model_context, score_rows, start_token
+from .bpb import Row, model_context, score_rows, start_token
 
 log = logging.getLogger(__name__)
 
-LABELS = ("yes", "no", "maybe")
-CHOICES = tuple(" " + lab for lab in LABELS)
+LABELS = ("yes", "no", "maybe")  # lm-eval's doc_to_choice, in its order (argmax ties go to the first)
+TARGET_DELIMITER = " "  # lm-eval's default target_delimiter, put before each choice
+FEWSHOT_DELIMITER = "\n\n"  # lm-eval's default fewshot_delimiter, after each example's answer
+CHOICES = tuple(TARGET_DELIMITER + lab for lab in LABELS)
+CHOICE_BYTES = tuple(len(lab.encode("utf-8")) for lab in LABELS)  # lm-eval's acc_bytes divisors
 
 _ID_KEYS = ("id", "pubid", "pmid")
 _QUESTION_KEYS = ("question",)
@@ -47,7 +58,7 @@ _LABEL_KEYS = ("final_decision", "label", "answer")
 class Question:
     id: str
     question: str
-    context: str
+    contexts: tuple[str, ...]  # the abstract's sections, joined by "\n" in the prompt
     label: str
 
 
@@ -62,13 +73,13 @@ def _field(rec: dict, keys: tuple[str, ...], where: str, what: str) -> Any:
     )
 
 
-def _context_text(value: Any, where: str) -> str:
+def _contexts(value: Any, where: str) -> tuple[str, ...]:
     if isinstance(value, dict):  # HF layout: {"contexts": [...], "labels": [...], ...}
         value = value.get("contexts")
     if isinstance(value, str):
-        return value.strip()
+        return (value,)
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return " ".join(v.strip() for v in value)
+        return tuple(value)
     raise InputError(f"{where}: CONTEXTS must be a string or a list of strings, not {type(value).__name__}")
 
 
@@ -78,13 +89,13 @@ def _parse_record(rec: Any, rid: str | None, where: str) -> Question:
     if rid is None:
         rid = str(_field(rec, _ID_KEYS, where, "id"))
     question = _field(rec, _QUESTION_KEYS, where, "QUESTION")
-    context = _context_text(_field(rec, _CONTEXT_KEYS, where, "CONTEXTS"), where)
+    contexts = _contexts(_field(rec, _CONTEXT_KEYS, where, "CONTEXTS"), where)
     label = str(_field(rec, _LABEL_KEYS, where, "final_decision")).strip().lower()
     if label not in LABELS:
         raise InputError(f"{where}: final_decision is '{label}'; it must be one of {', '.join(LABELS)}")
     if not isinstance(question, str) or not question.strip():
         raise InputError(f"{where}: QUESTION must be a non-empty string")
-    return Question(id=str(rid), question=question.strip(), context=context, label=label)
+    return Question(id=str(rid), question=question, contexts=contexts, label=label)
 
 
 def _read_text(path: Path) -> str:
@@ -174,38 +185,38 @@ def load_split_ids(path: str | Path) -> list[str]:
 # prompts
 
 
-def _example_text(q: Question, with_answer: bool) -> tuple[str, str]:
-    """(context part, question part) of one prompt; the context part is what may be cut."""
-    ctx = f"Context: {q.context}\n"
-    qa = f"Question: {q.question}\nAnswer:"
-    if with_answer:
-        qa += f" {q.label}\n\n"
-    return ctx, qa
+def prompt_text(q: Question, shots: Sequence[Question] = ()) -> str:
+    """lm-eval's pubmedqa context: few-shot examples with their answers, then this question's prompt."""
+    examples = "".join(doc_to_text(s) + TARGET_DELIMITER + s.label + FEWSHOT_DELIMITER for s in shots)
+    return examples + doc_to_text(q)
 
 
-def build_prompt(tokenizer: Any, q: Question, shots: Sequence[Question], context: int) -> tuple[list[int], dict] | None:
-    """Token ids of the prompt (without the answer) that fit `context` with the longest answer.
+def doc_to_text(q: Question) -> str:
+    """lm_eval/tasks/pubmedqa/preprocess_pubmedqa.py: doc_to_text."""
+    return "Abstract: {}\nQuestion: {}\nAnswer:".format("\n".join(q.contexts), q.question)
 
-    Returns (ids, info) with info = {"shots": examples kept, "context_tokens_cut": n}, or None when
-    the question part alone does not fit (a recorded skip).
-    """
+
+def tok_encode(tokenizer: Any, text: str) -> list[int]:
+    """lm-eval's HFLM.tok_encode: the tokenizer's own special tokens, none when text starts with BOS."""
     bos = start_token(tokenizer)
-    head = [bos] if bos is not None else []
-    longest = max(len(encode(tokenizer, c)) for c in CHOICES)
-    ctx_text, qa_text = _example_text(q, with_answer=False)
-    ctx_ids = encode(tokenizer, ctx_text)
-    qa_ids = encode(tokenizer, qa_text)
-    shot_ids = [encode(tokenizer, "".join(_example_text(s, with_answer=True))) for s in shots]
-    budget = context - len(head) - len(qa_ids) - longest
-    if budget < 0:
-        return None
-    # Few-shot examples go first when space runs out, then the start of the context.
-    while shot_ids and sum(map(len, shot_ids)) + len(ctx_ids) > budget:
-        shot_ids.pop(0)
-    cut = max(0, len(ctx_ids) - budget)
-    ctx_ids = ctx_ids[cut:]
-    ids = head + [t for s in shot_ids for t in s] + ctx_ids + qa_ids
-    return ids, {"shots": len(shot_ids), "context_tokens_cut": cut}
+    starts_with_bos = bos is not None and text.startswith(tokenizer.decode(bos))
+    kwargs = {"add_special_tokens": False} if starts_with_bos else {}
+    return list(tokenizer(text, verbose=False, **kwargs)["input_ids"])
+
+
+def encode_pair(tokenizer: Any, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """lm-eval's TemplateLM._encode_pair (causal models): (context ids, continuation ids).
+
+    Trailing spaces of the context move to the continuation; context + continuation is encoded
+    whole and split at the length of the separately encoded context.
+    """
+    n_spaces = len(context) - len(context.rstrip())
+    if n_spaces:
+        continuation = context[-n_spaces:] + continuation
+        context = context[:-n_spaces]
+    whole = tok_encode(tokenizer, context + continuation)
+    ctx = tok_encode(tokenizer, context)
+    return ctx, whole[len(ctx) :]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -246,11 +257,11 @@ def _codes(labels: Sequence[str]) -> np.ndarray:
 
 
 def metrics(y_true: Sequence[str], y_pred: Sequence[str], bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """Accuracy and macro-F1 with 95 % percentile bootstrap intervals (resampling questions)."""
+    """Accuracy ("acc") and macro-F1 with 95 % percentile bootstrap intervals (resampling questions)."""
     t, p = _codes(y_true), _codes(y_pred)
     out: dict[str, Any] = {
         "n": int(len(t)),
-        "accuracy": float(np.mean(t == p)) if len(t) else None,
+        "acc": float(np.mean(t == p)) if len(t) else None,
         "macro_f1": macro_f1(t, p) if len(t) else None,
         "label_counts": {lab: int(np.sum(t == i)) for i, lab in enumerate(LABELS)},
         "prediction_counts": {lab: int(np.sum(p == i)) for i, lab in enumerate(LABELS)},
@@ -259,7 +270,7 @@ def metrics(y_true: Sequence[str], y_pred: Sequence[str], bootstrap: int = 1000,
         idx = np.random.default_rng(seed).integers(0, len(t), size=(bootstrap, len(t)))  # (B, n)
         acc = np.mean(t[idx] == p[idx], axis=1)
         f1 = _macro_f1_batch(t[idx], p[idx])
-        out["accuracy_ci95"] = [float(np.percentile(acc, 2.5)), float(np.percentile(acc, 97.5))]
+        out["acc_ci95"] = [float(np.percentile(acc, 2.5)), float(np.percentile(acc, 97.5))]
         out["macro_f1_ci95"] = [float(np.percentile(f1, 2.5)), float(np.percentile(f1, 97.5))]
         out["bootstrap"] = bootstrap
     return out
@@ -320,56 +331,87 @@ def score_questions(
     seed: int = 0,
     on_batch: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """Answer every question by per-byte log-likelihood; return metrics and per-question predictions.
+    """Answer every question as lm-eval's pubmedqa task does; return both figures and the predictions.
 
-    Returns the `metrics` dict plus "skipped" (questions that do not fit), "mean_shots",
-    "context_cut_questions" and "predictions": {id: {"label", "pred", "scores": {label: nll/byte}}}.
+    Args:
+        context: tokens the model reads (lm-eval's max_length); None = the model's context.
+    Returns:
+        "acc" (lm-eval's choice: summed log-likelihood) with "acc_ci95", "macro_f1", "macro_f1_ci95",
+        "prediction_counts"; the same for the per-byte choice with the suffix "_bytes" ("acc_bytes",
+        ...); "n", "label_counts", "skipped" (a choice longer than the context), "truncated_questions"
+        (prompt cut from the left to fit), "scoring" (which figure is which) and "predictions":
+        {id: {"label", "pred", "pred_bytes", "loglikelihood": {label: summed log-likelihood}}}.
     """
     model.eval()
     context = context or model_context(model)
-    choice_ids = [encode(tokenizer, c) for c in CHOICES]
-    choice_bytes = [len(c.encode("utf-8")) for c in CHOICES]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     rows: list[Row] = []
     skipped: list[str] = []
-    shots_used, cut_count = [], 0
+    truncated: set[str] = set()
     for q in questions:
-        built = build_prompt(tokenizer, q, shots, context)
-        if built is None:
+        prompt = prompt_text(q, shots)
+        pairs = [encode_pair(tokenizer, prompt, choice) for choice in CHOICES]
+        if any(not cont or len(cont) > context for _, cont in pairs):
             skipped.append(q.id)
             continue
-        ids, info = built
-        shots_used.append(info["shots"])
-        cut_count += info["context_tokens_cut"] > 0
-        for c, cids in enumerate(choice_ids):
-            rows.append(Row(ids + cids, len(ids), (q.id, c)))
+        for c, (ctx_ids, cont_ids) in enumerate(pairs):
+            ids = ctx_ids + cont_ids
+            if len(ids) > context + 1:  # lm-eval: (context + continuation)[-(max_length + 1):]
+                ids = ids[-(context + 1) :]
+                truncated.add(q.id)
+            rows.append(Row(ids, len(ids) - len(cont_ids), (q.id, c)))
     if skipped:
         log.warning(
-            "PubMedQA: %d question(s) skipped: question and answer need more than the model's %d tokens",
+            "PubMedQA: %d question(s) skipped: an answer has no tokens or more than the model's %d",
             len(skipped),
             context,
         )
-    scores = score_rows(model, rows, batch_size=batch_size, pad_id=pad, vocab_limit=len(tokenizer), on_batch=on_batch)
-    per_q: dict[str, list[float]] = {}
+    if truncated:
+        log.warning(
+            "PubMedQA: %d prompt(s) longer than the model's %d tokens were cut from the left (as lm-eval does)",
+            len(truncated),
+            context,
+        )
+    # vocab_limit=None: lm-eval normalises over every output row of the model.
+    scores = score_rows(model, rows, batch_size=batch_size, pad_id=pad, vocab_limit=None, on_batch=on_batch)
+    lls: dict[str, list[float]] = {}
     for row, (nll, _) in zip(rows, scores):
         qid, c = row.key
-        per_q.setdefault(qid, [0.0] * len(CHOICES))[c] = nll / choice_bytes[c]  # nats per byte
+        lls.setdefault(qid, [0.0] * len(CHOICES))[c] = -nll
     preds: dict[str, dict] = {}
     for q in questions:
-        if q.id not in per_q:
+        if q.id not in lls:
             continue
-        s = per_q[q.id]
-        best = int(np.argmin(s))  # lowest NLL per byte = highest normalised log-likelihood
-        preds[q.id] = {"label": q.label, "pred": LABELS[best], "scores": {lab: -v for lab, v in zip(LABELS, s)}}
-    out = metrics([p["label"] for p in preds.values()], [p["pred"] for p in preds.values()], bootstrap, seed)
+        ll = np.array(lls[q.id])
+        preds[q.id] = {
+            "label": q.label,
+            "pred": LABELS[int(np.argmax(ll))],  # lm-eval: pred = np.argmax(lls)
+            "pred_bytes": LABELS[int(np.argmax(ll / np.array(CHOICE_BYTES)))],  # lls / byte_length
+            "loglikelihood": dict(zip(LABELS, ll.tolist())),
+        }
+    truth = [p["label"] for p in preds.values()]
+    out = metrics(truth, [p["pred"] for p in preds.values()], bootstrap, seed)
+    per_byte = metrics(truth, [p["pred_bytes"] for p in preds.values()], bootstrap, seed)
+    for k, name in (
+        ("acc", "acc_bytes"),
+        ("acc_ci95", "acc_bytes_ci95"),
+        ("macro_f1", "macro_f1_bytes"),
+        ("macro_f1_ci95", "macro_f1_bytes_ci95"),
+        ("prediction_counts", "prediction_counts_bytes"),
+    ):
+        if k in per_byte:
+            out[name] = per_byte[k]
     out.update(
         skipped=len(skipped),
         skipped_ids=skipped[:20],
         shots=len(shots),
-        mean_shots=float(np.mean(shots_used)) if shots_used else 0.0,
-        context_cut_questions=int(cut_count),
+        truncated_questions=len(truncated),
         context=context,
-        scoring="log-likelihood of ' yes'/' no'/' maybe' per UTF-8 byte; highest wins",
+        scoring={
+            "acc": "lm-evaluation-harness pubmedqa: argmax of the summed log-likelihood of ' yes'/' no'/"
+            "' maybe' after 'Abstract: ...\\nQuestion: ...\\nAnswer:'",
+            "acc_bytes": "the same log-likelihoods divided by the answer's UTF-8 bytes (lm-eval's acc_bytes)",
+        },
         predictions=preds,
     )
     return out

@@ -1,7 +1,9 @@
 """Evaluating models side by side: the per-model measurements, the run summary, and `vocabadapt eval`.
 
-Each model gets bits per byte on every text set (vocabadapt.evaluation.bpb) and PubMedQA zero-shot
-and few-shot (vocabadapt.evaluation.pubmedqa) with a paired bootstrap against the baseline; once per
+Each model gets bits per byte on every text set (vocabadapt.evaluation.bpb), PubMedQA zero-shot
+and few-shot scored as lm-evaluation-harness does (vocabadapt.evaluation.pubmedqa) with a paired
+bootstrap against the baseline, and the lm-eval tasks of evaluation.lm_eval
+(vocabadapt.evaluation.lm_eval_tasks) with their difference from the source model; once per
 run: tokenizer efficiency and the vocabulary's cost (evaluation.efficiency) and alignment quality.
 The evaluate stage (vocabadapt.stages.evaluate) chooses the models and writes the results.
 """
@@ -126,7 +128,9 @@ def gather_inputs(ev: EvaluationConfig, heldout: Path) -> tuple[Prepared, dict[s
     """
     prepared: Prepared = {}
     skips: dict[str, str] = {}
-    for entry in ev.datasets:
+    # evaluation.lm_eval.tasks alone asks for the lm_eval task (no need to name it in datasets too)
+    extra = ["lm_eval"] if ev.lm_eval.tasks and "lm_eval" not in ev.datasets else []
+    for entry in [*ev.datasets, *extra]:
         task = tasks.get(entry)
         data = task.prepare(entry, ev, heldout)
         if isinstance(data, tasks.Skip):
@@ -242,6 +246,10 @@ def build_summary(
     if qa is not None:
         summary["pubmedqa_file"] = qa.source
         summary["pubmedqa_vs_baseline"] = compare_to_baseline(results, baseline, qa.bootstrap)
+    if any("lm_eval" in r for r in results.values()):
+        from .lm_eval_tasks import differences
+
+        summary["lm_eval_vs_source"] = differences(results, "source")
 
     # Tokenizer efficiency on the held-out text (else the first text set) with the run's tokenizers.
     eval_texts = texts.get("heldout") or next(iter(texts.values()), None)

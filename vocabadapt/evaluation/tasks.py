@@ -4,7 +4,9 @@ A task prepares its data once per run, before any model is loaded (so a bad file
 scores one model at a time, returning the fields it adds to that model's result. Built in:
 
     heldout    bits per byte on the run's held-out split (vocabadapt.evaluation.bpb)
-    pubmedqa   PubMedQA zero-shot and few-shot (vocabadapt.evaluation.pubmedqa)
+    pubmedqa   PubMedQA zero-shot and few-shot, scored as lm-eval does (vocabadapt.evaluation.pubmedqa)
+    lm_eval    the lm-evaluation-harness tasks of evaluation.lm_eval (vocabadapt.evaluation.lm_eval_tasks);
+               runs whenever evaluation.lm_eval.tasks is non-empty
     <path>     any other entry is a text file scored in bits per byte (named after the file)
 
 A new evaluation (lm-eval tasks, another QA set) is a new module that calls `register(Task(...))`
@@ -142,8 +144,9 @@ def _score_pubmedqa(
         model, tokenizer, qa.questions, context=context, batch_size=cfg.batch_size, bootstrap=qa.bootstrap
     )
     log.info(
-        "PubMedQA accuracy %.3f macro-F1 %.3f (n=%d, skipped %d)",
-        r["accuracy"] or 0,
+        "PubMedQA acc %.3f (lm-eval's), acc_bytes %.3f, macro-F1 %.3f (n=%d, skipped %d)",
+        r["acc"] or 0,
+        r["acc_bytes"] or 0,
         r["macro_f1"] or 0,
         r["n"],
         r["skipped"],
@@ -159,14 +162,22 @@ def _score_pubmedqa(
             batch_size=cfg.batch_size,
             bootstrap=qa.bootstrap,
         )
-        log.info("PubMedQA %d-shot accuracy %.3f", len(qa.shots), r["accuracy"] or 0)
+        log.info("PubMedQA %d-shot acc %.3f", len(qa.shots), r["acc"] or 0)
         out["pubmedqa_fewshot"] = r
     return out
 
 
 HELDOUT = register(Task("heldout", "bits per byte on the run's held-out split", _prepare_heldout, _score_text))
 PUBMEDQA = register(
-    Task("pubmedqa", "PubMedQA zero-shot and few-shot accuracy and macro-F1", _prepare_pubmedqa, _score_pubmedqa)
+    Task(
+        "pubmedqa",
+        "PubMedQA zero-shot and few-shot: lm-eval's acc, acc_bytes, macro-F1",
+        _prepare_pubmedqa,
+        _score_pubmedqa,
+    )
 )
 # Not registered by name: any evaluation.datasets entry that is a path.
 TEXT_FILE = Task("text file", "bits per byte on a text file", _prepare_text_file, _score_text)
+
+# Evaluations in modules of their own register themselves on import.
+from . import lm_eval_tasks  # noqa: E402,F401

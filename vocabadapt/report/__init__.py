@@ -80,12 +80,12 @@ def closing_summary(facts: RunFacts, final_model: Path | None, report_html: Path
     if bpt:
         lines.append("bytes per token: " + ", ".join(bpt))
     accs = [
-        f"{n} {ci(get(s, 'models', n, 'pubmedqa', 'accuracy'), get(s, 'models', n, 'pubmedqa', 'accuracy_ci95'))}"
+        f"{n} {ci(get(s, 'models', n, 'pubmedqa', 'acc'), get(s, 'models', n, 'pubmedqa', 'acc_ci95'))}"
         for n in names
-        if isinstance(get(s, "models", n, "pubmedqa", "accuracy"), (int, float))
+        if isinstance(get(s, "models", n, "pubmedqa", "acc"), (int, float))
     ]
     if accs:
-        lines.append("PubMedQA accuracy: " + ", ".join(accs))
+        lines.append("PubMedQA acc (lm-eval's scoring): " + ", ".join(accs))
     lines.append(f"report: {report_html}" if report_html.is_file() else "report: not written (run the report stage)")
     if not s:
         lines.insert(0, "no evaluation found (eval/summary.json missing)")

@@ -50,7 +50,8 @@ def _model_blocks(facts: RunFacts) -> list[Block]:
             "bytes/token",
             "tokens",
             "token ppl*",
-            "PubMedQA acc [95% CI]",
+            "PubMedQA acc† [95% CI]",
+            "acc_bytes‡ [95% CI]",
             "macro-F1 [95% CI]",
             "few-shot acc",
             "Δacc vs baseline [95% CI]",
@@ -71,9 +72,10 @@ def _model_blocks(facts: RunFacts) -> list[Block]:
                 fmt(get(bp, "heldout", "bytes_per_token") or get(bp, datasets[0], "bytes_per_token"), 3),
                 fmt(get(bp, "heldout", "tokens") or get(bp, datasets[0], "tokens")),
                 fmt(get(bp, "heldout", "token_perplexity") or get(bp, datasets[0], "token_perplexity"), 2),
-                ci(q.get("accuracy"), q.get("accuracy_ci95")),
+                ci(q.get("acc"), q.get("acc_ci95")),
+                ci(q.get("acc_bytes"), q.get("acc_bytes_ci95")),
                 ci(q.get("macro_f1"), q.get("macro_f1_ci95")),
-                ci(fs.get("accuracy"), fs.get("accuracy_ci95")),
+                ci(fs.get("acc"), fs.get("acc_ci95")),
                 ci(d.get("accuracy_diff"), d.get("accuracy_diff_ci95")) if d else "–",
             ]
         )
@@ -86,12 +88,50 @@ def _model_blocks(facts: RunFacts) -> list[Block]:
     if s.get("pubmedqa_file"):
         n_q = get(s, "models", names[0], "pubmedqa", "n")
         notes.append(
-            f"PubMedQA: {s['pubmedqa_file']} ({fmt(n_q)} questions), answer chosen by the per-byte "
-            f"log-likelihood of ' yes' / ' no' / ' maybe'; intervals are 95 % bootstrap, Δ is a paired bootstrap."
+            f"PubMedQA: {s['pubmedqa_file']} ({fmt(n_q)} questions). †acc is lm-evaluation-harness's pubmedqa "
+            f"accuracy (prompt 'Abstract: …\\nQuestion: …\\nAnswer:', answer = highest summed log-likelihood of "
+            f"' yes' / ' no' / ' maybe'), comparable with published figures; macro-F1, few-shot acc and Δ use "
+            f"that choice. ‡acc_bytes divides the same log-likelihoods by the answer's bytes (lm-eval's "
+            f"acc_bytes). Intervals are 95 % bootstrap, Δ is a paired bootstrap."
         )
     for what, why in (s.get("skipped") or {}).items():
         notes.append(f"{what} skipped: {why}.")
-    return blocks + [("p", n) for n in notes]
+    return blocks + [("p", n) for n in notes] + _lm_eval_blocks(s, names)
+
+
+def _lm_eval_blocks(s: dict, names: list[str]) -> list[Block]:
+    """One row per lm-eval task and metric: each model's value ± stderr, and its difference from the source."""
+    if not any(get(s, "models", n, "lm_eval") for n in names):
+        return []
+    pairs = sorted(
+        {
+            (task, metric)
+            for n in names
+            for task, t in (get(s, "models", n, "lm_eval", "tasks") or {}).items()
+            for metric in t.get("metrics", {})
+        }
+    )
+    rows = []
+    for task, metric in pairs:
+        row = [task, metric]
+        for n in names:
+            v = get(s, "models", n, "lm_eval", "tasks", task, "metrics", metric) or {}
+            d = get(s, "lm_eval_vs_source", n, task, metric)
+            row.append(
+                fmt(v.get("value"))
+                + (f" ± {fmt(v.get('stderr'))}" if v.get("stderr") is not None else "")
+                + (f" ({d:+.4f})" if isinstance(d, (int, float)) else "")
+            )
+        rows.append(row)
+    return [
+        ("h", 3, "lm-evaluation-harness tasks"),
+        ("table", ["task", "metric"] + names, rows),
+        (
+            "p",
+            "Value ± lm-eval's standard error; in brackets the difference from the source model. Run by "
+            "lm-eval's own code on each model (evaluation.lm_eval).",
+        ),
+    ]
 
 
 def _tokenizer_blocks(facts: RunFacts) -> list[Block]:

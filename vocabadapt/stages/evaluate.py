@@ -5,7 +5,9 @@ model/init, model/stage1, model/stage2 with their own tokenizers; one in memory 
 
 Reads:   corpus/heldout.jsonl, tokenizers/, terms/terms.txt, model/*, train/<stage>/, align/summary.json,
          model/init/transplant.json; evaluation.datasets files and the PubMedQA file
-Writes:  eval/<model>.json (with per-question predictions), eval/summary.json, eval/checklist.json
+         the task YAMLs and data files of evaluation.lm_eval
+Writes:  eval/<model>.json (with per-question predictions and lm-eval task results), eval/summary.json,
+         eval/checklist.json
 Changed by: evaluation.*, models.source_model
 """
 
@@ -136,5 +138,5 @@ SPEC = StageSpec(
     config_keys=("evaluation", "models.source_model"),
     inputs=("corpus", "tokenize", "align", "transplant", *TRAIN_STAGES),
     outputs=lambda layout: (layout.eval_dir,),
-    description="bits per byte, PubMedQA, tokenizer efficiency, checklist",
+    description="bits per byte, PubMedQA, lm-eval tasks, tokenizer efficiency, checklist",
 )
