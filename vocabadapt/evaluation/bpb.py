@@ -246,16 +246,16 @@ def _forward(model: Any, ids: torch.Tensor, need: list[int], width: int):
     positions of a ~400-token row; a 50k vocabulary makes full logits 50k x 400 per row), so the
     model is asked for `logits_to_keep` = those positions (transformers >= 4.50). A model that
     refuses the argument, or ignores it (returns every position), is served in full.
-    The all-ones attention mask is the same as none for right padding (see score_rows) and lets
-    transformers take its plain causal attention path.
+    No attention mask is passed: right padding needs none (see score_rows), and without one
+    transformers takes its plain causal attention path (an all-ones mask measured ~10 % slower on
+    SmolLM2-135M on a CPU).
     Returns (logits (B, K, V), col (width,) mapping a position to its column in logits).
     """
-    mask = torch.ones_like(ids)
     full_col = torch.arange(width)
     if len(need) < width and getattr(model, "_vocabadapt_keep_ok", True):
         keep = torch.tensor(need, dtype=torch.long)
         try:
-            logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep.to(ids.device)).logits
+            logits = model(input_ids=ids, logits_to_keep=keep.to(ids.device)).logits
         except TypeError:
             logits = None
         if logits is not None and logits.shape[1] == len(need):
@@ -265,7 +265,7 @@ def _forward(model: Any, ids: torch.Tensor, need: list[int], width: int):
         model._vocabadapt_keep_ok = False  # do not ask again
         if logits is not None and logits.shape[1] == width:
             return logits, full_col
-    return model(input_ids=ids, attention_mask=mask).logits, full_col
+    return model(input_ids=ids).logits, full_col
 
 
 def encode(tokenizer: Any, text: str) -> list[int]:
