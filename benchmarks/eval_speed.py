@@ -164,6 +164,10 @@ def main() -> None:
     ap.add_argument("--lm-eval-first", action="store_true", help="lm-eval goes first on even chunks")
     ap.add_argument("--work", default="/work/scratch/lmeval", help="model copy and question file go here")
     args = ap.parse_args()
+    # the code measured is the code at the start (the tree may move while a long run goes on)
+    commit = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -199,9 +203,6 @@ def main() -> None:
     }
     va, le = preds["vocabadapt"], preds["lm-eval"]
     same = sum(va[i] == le.get(i) for i in va)
-    commit = subprocess.run(
-        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
     acc = {w: sum(p[i] == truth[i] for i in p) / len(p) for w, p in preds.items()}
     rec = {
         "tag": args.tag,
