@@ -47,7 +47,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from vocabadapt.init import DEFAULT as DEFAULT_INIT
+from vocabadapt.init import DEFAULT as DEFAULT_INIT  # noqa: E402  (after the sys.path line above)
+
 DEMO = ROOT / "examples" / "pubmed_demo"
 CONFIG = ROOT / "configs" / "demo-tiny.yaml"  # the 1.8M-parameter demo these results were made with
 PAIR_CONFIG = ROOT / "benchmarks" / "configs" / "neox_biogpt.yaml"

@@ -6,9 +6,9 @@ import math
 
 import pytest
 import torch
-from helpers import TEXT, save_tiny_model, train_bpe_tokenizer
 from safetensors import safe_open
 
+from helpers import TEXT, save_tiny_model, train_bpe_tokenizer
 from vocabadapt import init as initialisers
 from vocabadapt.align.mapping import TokenMapping, tokenizer_checksum
 from vocabadapt.errors import InputError
@@ -79,7 +79,7 @@ def tensors(directory):
     out = {}
     for f in sorted(directory.glob("*.safetensors")):
         with safe_open(str(f), "pt") as r:
-            out.update({k: r.get_tensor(k) for k in r.keys()})  # noqa: SIM118 (safe_open has no __iter__)
+            out.update({k: r.get_tensor(k) for k in r.keys()})
     return out
 
 

@@ -230,7 +230,7 @@ def check_alignment(align: dict | None, transplant: dict | None, zero_allowed: b
         return _check(
             4, "not-run", {}, "the transplant summary has no rows_per_method and align/summary.json is missing"
         )
-    cov = parts["coverage"] if parts else coverage_of(align)
+    cov = parts["coverage"] if parts else coverage_of(align) if isinstance(align, dict) else None
     zero = zero_rows_of(transplant) if isinstance(transplant, dict) else None
     evidence: dict[str, Any] = {
         "coverage": cov,

@@ -36,11 +36,12 @@ class Calibration:
 
 
 def load_source_model(model_dir: str | Path, trust_remote_code: bool = False) -> Any:
-    """The source model in float32 eval mode (safetensors only; on the GPU when there is one)."""
-    from transformers import AutoModelForCausalLM
+    """The source model in float32 eval mode (loaded by vocabadapt.model.hub, safetensors only; on the GPU
+    when there is one)."""
+    from ..config import ModelsConfig
+    from ..model.hub import load_model
 
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32, use_safetensors=True,
-                                                 trust_remote_code=trust_remote_code)
+    model = load_model(str(model_dir), ModelsConfig(trust_remote_code=trust_remote_code), dtype=torch.float32)
     if torch.cuda.is_available():
         model = model.to("cuda")
     model.eval()

@@ -133,7 +133,7 @@ def stream_rewrite(
     new_header: dict[str, Any] = {"__metadata__": meta} if meta is not None else {}
     offset = 0
     for name in names:
-        info = header.get(name)
+        info: dict[str, Any] = header.get(name) or {}  # {} for an added tensor (always in replacements)
         if name in replacements:
             r = replacements[name]
             code, shape, nbytes, how = _ST_CODE[r.dtype], list(r.shape), r.nbytes, "replace"

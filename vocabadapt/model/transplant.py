@@ -276,7 +276,7 @@ def _build_matrices(
     replacements[in_key] = Spilled.write(new_in, scratch / "input.bin")
     del new_in
     added: dict[str, Spilled] = {}
-    if untie:
+    if refined_out is not None and untie:
         zero |= zero_rows(refined_out[:n_tgt])
         head = Spilled.write(refined_out, scratch / "output.bin")
         if out_key is not None:  # this tied checkpoint stores the head too: rewrite it
