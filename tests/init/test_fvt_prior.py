@@ -49,6 +49,11 @@ def test_output_rows_exact_for_a_lone_piece_and_shifted_by_log_share_for_a_group
     assert torch.equal(out[1], src_out[3])  # a token that is its own group gets exactly the source head row
     want = (src_out[6].double() + math.log(0.25) * u).float()
     assert torch.equal(out[2], want)
+    mixed = fvt_prior.output_rows(src_out, base, first, shares, u, fvt_rows=base, multi=[False, False, True, False],
+                                  mix=0.5)
+    assert torch.equal(mixed[1], out[1]) and torch.equal(mixed[3], out[3])  # one-piece rows are never mixed
+    torch.testing.assert_close(mixed[2], (0.5 * src_out[6].double() + 0.5 * base[2].double()
+                                          + math.log(0.25) * u).float())
     # the logit difference between the two tokens of piece 6 is log(0.25 / 0.75) wherever h . u = 1
     h = u / (u @ u)
     assert abs(float(out[2].double() @ h - out[3].double() @ h) - math.log(1 / 3)) < 1e-5
@@ -112,9 +117,16 @@ def test_transplant_unties_and_builds_exact_rows(toks, tmp_path, tie):
     ids = source(texts, add_special_tokens=False)["input_ids"]
     u = fvt_prior.bias_direction(head_inputs(model, ids, 64))
     shares = fvt_prior.log_shares(first, token_counts(target, texts, len(target)))
+    several = 0
     for t in range(2, len(target)):
-        want = (head_src[first[t]].double() + shares[t] * u).float()
+        pieces = recipe.source_ids[t]
+        row = head_src[first[t]].double()
+        if recipe.labels[t] == "fvt" and len(pieces) > 1:  # mixed with the mean of all pieces' head rows
+            several += 1
+            row = (1 - fvt_prior.MIX) * row + fvt_prior.MIX * head_src[pieces].double().mean(0)
+        want = (row + shares[t] * u).float()
         torch.testing.assert_close(new_out[t], want, rtol=1e-5, atol=1e-6)
+    assert several > 0
     assert torch.equal(new_out[0], new_in[0])  # special rows as the recipe built them
     adapted = AutoModelForCausalLM.from_pretrained(str(tmp_path / "out"))
     assert adapted.config.tie_word_embeddings is False

@@ -8,7 +8,8 @@ and each longer token built on it). Copying p1's output row into all of them giv
 costs log2(group size) bits per token; the mean of the pieces (FVT's tied output row) is no probability at
 all. Here:
 
-    out[t] = W_out[p1] + log share(t) * u
+    out[t] = W_out[p1] + log share(t) * u                       (one piece: identical tokens)
+    out[t] = (1 - MIX) W_out[p1] + MIX mean_j W_out[pj] + log share(t) * u     (several pieces)
 
     share(t) = (c(t) + 1/2) / sum over the group of p1 of (c(t') + 1/2)     c = target-token counts in the corpus
     u        = argmin ||H u - 1||^2 + ridge   over the source model's final hidden states H (calibration text)
@@ -18,8 +19,8 @@ probability the source model gives p1 is divided among its group in proportion t
 whose head has no bias can only add a constant this way. Tied models are untied by the transplant (the
 input rows stay FVT's, the output rows are these); identical tokens keep their exact input row.
 
-Measured on SmolLM2-135M -> a 16k biomedical BPE (benchmarks/results, issue 18): held-out bits per byte
-at init 1.278 against FVT's 1.365 and TokAlign's default chain's 1.584.
+Measured on SmolLM2-135M -> a 16k biomedical BPE (benchmarks/results/init_smollm2.md, issue 18): held-out
+bits per byte at init 1.269 against FVT's 1.365 and the TokAlign chain's 1.584 (source model: 0.986).
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ from . import InitContext, Recipe, fvt
 log = logging.getLogger(__name__)
 
 RIDGE = 1e-3  # ridge of the bias-direction fit, relative to the number of hidden states
+# Weight of the token's FVT head row in a multi-piece token's output row: the later pieces' rows say how
+# likely the whole word is in this context, which the first piece's row alone does not (measured on
+# SmolLM2 -> 16k BPE: 0.0 -> 1.2775, 0.3 -> 1.2687 held-out bpb at init).
+MIX = 0.3
 
 
 def recipe(ctx: InitContext) -> Recipe:
@@ -77,15 +82,21 @@ def bias_direction(hidden: torch.Tensor, ridge: float = RIDGE) -> torch.Tensor:
 
 
 def output_rows(src_out: torch.Tensor, base: torch.Tensor, first: list[int | None], shares: torch.Tensor,
-                u: torch.Tensor) -> torch.Tensor:
+                u: torch.Tensor, fvt_rows: torch.Tensor | None = None, multi: list[bool] | None = None,
+                mix: float = 0.0) -> torch.Tensor:
     """(rows, hidden) output rows: base (the input recipe's rows) where first is None, else
-    src_out[first] + shares * u, built in float64 and cast to base's dtype.
+    src_out[first] + shares * u; where multi is true, the first piece's row is mixed with the token's
+    FVT row of the head: (1 - mix) * src_out[first] + mix * fvt_rows + shares * u. Built in float64, cast
+    to base's dtype.
 
     Args:
         src_out: (source_rows, hidden) the source model's output head.
         base: (target_rows, hidden) rows built from the recipe (kept for special and padding rows).
         first, shares: from first_pieces and log_shares (one per target id).
         u: (hidden,) from bias_direction.
+        fvt_rows: (target_rows, hidden) the FVT recipe applied to src_out (needed when mix > 0).
+        multi: per target id, whether its segmentation has more than one piece (mixed rows).
+        mix: weight of the FVT row for multi-piece tokens.
     """
     out = base.clone()
     tids = [t for t, p in enumerate(first) if p is not None]
@@ -93,7 +104,11 @@ def output_rows(src_out: torch.Tensor, base: torch.Tensor, first: list[int | Non
         return out
     sel = torch.tensor(tids, dtype=torch.long)
     pieces = torch.tensor([first[t] for t in tids], dtype=torch.long)
-    rows = src_out[pieces].to(torch.float64) + shares[sel, None] * u.to(torch.float64)[None, :]
+    rows = src_out[pieces].to(torch.float64)
+    if mix and fvt_rows is not None and multi is not None:
+        m = torch.tensor([multi[t] for t in tids], dtype=torch.bool)
+        rows[m] = (1 - mix) * rows[m] + mix * fvt_rows[sel[m]].to(torch.float64)
+    rows += shares[sel, None] * u.to(torch.float64)[None, :]
     out[sel] = rows.to(base.dtype)
     return out
 
@@ -127,7 +142,11 @@ def refine(ctx: InitContext, recipe: Recipe, input_rows: torch.Tensor) -> tuple[
     counts = cal.token_counts(ctx.target_tokenizer, texts, ctx.mapping.target_vocab_size)
     first = first_pieces(ctx, recipe)
     shares = log_shares(first, counts)
-    out = output_rows(src_out, input_rows, first, shares, u)
+    from ..model.rows import build_rows
+
+    fvt_out = build_rows(src_out, recipe, n_used=len(ctx.source_tokenizer), n_rows=input_rows.shape[0])
+    multi = [label == "fvt" and len(ids) > 1 for label, ids in zip(recipe.labels, recipe.source_ids)]
+    out = output_rows(src_out, input_rows, first, shares, u, fvt_out, multi, MIX)
     ctx.info["fvt_prior"] = {
         "hidden_states": int(hidden.shape[0]),
         "bias_fit_mean": round(float(fit.mean()), 4) if len(fit) else None,
