@@ -154,3 +154,13 @@ def test_rows_do_not_depend_on_the_alignment_so_fasttext_noise_cannot_move_them(
     a = fvt_prior.recipe(initialisers.InitContext(plain, source, target))
     b = fvt_prior.recipe(initialisers.InitContext(noisy, source, target))
     assert (a.labels, a.source_ids, a.weights) == (b.labels, b.source_ids, b.weights)
+
+
+def test_same_inputs_give_bitwise_identical_models(toks, tmp_path):
+    source, target = toks
+    src_dir = save_tiny_model(tmp_path / "src", source, "llama", tie=True)
+    cal = Calibration(texts=[OTHER + TEXT] * 2, max_tokens=48)
+    for k in range(2):
+        transplant_model(src_dir, source, target, identical_mapping(source, target), tmp_path / f"out{k}",
+                         init="fvt_prior", calibration=cal)
+    assert (tmp_path / "out0" / "model.safetensors").read_bytes() == (tmp_path / "out1" / "model.safetensors").read_bytes()
