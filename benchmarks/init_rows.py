@@ -52,9 +52,12 @@ def main() -> None:
     model_dir = resolve_model_dir(cfg.models.source_model, cfg.tokenization.cache_dir)
     src_tok, tgt_tok = layout.tokenizer("source"), layout.tokenizer("target")
     texts = layout.heldout_texts()[: args.docs]
-    lines = [f"\n{args.run_dir.name}: {len(texts)} held-out docs, "
-             f"{sum(len(t.encode()) for t in texts):,} bytes; source {model_dir}\n",
-             "| init | bpb at init | bytes/token | transplant s |", "|---|---|---|---|"]
+    lines = [
+        f"\n{args.run_dir.name}: {len(texts)} held-out docs, "
+        f"{sum(len(t.encode()) for t in texts):,} bytes; source {model_dir}\n",
+        "| init | bpb at init | bytes/token | transplant s |",
+        "|---|---|---|---|",
+    ]
     print("\n".join(lines), flush=True)
 
     def row(name: str, model, tok, wall: float) -> None:
@@ -64,16 +67,31 @@ def main() -> None:
         print(line, flush=True)
 
     if args.source:
-        row("source (own tokenizer)", AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32),
-            src_tok, 0)
-    calibration = Calibration(texts=first_bytes(layout.corpus_texts("train"), cfg.alignment.calibration_bytes),
-                              max_tokens=cfg.alignment.calibration_tokens)
+        row(
+            "source (own tokenizer)",
+            AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32),
+            src_tok,
+            0,
+        )
+    calibration = Calibration(
+        texts=first_bytes(layout.corpus_texts("train"), cfg.alignment.calibration_bytes),
+        max_tokens=cfg.alignment.calibration_tokens,
+    )
     for name in args.inits.split(","):
         init = None if name == "chain" else name
         with tempfile.TemporaryDirectory(dir=args.run_dir) as tmp:
             t = time.perf_counter()
-            transplant_model(model_dir, src_tok, tgt_tok, layout.token_mapping(), Path(tmp) / "m", init=init,
-                             norm_match=cfg.alignment.norm_match, seed=cfg.alignment.seed, calibration=calibration)
+            transplant_model(
+                model_dir,
+                src_tok,
+                tgt_tok,
+                layout.token_mapping(),
+                Path(tmp) / "m",
+                init=init,
+                norm_match=cfg.alignment.norm_match,
+                seed=cfg.alignment.seed,
+                calibration=calibration,
+            )
             wall = time.perf_counter() - t
             row(name, AutoModelForCausalLM.from_pretrained(str(Path(tmp) / "m"), dtype=torch.float32), tgt_tok, wall)
     if args.out:

@@ -24,8 +24,9 @@ def test_log_shares_split_each_first_piece_by_corpus_counts():
     counts = torch.tensor([100, 3, 0, 9, 4, 1])  # + 1/2 each: 3.5, 0.5, 9.5, 1.5 for the pieces' tokens
     got = fvt_prior.log_shares(first, counts)
     group5 = 3.5 + 0.5 + 1.5
-    want = torch.tensor([0.0, math.log(3.5 / group5), math.log(0.5 / group5), 0.0, 0.0, math.log(1.5 / group5)],
-                        dtype=torch.float64)
+    want = torch.tensor(
+        [0.0, math.log(3.5 / group5), math.log(0.5 / group5), 0.0, 0.0, math.log(1.5 / group5)], dtype=torch.float64
+    )
     torch.testing.assert_close(got, want)  # a group of one (piece 7) gets log 1 = 0
 
 
@@ -49,11 +50,13 @@ def test_output_rows_exact_for_a_lone_piece_and_shifted_by_log_share_for_a_group
     assert torch.equal(out[1], src_out[3])  # a token that is its own group gets exactly the source head row
     want = (src_out[6].double() + math.log(0.25) * u).float()
     assert torch.equal(out[2], want)
-    mixed = fvt_prior.output_rows(src_out, base, first, shares, u, fvt_rows=base, multi=[False, False, True, False],
-                                  mix=0.5)
+    mixed = fvt_prior.output_rows(
+        src_out, base, first, shares, u, fvt_rows=base, multi=[False, False, True, False], mix=0.5
+    )
     assert torch.equal(mixed[1], out[1]) and torch.equal(mixed[3], out[3])  # one-piece rows are never mixed
-    torch.testing.assert_close(mixed[2], (0.5 * src_out[6].double() + 0.5 * base[2].double()
-                                          + math.log(0.25) * u).float())
+    torch.testing.assert_close(
+        mixed[2], (0.5 * src_out[6].double() + 0.5 * base[2].double() + math.log(0.25) * u).float()
+    )
     # the logit difference between the two tokens of piece 6 is log(0.25 / 0.75) wherever h . u = 1
     h = u / (u @ u)
     assert abs(float(out[2].double() @ h - out[3].double() @ h) - math.log(1 / 3)) < 1e-5
@@ -76,8 +79,9 @@ def identical_mapping(source, target) -> TokenMapping:
         else:
             m, i = "fvt", [0]
         methods.append(m), ids.append(i), weights.append([1.0])
-    return TokenMapping(methods, ids, weights, [None] * len(target), len(source),
-                        tokenizer_checksum(target), tokenizer_checksum(source))
+    return TokenMapping(
+        methods, ids, weights, [None] * len(target), len(source), tokenizer_checksum(target), tokenizer_checksum(source)
+    )
 
 
 def tensors(directory):
@@ -96,8 +100,15 @@ def test_transplant_unties_and_builds_exact_rows(toks, tmp_path, tie):
     src_dir = save_tiny_model(tmp_path / "src", source, "llama", tie=tie)
     mapping = identical_mapping(source, target)
     texts = [OTHER + TEXT] * 3
-    summary = transplant_model(src_dir, source, target, mapping, tmp_path / "out", init="fvt_prior",
-                               calibration=Calibration(texts=texts, max_tokens=64))
+    summary = transplant_model(
+        src_dir,
+        source,
+        target,
+        mapping,
+        tmp_path / "out",
+        init="fvt_prior",
+        calibration=Calibration(texts=texts, max_tokens=64),
+    )
     assert summary["untied_by_init"] is tie and summary["tied"] is False
     assert summary["init_info"]["fvt_prior"]["hidden_states"] == 64
     before, after = tensors(src_dir), tensors(tmp_path / "out")
@@ -138,8 +149,15 @@ def test_refine_without_calibration_text_fails_with_what_to_do(toks, tmp_path):
     source, target = toks
     src_dir = save_tiny_model(tmp_path / "src", source, "llama", tie=True)
     with pytest.raises(InputError, match="fvt_prior needs the source model and training text"):
-        transplant_model(src_dir, source, target, identical_mapping(source, target), tmp_path / "out",
-                         init="fvt_prior", calibration=None)
+        transplant_model(
+            src_dir,
+            source,
+            target,
+            identical_mapping(source, target),
+            tmp_path / "out",
+            init="fvt_prior",
+            calibration=None,
+        )
 
 
 def test_rows_do_not_depend_on_the_alignment_so_fasttext_noise_cannot_move_them(toks):
@@ -161,6 +179,15 @@ def test_same_inputs_give_bitwise_identical_models(toks, tmp_path):
     src_dir = save_tiny_model(tmp_path / "src", source, "llama", tie=True)
     cal = Calibration(texts=[OTHER + TEXT] * 2, max_tokens=48)
     for k in range(2):
-        transplant_model(src_dir, source, target, identical_mapping(source, target), tmp_path / f"out{k}",
-                         init="fvt_prior", calibration=cal)
-    assert (tmp_path / "out0" / "model.safetensors").read_bytes() == (tmp_path / "out1" / "model.safetensors").read_bytes()
+        transplant_model(
+            src_dir,
+            source,
+            target,
+            identical_mapping(source, target),
+            tmp_path / f"out{k}",
+            init="fvt_prior",
+            calibration=cal,
+        )
+    assert (tmp_path / "out0" / "model.safetensors").read_bytes() == (
+        tmp_path / "out1" / "model.safetensors"
+    ).read_bytes()

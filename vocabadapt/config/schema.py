@@ -243,12 +243,14 @@ class AlignmentConfig(Section):
         "mapping's per-token method (TokAlign match above the threshold, else the fallback).",
     )
     calibration_bytes: int = Field(
-        2_000_000, ge=0,
+        2_000_000,
+        ge=0,
         description="Training text (bytes, corpus order) that initialisers with a refine step (fvt_prior) count "
         "tokens in and run the source model on.",
     )
     calibration_tokens: int = Field(
-        4096, ge=16,
+        4096,
+        ge=16,
         description="Source tokens run through the source model to fit fvt_prior's bias direction (about 15 s "
         "for a 135M model on 2 idle CPU cores).",
     )

@@ -182,5 +182,15 @@ def refiner(name: str | None) -> Refiner | None:
     return REFINERS.get(name) if name is not None else None
 
 
-__all__ = ["Recipe", "InitContext", "REGISTRY", "REFINERS", "DEFAULT", "get", "refiner", "mapping_recipe",
-           "entry", "NO_SOURCE_KINDS"]
+__all__ = [
+    "Recipe",
+    "InitContext",
+    "REGISTRY",
+    "REFINERS",
+    "DEFAULT",
+    "get",
+    "refiner",
+    "mapping_recipe",
+    "entry",
+    "NO_SOURCE_KINDS",
+]

@@ -54,7 +54,7 @@ def token_counts(tokenizer: Any, texts: Sequence[str], vocab_size: int, batch: i
     """(vocab_size,) int64: how often each id occurs in the tokenised texts (no special tokens added)."""
     counts = torch.zeros(vocab_size, dtype=torch.int64)
     for a in range(0, len(texts), batch):
-        enc = tokenizer(list(texts[a:a + batch]), add_special_tokens=False, verbose=False)["input_ids"]
+        enc = tokenizer(list(texts[a : a + batch]), add_special_tokens=False, verbose=False)["input_ids"]
         flat = torch.tensor([i for ids in enc for i in ids], dtype=torch.long)
         if len(flat):
             counts += torch.bincount(flat, minlength=vocab_size)[:vocab_size]
@@ -76,7 +76,7 @@ def head_inputs(model: Any, id_lists: Sequence[Sequence[int]], max_tokens: int, 
     try:
         for ids in id_lists:
             for a in range(0, len(ids), window):
-                chunk = list(ids[a:a + window])[: max_tokens - got]
+                chunk = list(ids[a : a + window])[: max_tokens - got]
                 if not chunk:
                     break
                 model(input_ids=torch.tensor([chunk], device=device))

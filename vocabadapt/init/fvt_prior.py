@@ -81,9 +81,16 @@ def bias_direction(hidden: torch.Tensor, ridge: float = RIDGE) -> torch.Tensor:
     return torch.linalg.solve(gram, h.T @ torch.ones(h.shape[0], dtype=torch.float64))
 
 
-def output_rows(src_out: torch.Tensor, base: torch.Tensor, first: list[int | None], shares: torch.Tensor,
-                u: torch.Tensor, fvt_rows: torch.Tensor | None = None, multi: list[bool] | None = None,
-                mix: float = 0.0) -> torch.Tensor:
+def output_rows(
+    src_out: torch.Tensor,
+    base: torch.Tensor,
+    first: list[int | None],
+    shares: torch.Tensor,
+    u: torch.Tensor,
+    fvt_rows: torch.Tensor | None = None,
+    multi: list[bool] | None = None,
+    mix: float = 0.0,
+) -> torch.Tensor:
     """(rows, hidden) output rows: base (the input recipe's rows) where first is None, else
     src_out[first] + shares * u; where multi is true, the first piece's row is mixed with the token's
     FVT row of the head: (1 - mix) * src_out[first] + mix * fvt_rows + shares * u. Built in float64, cast
@@ -129,8 +136,10 @@ def refine(ctx: InitContext, recipe: Recipe, input_rows: torch.Tensor) -> tuple[
     from . import calibration as cal
 
     if ctx.source_model_dir is None or ctx.calibration is None or not ctx.calibration.texts:
-        raise InputError("alignment.init = fvt_prior needs the source model and training text (the corpus stage's "
-                         "corpus/train.jsonl); run the corpus stage first or choose another alignment.init")
+        raise InputError(
+            "alignment.init = fvt_prior needs the source model and training text (the corpus stage's "
+            "corpus/train.jsonl); run the corpus stage first or choose another alignment.init"
+        )
     model = cal.load_source_model(ctx.source_model_dir, ctx.trust_remote_code)
     src_out = model.get_output_embeddings().weight.detach().cpu()  # (source_rows, hidden)
     texts = ctx.calibration.texts
@@ -154,7 +163,12 @@ def refine(ctx: InitContext, recipe: Recipe, input_rows: torch.Tensor) -> tuple[
         "counted_tokens": int(counts.sum()),
         "groups": len({p for p in first if p is not None}),
     }
-    log.info("fvt_prior: %d output rows from first piece + log share; bias direction fitted on %d hidden states "
-             "(h.u = %.3f +- %.3f)", sum(p is not None for p in first), hidden.shape[0],
-             ctx.info["fvt_prior"]["bias_fit_mean"] or 0, ctx.info["fvt_prior"]["bias_fit_std"] or 0)
+    log.info(
+        "fvt_prior: %d output rows from first piece + log share; bias direction fitted on %d hidden states "
+        "(h.u = %.3f +- %.3f)",
+        sum(p is not None for p in first),
+        hidden.shape[0],
+        ctx.info["fvt_prior"]["bias_fit_mean"] or 0,
+        ctx.info["fvt_prior"]["bias_fit_std"] or 0,
+    )
     return input_rows, out
