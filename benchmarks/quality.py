@@ -11,8 +11,8 @@ Rows, each a full `vocabadapt run` with the same corpus, token budget and seed:
   1. source model, own tokenizer, no training (the `source` entry of a run's evaluation);
   2. source model, own tokenizer, continued training: target tokenizer = the source tokenizer, so the
      alignment is the identity and stages 1 + 2 train it on the same corpus for the same budget;
-  3. transplant + two stages with `alignment.init` = random, mean, fvt, tokalign, soft and the default
-     (null: the mapping's per-token chain); and FOCUS through the `deepfocus` package, which must live in a
+  3. transplant + two stages with `alignment.init` = random, mean, fvt, tokalign, soft, chain (null: the
+     mapping's per-token chain, the default before issue 18) and the default (fvt_prior); and FOCUS through the `deepfocus` package, which must live in a
      throwaway venv ($FOCUS_VENV, default /tmp/focusvenv; never in .venv):
          python -m venv --system-site-packages /tmp/focusvenv
          echo $PWD/.venv/lib/python3.11/site-packages > /tmp/focusvenv/lib/python3.11/site-packages/main.pth
@@ -46,11 +46,16 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from vocabadapt.init import DEFAULT as DEFAULT_INIT  # noqa: E402  (after the sys.path line above)
+
 DEMO = ROOT / "examples" / "pubmed_demo"
 CONFIG = ROOT / "configs" / "demo-tiny.yaml"  # the 1.8M-parameter demo these results were made with
 PAIR_CONFIG = ROOT / "benchmarks" / "configs" / "neox_biogpt.yaml"
 RESULTS = ROOT / "benchmarks" / "results"
-INITS = ["random", "mean", "fvt", "tokalign", "soft", "default"]  # "default" = alignment.init null
+# "default" = the schema's alignment.init (vocabadapt.init.DEFAULT, fvt_prior); "chain" = alignment.init null
+# (TokAlign match above the threshold, FVT below: the default before issue 18)
+INITS = ["random", "mean", "fvt", "tokalign", "soft", "chain", "default"]
 
 # Budgets, chosen for 2 shared CPU cores. Full: 50 + 50 steps of 8 x 128 tokens (102,400 tokens trained per
 # row), curves every 25 steps, and evaluation.max_samples=100 (100 held-out documents, the first 100 questions
@@ -268,7 +273,7 @@ def run_row(base: Path, dest: Path, init: str, seed: int, overrides: dict, logf:
     if dest.exists():
         shutil.rmtree(dest)
     shutil.copytree(base, dest, symlinks=True)
-    value = "null" if init == "default" else init
+    value = {"chain": "null", "default": DEFAULT_INIT}.get(init, init)
     extra = {**overrides, "alignment.init": value, "vocab_adaptation.seed": seed}
     log(f"{dest.name}: running")
     wall = vocabadapt(["run", str(CONFIG), "--run-dir", str(dest), "--until", "evaluate", *sets(extra)], logf)

@@ -418,3 +418,19 @@ def test_cli_eval_prints_lm_eval_comparable_acc(tmp_path, tok, capsys):
         f"model: PubMedQA acc {q['acc']:.4f} (lm-evaluation-harness pubmedqa scoring), "
         f"acc_bytes {q['acc_bytes']:.4f} (per byte), n=4" in out.err
     )
+
+
+def test_row_coverage_counts_decomposition_as_evidence_and_reports_the_parts():
+    align = {"coverage": 0.491}  # identical + aligned only: the demo's "failing" 49.1 %
+    rows = {"special": 2, "identical": 500, "aligned": 141, "fvt": 340, "mean": 17}
+    c4 = checklist.check_alignment(align, {"zero_rows": 0, "rows_per_method": rows}, zero_allowed=False)
+    assert c4["status"] == "pass" and c4["evidence"]["coverage"] == 0.983  # (1000 - 17) / 1000
+    assert c4["evidence"]["evidence_rows"] == {"aligned": 141, "fvt": 340, "identical": 500, "special": 2}
+    assert c4["evidence"]["fallback_rows"] == {"mean": 17} and c4["evidence"]["aligned_coverage"] == 0.491
+    assert "fvt 340" in c4["reason"] and "mean 17" in c4["reason"]
+    rows.update(mean=40, random=20)  # 60 of 1,043 rows from a global fallback: 94.2 %
+    c4 = checklist.check_alignment(align, {"zero_rows": 0, "rows_per_method": rows}, zero_allowed=False)
+    assert c4["status"] == "fail" and c4["evidence"]["coverage"] == round(983 / 1043, 4)
+    # a run without rows_per_method keeps the align stage's figure
+    c4 = checklist.check_alignment({"coverage": 0.97}, {"zero_rows": 0}, zero_allowed=False)
+    assert c4["status"] == "pass" and c4["evidence"]["coverage"] == 0.97

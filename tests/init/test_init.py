@@ -63,10 +63,12 @@ def src():
 
 
 def test_registry_lists_every_initialiser_and_get_raises_with_valid_names():
-    assert list(initialisers.REGISTRY) == ["tokalign", "soft", "fvt", "mean", "random"]
+    assert list(initialisers.REGISTRY) == ["fvt_prior", "tokalign", "soft", "fvt", "mean", "random"]
+    assert initialisers.refiner("fvt_prior") is not None and initialisers.refiner("fvt") is None
+    assert initialisers.DEFAULT in initialisers.REGISTRY
     assert initialisers.get(None) is initialisers.mapping_recipe
     assert initialisers.get("fvt") is initialisers.REGISTRY["fvt"]
-    with pytest.raises(ConfigError, match="tokalign, soft, fvt, mean, random"):
+    with pytest.raises(ConfigError, match="fvt_prior, tokalign, soft, fvt, mean, random"):
         initialisers.get("fvtt")
 
 

@@ -321,7 +321,7 @@ def test_pickle_only_weights_are_refused_unless_allowed(tok, tmp_path):
 
 def test_unknown_initialiser_fails_before_work(tok, tmp_path):
     src = save_tiny_model(tmp_path / "src", tok, "gpt_neox")
-    with pytest.raises(ConfigError, match="valid: tokalign, soft, fvt, mean, random"):
+    with pytest.raises(ConfigError, match="valid: fvt_prior, tokalign, soft, fvt, mean, random"):
         transplant_model(src, tok, tok, identity_mapping(tok), tmp_path / "out", init="tokalgn")
 
 

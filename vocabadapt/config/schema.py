@@ -238,7 +238,21 @@ class AlignmentConfig(Section):
         description="Rows for tokens below the threshold or unseen: fvt (then mean), mean, random or zero.",
     )
     init: Optional[str] = Field(
-        None, description="Row initialiser for every row (tokalign, soft, fvt, mean, random); null = per-token method."
+        "fvt_prior",
+        description="Row initialiser for every row (fvt_prior, tokalign, soft, fvt, mean, random); null = the "
+        "mapping's per-token method (TokAlign match above the threshold, else the fallback).",
+    )
+    calibration_bytes: int = Field(
+        2_000_000,
+        ge=0,
+        description="Training text (bytes, corpus order) that initialisers with a refine step (fvt_prior) count "
+        "tokens in and run the source model on.",
+    )
+    calibration_tokens: int = Field(
+        4096,
+        ge=16,
+        description="Source tokens run through the source model to fit fvt_prior's bias direction (about 15 s "
+        "for a 135M model on 2 idle CPU cores).",
     )
     norm_match: bool = Field(False, description="Rescale each built row to the mean norm of its source rows.")
     block_size: int = Field(4096, ge=16, description="Target rows per similarity block (bounds memory).")

@@ -7,8 +7,9 @@ any that is missing makes its check "not-run" with the reason, never an exceptio
     train         {stage: summary} of the training stages: steps, tokens, sequence ranges, first/last
                   loss, spikes, embedding_health {"settled", ...}, skipped  (train/<stage>/summary.json)
     metrics       {stage: records of train/<stage>/metrics.jsonl}: per logged step, the loss
-    align         the alignment summary: coverage
-    transplant    the transplant summary: zero-initialised rows
+    align         the alignment summary: coverage (identical + aligned; reference, and for runs whose
+                  transplant summary lacks rows_per_method)
+    transplant    the transplant summary: rows per method (row coverage from evidence), zero-initialised rows
     summary       bits per byte and PubMedQA of every model (built by evaluate)
 """
 
@@ -25,11 +26,16 @@ NAMES = {
     1: "Training loss decreases smoothly",
     2: "Embeddings converge without overshooting",
     3: "Stage 2 used the intended data range",
-    4: "Alignment coverage above 95 % and no zero-initialised rows",
+    4: "Rows built from evidence above 95 % and no zero-initialised rows",
     5: "Final model's held-out bits per byte better than the baseline",
     6: "PubMedQA acc (lm-eval's scoring) of the final model not below the baseline",
 }
 COVERAGE_MIN = 0.95
+# Row coverage: a row is built from evidence when it comes from this token's own source rows (identical,
+# special), its alignment (aligned, soft) or its decomposition into source pieces (fvt); it comes from a
+# global fallback when it is the same for every such token (mean, random) or empty (zero).
+EVIDENCE_KINDS = ("special", "identical", "aligned", "soft", "fvt")
+FALLBACK_KINDS = ("mean", "random", "zero")
 
 
 def _check(cid: int, status: str, evidence: dict, reason: str) -> dict[str, Any]:
@@ -184,6 +190,23 @@ def coverage_of(align: dict) -> float | None:
     return share / 100.0 if share > 1.0 else share  # a percentage
 
 
+def row_coverage(rows_per_method: dict[str, int]) -> dict[str, Any]:
+    """{"coverage": rows from evidence / all rows, "evidence": {kind: rows}, "fallback": {kind: rows}, "rows"}.
+
+    Every kind that is not a fallback kind counts as evidence (EVIDENCE_KINDS, or a later initialiser's
+    own label), listed by name, so the parts always add up to the total.
+    """
+    evidence = {k: int(v) for k, v in rows_per_method.items() if k not in FALLBACK_KINDS}
+    fallback = {k: int(v) for k, v in rows_per_method.items() if k in FALLBACK_KINDS}
+    total = sum(evidence.values()) + sum(fallback.values())
+    return {
+        "coverage": round(sum(evidence.values()) / total, 4) if total else None,
+        "evidence": dict(sorted(evidence.items())),
+        "fallback": dict(sorted(fallback.items())),
+        "rows": total,
+    }
+
+
 def zero_rows_of(transplant: dict) -> int | None:
     for k in ("zero_rows", "rows_zero", "zero_initialised_rows", "zero_initialized_rows"):
         v = transplant.get(k)
@@ -199,18 +222,31 @@ def zero_rows_of(transplant: dict) -> int | None:
 
 
 def check_alignment(align: dict | None, transplant: dict | None, zero_allowed: bool) -> dict[str, Any]:
-    if not isinstance(align, dict):
-        return _check(4, "not-run", {}, "align/summary.json is missing")
-    cov = coverage_of(align)
+    """Check 4: the share of target rows built from evidence (see EVIDENCE_KINDS), counted on the rows the
+    transplant built; the align stage's identical + aligned share only for runs that lack that count."""
+    rows = transplant.get("rows_per_method") if isinstance(transplant, dict) else None
+    parts = row_coverage(rows) if isinstance(rows, dict) and rows else None
+    if parts is None and not isinstance(align, dict):
+        return _check(
+            4, "not-run", {}, "the transplant summary has no rows_per_method and align/summary.json is missing"
+        )
+    cov = parts["coverage"] if parts else coverage_of(align) if isinstance(align, dict) else None
     zero = zero_rows_of(transplant) if isinstance(transplant, dict) else None
     evidence: dict[str, Any] = {
         "coverage": cov,
         "threshold": COVERAGE_MIN,
         "zero_rows": zero,
         "zero_rows_allowed": zero_allowed,
+        "coverage_of": "rows from evidence (transplant.json)"
+        if parts
+        else "identical + aligned tokens (align/summary.json)",
     }
+    if parts:
+        evidence.update({"evidence_rows": parts["evidence"], "fallback_rows": parts["fallback"]})
+    if isinstance(align, dict) and coverage_of(align) is not None:
+        evidence["aligned_coverage"] = coverage_of(align)  # identical + aligned share, for reference
     if cov is None:
-        return _check(4, "not-run", evidence, "align/summary.json has no coverage")
+        return _check(4, "not-run", evidence, "no coverage in transplant.json or align/summary.json")
     if zero is None:
         return _check(4, "not-run", evidence, "model/init/transplant.json missing or without a zero-row count")
     problems = []
@@ -220,7 +256,12 @@ def check_alignment(align: dict | None, transplant: dict | None, zero_allowed: b
         problems.append(f"{zero} rows were zero-initialised")
     if problems:
         return _check(4, "fail", evidence, "; ".join(problems))
-    return _check(4, "pass", evidence, f"coverage {cov:.1%}, {zero} zero rows")
+    how = (
+        " (" + ", ".join(f"{k} {v}" for k, v in {**parts["evidence"], **parts["fallback"]}.items()) + ")"
+        if parts
+        else ""
+    )
+    return _check(4, "pass", evidence, f"coverage {cov:.1%}{how}, {zero} zero rows")
 
 
 def _dataset_bpb(model_entry: dict, dataset: str = "heldout") -> float | None:

@@ -13,8 +13,15 @@ Registry (chosen by `alignment.init`):
     soft       aligned and soft entries use the mapping's weighted combination of top-k rows
     fvt        every non-special, non-identical token re-tokenised by the source tokenizer, mean of
                those rows (Fast Vocabulary Transfer, Gee et al., EMNLP 2022 industry track)
+    fvt_prior  (the default) FVT input rows; output rows = the first source piece's output row plus the
+               log of the token's corpus share of that piece, along a direction fitted on the source
+               model's hidden states (fvt_prior.py); unties a tied model
     mean       every non-special row is the mean of all source rows (what transformers' resize does)
     random     every non-special row drawn from N(mean, std) per dimension of the source rows
+
+An initialiser may also have a `refine` step (REFINERS): it runs after the recipe's rows are built, may
+load the source model and read calibration text (vocabadapt.init.calibration), and returns the input rows
+and, when the output head needs its own rows, the output rows.
 
 Special tokens keep their mapping entry (a copy of the matching source special token) under every
 initialiser. Identical tokens copy their source row under tokalign/soft/fvt; the `mean` and `random`
@@ -26,7 +33,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
 
 from ..align.mapping import TokenMapping
 from ..errors import ConfigError, InputError
@@ -71,6 +81,9 @@ class InitContext:
     target_tokenizer: Any
     seed: int = 0
     info: dict[str, Any] = field(default_factory=dict)  # initialisers may leave notes for transplant.json
+    source_model_dir: Optional[Path] = None  # for refine steps that run the source model
+    calibration: Any = None  # vocabadapt.init.calibration.Calibration, for refine steps
+    trust_remote_code: bool = False
 
     def special_ids(self) -> set[int]:
         """Target ids that keep their mapping entry under every initialiser."""
@@ -125,15 +138,24 @@ def baseline_recipe(ctx: InitContext, label: str) -> Recipe:
     return Recipe(labels, ids, weights)
 
 
-from . import fvt, mean, random, soft, tokalign  # noqa: E402
+from . import fvt, fvt_prior, mean, random, soft, tokalign  # noqa: E402
 
 REGISTRY: dict[str, Callable[[InitContext], Recipe]] = {
+    "fvt_prior": fvt_prior.recipe,
     "tokalign": tokalign.recipe,
     "soft": soft.recipe,
     "fvt": fvt.recipe,
     "mean": mean.recipe,
     "random": random.recipe,
 }
+
+# (ctx, recipe, input rows (target_rows, hidden)) -> (input rows, output rows or None = same as input)
+Refiner = Callable[[InitContext, Recipe, torch.Tensor], "tuple[torch.Tensor, Optional[torch.Tensor]]"]
+REFINERS: dict[str, Refiner] = {
+    "fvt_prior": fvt_prior.refine,
+}
+
+DEFAULT = "fvt_prior"  # the schema's alignment.init default (lowest held-out bpb at init, issue 18)
 
 
 def get(name: str | None) -> Callable[[InitContext], Recipe]:
@@ -155,4 +177,20 @@ def get(name: str | None) -> Callable[[InitContext], Recipe]:
     return REGISTRY[name]
 
 
-__all__ = ["Recipe", "InitContext", "REGISTRY", "get", "mapping_recipe", "entry", "NO_SOURCE_KINDS"]
+def refiner(name: str | None) -> Refiner | None:
+    """The refine step of initialiser `name`, or None when its rows are its recipe's alone."""
+    return REFINERS.get(name) if name is not None else None
+
+
+__all__ = [
+    "Recipe",
+    "InitContext",
+    "REGISTRY",
+    "REFINERS",
+    "DEFAULT",
+    "get",
+    "refiner",
+    "mapping_recipe",
+    "entry",
+    "NO_SOURCE_KINDS",
+]

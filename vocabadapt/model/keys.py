@@ -85,6 +85,7 @@ def locate_embeddings(model_dir: Path, config: Any, weight_keys: list[str], trus
         # some tied checkpoints store the head too; it is rewritten with the same rows
         for name, p in model.named_parameters(remove_duplicate=False):
             if p is emb.weight and name != in_name:
+                out_name = name  # where the head's own tensor goes if an initialiser unties the model
                 out_key = checkpoint_key(model, name, [k for k in weight_keys if k != in_key])
     else:
         out_key = checkpoint_key(model, str(out_name), weight_keys)

@@ -104,22 +104,36 @@ def _copy_bytes(f: IO[bytes], out: IO[bytes], pos: int, left: int, what: str) ->
         left -= len(chunk)
 
 
-def stream_rewrite(src: Path, dst: Path, replacements: dict[str, Spilled], convert: torch.dtype | None = None) -> None:
-    """Write `dst` = `src` with some tensors replaced (and, with `convert`, float tensors cast).
+def stream_rewrite(
+    src: Path,
+    dst: Path,
+    replacements: dict[str, Spilled],
+    convert: torch.dtype | None = None,
+    added: dict[str, Spilled] | None = None,
+) -> None:
+    """Write `dst` = `src` with some tensors replaced (and, with `convert`, float tensors cast), and the
+    tensors of `added` (names the file lacks, e.g. the head of a model being untied) appended.
 
     Every tensor's bytes are copied in COPY_CHUNK pieces; a converted tensor is read alone.
+    Raises:
+        InputError: a replacement the file lacks, or an addition it already holds.
     """
     start, header = read_header(src)
     meta = header.pop("__metadata__", None)
     missing = set(replacements) - set(header)
     if missing:
         raise InputError(f"{src} lacks the tensor(s) {sorted(missing)} that should be rewritten")
-    names = sorted(header, key=lambda k: header[k]["data_offsets"][0])  # keep the file's order
+    added = added or {}
+    clash = set(added) & set(header)
+    if clash:
+        raise InputError(f"{src} already holds the tensor(s) {sorted(clash)} that should be added")
+    replacements = {**replacements, **added}
+    names = sorted(header, key=lambda k: header[k]["data_offsets"][0]) + sorted(added)  # the file's order, then new
     plan: list[tuple[str, str]] = []  # (name, how): replace / convert / raw
     new_header: dict[str, Any] = {"__metadata__": meta} if meta is not None else {}
     offset = 0
     for name in names:
-        info = header[name]
+        info: dict[str, Any] = header.get(name) or {}  # {} for an added tensor (always in replacements)
         if name in replacements:
             r = replacements[name]
             code, shape, nbytes, how = _ST_CODE[r.dtype], list(r.shape), r.nbytes, "replace"

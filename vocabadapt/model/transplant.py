@@ -19,6 +19,7 @@ import json
 import logging
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,6 +29,7 @@ from .. import init as initialisers
 from ..align.mapping import TokenMapping, tokenizer_checksum
 from ..config import ModelsConfig
 from ..errors import InputError
+from ..init.calibration import Calibration
 from ..io import atomic_dir, write_json
 from . import TRANSPLANT_SUMMARY
 from .keys import locate_embeddings
@@ -62,6 +64,7 @@ def transplant_model(
     seed: int = 0,
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
+    calibration: Calibration | None = None,
 ) -> dict[str, Any]:
     """Write a copy of the source model rebuilt for the target tokenizer into `out_dir` (atomically).
 
@@ -78,6 +81,9 @@ def transplant_model(
         seed: seed of random rows (input rows use seed, output rows seed + 1).
         allow_pickle: load a pickle-only checkpoint (weights_only) instead of refusing it.
         trust_remote_code: allow a model whose config asks for its own code.
+        calibration: training text and budgets for initialisers with a refine step (init.REFINERS), which
+            load the source model; when such a step gives the output head its own rows, a tied model is
+            written untied (config.tie_word_embeddings = false, the head as its own tensor).
     Returns:
         the summary also written to out_dir/transplant.json.
     Raises:
@@ -116,6 +122,7 @@ def transplant_model(
             dtype=dtype,
             seed=seed,
             trust_remote_code=trust_remote_code,
+            calibration=calibration,
         )
 
 
@@ -227,10 +234,16 @@ def _build_matrices(
     norm_match: bool,
     out_dtype: torch.dtype | None,
     scratch: Path,
-) -> tuple[dict[str, Spilled], list[int], str]:
+    ctx: initialisers.InitContext,
+    init: str | None,
+) -> dict[str, Any]:
     """Build the target input embedding, output head (when untied) and head bias, spilled to `scratch`.
 
-    Returns ({checkpoint key: spilled tensor}, target ids whose rows are all zero, the written dtype's name).
+    An initialiser with a refine step (init.REFINERS) gets the built input rows and may return new input
+    rows and the head's own rows; for a tied model those make the written model untied: the head is
+    added to the checkpoint under its parameter name (`where` is updated).
+    Returns {"replacements": {key: spilled}, "added": {key: spilled} (tensors the source lacks),
+             "zero_ids", "dtype", "untied", "refine_seconds"}.
     Raises:
         InputError: an output head with fewer rows than the source tokenizer.
     """
@@ -245,29 +258,75 @@ def _build_matrices(
     src_in = read_tensor(model_dir / weight_map[in_key], in_key)  # (source_rows, hidden)
     new_in = build_rows(src_in, seed=seed, name=in_key, **common)  # (target_rows, hidden)
     del src_in
+    refine = initialisers.refiner(init)
+    refined_out = None  # (target_rows, hidden): the head's own rows, when a refine step gives them
+    started = time.perf_counter()
+    if refine is not None:
+        new_in, refined_out = refine(ctx, recipe, new_in)
+        for what, t in (("input", new_in), ("output", refined_out)):
+            if t is not None and (tuple(t.shape) != (n_rows, new_in.shape[1]) or not bool(torch.isfinite(t).all())):
+                raise AssertionError(
+                    f"initialiser {init}: refined {what} rows have shape {tuple(t.shape)} "
+                    f"(want {(n_rows, new_in.shape[1])}) or are not finite"
+                )
+    refine_seconds = round(time.perf_counter() - started, 1) if refine is not None else None
+    untie = tied and refined_out is not None
     zero |= zero_rows(new_in[:n_tgt])
     out_dtype_name = str(new_in.dtype).removeprefix("torch.")
     replacements[in_key] = Spilled.write(new_in, scratch / "input.bin")
     del new_in
-    if tied and out_key is not None:
+    added: dict[str, Spilled] = {}
+    if refined_out is not None and untie:
+        zero |= zero_rows(refined_out[:n_tgt])
+        head = Spilled.write(refined_out, scratch / "output.bin")
+        if out_key is not None:  # this tied checkpoint stores the head too: rewrite it
+            replacements[out_key] = head
+        else:
+            out_key = _key_for_new_tensor(where["output_param"], in_key, where["input_param"])
+            added[out_key] = head
+            weight_map[out_key] = weight_map[in_key]  # the head goes into the input embedding's file
+            where["output"] = out_key
+        log.info("transplant: %s gives the output head its own rows; writing the model untied (%s)", init, out_key)
+    elif tied and out_key is not None:
         replacements[out_key] = replacements[in_key]
     if out_key is not None and not tied:
-        src_out = read_tensor(model_dir / weight_map[out_key], out_key)  # (source_rows, hidden)
-        if src_out.shape[0] < n_src_tok:
-            raise InputError(
-                f"the output head '{out_key}' has {src_out.shape[0]} rows, fewer than the source "
-                f"tokenizer's {n_src_tok} tokens"
-            )
-        new_out = build_rows(src_out, seed=seed + 1, name=out_key, **common)
-        del src_out
+        if refined_out is not None:
+            new_out = refined_out
+        else:
+            src_out = read_tensor(model_dir / weight_map[out_key], out_key)  # (source_rows, hidden)
+            if src_out.shape[0] < n_src_tok:
+                raise InputError(
+                    f"the output head '{out_key}' has {src_out.shape[0]} rows, fewer than the source "
+                    f"tokenizer's {n_src_tok} tokens"
+                )
+            new_out = build_rows(src_out, seed=seed + 1, name=out_key, **common)
+            del src_out
         zero |= zero_rows(new_out[:n_tgt])
         replacements[out_key] = Spilled.write(new_out, scratch / "output.bin")
         del new_out
+    del refined_out
     if bias_key is not None:
         bias = read_tensor(model_dir / weight_map[bias_key], bias_key)[:, None]  # (source_rows, 1), same recipe
         new_bias = build_rows(bias, seed=seed + 2, name=bias_key, **common)[:, 0].contiguous()
         replacements[bias_key] = Spilled.write(new_bias, scratch / "bias.bin")
-    return replacements, zero.nonzero().flatten().tolist(), out_dtype_name
+    return {
+        "replacements": replacements,
+        "added": added,
+        "zero_ids": zero.nonzero().flatten().tolist(),
+        "dtype": out_dtype_name,
+        "untied": untie,
+        "refine_seconds": refine_seconds,
+    }
+
+
+def _key_for_new_tensor(head_param: str, in_key: str, in_param: str) -> str:
+    """Checkpoint key for a head tensor the source checkpoint lacks: its parameter name, with the prefix
+    convention of the input embedding's key (a checkpoint saved without the base-model prefix stores
+    'embed_tokens.weight' for 'model.embed_tokens.weight'; the head 'lm_head.weight' has no prefix)."""
+    if in_key == in_param or not in_param.endswith(in_key):
+        return head_param
+    dropped = in_param[: len(in_param) - len(in_key)]  # e.g. "model."
+    return head_param.removeprefix(dropped)
 
 
 def _transplant(
@@ -285,6 +344,7 @@ def _transplant(
     dtype: str,
     seed: int,
     trust_remote_code: bool,
+    calibration: Calibration | None = None,
 ) -> dict[str, Any]:
     """transplant_model after its checks; `scratch` holds the built matrices until they are written."""
     from transformers import AutoConfig
@@ -306,7 +366,13 @@ def _transplant(
         )
 
     ctx = initialisers.InitContext(
-        mapping=mapping, source_tokenizer=source_tokenizer, target_tokenizer=target_tokenizer, seed=seed
+        mapping=mapping,
+        source_tokenizer=source_tokenizer,
+        target_tokenizer=target_tokenizer,
+        seed=seed,
+        source_model_dir=model_dir,
+        calibration=calibration,
+        trust_remote_code=trust_remote_code,
     )
     recipe = recipe_fn(ctx)
     if len(recipe) != mapping.target_vocab_size:
@@ -316,7 +382,7 @@ def _transplant(
     n_tgt = len(target_tokenizer)
     n_rows = -(-n_tgt // pad_to_multiple_of) * pad_to_multiple_of
     out_dtype = DTYPE_NAMES[dtype] if dtype != "auto" else None
-    replacements, zero_ids, out_dtype_name = _build_matrices(
+    built = _build_matrices(
         model_dir,
         weight_map,
         where,
@@ -328,30 +394,49 @@ def _transplant(
         norm_match=norm_match,
         out_dtype=out_dtype,
         scratch=scratch,
+        ctx=ctx,
+        init=init,
     )
+    replacements, added, zero_ids, out_dtype_name = (
+        built["replacements"],
+        built["added"],
+        built["zero_ids"],
+        built["dtype"],
+    )
+    untied = built["untied"]
+    out_key = where["output"]
 
     convert = out_dtype
     by_file: dict[str, dict[str, Spilled]] = {}
     for key, t in replacements.items():
         by_file.setdefault(weight_map[key], {})[key] = t
+    added_by_file: dict[str, dict[str, Spilled]] = {}
+    for key, t in added.items():
+        added_by_file.setdefault(weight_map[key], {})[key] = t
 
     with atomic_dir(out_dir) as tmp:
         rewritten, copied = [], []
         for name in files:
-            if name in by_file or convert is not None:
-                stream_rewrite(model_dir / name, tmp / name, by_file.get(name, {}), convert)
+            if name in by_file or name in added_by_file or convert is not None:
+                stream_rewrite(
+                    model_dir / name, tmp / name, by_file.get(name, {}), convert, added=added_by_file.get(name)
+                )
                 rewritten.append(name)
             else:
                 shutil.copyfile(model_dir / name, tmp / name)
                 copied.append(name)
         if (model_dir / INDEX_FILE).is_file():
             index = json.loads((model_dir / INDEX_FILE).read_text(encoding="utf-8"))
+            index["weight_map"].update({k: weight_map[k] for k in added})
             index.setdefault("metadata", {})["total_size"] = sum(tensor_sizes(tmp / name) for name in files)
             write_json(tmp / INDEX_FILE, index)
         if trust_remote_code:
             for py in model_dir.glob("*.py"):  # the model's own code travels with it (auto_map)
                 shutil.copyfile(py, tmp / py.name)
 
+        if untied:
+            config.tie_word_embeddings = False
+            config.get_text_config().tie_word_embeddings = False
         ids = _write_hf_configs(config, model_dir, tmp, target_tokenizer, n_tgt, n_rows, out_dtype)
         target_tokenizer.save_pretrained(str(tmp))
 
@@ -363,7 +448,9 @@ def _transplant(
             "rows_copied": recipe.copied_rows(),
             "zero_rows": len(zero_ids),
             "zero_row_ids": zero_ids[:50],
-            "tied": tied,
+            "tied": tied and not untied,
+            "untied_by_init": untied,
+            "refine_seconds": built["refine_seconds"],
             "source_vocab_size": n_src_tok,
             "source_rows": n_src_rows,
             "target_vocab_size": n_tgt,
@@ -383,7 +470,7 @@ def _transplant(
         "transplant: %d target rows (%d padding), %s; %d copied rows, %d zero rows; wrote %s",
         n_tgt,
         n_rows - n_tgt,
-        "tied" if tied else "untied",
+        "tied" if tied and not untied else "untied",
         summary["rows_copied"],
         len(zero_ids),
         out_dir,

@@ -1,15 +1,21 @@
 """Stage transplant: rebuild the source model for the target tokenizer (only embedding and head rows change).
 
-Reads:   models.source_model (a .gguf file: its dequantised copy), tokenizers/{source,target}/, align/mapping.json
+Reads:   models.source_model (a .gguf file: its dequantised copy), tokenizers/{source,target}/, align/mapping.json,
+         and for initialisers with a refine step (alignment.init = fvt_prior) the first
+         alignment.calibration_bytes of corpus/train.jsonl
 Writes:  model/init/ (a plain Hugging Face model directory + the target tokenizer + transplant.json)
-Changed by: models.source_model, alignment.init, alignment.norm_match, alignment.seed, transplant.*
+Changed by: models.source_model, alignment.init, alignment.norm_match, alignment.seed,
+            alignment.calibration_bytes, alignment.calibration_tokens, transplant.*
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
+from .. import init as initialisers
 from ..errors import InputError
+from ..init.calibration import Calibration
 from ..run.context import StageContext, StageSpec
 
 
@@ -28,6 +34,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
         raise InputError("models.source_model must be set to the model to transplant (local directory or HF id)")
     mapping = layout.token_mapping()
     model_dir = resolve_model_dir(cfg.models.source_model, cfg.tokenization.cache_dir)  # a .gguf: its HF copy
+    calibration = None
+    if initialisers.refiner(cfg.alignment.init) is not None:
+        texts = first_bytes(layout.corpus_texts("train"), cfg.alignment.calibration_bytes)
+        calibration = Calibration(texts=texts, max_tokens=cfg.alignment.calibration_tokens)
     summary = transplant_model(
         model_dir,
         layout.tokenizer("source"),
@@ -41,17 +51,38 @@ def run(ctx: StageContext) -> dict[str, Any]:
         seed=cfg.alignment.seed,
         allow_pickle=cfg.models.allow_pickle,
         trust_remote_code=cfg.models.trust_remote_code,
+        calibration=calibration,
     )
     if record := gguf_record(cfg.models.source_model):
         summary["source_gguf"] = {**record, "dequantised_to": str(model_dir)}  # the manifest keeps its sha256
     return summary
 
 
+def first_bytes(texts: Iterable[str], max_bytes: int) -> list[str]:
+    """Documents in order until max_bytes (UTF-8) are taken; the last one is cut to fit (streamed)."""
+    out, left = [], max_bytes
+    for text in texts:
+        if left <= 0:
+            break
+        raw = text.encode("utf-8")[:left]
+        out.append(raw.decode("utf-8", errors="ignore"))
+        left -= len(raw)
+    return out
+
+
 SPEC = StageSpec(
     name="transplant",
     run=run,
-    config_keys=("models.source_model", "alignment.init", "alignment.norm_match", "alignment.seed", "transplant"),
-    inputs=("tokenize", "align"),
+    config_keys=(
+        "models.source_model",
+        "alignment.init",
+        "alignment.norm_match",
+        "alignment.seed",
+        "alignment.calibration_bytes",
+        "alignment.calibration_tokens",
+        "transplant",
+    ),
+    inputs=("corpus", "tokenize", "align"),
     outputs=lambda layout: (layout.model_dir("init"),),
     description="rebuild the source model for the target tokenizer",
 )

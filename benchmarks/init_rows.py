@@ -1,0 +1,103 @@
+"""Held-out bits per byte right after the transplant, one row per initialiser, on one run directory.
+
+    python benchmarks/init_rows.py RUN_DIR [--inits fvt_prior,fvt,chain,tokalign,mean,random] [--docs 40]
+                                   [--source] [--out FILE.md]
+
+RUN_DIR is a run that went as far as the align stage (`vocabadapt run CONFIG --until align`); its source
+model (models.source_model of RUN_DIR/config.yaml) is transplanted with each initialiser by the package's own
+transplant (the same call the transplant stage makes, calibration included) into a temporary directory, and
+scored with vocabadapt.evaluation.bpb on the first --docs documents of RUN_DIR/corpus/heldout.jsonl (what the
+evaluate stage scores with evaluation.max_samples = --docs). "chain" is alignment.init = null. --source adds
+the source model with its own tokenizer. One torch thread unless OMP_NUM_THREADS says otherwise.
+Prints a markdown table (and appends it to --out): bpb, bytes per token, transplant wall seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("run_dir", type=Path)
+    ap.add_argument("--inits", default="fvt_prior,fvt,chain")
+    ap.add_argument("--docs", type=int, default=40)
+    ap.add_argument("--source", action="store_true")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    from transformers import AutoModelForCausalLM
+
+    from vocabadapt.config import load_config
+    from vocabadapt.evaluation.bpb import bits_per_byte
+    from vocabadapt.init.calibration import Calibration
+    from vocabadapt.model.hub import resolve_model_dir
+    from vocabadapt.model.transplant import transplant_model
+    from vocabadapt.run.layout import RunLayout
+    from vocabadapt.stages.transplant import first_bytes
+
+    layout = RunLayout(args.run_dir)
+    cfg = load_config(args.run_dir / "config.yaml")
+    model_dir = resolve_model_dir(cfg.models.source_model, cfg.tokenization.cache_dir)
+    src_tok, tgt_tok = layout.tokenizer("source"), layout.tokenizer("target")
+    texts = layout.heldout_texts()[: args.docs]
+    lines = [
+        f"\n{args.run_dir.name}: {len(texts)} held-out docs, "
+        f"{sum(len(t.encode()) for t in texts):,} bytes; source {model_dir}\n",
+        "| init | bpb at init | bytes/token | transplant s |",
+        "|---|---|---|---|",
+    ]
+    print("\n".join(lines), flush=True)
+
+    def row(name: str, model, tok, wall: float) -> None:
+        r = bits_per_byte(model, tok, texts, batch_size=8)
+        line = f"| {name} | {r['bits_per_byte']:.4f} | {r['bytes_per_token']:.3f} | {wall:.0f} |"
+        lines.append(line)
+        print(line, flush=True)
+
+    if args.source:
+        row(
+            "source (own tokenizer)",
+            AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32),
+            src_tok,
+            0,
+        )
+    calibration = Calibration(
+        texts=first_bytes(layout.corpus_texts("train"), cfg.alignment.calibration_bytes),
+        max_tokens=cfg.alignment.calibration_tokens,
+    )
+    for name in args.inits.split(","):
+        init = None if name == "chain" else name
+        with tempfile.TemporaryDirectory(dir=args.run_dir) as tmp:
+            t = time.perf_counter()
+            transplant_model(
+                model_dir,
+                src_tok,
+                tgt_tok,
+                layout.token_mapping(),
+                Path(tmp) / "m",
+                init=init,
+                norm_match=cfg.alignment.norm_match,
+                seed=cfg.alignment.seed,
+                calibration=calibration,
+            )
+            wall = time.perf_counter() - t
+            row(name, AutoModelForCausalLM.from_pretrained(str(Path(tmp) / "m"), dtype=torch.float32), tgt_tok, wall)
+    if args.out:
+        with open(args.out, "a", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
