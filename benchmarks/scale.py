@@ -530,8 +530,8 @@ MEMORY_TERMS = [
     "- corpus: the dedup set, one 20-byte digest per document in a Python set (about 100 B a document: "
     "about 0.4 GB at 4M PubMed abstracts). The only term that grows linearly.",
     "- tokenize: one shard buffer of `tokenization.shard_tokens` x 4 B (200 MB at the default 50M ids; it "
-    "fills until the first shard is written, so these small sizes still see it grow; from commit c9ec329 "
-    "filled in place, before that twice that at the flush), document offsets 8 B a document, term mining "
+    "fills until the first shard is written, so these small sizes still see it grow; "
+    "since the change after this measurement it is filled in place; the runs here had twice that at the flush), document offsets 8 B a document, term mining "
     "capped at 2M distinct words; the `tokenizers` BPE trainer's word table grows with the distinct "
     "pre-tokenized words (sub-linear; not bounded by vocabadapt).",
     "- embed: fastText's matrices are vocabulary x dim; the id file is streamed from disk.",
