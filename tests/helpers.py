@@ -213,3 +213,27 @@ def offline_env(tmp_path: Path) -> dict:
         "HF_HOME": str(tmp_path / "hf"),
         "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
     }
+
+
+def run_pipeline_offline(config: Path, run_dir: Path, sets: list[str], env: dict, cwd: Path, timeout: int) -> dict:
+    """`vocabadapt run CONFIG --set ...` in a subprocess under `env` (from offline_env); first proves that the
+    socket block is in force, then that every stage finished. Returns the run's manifest."""
+    import json
+    import subprocess
+    import sys
+
+    probe = subprocess.run(
+        [sys.executable, "-c", "import socket; socket.create_connection(('1.1.1.1', 443), 2)"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert probe.returncode != 0 and "network disabled" in probe.stderr  # the block is in force
+    cmd = [sys.executable, "-m", "vocabadapt", "run", str(config), "--run-dir", str(run_dir)]
+    for s in sets:
+        cmd += ["--set", s]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=cwd, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["complete"] and all(r["status"] == "done" for r in manifest["stages"].values())
+    return manifest

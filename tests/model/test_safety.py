@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
-from helpers import TEXT, offline_env, save_tiny_model, train_bpe_tokenizer, write_fuzz_counts
+from helpers import TEXT, offline_env, run_pipeline_offline, save_tiny_model, train_bpe_tokenizer, write_fuzz_counts
 from vocabadapt.config import Config, ModelsConfig
 from vocabadapt.errors import InputError, StageError
 from vocabadapt.model.hub import load_model, load_tokenizer
@@ -388,8 +388,6 @@ def test_fuzz_pubmedqa_records(tmp_path_factory, records):
 @pytest.mark.slow
 def test_demo_pipeline_runs_with_networking_disabled(tmp_path):
     """`vocabadapt run configs/demo-tiny.yaml` (made tinier) end to end in a process whose sockets cannot connect."""
-    import subprocess
-    import sys
 
     repo = Path(__file__).resolve().parents[2]
     demo = repo / "configs" / "demo-tiny.yaml"
@@ -409,17 +407,4 @@ def test_demo_pipeline_runs_with_networking_disabled(tmp_path):
         "evaluation.max_samples=2",
         "evaluation.qa.bootstrap=10",
     ]
-    cmd = [sys.executable, "-m", "vocabadapt", "run", str(demo), "--run-dir", str(tmp_path / "run")]
-    for s in sets:
-        cmd += ["--set", s]
-    probe = subprocess.run(
-        [sys.executable, "-c", "import socket; socket.create_connection(('1.1.1.1', 443), 2)"],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert probe.returncode != 0 and "network disabled" in probe.stderr  # the block is in force
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=repo, timeout=1200)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
-    assert manifest["complete"] and all(r["status"] == "done" for r in manifest["stages"].values())
+    run_pipeline_offline(demo, tmp_path / "run", sets, env, repo, timeout=1200)
