@@ -50,12 +50,20 @@ sys.path.insert(0, str(ROOT))
 from vocabadapt.init import DEFAULT as DEFAULT_INIT  # noqa: E402  (after the sys.path line above)
 
 DEMO = ROOT / "examples" / "pubmed_demo"
-CONFIG = ROOT / "configs" / "demo-tiny.yaml"  # the 1.8M-parameter demo these results were made with
+CONFIG = ROOT / "configs" / "demo-tiny.yaml"  # --setting demo-tiny: the 1.8M-parameter demo model
+REAL_CONFIG = ROOT / "benchmarks" / "configs" / "smollm2_biomed.yaml"  # --setting smollm2 (issue 18)
+# --setting smollm2 --target: (a) the config's own 16k BPE trained on the corpus, (b) BioGPT, (c) GPT-NeoX
+TARGETS = {"a": None, "b": "tokenizers/biogpt", "c": "tokenizers/gpt-neox-20b"}
+SHARED_DATA = Path(os.environ.get("VOCABADAPT_SHARED_DATA", ROOT.parent / "shared" / "data"))
 PAIR_CONFIG = ROOT / "benchmarks" / "configs" / "neox_biogpt.yaml"
 RESULTS = ROOT / "benchmarks" / "results"
 # "default" = the schema's alignment.init (vocabadapt.init.DEFAULT, fvt_prior); "chain" = alignment.init null
 # (TokAlign match above the threshold, FVT below: the default before issue 18)
 INITS = ["random", "mean", "fvt", "tokalign", "soft", "chain", "default"]
+# Rows that are an initialiser with other settings: "tokalign-paper" is TokAlign as the paper runs it, every
+# target token that is not identical copies its top-1 source row (no similarity threshold, no FVT fallback
+# for seen tokens; the align stage reruns for it)
+ROW_SETTINGS = {"tokalign-paper": {"alignment.init": "tokalign", "alignment.similarity_threshold": -1}}
 
 # Budgets, chosen for 2 shared CPU cores. Full: 50 + 50 steps of 8 x 128 tokens (102,400 tokens trained per
 # row), curves every 25 steps, and evaluation.max_samples=100 (100 held-out documents, the first 100 questions
@@ -82,7 +90,30 @@ BUDGETS = {
         "corpus.byte_budget": 1500000,
     },
 }
+# SmolLM2-135M (--setting smollm2): 10 + 10 steps of 8 x 256 tokens (40,960 tokens per row) at the config's
+# learning rates (5e-4 embeddings + head, 5e-5 whole model); the training monitor samples 5,000 held-out
+# bytes before and after each stage only (the table and the curve use the evaluate stage's 40 documents).
+# One training step of 2k tokens is ~10-20 s on 2 cores, one 40-document evaluation ~35 s: a row ~7 min.
+REAL_BUDGETS = {
+    "full": {
+        "vocab_adaptation.stage1_steps": 10,
+        "vocab_adaptation.stage2_steps": 10,
+        "vocab_adaptation.eval_steps": 1000,
+        "vocab_adaptation.eval_max_bytes": 5000,
+        "evaluation.max_samples": 40,
+        "evaluation.qa.bootstrap": 1000,
+    },
+    "quick": {
+        "vocab_adaptation.stage1_steps": 2,
+        "vocab_adaptation.stage2_steps": 2,
+        "vocab_adaptation.eval_steps": 1000,
+        "vocab_adaptation.eval_max_bytes": 2000,
+        "evaluation.max_samples": 10,
+        "evaluation.qa.bootstrap": 200,
+    },
+}
 COMMON = {"vocab_adaptation.save_steps": 1000}
+UNTRAINED = {"vocab_adaptation.enabled": "false"}  # --train-rows: rows scored at init only
 
 
 def log(msg: str) -> None:
@@ -211,9 +242,16 @@ def eval_entry(run_dir: Path, model: str) -> dict:
     }
 
 
+def train_summaries(run_dir: Path) -> dict:
+    """{stage: train/<stage>/summary.json} of the training stages that finished."""
+    from vocabadapt.run.layout import RunLayout
+
+    return RunLayout(run_dir).train_summaries()
+
+
 def curve(run_dir: Path) -> list[tuple[int, float]]:
     """(tokens trained, held-out bpb) from train/<stage>/metrics.jsonl eval lines; stage 2 after stage 1."""
-    s = read_json(run_dir / "train" / "summary.json")
+    s = train_summaries(run_dir)
     pts = []
     offset = 0
     for stage in ("stage1", "stage2"):
@@ -242,15 +280,17 @@ def tokens_per_step(run_dir: Path) -> int:
 
 def row_result(run_dir: Path, wall: float) -> dict:
     s = read_json(run_dir / "eval" / "summary.json")
-    t = read_json(run_dir / "train" / "summary.json")
+    t = train_summaries(run_dir)
     man = read_json(run_dir / "manifest.json")["stages"]
     stage_wall = {k: v.get("wall_s") for k, v in man.items()}
     tokens = sum(
         (t.get(st) or {}).get("tokens_trained") or (t.get(st) or {}).get("steps", 0) * tokens_per_step(run_dir)
         for st in ("stage1", "stage2")
     )
-    return {
-        "run_dir": str(run_dir.relative_to(ROOT)),
+    s1 = t.get("stage1") or {}
+    out = {
+        "run_dir": str(run_dir.relative_to(ROOT)) if run_dir.is_relative_to(ROOT) else str(run_dir),
+        "stage1_tokens": s1.get("tokens_trained") or s1.get("steps", 0) * tokens_per_step(run_dir),
         "init": eval_entry(run_dir, "init"),
         "stage1": eval_entry(run_dir, "stage1"),
         "stage2": eval_entry(run_dir, "stage2"),
@@ -264,6 +304,9 @@ def row_result(run_dir: Path, wall: float) -> dict:
         "curve": curve(run_dir),
         "eval_datasets": s.get("datasets"),
     }
+    if CONFIG == REAL_CONFIG:  # the monitor sampled only before and after each stage: plot the table's numbers
+        out["curve"] = eval_curve(out)
+    return out
 
 
 def run_row(base: Path, dest: Path, init: str, seed: int, overrides: dict, logf: Path) -> dict:
@@ -274,11 +317,18 @@ def run_row(base: Path, dest: Path, init: str, seed: int, overrides: dict, logf:
         shutil.rmtree(dest)
     shutil.copytree(base, dest, symlinks=True)
     value = {"chain": "null", "default": DEFAULT_INIT}.get(init, init)
-    extra = {**overrides, "alignment.init": value, "vocab_adaptation.seed": seed}
+    extra = {**overrides, "alignment.init": value, "vocab_adaptation.seed": seed, **ROW_SETTINGS.get(init, {})}
     log(f"{dest.name}: running")
     wall = vocabadapt(["run", str(CONFIG), "--run-dir", str(dest), "--until", "evaluate", *sets(extra)], logf)
     (dest / "wall_s").write_text(f"{wall:.1f}")
     return row_result(dest, wall)
+
+
+def eval_curve(r: dict) -> list[tuple[int, float]]:
+    """(tokens trained, held-out bpb) from the evaluate stage's init / stage 1 / stage 2 models (the same
+    documents as the table), for settings whose monitor samples only before and after each stage."""
+    pts = [(0, r["init"]["bpb"]), (r["stage1_tokens"], r["stage1"]["bpb"]), (r["tokens_trained"], r["stage2"]["bpb"])]
+    return [(t, b) for t, b in pts if b is not None]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -698,9 +748,28 @@ def main() -> None:
     ap.add_argument("--bases-only", action="store_true", help="only the shared corpus..align runs (no model needed)")
     ap.add_argument("--no-focus", action="store_true", help="skip the FOCUS row (needs deepfocus in $FOCUS_VENV)")
     ap.add_argument("--inits", default=",".join(INITS), help="comma list of rows to run")
+    ap.add_argument(
+        "--setting",
+        choices=["demo-tiny", "smollm2"],
+        default="demo-tiny",
+        help="demo-tiny: configs/demo-tiny.yaml (1.8M model); smollm2: benchmarks/configs/smollm2_biomed.yaml",
+    )
+    ap.add_argument("--target", choices=sorted(TARGETS), default="a", help="smollm2 target tokenizer (see TARGETS)")
+    ap.add_argument(
+        "--train-rows",
+        default=None,
+        help="comma list of rows that train (default: all); the others are scored at init only "
+        "(vocab_adaptation.enabled=false), for CPU budgets",
+    )
     args = ap.parse_args()
     t0 = time.perf_counter()
     mode = "quick" if args.quick else "full"
+    real = args.setting == "smollm2"
+    if real:
+        global CONFIG, BUDGETS
+        CONFIG, BUDGETS = REAL_CONFIG, REAL_BUDGETS
+        args.no_pair = True
+        args.tag = f"smollm2-{args.target}" + (f"-{args.tag}" if args.tag else "")
     n_seeds = args.seeds if args.seeds is not None else (1 if args.quick else 3)
     work = Path(args.work or ROOT / "benchmarks" / "cache" / f"quality{'-quick' if args.quick else ''}").resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -714,7 +783,7 @@ def main() -> None:
         for r in list(res["rows"].values()) + [x for runs in res["seed_rows"].values() for x in runs]:
             man = read_json(ROOT / r["run_dir"] / "manifest.json")["stages"]
             r["transplant"] = {k: man["transplant"]["summary"].get(k) for k in ("rows_per_method", "rows_copied")}
-            r["curve"] = curve(ROOT / r["run_dir"])
+            r["curve"] = eval_curve(r) if real else curve(ROOT / r["run_dir"])
         res["stem"] = stem
         plot(res["rows"], res["seed_rows"], RESULTS / f"{stem}_bpb.png")
         res["verdict"] = verdict(res)
@@ -728,6 +797,12 @@ def main() -> None:
         log(f"wrote {work / 'pair.json'}: {pair}")
         return
 
+    if real and not args.source_model:
+        from vocabadapt.config import load_config
+        from vocabadapt.model.hub import resolve_model_dir
+
+        cfg = load_config(CONFIG)  # the GGUF of `make demo`, dequantised once into the model cache
+        args.source_model = str(resolve_model_dir(cfg.models.source_model, cfg.tokenization.cache_dir))
     model = Path(args.source_model).resolve() if args.source_model else DEMO / "model"
     if not (model / "config.json").exists() and not args.bases_only:
         if args.source_model:
@@ -745,11 +820,18 @@ def main() -> None:
     # corpus..align stages then need no model, and --bases-only can run them while the model is being built.
     src_tok = DEMO / "tokenizers" / "source"
     overrides = {**BUDGETS[mode], **COMMON, "models.source_model": str(model), "models.source_tokenizer": str(src_tok)}
+    if real:  # the source tokenizer is the model's own; the continued row uses the copy the base run saved
+        del overrides["models.source_tokenizer"]
+        if TARGETS[args.target]:
+            overrides["models.target_tokenizer"] = str(SHARED_DATA / TARGETS[args.target])
+        src_tok = work / "base" / "tokenizers" / "source"
     base = work / "base"
     base_cont = work / "base_continued"
     shared = {k: v for k, v in overrides.items()}
     log("base runs: corpus..align (target tokenizer, and the source tokenizer as target for row 2)")
     vocabadapt(["run", str(CONFIG), "--run-dir", str(base), "--until", "align", *sets(shared)], logf)
+    if real:
+        cont_overrides = {**overrides, "models.target_tokenizer": str(src_tok), "embedding.fasttext.epochs": 1}
     # Row 2's alignment is the identity whatever the embeddings (every target token is identical to a source
     # token), so its base embeds with 1 fastText epoch instead of 5: same mapping, less time.
     cont_overrides = {**overrides, "models.target_tokenizer": str(src_tok), "embedding.fasttext.epochs": 1}
@@ -774,8 +856,15 @@ def main() -> None:
         + (f" --steps {args.steps}" if args.steps is not None else "")
         + (" --no-focus" if args.no_focus else "")
         + (f" --inits {args.inits}" if args.inits != ",".join(INITS) else "")
+        + (f" --train-rows {args.train_rows}" if args.train_rows is not None else "")
         + (f" --work {args.work}" if args.work else "")
-        + (f" --tag {args.tag}" if args.tag else "")
+        + (f" --setting {args.setting} --target {args.target}" if real else "")
+        + (
+            f" --tag {args.tag.removeprefix(f'smollm2-{args.target}').lstrip('-')}"
+            if real and args.tag != f"smollm2-{args.target}"
+            else ""
+        )
+        + (f" --tag {args.tag}" if args.tag and not real else "")
     )
     b = BUDGETS[mode]
     stem = ("quality-quick" if args.quick else "quality") + (f"-{args.tag}" if args.tag else "")
@@ -801,14 +890,24 @@ def main() -> None:
             "source_model": str(model.relative_to(ROOT)) if model.is_relative_to(ROOT) else str(model),
             "budget": (
                 f"stage 1 {b['vocab_adaptation.stage1_steps']} + stage 2 {b['vocab_adaptation.stage2_steps']} steps "
-                f"of 8 x 128 tokens (configs/demo.yaml batch and sequence length); held-out bpb curve every "
-                f"{b['vocab_adaptation.eval_steps']} steps; overrides {json.dumps(BUDGETS[mode])}"
+                f"of {tokens_per_step(base)} tokens ({CONFIG.relative_to(ROOT)} batch x sequence length); held-out "
+                + (
+                    "bpb curve from the evaluate stage (init, after stage 1, after stage 2)"
+                    if real
+                    else f"bpb curve every {b['vocab_adaptation.eval_steps']} steps"
+                )
+                + f"; overrides {json.dumps(BUDGETS[mode])}"
             ),
             "eval_note": (
                 "evaluation.max_samples="
                 + str(b["evaluation.max_samples"])
-                + " (caps held-out documents and PubMedQA questions, first N of each; null = all 230 held-out "
-                "documents and the 500-question official test split)"
+                + (
+                    " held-out documents (the first N of corpus/heldout.jsonl; no PubMedQA in the rows: "
+                    "benchmarks/configs/smollm2_biomed.yaml evaluates held-out text only)"
+                    if real
+                    else " (caps held-out documents and PubMedQA questions, first N of each; null = all 230 held-out "
+                    "documents and the 500-question official test split)"
+                )
             ),
             "heldout_check": heldout,
             "rows": rows,
@@ -838,11 +937,15 @@ def main() -> None:
         state["pair"] = {"skipped": "not run yet (runs after the rows)"}
 
     order = ["default"] + [x for x in wanted if x != "default"] if "default" in wanted else wanted
-    rows["continued"] = run_row(base_cont, work / "row_continued_s0", "default", 0, cont_overrides, logf)
+    if args.train_rows is None or "continued" in args.train_rows.split(","):
+        rows["continued"] = run_row(base_cont, work / "row_continued_s0", "default", 0, cont_overrides, logf)
     state["pending"] = "rows " + ", ".join([*order, "focus", "seeds"])
     emit()
     for k, init in enumerate(order):
-        rows[init] = run_row(base, work / f"row_{init}_s0", init, 0, overrides, logf)
+        untrained = args.train_rows is not None and init not in args.train_rows.split(",")
+        rows[init] = run_row(
+            base, work / f"row_{init}_s0", init, 0, {**overrides, **UNTRAINED} if untrained else overrides, logf
+        )
         state["pending"] = "rows " + ", ".join([*order[k + 1 :], "focus", "seeds"])
         emit()
     if args.no_focus:
