@@ -90,12 +90,20 @@ BUDGETS = {
         "corpus.byte_budget": 1500000,
     },
 }
-# SmolLM2-135M (--setting smollm2): 10 + 10 steps of 8 x 256 tokens (40,960 tokens per row) at the config's
-# learning rates (5e-4 embeddings + head, 5e-5 whole model); the training monitor samples 5,000 held-out
+# SmolLM2-135M (--setting smollm2): 10 + 10 steps of 8 x 256 tokens (40,960 tokens per row) at learning
+# rates 5e-4 (embeddings + head) and 5e-5 (whole model); the training monitor samples 5,000 held-out
 # bytes before and after each stage only (the table and the curve use the evaluate stage's 40 documents).
 # One training step of 2k tokens is ~10-20 s on 2 cores, one 40-document evaluation ~35 s: a row ~7 min.
+REAL_STEP = {  # one step = 8 x 256 tokens (the schema's defaults are a 7B research step of 131k tokens)
+    "vocab_adaptation.batch_size": 8,
+    "vocab_adaptation.gradient_accumulation": 1,
+    "vocab_adaptation.max_seq_length": 256,
+    "vocab_adaptation.lr_stage1": 5e-4,
+    "vocab_adaptation.lr_stage2": 5e-5,
+}
 REAL_BUDGETS = {
     "full": {
+        **REAL_STEP,
         "vocab_adaptation.stage1_steps": 10,
         "vocab_adaptation.stage2_steps": 10,
         "vocab_adaptation.eval_steps": 1000,
@@ -104,6 +112,7 @@ REAL_BUDGETS = {
         "evaluation.qa.bootstrap": 1000,
     },
     "quick": {
+        **REAL_STEP,
         "vocab_adaptation.stage1_steps": 2,
         "vocab_adaptation.stage2_steps": 2,
         "vocab_adaptation.eval_steps": 1000,
@@ -955,7 +964,9 @@ def main() -> None:
     else:
         try:
             log("row_focus_s0: running (deepfocus in " + str(FOCUS_VENV) + ")")
-            rows["focus"] = run_focus_row(base, work / "row_focus_s0", overrides, logf, args.quick)
+            untrained = args.train_rows is not None and "focus" not in args.train_rows.split(",")
+            focus_overrides = {**overrides, **UNTRAINED} if untrained else overrides
+            rows["focus"] = run_focus_row(base, work / "row_focus_s0", focus_overrides, logf, args.quick)
             state["focus"] = (
                 f"row `focus`: deepfocus 1.0.1 (installed in a throwaway venv {FOCUS_VENV}, never in .venv), "
                 f"FOCUS rows written over a mean-initialised transplant of the same run, fastText "
