@@ -340,6 +340,23 @@ def eval_curve(r: dict) -> list[tuple[int, float]]:
     return [(t, b) for t, b in pts if b is not None]
 
 
+def pubmedqa_500(name: str, model_dir: Path, work: Path, logf: Path) -> dict:
+    """PubMedQA on all 500 questions of the official test split (ori_pqal.json with test_ground_truth.json
+    beside it), lm-evaluation-harness scoring, through `vocabadapt eval`; cached in WORK/qa500_<name>.json."""
+    out = work / f"qa500_{name}.json"
+    if not out.exists():
+        log(f"PubMedQA 500: {name} ({model_dir})")
+        qa_file = SHARED_DATA / "pubmedqa" / "ori_pqal.json"
+        t = time.perf_counter()
+        vocabadapt(["eval", str(model_dir), "--pubmedqa", str(qa_file), "--out", str(out)], logf)
+        data = read_json(out)
+        data["wall_s"] = round(time.perf_counter() - t, 1)
+        out.write_text(json.dumps(data, indent=1))
+    q = next(iter(read_json(out)["models"].values()))["pubmedqa"]
+    keys = ("acc", "acc_ci95", "acc_bytes", "macro_f1", "macro_f1_ci95", "n", "prediction_counts")
+    return {"model": str(model_dir), **{k: q.get(k) for k in keys}}
+
+
 # --------------------------------------------------------------------------------------------------
 # FOCUS (Dobler & de Melo, EMNLP 2023) through the `deepfocus` package, in a throwaway venv
 
@@ -603,6 +620,23 @@ def write_md(res: dict, path: Path) -> None:
                 f"\n{name}: stage-2 bpb mean {st['mean']:.4f}, min {st['min']:.4f}, max {st['max']:.4f} over {st['n']} seeds"
             )
         L.append("")
+    if res.get("qa500"):
+        L += [
+            "## PubMedQA, all 500 questions of the official test split",
+            "",
+            "Final model of each row (after stage 2; `source` = the source model, no training), "
+            "lm-evaluation-harness pubmedqa scoring (`vocabadapt eval MODEL --pubmedqa ori_pqal.json`), "
+            "95% bootstrap intervals. The test split's answers are yes 276 / no 169 / maybe 55 (always 'yes' = 0.552).",
+            "",
+            "| row | acc | acc_bytes | macro-F1 | predicted yes/no/maybe | n |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, q in res["qa500"].items():
+            L.append(
+                f"| {name} | {fmt(q['acc'], 3)}{ci(q['acc_ci95'])} | {fmt(q['acc_bytes'], 3)} | "
+                f"{fmt(q['macro_f1'], 3)}{ci(q['macro_f1_ci95'])} | {pred({'predicted': q['prediction_counts']})} | {q['n']} |"
+            )
+        L.append("")
     L += ["## Verdict", ""] + [f"- {v}" for v in res["verdict"]] + [""]
     L += [
         "Curves: the training monitor's held-out bits per byte on the first vocab_adaptation.eval_max_bytes "
@@ -765,6 +799,11 @@ def main() -> None:
     )
     ap.add_argument("--target", choices=sorted(TARGETS), default="a", help="smollm2 target tokenizer (see TARGETS)")
     ap.add_argument(
+        "--qa-rows",
+        default=None,
+        help="comma list of rows (and 'source') whose final model answers all 500 PubMedQA test questions",
+    )
+    ap.add_argument(
         "--train-rows",
         default=None,
         help="comma list of rows that train (default: all); the others are scored at init only "
@@ -854,6 +893,7 @@ def main() -> None:
     rows: dict[str, dict] = {}
     seeds = list(range(n_seeds))
     seed_rows: dict[str, list] = {}
+    qa500: dict[str, dict] = {}
     state = {"focus": "not reached", "pair": None, "pending": ""}
     cmd = (
         "python benchmarks/quality.py"
@@ -866,6 +906,7 @@ def main() -> None:
         + (" --no-focus" if args.no_focus else "")
         + (f" --inits {args.inits}" if args.inits != ",".join(INITS) else "")
         + (f" --train-rows {args.train_rows}" if args.train_rows is not None else "")
+        + (f" --qa-rows {args.qa_rows}" if args.qa_rows else "")
         + (f" --work {args.work}" if args.work else "")
         + (f" --setting {args.setting} --target {args.target}" if real else "")
         + (
@@ -925,6 +966,7 @@ def main() -> None:
             "seed_stats": seed_stats,
             "pair": state["pair"],
             "focus": state["focus"],
+            "qa500": qa500,
             "total_wall_s": time.perf_counter() - t0,
         }
         res["verdict"] = verdict(res)
@@ -987,6 +1029,15 @@ def main() -> None:
             for sd in seeds[1:]:
                 seed_rows[name].append(run_row(base, work / f"row_{name}_s{sd}", name, sd, overrides, logf))
                 emit()
+    if args.qa_rows:
+        state["pending"] = "PubMedQA 500"
+        emit()
+        for name in args.qa_rows.split(","):
+            if name == "source":
+                qa500[name] = pubmedqa_500(name, model, work, logf)
+            elif name in rows and rows[name]["stage2"]["bpb"] is not None:
+                qa500[name] = pubmedqa_500(name, ROOT / rows[name]["run_dir"] / "model" / "stage2", work, logf)
+            emit()
     state["pending"] = ""
     if not args.no_pair and not (work / "pair.json").exists():
         state["pair"] = pair_benchmark(work, args.quick, logf)
