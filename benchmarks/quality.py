@@ -921,6 +921,8 @@ def main() -> None:
 
     def emit(done: bool = False) -> None:
         """Write the results so far (after every row: a run cut short still leaves its finished rows)."""
+        if not rows:
+            return
         seed_stats = {}
         for name, runs in seed_rows.items():
             v = [r["stage2"]["bpb"] for r in runs if r["stage2"]["bpb"] is not None]
