@@ -91,7 +91,8 @@ def tiny_run(tmp_path_factory):
             "term_mining": {"enabled": False},
             "tokenization": {"workers": 1},
             "embedding": {"fasttext": {"thread": 1, "dim": 16, "epochs": 3}},
-            "alignment": {"pivot_count": 20, "similarity_threshold": 0.3},
+            # tokalign reads the vector alignment, so embed trains vectors and align uses them
+            "alignment": {"pivot_count": 20, "similarity_threshold": 0.3, "init": "tokalign"},
             "pipeline": {"run_root": str(root / "runs")},
         },
     )

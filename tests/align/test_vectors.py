@@ -13,9 +13,14 @@ from vocabadapt.stages.embed import run as run_stage
 from vocabadapt.text.shards import ShardWriter
 
 
+def _cfg(epochs=2):
+    # tokalign reads the vector alignment, so the embed stage trains (the default fvt_prior reads none)
+    data = {"embedding": {"fasttext": {"thread": 1, "dim": 8, "epochs": epochs}}, "alignment": {"init": "tokalign"}}
+    return validate_dict(data, "test")
+
+
 def _ctx(run_dir):
-    cfg = validate_dict({"embedding": {"fasttext": {"thread": 1, "dim": 8, "epochs": 2}}}, "test")
-    return StageContext(layout=RunLayout(run_dir), config=cfg, stage="embed")
+    return StageContext(layout=RunLayout(run_dir), config=_cfg(), stage="embed")
 
 
 def _write_tokens(run_dir, seed=0):
@@ -104,7 +109,7 @@ def test_embed_with_changed_settings_starts_over(tmp_path, monkeypatch):
     monkeypatch.setattr(
         vectors, "shard_vectors", lambda *a, **k: (trained.append(a[0].dir.parent.name), real(*a, **k))[1]
     )
-    cfg = validate_dict({"embedding": {"fasttext": {"thread": 1, "dim": 8, "epochs": 3}}}, "test")
+    cfg = _cfg(epochs=3)
     run_stage(StageContext(layout=RunLayout(tmp_path), config=cfg, stage="embed"))
     assert trained == ["source", "target"]  # other epochs: the finished source side is not reused
 
@@ -127,7 +132,7 @@ def test_full_disk_while_writing_the_id_file_is_a_clear_error_and_keeps_previous
             yield doc
 
     monkeypatch.setattr(ShardReader, "documents", filling_up)
-    cfg = validate_dict({"embedding": {"fasttext": {"thread": 1, "dim": 8, "epochs": 3}}}, "test")
+    cfg = _cfg(epochs=3)
     with pytest.raises(StageError, match=r"no space left on the device while writing \S*ids\.txt .*free disk space"):
         run_stage(StageContext(layout=RunLayout(tmp_path), config=cfg, stage="embed"))
     assert {p.name: p.read_bytes() for p in (tmp_path / "embeddings").iterdir()} == before

@@ -8,7 +8,9 @@ tokenizer, then the mean of all rows; or mean, random, zero).
 
 `align_vocabularies` takes two tokenizers, their co-occurrence vectors and some held-out text and
 returns the mapping with a summary (coverage, pivots, similarity histogram, span test) and the
-per-token provenance records; it never sees a run directory.
+per-token provenance records; it never sees a run directory. `map_without_vectors` is the mapping when
+no vectors were trained (an alignment.init that reads none): special and identical tokens, then the
+fallback for every other token.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ class Alignment:
     summary: dict[str, Any]
     target_tokens: list[str | None]
     source_tokens: list[str | None]
-    target_counts: np.ndarray  # (target vocab,) corpus frequency of each target id
+    target_counts: np.ndarray | None  # (target vocab,) corpus frequency of each target id; None without vectors
     warnings: list[str] = field(default_factory=list)
 
     def provenance(self) -> Iterator[dict[str, Any]]:
@@ -75,7 +77,7 @@ class Alignment:
                 "source_tokens": [self.source_tokens[s] for s in m.source_ids[tid]],
                 "weights": m.weights[tid],
                 "similarity": m.similarity[tid],
-                "target_count": int(self.target_counts[tid]),
+                "target_count": None if self.target_counts is None else int(self.target_counts[tid]),
             }
 
 
@@ -155,6 +157,27 @@ class _Rows:
 
     def set(self, tid: int, method: str, ids: list[int], weights: list[float]) -> None:
         self.methods[tid], self.source_ids[tid], self.weights[tid] = method, ids, weights
+
+
+def copy_rows(
+    target_tokenizer: Any, source_tokenizer: Any, warnings: list[str]
+) -> tuple[_Rows, dict[int, int], tuple[str, str]]:
+    """The rows that need no vectors: special tokens by role, then identical tokens copy their source.
+
+    Returns (the rows so far, identical pairs target id -> source id, (target family, source family)).
+    """
+    t_family, t_forms = V.canonical_vocab(target_tokenizer)
+    s_family, s_forms = V.canonical_vocab(source_tokenizer)
+    identical = V.identical_from_forms(t_forms, s_forms)  # target id -> source id
+    specials, special_notes = V.special_map(target_tokenizer, source_tokenizer)
+    warnings += special_notes
+    rows = _Rows.empty(len(target_tokenizer))
+    for tid, sid in specials.items():
+        rows.set(tid, "special", [sid], [1.0])
+    for tid, sid in identical.items():
+        if not rows.methods[tid]:
+            rows.set(tid, "identical", [sid], [1.0])
+    return rows, identical, (t_family, s_family)
 
 
 def apply_similarity_rules(
@@ -277,19 +300,8 @@ def align_vocabularies(
     """
     n_t, n_s = len(target_tokenizer), len(source_tokenizer)
     warnings = check_embeddings(tgt, src, n_t, n_s)
-    t_family, t_forms = V.canonical_vocab(target_tokenizer)
-    s_family, s_forms = V.canonical_vocab(source_tokenizer)
-    identical = V.identical_from_forms(t_forms, s_forms)  # target id -> source id
-    specials, special_notes = V.special_map(target_tokenizer, source_tokenizer)
-    warnings += special_notes
+    rows, identical, (t_family, s_family) = copy_rows(target_tokenizer, source_tokenizer, warnings)
     found = search(tgt, src, identical, cfg, warnings)
-
-    rows = _Rows.empty(n_t)
-    for tid, sid in specials.items():
-        rows.set(tid, "special", [sid], [1.0])
-    for tid, sid in identical.items():
-        if not rows.methods[tid]:
-            rows.set(tid, "identical", [sid], [1.0])
     aligned, top1 = apply_similarity_rules(rows, tgt, found, V.special_ids(target_tokenizer), cfg)
     apply_fallback(rows, target_tokenizer, source_tokenizer, cfg)
 
@@ -354,3 +366,56 @@ def align_vocabularies(
     return Alignment(
         mapping, summary, V.vocab_list(target_tokenizer), V.vocab_list(source_tokenizer), target_counts, warnings
     )
+
+
+def map_without_vectors(target_tokenizer: Any, source_tokenizer: Any, cfg: AlignmentConfig, reason: str) -> Alignment:
+    """The mapping when no co-occurrence vectors were trained: special and identical tokens, then the fallback.
+
+    What the align stage writes when alignment.init reads no vector alignment (Config.vector_plan): such
+    an initialiser uses only the special and identical entries and rebuilds every other row itself, so
+    the other entries are `alignment.fallback`, as they would be for tokens without vectors. The summary
+    says that no vector alignment was done and `reason`; only alignment.fallback and alignment.seed (the
+    random fallback) shape the result, so nothing else of the alignment section is recorded.
+
+    Args:
+        target_tokenizer, source_tokenizer: transformers tokenizers.
+        cfg: the alignment section.
+        reason: why no vectors were trained, for the summary (Config.vector_plan().reason).
+    Returns:
+        the mapping, its summary and provenance (no similarities, no corpus counts).
+    """
+    n_t, n_s = len(target_tokenizer), len(source_tokenizer)
+    warnings: list[str] = []
+    rows, identical, (t_family, s_family) = copy_rows(target_tokenizer, source_tokenizer, warnings)
+    apply_fallback(rows, target_tokenizer, source_tokenizer, cfg)
+    mapping = TokenMapping(
+        methods=rows.methods,
+        source_ids=rows.source_ids,
+        weights=rows.weights,
+        similarity=rows.similarity,
+        source_vocab_size=n_s,
+        target_checksum=tokenizer_checksum(target_tokenizer),
+        source_checksum=tokenizer_checksum(source_tokenizer),
+        info={
+            "vector_alignment": False,
+            "fallback": cfg.fallback,
+            "target_family": t_family,
+            "source_family": s_family,
+        },
+    )
+    counts = mapping.counts()
+    summary = {
+        "target_vocab": n_t,
+        "source_vocab": n_s,
+        "target_family": t_family,
+        "source_family": s_family,
+        "vector_alignment": {"done": False, "reason": reason},
+        "counts": counts,
+        "identical_tokens": len(identical),
+        "coverage": round(counts.get("identical", 0) / n_t, 4),
+        "warnings": warnings,
+        "mapping_checksum": mapping.checksum(),
+    }
+    for w in warnings:
+        log.warning("align: %s", w)
+    return Alignment(mapping, summary, V.vocab_list(target_tokenizer), V.vocab_list(source_tokenizer), None, warnings)

@@ -13,6 +13,7 @@ import difflib
 import hashlib
 import json
 import re
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
@@ -213,8 +214,22 @@ class FastTextConfig(Section):
 
 
 class EmbeddingConfig(Section):
+    enabled: Union[Literal["auto"], bool] = Field(
+        "auto",
+        description="Train co-occurrence vectors (embed stage) and align with them: auto = only when "
+        "alignment.init reads them (tokalign, soft, null); true = always (the align summary then reports the "
+        "alignment); false = never (refused with an init that needs them).",
+    )
     backend: Literal["fasttext"] = Field("fasttext", description="Token co-occurrence embedding trainer.")
     fasttext: FastTextConfig = Field(default_factory=FastTextConfig, description="fastText options.")
+
+
+@dataclass(frozen=True)
+class VectorPlan:
+    """Whether the embed stage trains vectors (and align uses them), and why, in words for the user."""
+
+    trained: bool
+    reason: str
 
 
 class AlignmentConfig(Section):
@@ -521,6 +536,13 @@ class Config(BaseModel):
         ft = self.embedding.fasttext
         if ft.maxn < ft.minn:
             raise ValueError(f"embedding.fasttext.maxn ({ft.maxn}) must be >= minn ({ft.minn})")
+        init = self.alignment.init
+        if self.embedding.enabled is False and _reads_vectors(init):
+            raise ValueError(
+                f"embedding.enabled is false but alignment.init = {_init_name(init)} reads the vector alignment "
+                "(aligned tokens from co-occurrence vectors): set embedding.enabled: auto (or true) to train the "
+                "vectors, or choose an alignment.init that reads none (fvt_prior, fvt, mean, random)"
+            )
         if self.embedding_warmup.enabled and self.vocab_adaptation.enabled:
             raise ValueError(
                 "embedding_warmup.enabled and vocab_adaptation.enabled are both true: the warm-up is the "
@@ -540,15 +562,47 @@ class Config(BaseModel):
         overrides = self.embedding_warmup.stage1_overrides() if stage == "stage1" else {}
         return self.vocab_adaptation.model_copy(update=overrides) if overrides else self.vocab_adaptation
 
+    def vector_plan(self) -> VectorPlan:
+        """Whether co-occurrence vectors are trained (embed) and aligned with (align), and why.
+
+        `embedding.enabled: auto` trains them only for an alignment.init that reads them
+        (vocabadapt.init.READS_VECTORS); true and false decide alone (false with such an init is refused at
+        load). The embed and align stages, their fingerprints and the audit all ask this one method.
+        """
+        enabled, init = self.embedding.enabled, _init_name(self.alignment.init)
+        if enabled == "auto":
+            if _reads_vectors(self.alignment.init):
+                return VectorPlan(True, f"alignment.init = {init} reads the vector alignment")
+            return VectorPlan(False, f"alignment.init = {init} reads no vectors (embedding.enabled: auto)")
+        if enabled:
+            return VectorPlan(True, "embedding.enabled: true")
+        return VectorPlan(False, f"embedding.enabled: false (alignment.init = {init} reads no vectors)")
+
     # --- helpers used across stages -------------------------------------------------------------
-    def section_hash(self, keys: tuple[str, ...] | list[str]) -> str:
-        """sha256 of the config values under `keys` (dotted section or key paths), for the manifest."""
+    def section_hash(self, keys: tuple[str, ...] | list[str], facts: dict[str, Any] | None = None) -> str:
+        """sha256 of the config values under `keys` (dotted section or key paths), for the manifest.
+
+        `facts` (values derived from the config, e.g. whether vectors are trained) join the hash when given;
+        without them the hash is that of the keys alone.
+        """
         dumped = self.model_dump(mode="json")
-        picked = {k: _get_dotted(dumped, k) for k in sorted(keys)}
+        picked: dict[str, Any] = {k: _get_dotted(dumped, k) for k in sorted(keys)}
+        if facts:
+            picked = {"keys": picked, "facts": facts}
         return hashlib.sha256(json.dumps(picked, sort_keys=True).encode()).hexdigest()
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def _reads_vectors(init: Optional[str]) -> bool:
+    from ..init import reads_vectors
+
+    return reads_vectors(init)
+
+
+def _init_name(init: Optional[str]) -> str:
+    return "null" if init is None else init
 
 
 def _get_dotted(d: dict, key: str) -> Any:

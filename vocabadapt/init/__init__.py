@@ -19,6 +19,9 @@ Registry (chosen by `alignment.init`):
     mean       every non-special row is the mean of all source rows (what transformers' resize does)
     random     every non-special row drawn from N(mean, std) per dimension of the source rows
 
+Only None, tokalign and soft read the rows the co-occurrence vectors aligned (READS_VECTORS); with the
+others the embed stage trains no vectors unless `embedding.enabled: true` (Config.vector_plan).
+
 An initialiser may also have a `refine` step (REFINERS): it runs after the recipe's rows are built, may
 load the source model and read calibration text (vocabadapt.init.calibration), and returns the input rows
 and, when the output head needs its own rows, the output rows.
@@ -155,6 +158,21 @@ REFINERS: dict[str, Refiner] = {
     "fvt_prior": fvt_prior.refine,
 }
 
+# Whether each initialiser reads what the co-occurrence vectors produced (the mapping's aligned and soft
+# entries). Those that do not use only the identical and special entries and rebuild every other row
+# themselves, so for them the embed stage trains nothing and align maps identical tokens and the fallback
+# (Config.vector_plan). Every REGISTRY name is listed, and None (the mapping's per-token chain).
+READS_VECTORS: dict[str | None, bool] = {
+    None: True,
+    "tokalign": True,
+    "soft": True,
+    "fvt_prior": False,
+    "fvt": False,
+    "mean": False,
+    "random": False,
+}
+assert set(READS_VECTORS) == set(REGISTRY) | {None}, "every initialiser declares READS_VECTORS"  # invariant
+
 DEFAULT = "fvt_prior"  # the schema's alignment.init default (lowest held-out bpb at init, issue 18)
 
 
@@ -177,6 +195,11 @@ def get(name: str | None) -> Callable[[InitContext], Recipe]:
     return REGISTRY[name]
 
 
+def reads_vectors(name: str | None) -> bool:
+    """Whether initialiser `name` (None = the mapping's per-token chain) reads the vector alignment."""
+    return READS_VECTORS[name]
+
+
 def refiner(name: str | None) -> Refiner | None:
     """The refine step of initialiser `name`, or None when its rows are its recipe's alone."""
     return REFINERS.get(name) if name is not None else None
@@ -187,6 +210,8 @@ __all__ = [
     "InitContext",
     "REGISTRY",
     "REFINERS",
+    "READS_VECTORS",
+    "reads_vectors",
     "DEFAULT",
     "get",
     "refiner",

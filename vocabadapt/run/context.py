@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from ..config import Config
 
 Paths = Callable[[RunLayout], tuple[Path, ...]]
+# (config) -> (the config keys that change the output under this config, facts derived from the config)
+ConfigUse = Callable[["Config"], tuple[tuple[str, ...], dict[str, Any]]]
 
 
 def _none(layout: RunLayout) -> tuple[Path, ...]:
@@ -37,6 +39,19 @@ class StageSpec:
     # Resume state (checkpoints) kept across an interruption but cleared when a finished stage is
     # redone because its keys or inputs changed, or under --force: stale weights must not be resumed.
     resume_state: Paths = _none
+    # For a stage whose dependence on the config is itself decided by the config (embed and align: on
+    # whether vectors are trained, Config.vector_plan): the keys that matter under this config and the
+    # derived facts, which together make its config hash. None = config_keys, no facts.
+    config_use: ConfigUse | None = None
+
+    def config_dependence(self, config: Config) -> tuple[tuple[str, ...], dict[str, Any]]:
+        """(config keys, derived facts) that change this stage's output under `config`."""
+        return self.config_use(config) if self.config_use is not None else (self.config_keys, {})
+
+    def config_hash(self, config: Config) -> str:
+        """The manifest's config hash: the values of config_dependence's keys and its facts."""
+        keys, facts = self.config_dependence(config)
+        return config.section_hash(keys, facts)
 
     def output_names(self, layout: RunLayout) -> list[str]:
         """The outputs as run-relative names (the manifest's keys, e.g. "model/init")."""

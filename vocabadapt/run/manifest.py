@@ -64,7 +64,7 @@ def stage_is_current(layout: RunLayout, spec: StageSpec, config: Config, manifes
     rec = manifest.get("stages", {}).get(spec.name)
     if not rec or rec.get("status") != "done":
         return False, "not finished" if rec else "not run"
-    if rec.get("config_hash") != config.section_hash(spec.config_keys):
+    if rec.get("config_hash") != spec.config_hash(config):
         return False, "its config keys changed"
     for up in spec.inputs:
         up_rec = manifest["stages"].get(up)
@@ -79,11 +79,13 @@ def stage_is_current(layout: RunLayout, spec: StageSpec, config: Config, manifes
 
 def start_record(spec: StageSpec, config: Config, manifest: dict) -> dict[str, Any]:
     """The record of a stage that starts now (status running; outputs come when it is done)."""
+    keys, facts = spec.config_dependence(config)
     return {
         "status": "running",
         "started": now(),
-        "config_keys": list(spec.config_keys),
-        "config_hash": config.section_hash(spec.config_keys),
+        "config_keys": list(keys),
+        **({"config_facts": facts} if facts else {}),
+        "config_hash": spec.config_hash(config),
         "inputs": {up: manifest["stages"].get(up, {}).get("outputs") for up in spec.inputs},
     }
 

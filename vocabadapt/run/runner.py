@@ -146,7 +146,8 @@ def run(
         run_dir: the run directory; None = resume this config's newest unfinished run, else a new one.
         from_stage/until: the first/last stage to consider.
         force: redo every stage from `from_stage` (or from the start) even if up to date.
-        on_event: callback(stage, event, detail) for the CLI display; events: start, skip, done.
+        on_event: callback(stage, event, detail) for the CLI display; events: start, skip, done (detail: the
+            wall time, and the stage summary's "note" when it has one).
         specs: the stages (default vocabadapt.stages.STAGES).
     Raises:
         ConfigError, StageError, RunLockedError.
@@ -191,7 +192,9 @@ def run(
                 _clear_resume_state(layout, spec)
             _run_one(spec, ctx, manifest)
             ran.append(spec.name)
-            emit(spec.name, "done", f"{manifest['stages'][spec.name]['wall_s']:.1f}s")
+            rec = manifest["stages"][spec.name]
+            note = rec["summary"].get("note")  # a stage's one-line remark, e.g. why it had nothing to do
+            emit(spec.name, "done", f"{rec['wall_s']:.1f}s" + (f"; {note}" if note else ""))
         manifest["complete"] = last == len(specs) - 1 and all(
             manifest["stages"].get(s.name, {}).get("status") == "done" for s in specs
         )

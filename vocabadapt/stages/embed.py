@@ -3,7 +3,13 @@
 Reads:   tokens/{source,target}/train/
 Writes:  embeddings/{source,target}{.npy,_ids.npy,_counts.npy}, embeddings/summary.json
 Keeps:   partial/embed/ while it runs: a side whose vectors are finished is not trained again after a kill
-Changed by: embedding.*
+Changed by: whether vectors are trained (Config.vector_plan: embedding.enabled, alignment.init) and, when
+            they are, embedding.backend and embedding.fasttext.*
+
+Vectors are trained only when something reads them: with `embedding.enabled: auto` (the default) and an
+alignment.init that reads no vector alignment (fvt_prior, fvt, mean, random) the stage trains nothing and
+writes embeddings/summary.json alone, saying so and why. Switching between such initialisers leaves the
+stage up to date; switching to one that reads vectors (tokalign, soft, null) reruns it.
 
 What resumes and what does not: the unit is one tokenizer side. fastText trains all epochs inside one
 C++ call with no checkpoint or epoch callback (and Hogwild threads make a restart from saved vectors
@@ -17,8 +23,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from ..config import Config
 from ..errors import InputError
-from ..io import atomic_write, read_json_or_none, replace_dir, write_json
+from ..io import atomic_dir, atomic_write, read_json_or_none, replace_dir, write_json
 from ..run.context import StageContext, StageSpec
 from ..run.layout import SIDES
 
@@ -35,6 +42,13 @@ def run(ctx: StageContext) -> dict[str, Any]:
     from ..text.tokenizers import available_cpus
 
     ft, layout = ctx.config.embedding.fasttext, ctx.layout
+    plan = ctx.config.vector_plan()
+    if not plan.trained:
+        summary = {"skipped": True, "reason": plan.reason}
+        with atomic_dir(layout.embeddings_dir) as tmp:  # replaces vectors of an earlier config, if any
+            write_json(layout.staged(layout.embeddings_summary, layout.embeddings_dir, tmp), summary)
+        log.info("embed: no vectors trained: %s", plan.reason)
+        return {**summary, "note": f"no vectors trained: {plan.reason}"}  # the progress line says why
     readers = {}
     for side in SIDES:
         d = layout.token_shards(side, "train")
@@ -45,7 +59,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
             raise InputError(f"{d} holds no tokens; the corpus is empty for the {side} tokenizer")
     partial = layout.partial("embed")
     key = {
-        "config": ctx.config.section_hash(SPEC.config_keys),
+        "config": SPEC.config_hash(ctx.config),
         "tokens": file_identity([layout.token_shards(side, "train") / "meta.json" for side in SIDES]),
     }
     resuming = open_partial(partial, key)
@@ -85,10 +99,18 @@ def run(ctx: StageContext) -> dict[str, Any]:
     return summary
 
 
+def config_use(config: Config) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """The keys that change the vectors, or none when no vectors are trained (then only that fact counts)."""
+    if config.vector_plan().trained:
+        return ("embedding.backend", "embedding.fasttext"), {"vectors": True}
+    return (), {"vectors": False}
+
+
 SPEC = StageSpec(
     name="embed",
     run=run,
-    config_keys=("embedding",),
+    config_keys=("embedding", "alignment.init"),
+    config_use=config_use,
     inputs=("tokenize",),
     outputs=lambda layout: (layout.embeddings_dir,),
     resume_state=lambda layout: (layout.partial("embed"),),
