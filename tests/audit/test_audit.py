@@ -106,6 +106,7 @@ def test_registry_lists_every_rule_tested_here():
         "token_budget",
         "stage2_memory",
         "lora",
+        "vectors",
         "alignment",
         "eval_leak",
         "max_positions",
@@ -339,17 +340,65 @@ def test_lora_targets_audit_rejects_what_training_rejects(arch, tmp_path):
 
 
 # 7 ------------------------------------------------------------------------------------------------
+TOKALIGN = {"init": "tokalign"}  # an initialiser that reads the vector alignment, so its settings matter
+
+
 def test_similarity_threshold_and_pivots():
     for t in (-0.2, 0.97):
-        f = one(run_rule("alignment", cfg(GOOD, alignment={"similarity_threshold": t})), "similarity_threshold")
+        f = one(
+            run_rule("alignment", cfg(GOOD, alignment={**TOKALIGN, "similarity_threshold": t})), "similarity_threshold"
+        )
         assert f.severity == "warning"
     assert (
-        by_id(run_rule("alignment", cfg(GOOD, alignment={"similarity_threshold": 0.5})), "similarity_threshold") == []
+        by_id(
+            run_rule("alignment", cfg(GOOD, alignment={**TOKALIGN, "similarity_threshold": 0.5})),
+            "similarity_threshold",
+        )
+        == []
     )
-    f = one(run_rule("alignment", cfg(ORIGINAL), Facts(identical_pairs=1500)), "pivot_count")
+    f = one(run_rule("alignment", cfg(ORIGINAL, alignment=TOKALIGN), Facts(identical_pairs=1500)), "pivot_count")
     assert f.severity == "error" and "1,500" in f.message
-    assert by_id(run_rule("alignment", cfg(GOOD), Facts(identical_pairs=1500)), "pivot_count") == []
-    assert one(run_rule("alignment", cfg(GOOD)), "pivot_count").severity == "info"  # not checked
+    tokalign = cfg(GOOD, alignment=TOKALIGN)
+    assert by_id(run_rule("alignment", tokalign, Facts(identical_pairs=1500)), "pivot_count") == []
+    assert one(run_rule("alignment", tokalign), "pivot_count").severity == "info"  # not checked
+
+
+def test_vector_settings_are_not_judged_when_the_init_reads_no_vectors():
+    """fvt_prior (the default) reads no vector alignment: threshold, pivots and n-grams change nothing."""
+    for init in ("fvt_prior", "fvt", "mean", "random"):
+        c = cfg(ORIGINAL, alignment={"init": init, "similarity_threshold": 0.97})
+        c.embedding.fasttext.minn, c.embedding.fasttext.maxn = 3, 6
+        assert run_rule("alignment", c, Facts(identical_pairs=1500)) == []  # pivot_count 2000 > 1500: no error
+        assert run_rule("fasttext_ngrams", c) == []
+    # ... and the same settings are judged as soon as vectors are trained, by the init or by enabled: true
+    for sections in ({"alignment": {"init": "soft"}}, {"embedding": {"enabled": True}}):
+        c = cfg(ORIGINAL, **sections)
+        assert one(run_rule("alignment", c, Facts(identical_pairs=1500)), "pivot_count").severity == "error"
+
+
+def test_skipped_vectors_are_an_info_finding_naming_the_init():
+    f = one(A.audit(cfg(GOOD)), "vectors_skipped")  # the default init, fvt_prior
+    assert f.severity == "info" and f.key == "alignment.init"
+    assert "alignment.init = fvt_prior reads no vectors" in f.message and "no effect" in f.message
+    assert (
+        f.evidence["vectors_trained"] is False and "alignment.similarity_threshold" in f.evidence["keys_without_effect"]
+    )
+    assert "alignment.init: tokalign" in f.recommendation
+    f = one(run_rule("vectors", cfg(GOOD, alignment={"init": "fvt"}, embedding={"enabled": False})), "vectors_skipped")
+    assert "embedding.enabled: false" in f.message
+    # vectors trained and read: nothing to say; trained and not read: an info finding that says so
+    assert run_rule("vectors", cfg(GOOD, alignment={"init": "tokalign"})) == []
+    assert run_rule("vectors", cfg(GOOD, alignment={"init": None})) == []
+    f = one(run_rule("vectors", cfg(GOOD, embedding={"enabled": True})), "vectors_unused")
+    assert f.severity == "info" and f.key == "embedding.enabled" and "embedding.enabled: auto" in f.recommendation
+
+
+def test_research_config_audit_says_vectors_are_skipped(capsys):
+    from vocabadapt.cli import main
+
+    assert main(["audit", str(REPO / "configs" / "research.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "alignment.init = fvt_prior reads no vectors" in out and "similarity_threshold" not in out.split("INFO")[0]
 
 
 # 8 ------------------------------------------------------------------------------------------------
@@ -395,7 +444,8 @@ def test_max_positions():
 
 # 10 -----------------------------------------------------------------------------------------------
 def test_fasttext_ngrams():
-    f = one(run_rule("fasttext_ngrams", cfg(GOOD, embedding={"fasttext": {"minn": 3, "maxn": 6}})), "fasttext_ngrams")
+    ngrams = {"fasttext": {"minn": 3, "maxn": 6}}
+    f = one(run_rule("fasttext_ngrams", cfg(GOOD, embedding=ngrams, alignment=TOKALIGN)), "fasttext_ngrams")
     assert f.severity == "warning" and f.evidence == {"minn": 3, "maxn": 6}
     assert run_rule("fasttext_ngrams", cfg(GOOD)) == []
 

@@ -11,7 +11,7 @@ check; a rule that does not apply (LoRA rules with LoRA off) returns [].
     rules_training.py  learning rate, shuffling, stage-2 data range, token budget
     rules_setup.py     precision and attention, batch and steps, optimiser and scheduler names
     rules_model.py     stage-2 memory, LoRA, maximum positions
-    rules_data.py      alignment threshold and pivots, evaluation leaks, fastText n-grams
+    rules_data.py      vectors trained or skipped, alignment threshold and pivots, evaluation leaks, fastText n-grams
     format.py          the text table
 
 Units: "GiB" is 2**30 bytes. `batch_size` and `gradient_accumulation` are per process; the rules

@@ -1,4 +1,8 @@
-"""Rules about data and alignment: threshold and pivots, evaluation leaks, fastText n-grams."""
+"""Rules about data and alignment: vectors trained or not, threshold and pivots, evaluation leaks, fastText n-grams.
+
+The threshold, pivot and fastText rules speak only when co-occurrence vectors are trained
+(Config.vector_plan): with an alignment.init that reads no vector alignment those settings change nothing.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +14,61 @@ from .arithmetic import (
 )
 from .findings import Facts, Finding, missing, rule
 
+# The settings that shape only the vector alignment (no effect when no vectors are trained).
+VECTOR_ONLY_KEYS = (
+    "embedding.fasttext",
+    "alignment.pivot_count",
+    "alignment.pivot_strategy",
+    "alignment.similarity_threshold",
+    "alignment.method",
+    "alignment.top_k",
+    "alignment.soft_temperature",
+)
+
+
+@rule("vectors", order=69)
+def check_vectors(config: Config, facts: Facts) -> list[Finding]:
+    """Whether embed trains co-occurrence vectors: say so when it does not, or trains them for nothing."""
+    from ..init import reads_vectors
+
+    plan, init = config.vector_plan(), config.alignment.init
+    enabled = config.embedding.enabled
+    ev = {"alignment.init": init, "embedding.enabled": enabled, "vectors_trained": plan.trained}
+    if not plan.trained:
+        return [
+            Finding(
+                "vectors_skipped",
+                "info",
+                "alignment.init",
+                f"the embed and align stages train and use no co-occurrence vectors: {plan.reason}. align maps "
+                f"identical tokens and gives every other token alignment.fallback; "
+                f"{', '.join(VECTOR_ONLY_KEYS)} have no effect.",
+                "nothing to do; for the TokAlign vector alignment set alignment.init: tokalign (or soft), or "
+                "embedding.enabled: true to train the vectors for align/summary.json's statistics alone",
+                {**ev, "keys_without_effect": list(VECTOR_ONLY_KEYS)},
+            )
+        ]
+    if enabled is True and not reads_vectors(init):
+        return [
+            Finding(
+                "vectors_unused",
+                "info",
+                "embedding.enabled",
+                f"embedding.enabled is true but alignment.init = {init} reads no vector alignment: the embed stage "
+                "trains vectors that only align/summary.json's statistics use; the model's rows do not change.",
+                "set embedding.enabled: auto to skip the embed stage's training",
+                ev,
+            )
+        ]
+    return []
+
 
 @rule("alignment", order=70)
 def check_alignment(config: Config, facts: Facts) -> list[Finding]:
     """Similarity threshold as a cosine; pivot count against the identical-token pairs available."""
     al = config.alignment
+    if not config.vector_plan().trained:
+        return []  # no vector alignment: the threshold and pivots change nothing (see check_vectors)
     out: list[Finding] = []
     lo, hi = THRESHOLD_RANGE
     t = al.similarity_threshold
@@ -105,7 +159,7 @@ def check_eval_leak(config: Config, facts: Facts) -> list[Finding]:
 def check_fasttext_ngrams(config: Config, facts: Facts) -> list[Finding]:
     """Character n-grams over token-id corpora share subwords between unrelated ids ('123' in '4123')."""
     ft = config.embedding.fasttext
-    if ft.minn == 0 and ft.maxn == 0:
+    if (ft.minn == 0 and ft.maxn == 0) or not config.vector_plan().trained:
         return []
     return [
         Finding(
