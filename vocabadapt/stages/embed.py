@@ -44,11 +44,11 @@ def run(ctx: StageContext) -> dict[str, Any]:
     ft, layout = ctx.config.embedding.fasttext, ctx.layout
     plan = ctx.config.vector_plan()
     if not plan.trained:
-        summary = {"skipped": True, "reason": plan.reason}
+        skipped = {"skipped": True, "reason": plan.reason}
         with atomic_dir(layout.embeddings_dir) as tmp:  # replaces vectors of an earlier config, if any
-            write_json(layout.staged(layout.embeddings_summary, layout.embeddings_dir, tmp), summary)
+            write_json(layout.staged(layout.embeddings_summary, layout.embeddings_dir, tmp), skipped)
         log.info("embed: no vectors trained: %s", plan.reason)
-        return {**summary, "note": f"no vectors trained: {plan.reason}"}  # the progress line says why
+        return {**skipped, "note": f"no vectors trained: {plan.reason}"}  # the progress line says why
     readers = {}
     for side in SIDES:
         d = layout.token_shards(side, "train")
