@@ -36,7 +36,7 @@ class StageError(VocabadaptError):
 
 
 class TransientError(VocabadaptError):
-    """A failure worth retrying (I/O hiccup, interrupted download); the pipeline retries the stage."""
+    """A failure worth retrying (an interrupted download); the download retries itself, not the stage."""
 
 
 class RunLockedError(VocabadaptError):

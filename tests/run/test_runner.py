@@ -103,10 +103,23 @@ def test_failed_stage_is_not_recorded_done_and_resumes(fake, tmp_path):
     assert r.ran == ["b"] and r.skipped == ["a"]
 
 
-def test_transient_errors_retry_the_stage(fake, tmp_path):
-    FAIL["b"] = TransientError("disk hiccup")
+def test_a_stage_is_never_rerun_on_a_transient_error(fake, tmp_path):
+    # Downloads retry themselves (tests/model/test_download_retry.py); the runner runs a stage once.
+    FAIL["b"] = TransientError("connection reset")
+    with pytest.raises(StageError, match="stage 'b' failed on a transient error: connection reset; rerun to resume"):
+        pipeline.run(fake, run_dir=tmp_path / "run")
+    assert CALLS == ["a", "b"]
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["stages"]["b"]["status"] == "failed" and manifest["stages"]["b"]["error"] == "connection reset"
     r = pipeline.run(fake, run_dir=tmp_path / "run")
-    assert CALLS == ["a", "b", "b"] and r.manifest["stages"]["b"]["status"] == "done"
+    assert r.ran == ["b"] and CALLS == ["a", "b", "b"]
+
+
+def test_a_stage_error_is_not_retried(fake, tmp_path):
+    FAIL["b"] = StageError("bad data in b")
+    with pytest.raises(StageError, match="bad data"):
+        pipeline.run(fake, run_dir=tmp_path / "run")
+    assert CALLS == ["a", "b"]
 
 
 def test_live_lock_refuses_stale_lock_is_taken(fake, tmp_path):

@@ -499,8 +499,10 @@ class EvaluationConfig(Section):
 
 class PipelineConfig(Section):
     run_root: str = Field("runs", description="Folder that holds run directories.", json_schema_extra=PATH)
-    max_retries: int = Field(2, ge=0, description="Retries of a stage after a transient error.")
-    retry_backoff: float = Field(5.0, ge=0, description="Seconds before the first retry; doubles each time.")
+    max_retries: int = Field(
+        2, ge=0, description="Retries of a model or tokenizer download after a network error (never a whole stage)."
+    )
+    retry_backoff: float = Field(5.0, ge=0, description="Seconds before a download's first retry; doubles each time.")
     torch_threads: Optional[int] = Field(
         None, ge=1, description="CPU threads for torch (null = torch's default); 1 suits tiny models on few cores."
     )

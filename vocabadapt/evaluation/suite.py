@@ -15,7 +15,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from ..config import EvaluationConfig, ModelsConfig
 from ..errors import InputError
@@ -25,6 +25,9 @@ from . import checklist as checklist_mod
 from . import efficiency as eff
 from . import pubmedqa as qa_mod
 from . import tasks
+
+if TYPE_CHECKING:
+    from ..model.hub import DownloadRetry
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +68,15 @@ def has_tokenizer(directory: Path) -> bool:
     return directory.is_dir() and any((directory / n).is_file() for n in _TOKENIZER_FILES)
 
 
-def load_model_for_eval(path: str, models_cfg: ModelsConfig, cache_dir: str | None = None) -> Any:
-    """load_model (safe), on the GPU when there is one, in eval mode."""
+def load_model_for_eval(
+    path: str, models_cfg: ModelsConfig, cache_dir: str | None = None, retry: DownloadRetry | None = None
+) -> Any:
+    """load_model (safe; a hub download retried as `retry` says), on the GPU when there is one, in eval mode."""
     import torch
 
-    from ..model.hub import load_model
+    from ..model.hub import DownloadRetry, load_model
 
-    model = load_model(path, models_cfg, cache_dir)
+    model = load_model(path, models_cfg, cache_dir, retry or DownloadRetry())
     if torch.cuda.is_available():
         model = model.to("cuda")
     model.eval()

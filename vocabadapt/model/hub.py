@@ -4,6 +4,10 @@ One place decides how a name in the config becomes a tokenizer or model: local d
 first; hub ids from the local cache when offline; no remote code unless `models.trust_remote_code`;
 safetensors only unless `models.allow_pickle`; a `.gguf` file through its dequantised copy
 (vocabadapt.model.gguf). Every failure names the path or id and what to do.
+
+Hub downloads are retried here, around the download alone (DownloadRetry, from `pipeline.max_retries`
+and `pipeline.retry_backoff`), never by rerunning the stage that asked for them: a network error must
+not cost a finished 40-minute stage, and an error that is not a network error is never retried.
 """
 
 from __future__ import annotations
@@ -11,14 +15,20 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from ..config import ModelsConfig
-from ..errors import InputError
+from ..errors import InputError, TransientError
 from .gguf import gguf_model_dir, is_gguf
 
+if TYPE_CHECKING:
+    from ..config import PipelineConfig
+
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
@@ -28,12 +38,86 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
 
 
-def _hub_error(kind: str, name: str, err: Exception) -> InputError:
+def _first_line(err: BaseException) -> str:
+    return (str(err).splitlines() or [""])[0][:200]
+
+
+def _hub_error(kind: str, name: str, err: Exception, attempts: int = 1) -> InputError:
+    tried = f" after {attempts} attempts" if attempts > 1 else ""
     return InputError(
         f"could not load {kind} '{name}': it is not a local path and could not be fetched from the "
-        f"Hugging Face Hub ({type(err).__name__}: {str(err).splitlines()[0][:200]}). On a machine without "
-        f"internet, download it elsewhere and pass its local directory in the config instead."
+        f"Hugging Face Hub{tried} ({type(err).__name__}: {_first_line(err)}). On a "
+        f"machine without internet, download it elsewhere and pass its local directory in the config instead."
     )
+
+
+@dataclass(frozen=True)
+class DownloadRetry:
+    """How often a hub download is retried after a transient (network) error, and how patiently."""
+
+    max_retries: int = 0  # retries after the first attempt
+    backoff_s: float = 0.0  # seconds before the first retry; doubles each time
+
+    @classmethod
+    def from_config(cls, pipeline: PipelineConfig) -> DownloadRetry:
+        """The retry policy that `pipeline.max_retries` and `pipeline.retry_backoff` describe."""
+        return cls(max_retries=pipeline.max_retries, backoff_s=pipeline.retry_backoff)
+
+
+# Network failures by class name, so that requests', httpx's and the builtin ones all count without
+# importing the HTTP library huggingface_hub happens to use; HTTP statuses the server may answer
+# differently a moment later.
+_TRANSIENT_NAMES = {"ConnectionError", "ConnectError", "Timeout", "TimeoutError", "TimeoutException", "TransportError"}
+_TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+
+
+def is_transient(err: BaseException) -> bool:
+    """True when `err`, or an exception it was raised from, is a network failure worth retrying.
+
+    HF_HUB_OFFLINE's refusal (OfflineModeIsEnabled, a ConnectionError) is not transient.
+    """
+    seen: set[int] = set()
+    e: BaseException | None = err
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        names = {c.__name__ for c in type(e).__mro__}
+        if "OfflineModeIsEnabled" in names:
+            return False
+        if isinstance(e, TransientError) or names & _TRANSIENT_NAMES:
+            return True
+        if getattr(getattr(e, "response", None), "status_code", None) in _TRANSIENT_STATUS:
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _from_hub(kind: str, name: str, fetch: Callable[[], T], retry: DownloadRetry) -> T:
+    """fetch()'s result, retrying it after transient errors as `retry` says (never when offline).
+
+    Raises:
+        InputError: naming `name` and the local-path alternative, when fetch fails for good.
+    """
+    attempts = 1 if _offline() else retry.max_retries + 1
+    backoff = retry.backoff_s
+    for attempt in range(1, attempts + 1):
+        try:
+            return fetch()
+        except Exception as e:
+            if attempt == attempts or not is_transient(e):
+                raise _hub_error(kind, name, e, attempt) from None
+            log.warning(
+                "download of %s '%s': transient error (%s: %s); retry %d/%d in %.0fs",
+                kind,
+                name,
+                type(e).__name__,
+                _first_line(e),
+                attempt,
+                attempts - 1,
+                backoff,
+            )
+            time.sleep(backoff)
+            backoff *= 2
+    raise AssertionError("unreachable: the loop returns or raises")
 
 
 def check_remote_code(directory: Path, models: ModelsConfig, kind: str) -> None:
@@ -53,9 +137,12 @@ def check_remote_code(directory: Path, models: ModelsConfig, kind: str) -> None:
             )
 
 
-def load_tokenizer(name: str, models: ModelsConfig, cache_dir: str | None = None) -> Any:
+def load_tokenizer(
+    name: str, models: ModelsConfig, cache_dir: str | None = None, retry: DownloadRetry = DownloadRetry()
+) -> Any:
     """Load a tokenizer from a directory, a tokenizer.json file, or a hub id.
 
+    `retry` says how often a hub download is retried after a network error (local paths never are).
     Returns a transformers PreTrainedTokenizer(Fast).
     Raises:
         InputError: the path does not hold a tokenizer, or the id cannot be fetched.
@@ -91,12 +178,14 @@ def load_tokenizer(name: str, models: ModelsConfig, cache_dir: str | None = None
         ) from None
     if name.startswith((".", "/", "~")):
         raise InputError(f"tokenizer path {name} does not exist")
-    try:
-        return AutoTokenizer.from_pretrained(
+    return _from_hub(
+        "tokenizer",
+        name,
+        lambda: AutoTokenizer.from_pretrained(
             name, cache_dir=cache_dir, trust_remote_code=models.trust_remote_code, local_files_only=_offline()
-        )
-    except Exception as e:
-        raise _hub_error("tokenizer", name, e) from None
+        ),
+        retry,
+    )
 
 
 def _bare_bpe_tokenizer(directory: Path) -> Any | None:
@@ -161,8 +250,17 @@ def check_finite(model: Any, where: Path | str) -> None:
             )
 
 
-def load_model(name: str, models: ModelsConfig, cache_dir: str | None = None, **kwargs: Any) -> Any:
-    """Load an AutoModelForCausalLM from a directory or hub id, safely (see module docstring)."""
+def load_model(
+    name: str,
+    models: ModelsConfig,
+    cache_dir: str | None = None,
+    retry: DownloadRetry = DownloadRetry(),
+    **kwargs: Any,
+) -> Any:
+    """Load an AutoModelForCausalLM from a directory or hub id, safely (see module docstring).
+
+    `retry` says how often a hub download is retried after a network error (local paths never are).
+    """
     from transformers import AutoModelForCausalLM
 
     if is_gguf(name):
@@ -188,22 +286,24 @@ def load_model(name: str, models: ModelsConfig, cache_dir: str | None = None, **
         return model
     if name.startswith((".", "/", "~")):
         raise InputError(f"model path {name} does not exist")
-    try:
-        return AutoModelForCausalLM.from_pretrained(
+    return _from_hub(
+        "model",
+        name,
+        lambda: AutoModelForCausalLM.from_pretrained(
             name,
             cache_dir=cache_dir,
             trust_remote_code=models.trust_remote_code,
             local_files_only=_offline(),
             use_safetensors=None if models.allow_pickle else True,
             **kwargs,
-        )
-    except Exception as e:
-        raise _hub_error("model", name, e) from None
+        ),
+        retry,
+    )
 
 
-def resolve_model_dir(name: str, cache_dir: str | None = None) -> Path:
+def resolve_model_dir(name: str, cache_dir: str | None = None, retry: DownloadRetry = DownloadRetry()) -> Path:
     """A local directory for `name`: itself, its dequantised copy (a .gguf file), or its snapshot in the HF
-    cache (downloading when online)."""
+    cache (downloading when online, retried after network errors as `retry` says)."""
     if is_gguf(name):
         return gguf_model_dir(name, cache_dir)
     p = Path(name)
@@ -211,9 +311,8 @@ def resolve_model_dir(name: str, cache_dir: str | None = None) -> Path:
         return p
     if name.startswith((".", "/", "~")):
         raise InputError(f"model path {name} does not exist")
-    try:
-        from huggingface_hub import snapshot_download
+    from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(name, cache_dir=cache_dir, local_files_only=_offline()))
-    except Exception as e:
-        raise _hub_error("model", name, e) from None
+    return _from_hub(
+        "model", name, lambda: Path(snapshot_download(name, cache_dir=cache_dir, local_files_only=_offline())), retry
+    )

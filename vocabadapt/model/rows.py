@@ -6,6 +6,8 @@ to its source row. Padding rows (past the target vocabulary) are zero.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from ..errors import InputError
@@ -62,65 +64,107 @@ def build_rows(
     n_tgt = len(recipe)
     out_dtype = out_dtype or src.dtype
     out = torch.zeros(n_rows, h, dtype=out_dtype)
-    # The ragged recipe as flat arrays: row t's sources are flat_ids[starts[t] : starts[t] + lens[t]].
-    lens = torch.tensor([len(i) for i in recipe.source_ids], dtype=torch.long)  # (n_tgt,)
-    starts = torch.cumsum(lens, 0) - lens
-    flat_ids = torch.tensor([s for ids in recipe.source_ids for s in ids], dtype=torch.long)
-    flat_w = torch.tensor([x for w in recipe.weights for x in w], dtype=torch.float64)
-    if len(flat_ids) and (int(flat_ids.min()) < 0 or int(flat_ids.max()) >= n_src):
-        raise InputError(f"{name}: the recipe uses source ids outside 0..{n_src - 1} (the matrix has {n_src} rows)")
-    labels = recipe.labels
-    is_mean = torch.tensor([label in ("mean", "special") for label in labels]) & (lens == 0)
-    is_random = torch.tensor([label == "random" for label in labels], dtype=torch.bool)
-    is_zero = torch.tensor([label == "zero" for label in labels], dtype=torch.bool)
-    first_w = torch.zeros(n_tgt, dtype=torch.float64)
-    first_w[lens > 0] = flat_w[starts[lens > 0]]
-    is_exact_copy = (lens == 1) & (first_w == 1.0)  # left untouched by norm_match
+    flat = _FlatRecipe.of(recipe, n_src, name)
     # per-dimension mean/std and mean norm: a full pass over the source rows, only when some row needs them
-    needs_stats = bool(is_mean.any() or is_random.any() or norm_match)
+    needs_stats = bool(flat.is_mean.any() or flat.is_random.any() or norm_match)
     stats = row_stats(src, n_used) if needs_stats else {}
     for a in range(0, n_tgt, block):
         b = min(a + block, n_tgt)
-        acc = torch.zeros(b - a, h, dtype=torch.float64)  # (block, hidden); small blocks bound the peak
-        blens, bstarts = lens[a:b], starts[a:b]
-        target_norm = torch.zeros(b - a, dtype=torch.float64)  # weighted mean norm of each row's sources
-        copies = is_exact_copy[a:b].nonzero().flatten()  # the common case: one source row, weight 1
-        for j in range(int(blens.max()) if b > a else 0):
-            sel = ((blens > j) & ~is_exact_copy[a:b]).nonzero().flatten()  # rows with a j-th source
-            rows = src[flat_ids[bstarts[sel] + j]].to(torch.float64)  # (len(sel), hidden)
-            w = flat_w[bstarts[sel] + j]
-            if norm_match:
-                target_norm[sel] += w * rows.norm(dim=1)
-            acc.index_add_(0, sel, rows.mul_(w[:, None]))  # sel is unique: acc[sel] + w * rows, exactly
-        if needs_stats:
-            acc[is_mean[a:b]] = stats["mean"]
-        if norm_match:
-            is_copy = is_exact_copy[a:b]
-            target_norm[is_mean[a:b]] = stats["mean_norm"]
-            have = acc.norm(dim=1)
-            rescale = (have > 0) & ~is_copy & ~is_random[a:b] & ~is_zero[a:b]
-            acc[rescale] *= (target_norm[rescale] / have[rescale])[:, None]
-        out[a:b] = acc
-        out[a + copies] = src[flat_ids[bstarts[copies]]].to(out_dtype)  # copied as they are, no float64 detour
-    random_ids = is_random.nonzero().flatten()
+        out[a:b] = _combined_rows(src, flat, a, b, stats, norm_match)
+        copies = flat.is_exact_copy[a:b].nonzero().flatten()  # the common case: one source row, weight 1
+        out[a + copies] = src[flat.ids[flat.starts[a:b][copies]]].to(out_dtype)  # as they are, no float64 detour
+    random_ids = flat.is_random.nonzero().flatten()
     if len(random_ids):
         # (n_random, hidden): N(mean, std^2) per dimension of the source rows, seeded
         gen = torch.Generator().manual_seed(seed)
         draws = torch.randn(len(random_ids), h, generator=gen, dtype=torch.float64)
         out[random_ids] = (draws * stats["std"] + stats["mean"]).to(out_dtype)
+    _check_finite(out, recipe, name, block)
+    return out
+
+
+@dataclass(frozen=True)
+class _FlatRecipe:
+    """A ragged Recipe as flat tensors: row t's sources are ids[starts[t] : starts[t] + lens[t]], with weights w."""
+
+    lens: torch.Tensor  # (n_tgt,) long
+    starts: torch.Tensor  # (n_tgt,) long
+    ids: torch.Tensor  # (n_sources,) long
+    w: torch.Tensor  # (n_sources,) float64
+    is_mean: torch.Tensor  # (n_tgt,) bool: mean (or special) rows without sources
+    is_random: torch.Tensor  # (n_tgt,) bool
+    is_zero: torch.Tensor  # (n_tgt,) bool
+    is_exact_copy: torch.Tensor  # (n_tgt,) bool: one source, weight 1 (left untouched by norm_match)
+
+    @classmethod
+    def of(cls, recipe: Recipe, n_src: int, name: str) -> _FlatRecipe:
+        """The flat form of `recipe`, its source ids checked against the n_src source rows.
+
+        Raises:
+            InputError: a source id out of range.
+        """
+        lens = torch.tensor([len(i) for i in recipe.source_ids], dtype=torch.long)  # (n_tgt,)
+        starts = torch.cumsum(lens, 0) - lens
+        flat_ids = torch.tensor([s for ids in recipe.source_ids for s in ids], dtype=torch.long)
+        flat_w = torch.tensor([x for w in recipe.weights for x in w], dtype=torch.float64)
+        if len(flat_ids) and (int(flat_ids.min()) < 0 or int(flat_ids.max()) >= n_src):
+            raise InputError(f"{name}: the recipe uses source ids outside 0..{n_src - 1} (the matrix has {n_src} rows)")
+        labels = recipe.labels
+        first_w = torch.zeros(len(recipe), dtype=torch.float64)
+        first_w[lens > 0] = flat_w[starts[lens > 0]]
+        return cls(
+            lens=lens,
+            starts=starts,
+            ids=flat_ids,
+            w=flat_w,
+            is_mean=torch.tensor([label in ("mean", "special") for label in labels]) & (lens == 0),
+            is_random=torch.tensor([label == "random" for label in labels], dtype=torch.bool),
+            is_zero=torch.tensor([label == "zero" for label in labels], dtype=torch.bool),
+            is_exact_copy=(lens == 1) & (first_w == 1.0),
+        )
+
+
+def _combined_rows(
+    src: torch.Tensor, flat: _FlatRecipe, a: int, b: int, stats: dict[str, torch.Tensor], norm_match: bool
+) -> torch.Tensor:
+    """(b - a, hidden) float64: target rows a..b-1 as weighted sums of their source rows (mean rows from
+    `stats`, norm-matched when asked); exact copies are left zero here, for the caller to copy."""
+    h = src.shape[1]
+    acc = torch.zeros(b - a, h, dtype=torch.float64)  # (block, hidden); small blocks bound the peak
+    blens, bstarts, is_copy = flat.lens[a:b], flat.starts[a:b], flat.is_exact_copy[a:b]
+    target_norm = torch.zeros(b - a, dtype=torch.float64)  # weighted mean norm of each row's sources
+    for j in range(int(blens.max()) if b > a else 0):
+        sel = ((blens > j) & ~is_copy).nonzero().flatten()  # rows with a j-th source
+        rows = src[flat.ids[bstarts[sel] + j]].to(torch.float64)  # (len(sel), hidden)
+        w = flat.w[bstarts[sel] + j]
+        if norm_match:
+            target_norm[sel] += w * rows.norm(dim=1)
+        acc.index_add_(0, sel, rows.mul_(w[:, None]))  # sel is unique: acc[sel] + w * rows, exactly
+    if stats:
+        acc[flat.is_mean[a:b]] = stats["mean"]
+    if norm_match:
+        target_norm[flat.is_mean[a:b]] = stats["mean_norm"]
+        have = acc.norm(dim=1)
+        rescale = (have > 0) & ~is_copy & ~flat.is_random[a:b] & ~flat.is_zero[a:b]
+        acc[rescale] *= (target_norm[rescale] / have[rescale])[:, None]
+    return acc
+
+
+def _check_finite(out: torch.Tensor, recipe: Recipe, name: str, block: int) -> None:
+    """Returns nothing; raises InputError naming the first target rows of `out` that hold NaN or Inf."""
+    n_tgt = len(recipe)
     bad = [
         t
         for a in range(0, n_tgt, block)
         for t in (a + (~torch.isfinite(out[a : min(a + block, n_tgt)])).any(dim=1).nonzero().flatten()).tolist()
     ]
     if bad:
-        show = ", ".join(f"{t} ({labels[t]} from {recipe.source_ids[t][:5]})" for t in bad[:5])
+        show = ", ".join(f"{t} ({recipe.labels[t]} from {recipe.source_ids[t][:5]})" for t in bad[:5])
         raise InputError(
             f"{name}: {len(bad)} built row(s) hold NaN or Inf, e.g. target id {show}. Check the source "
             f"model's rows (are they finite?) and the mapping's weights; with transplant.dtype float16 a "
             f"large row can overflow, use bfloat16 or float32."
         )
-    return out
 
 
 def zero_rows(t: torch.Tensor, block: int = 4096) -> torch.Tensor:

@@ -350,20 +350,11 @@ def _transplant(
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)
-    files, weight_map = checkpoint_files(model_dir)
-    if weight_map is None:
-        _, header = read_header(model_dir / SINGLE_FILE)
-        weight_map = {k: SINGLE_FILE for k in header if k != "__metadata__"}
+    files, weight_map = _weight_map(model_dir)
     where = locate_embeddings(model_dir, config, list(weight_map), trust_remote_code)
-    in_key, out_key, bias_key, tied = where["input"], where["output"], where["bias"], where["tied"]
-
-    n_src_rows = int(read_header(model_dir / weight_map[in_key])[1][in_key]["shape"][0])  # read later, when built
+    in_key, bias_key, tied = where["input"], where["bias"], where["tied"]
     n_src_tok = len(source_tokenizer)
-    if n_src_tok > n_src_rows:
-        raise InputError(
-            f"the source tokenizer has {n_src_tok} tokens but the model's input embedding '{in_key}' has only "
-            f"{n_src_rows} rows; this tokenizer does not belong to this model (set models.source_tokenizer)."
-        )
+    n_src_rows = _source_rows(model_dir, weight_map, in_key, n_src_tok)
 
     ctx = initialisers.InitContext(
         mapping=mapping,
@@ -374,10 +365,7 @@ def _transplant(
         calibration=calibration,
         trust_remote_code=trust_remote_code,
     )
-    recipe = recipe_fn(ctx)
-    if len(recipe) != mapping.target_vocab_size:
-        raise AssertionError(f"initialiser returned {len(recipe)} rows for {mapping.target_vocab_size} targets")
-    check_recipe_ids(recipe, n_src_rows, n_src_tok)
+    recipe = _checked_recipe(recipe_fn, ctx, n_src_rows, n_src_tok)
 
     n_tgt = len(target_tokenizer)
     n_rows = -(-n_tgt // pad_to_multiple_of) * pad_to_multiple_of
@@ -397,43 +385,13 @@ def _transplant(
         ctx=ctx,
         init=init,
     )
-    replacements, added, zero_ids, out_dtype_name = (
-        built["replacements"],
-        built["added"],
-        built["zero_ids"],
-        built["dtype"],
-    )
-    untied = built["untied"]
-    out_key = where["output"]
-
-    convert = out_dtype
-    by_file: dict[str, dict[str, Spilled]] = {}
-    for key, t in replacements.items():
-        by_file.setdefault(weight_map[key], {})[key] = t
-    added_by_file: dict[str, dict[str, Spilled]] = {}
-    for key, t in added.items():
-        added_by_file.setdefault(weight_map[key], {})[key] = t
+    zero_ids, untied = built["zero_ids"], built["untied"]
+    out_key = where["output"]  # _build_matrices names the head it adds to a tied checkpoint
 
     with atomic_dir(out_dir) as tmp:
-        rewritten, copied = [], []
-        for name in files:
-            if name in by_file or name in added_by_file or convert is not None:
-                stream_rewrite(
-                    model_dir / name, tmp / name, by_file.get(name, {}), convert, added=added_by_file.get(name)
-                )
-                rewritten.append(name)
-            else:
-                shutil.copyfile(model_dir / name, tmp / name)
-                copied.append(name)
-        if (model_dir / INDEX_FILE).is_file():
-            index = json.loads((model_dir / INDEX_FILE).read_text(encoding="utf-8"))
-            index["weight_map"].update({k: weight_map[k] for k in added})
-            index.setdefault("metadata", {})["total_size"] = sum(tensor_sizes(tmp / name) for name in files)
-            write_json(tmp / INDEX_FILE, index)
-        if trust_remote_code:
-            for py in model_dir.glob("*.py"):  # the model's own code travels with it (auto_map)
-                shutil.copyfile(py, tmp / py.name)
-
+        rewritten, copied = _write_weights(
+            model_dir, tmp, files, weight_map, built["replacements"], built["added"], out_dtype, trust_remote_code
+        )
         if untied:
             config.tie_word_embeddings = False
             config.get_text_config().tie_word_embeddings = False
@@ -461,7 +419,7 @@ def _transplant(
             "tensors": {"input": in_key, "output": out_key, "output_bias": bias_key},
             "files_rewritten": rewritten,
             "files_copied": copied,
-            "dtype": out_dtype_name,
+            "dtype": built["dtype"],
             "special_ids": ids,
             **({"init_info": ctx.info} if ctx.info else {}),
         }
@@ -478,3 +436,80 @@ def _transplant(
     if zero_ids:
         log.warning("transplant: %d target rows are all zero (e.g. ids %s)", len(zero_ids), zero_ids[:10])
     return summary
+
+
+def _weight_map(model_dir: Path) -> tuple[list[str], dict[str, str]]:
+    """The checkpoint's safetensors files and its tensor -> file map (a single file's, from its header)."""
+    files, weight_map = checkpoint_files(model_dir)
+    if weight_map is None:
+        _, header = read_header(model_dir / SINGLE_FILE)
+        weight_map = {k: SINGLE_FILE for k in header if k != "__metadata__"}
+    return files, weight_map
+
+
+def _source_rows(model_dir: Path, weight_map: dict[str, str], in_key: str, n_src_tok: int) -> int:
+    """The rows of the source input embedding (from its header; the tensor is read later, when built).
+
+    Raises:
+        InputError: the source tokenizer has more tokens than the embedding has rows.
+    """
+    n_src_rows = int(read_header(model_dir / weight_map[in_key])[1][in_key]["shape"][0])
+    if n_src_tok > n_src_rows:
+        raise InputError(
+            f"the source tokenizer has {n_src_tok} tokens but the model's input embedding '{in_key}' has only "
+            f"{n_src_rows} rows; this tokenizer does not belong to this model (set models.source_tokenizer)."
+        )
+    return n_src_rows
+
+
+def _checked_recipe(
+    recipe_fn: Callable[[initialisers.InitContext], initialisers.Recipe],
+    ctx: initialisers.InitContext,
+    n_src_rows: int,
+    n_src_tok: int,
+) -> initialisers.Recipe:
+    """The initialiser's Recipe, one row per target token, its source ids checked (check_recipe_ids)."""
+    recipe = recipe_fn(ctx)
+    if len(recipe) != ctx.mapping.target_vocab_size:
+        raise AssertionError(f"initialiser returned {len(recipe)} rows for {ctx.mapping.target_vocab_size} targets")
+    check_recipe_ids(recipe, n_src_rows, n_src_tok)
+    return recipe
+
+
+def _write_weights(
+    model_dir: Path,
+    tmp: Path,
+    files: list[str],
+    weight_map: dict[str, str],
+    replacements: dict[str, Spilled],
+    added: dict[str, Spilled],
+    convert: torch.dtype | None,
+    trust_remote_code: bool,
+) -> tuple[list[str], list[str]]:
+    """The weight files rewritten (new rows, added tensors, a dtype change) and copied into `tmp`.
+
+    Also writes the index of a sharded checkpoint and, under trust_remote_code, the model's own code.
+    """
+    by_file: dict[str, dict[str, Spilled]] = {}
+    for key, t in replacements.items():
+        by_file.setdefault(weight_map[key], {})[key] = t
+    added_by_file: dict[str, dict[str, Spilled]] = {}
+    for key, t in added.items():
+        added_by_file.setdefault(weight_map[key], {})[key] = t
+    rewritten, copied = [], []
+    for name in files:
+        if name in by_file or name in added_by_file or convert is not None:
+            stream_rewrite(model_dir / name, tmp / name, by_file.get(name, {}), convert, added=added_by_file.get(name))
+            rewritten.append(name)
+        else:
+            shutil.copyfile(model_dir / name, tmp / name)
+            copied.append(name)
+    if (model_dir / INDEX_FILE).is_file():
+        index = json.loads((model_dir / INDEX_FILE).read_text(encoding="utf-8"))
+        index["weight_map"].update({k: weight_map[k] for k in added})
+        index.setdefault("metadata", {})["total_size"] = sum(tensor_sizes(tmp / name) for name in files)
+        write_json(tmp / INDEX_FILE, index)
+    if trust_remote_code:
+        for py in model_dir.glob("*.py"):  # the model's own code travels with it (auto_map)
+            shutil.copyfile(py, tmp / py.name)
+    return rewritten, copied

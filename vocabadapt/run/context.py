@@ -16,6 +16,7 @@ from .layout import RunLayout
 
 if TYPE_CHECKING:
     from ..config import Config
+    from ..model.hub import DownloadRetry
 
 Paths = Callable[[RunLayout], tuple[Path, ...]]
 # (config) -> (the config keys that change the output under this config, facts derived from the config)
@@ -71,6 +72,13 @@ class StageContext:
     @property
     def run_dir(self) -> Path:
         return self.layout.root
+
+    @property
+    def download_retry(self) -> DownloadRetry:
+        """How the stage retries a model or tokenizer download (pipeline.max_retries, pipeline.retry_backoff)."""
+        from ..model.hub import DownloadRetry
+
+        return DownloadRetry.from_config(self.config.pipeline)
 
     def progress(self, total: int | None = None, unit: str = "it", desc: str | None = None) -> Any:
         """A progress bar labelled with the stage's position in the run ("[3/9] embed")."""

@@ -210,38 +210,33 @@ def _clear_resume_state(layout: RunLayout, spec: StageSpec) -> None:
 
 
 def _run_one(spec: StageSpec, ctx: StageContext, manifest: dict) -> None:
-    """Run one stage with retries for transient errors, and record it."""
+    """Run one stage once, and record it.
+
+    A stage is never rerun on a transient error: the downloads inside it retry themselves
+    (vocabadapt.model.hub, pipeline.max_retries). A network error that escapes a stage fails it with
+    a StageError; a rerun resumes it.
+    """
     config, layout = ctx.config, ctx.layout
     rec = mf.start_record(spec, config, manifest)
     manifest["stages"][spec.name] = rec
     write_json(layout.manifest, manifest)
 
-    attempts = config.pipeline.max_retries + 1
-    backoff = config.pipeline.retry_backoff
     t0 = time.perf_counter()
     mf.reset_peak_rss()
-    for attempt in range(1, attempts + 1):
-        try:
-            summary = spec.run(ctx) or {}
-            break
-        except (TransientError, ConnectionError, TimeoutError) as e:
-            if attempt == attempts:
-                rec.update(status="failed", error=str(e))
-                write_json(layout.manifest, manifest)
-                raise StageError(f"stage '{spec.name}' failed after {attempts} attempt(s): {e}") from e
-            log.warning(
-                "stage %s: transient error (%s); retry %d/%d in %.0fs", spec.name, e, attempt, attempts - 1, backoff
-            )
-            time.sleep(backoff)
-            backoff *= 2
-        except KeyboardInterrupt:
-            rec.update(status="interrupted")
-            write_json(layout.manifest, manifest)
-            raise
-        except VocabadaptError as e:
-            rec.update(status="failed", error=str(e))
-            write_json(layout.manifest, manifest)
-            raise
+    try:
+        summary = spec.run(ctx) or {}
+    except KeyboardInterrupt:
+        rec.update(status="interrupted")
+        write_json(layout.manifest, manifest)
+        raise
+    except (TransientError, ConnectionError, TimeoutError) as e:
+        rec.update(status="failed", error=str(e))
+        write_json(layout.manifest, manifest)
+        raise StageError(f"stage '{spec.name}' failed on a transient error: {e}; rerun to resume it") from e
+    except VocabadaptError as e:
+        rec.update(status="failed", error=str(e))
+        write_json(layout.manifest, manifest)
+        raise
     rec.update(
         status="done",
         finished=mf.now(),

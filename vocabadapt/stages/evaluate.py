@@ -38,7 +38,8 @@ def _candidates(ctx: StageContext) -> list[tuple[str, str, Any, str]]:
         base = cfg.evaluation.baseline_model
         if Path(base).is_dir() and not has_tokenizer(Path(base)):
             raise InputError(f"baseline model {base} has no tokenizer files; save its tokenizer into it")
-        out.append(("baseline", base, load_tokenizer(base, cfg.models, cfg.tokenization.cache_dir), base))
+        tok = load_tokenizer(base, cfg.models, cfg.tokenization.cache_dir, ctx.download_retry)
+        out.append(("baseline", base, tok, base))
     for name in MODELS:
         d = layout.model_dir(name)
         if not (d / "config.json").is_file():
@@ -94,7 +95,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     results: dict[str, dict] = {}
     with ctx.progress(total=len(candidates), unit="model") as bar:
         for name, path, tok, tok_src in candidates:  # one model in memory at a time
-            model = load_model_for_eval(path, cfg.models, cfg.tokenization.cache_dir)
+            model = load_model_for_eval(path, cfg.models, cfg.tokenization.cache_dir, ctx.download_retry)
             results[name] = {
                 **evaluate_model(name, model, tok, prepared, ev, ev.context_length),
                 "path": path,

@@ -42,12 +42,12 @@ def prepare_tokenizers(ctx: StageContext) -> dict[str, Any]:
 
     cfg, layout = ctx.config, ctx.layout
     cache = cfg.tokenization.cache_dir
-    src = load_tokenizer(source_tokenizer_name(cfg.models), cfg.models, cache)
+    src = load_tokenizer(source_tokenizer_name(cfg.models), cfg.models, cache, ctx.download_retry)
     spec = cfg.models.target_tokenizer
     if spec is None:
         raise InputError("models.target_tokenizer must be set: a tokenizer path/id, or {train: {...}}")
     if isinstance(spec, str):
-        tgt = load_tokenizer(spec, cfg.models, cache)
+        tgt = load_tokenizer(spec, cfg.models, cache, ctx.download_retry)
     else:  # trained on the training split only, never the held-out text
         tgt = train_tokenizer(batches(layout.corpus_texts("train"), 1000), spec.train)
     terms_added = 0

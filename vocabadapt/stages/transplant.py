@@ -33,7 +33,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     if not cfg.models.source_model:
         raise InputError("models.source_model must be set to the model to transplant (local directory or HF id)")
     mapping = layout.token_mapping()
-    model_dir = resolve_model_dir(cfg.models.source_model, cfg.tokenization.cache_dir)  # a .gguf: its HF copy
+    # a .gguf: its HF copy; a hub id: its snapshot
+    model_dir = resolve_model_dir(cfg.models.source_model, cfg.tokenization.cache_dir, ctx.download_retry)
     calibration = None
     if initialisers.refiner(cfg.alignment.init) is not None:
         texts = first_bytes(layout.corpus_texts("train"), cfg.alignment.calibration_bytes)

@@ -199,6 +199,18 @@ def _heldout_by_hash(digest: bytes, fraction: float) -> bool:
     return int.from_bytes(digest[:8], "big") / 2.0**64 < fraction
 
 
+# split_corpus's counters, in the order corpus/stats.json lists them.
+_TOTALS = (
+    "documents",
+    "bytes",
+    "duplicates",
+    "too_short",
+    "heldout_documents",
+    "heldout_bytes",
+    "heldout_over_cap",
+)
+
+
 def split_corpus(cfg: CorpusConfig, min_len: int, train_path: Path, heldout_path: Path) -> dict[str, Any]:
     """Read the corpus inputs, deduplicate, budget and split them into two JSONL files ({"id", "text"}).
 
@@ -211,24 +223,11 @@ def split_corpus(cfg: CorpusConfig, min_len: int, train_path: Path, heldout_path
     Raises:
         InputError: no input, an unsupported or unreadable file, or no usable training document.
     """
-    if not cfg.inputs:
-        raise InputError("corpus.inputs is empty; list the training text files (.jsonl/.txt/.parquet)")
-    train_files = expand_inputs(cfg.inputs)
-    heldout_files = expand_inputs(cfg.heldout_inputs) if cfg.heldout_inputs else []
-    for p in train_files + heldout_files:
-        _kind(p)  # unsupported types fail before any work
+    train_files, heldout_files = _input_files(cfg)
     budget = cfg.budget_bytes()
     seen: set[bytes] = set()
     per_file: dict[str, FileStats] = {}
-    totals = {
-        "documents": 0,
-        "bytes": 0,
-        "duplicates": 0,
-        "too_short": 0,
-        "heldout_documents": 0,
-        "heldout_bytes": 0,
-        "heldout_over_cap": 0,
-    }
+    totals = dict.fromkeys(_TOTALS, 0)
     budget_reached = False
 
     with atomic_write(train_path) as ftrain, atomic_write(heldout_path) as fheld:
@@ -277,21 +276,28 @@ def split_corpus(cfg: CorpusConfig, min_len: int, train_path: Path, heldout_path
             keep(doc_id, text, False)
 
         if totals["documents"] == 0:
-            bad = sum(s.bad_lines for s in per_file.values())
-            first = next((f"{k}: {s.first_bad_lines[0]}" for k, s in per_file.items() if s.first_bad_lines), "")
-            raise InputError(
-                f"the corpus has no usable training text: {bad} bad line(s){' (first: ' + first + ')' if first else ''}, "
-                f"{totals['too_short']} document(s) shorter than tokenization.min_line_length={min_len}, "
-                f"{totals['duplicates']} duplicate(s), {totals['heldout_documents']} held out. Check corpus.inputs "
-                f"and corpus.text_fields={cfg.text_fields}."
-            )
+            raise _no_training_text(cfg, min_len, totals, per_file)
 
     if totals["heldout_documents"] == 0:
         log.warning(
             "the held-out split is empty (heldout_fraction=%s); evaluation and the span test will lack text",
             cfg.heldout_fraction,
         )
-    stats = {
+    heldout_source = "files" if heldout_files else f"hash fraction {cfg.heldout_fraction}"
+    stats = _corpus_stats(totals, per_file, budget, budget_reached, heldout_source)
+    _log_stats(stats, per_file)
+    return stats
+
+
+def _corpus_stats(
+    totals: dict[str, int],
+    per_file: dict[str, FileStats],
+    budget: int | None,
+    budget_reached: bool,
+    heldout_source: str,
+) -> dict[str, Any]:
+    """The statistics split_corpus returns (corpus/stats.json): totals, per-file counts, the budget."""
+    return {
         **totals,
         "bad_lines": sum(s.bad_lines for s in per_file.values()),
         "files": {
@@ -300,8 +306,41 @@ def split_corpus(cfg: CorpusConfig, min_len: int, train_path: Path, heldout_path
         },
         "budget_bytes": budget,
         "budget_applied": budget_reached,
-        "heldout_source": "files" if heldout_files else f"hash fraction {cfg.heldout_fraction}",
+        "heldout_source": heldout_source,
     }
+
+
+def _input_files(cfg: CorpusConfig) -> tuple[list[Path], list[Path]]:
+    """The training and held-out input files, each of a supported type.
+
+    Raises:
+        InputError: no inputs, or a file of an unsupported type (before any work).
+    """
+    if not cfg.inputs:
+        raise InputError("corpus.inputs is empty; list the training text files (.jsonl/.txt/.parquet)")
+    train_files = expand_inputs(cfg.inputs)
+    heldout_files = expand_inputs(cfg.heldout_inputs) if cfg.heldout_inputs else []
+    for p in train_files + heldout_files:
+        _kind(p)  # unsupported types fail before any work
+    return train_files, heldout_files
+
+
+def _no_training_text(
+    cfg: CorpusConfig, min_len: int, totals: dict[str, int], per_file: dict[str, FileStats]
+) -> InputError:
+    """The error for a corpus that left no training document: why each document went, and what to check."""
+    bad = sum(s.bad_lines for s in per_file.values())
+    first = next((f"{k}: {s.first_bad_lines[0]}" for k, s in per_file.items() if s.first_bad_lines), "")
+    return InputError(
+        f"the corpus has no usable training text: {bad} bad line(s){' (first: ' + first + ')' if first else ''}, "
+        f"{totals['too_short']} document(s) shorter than tokenization.min_line_length={min_len}, "
+        f"{totals['duplicates']} duplicate(s), {totals['heldout_documents']} held out. Check corpus.inputs "
+        f"and corpus.text_fields={cfg.text_fields}."
+    )
+
+
+def _log_stats(stats: dict[str, Any], per_file: dict[str, FileStats]) -> None:
+    """Log each file's skipped bad lines, then the corpus totals (returns nothing)."""
     for name, st in per_file.items():
         if st.bad_lines:
             log.warning(
@@ -313,10 +352,9 @@ def split_corpus(cfg: CorpusConfig, min_len: int, train_path: Path, heldout_path
             )
     log.info(
         "corpus: %d documents (%.1f MB) for training, %d held out, %d duplicates, %d bad lines",
-        totals["documents"],
-        totals["bytes"] / 1e6,
-        totals["heldout_documents"],
-        totals["duplicates"],
+        stats["documents"],
+        stats["bytes"] / 1e6,
+        stats["heldout_documents"],
+        stats["duplicates"],
         stats["bad_lines"],
     )
-    return stats

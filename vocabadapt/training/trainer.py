@@ -34,7 +34,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -242,29 +242,100 @@ def train_stage(
         StageError: NaN/Inf loss, batch out of memory, resume refused, flash-attn missing.
         InputError: bad model, data or held-out sample; LoRA targets missing from the model.
     """
-    from ..model.hub import load_tokenizer
-
     models = models or ModelsConfig()
     model_dir, train_shards = Path(model_dir), Path(train_shards)
     output_dir, metrics_dir, checkpoint_dir = Path(output_dir), Path(metrics_dir), Path(checkpoint_dir)
     rank, world_size = world()
     main = rank == 0
     t0 = time.perf_counter()
-    per_step = cfg.batch_size * cfg.gradient_accumulation * world_size  # sequences per optimiser step
-
     if settings.steps == 0:
-        log.info("%s: 0 steps configured, stage skipped; %s is a copy of %s", settings.name, output_dir, model_dir)
-        if main:
-            copy_model(model_dir, output_dir)
-        return {
-            "skipped": True,
-            "steps": 0,
-            "tokens": 0,
-            "mode": settings.trainable,
-            "sequences": {"start": settings.start_position, "stop": settings.start_position, "ranges": []},
-        }
+        return _skip_stage(settings, model_dir, output_dir, main)
 
     # ---- validate everything before loading weights
+    plan = _plan_stage(
+        settings, cfg, model_dir, train_shards, metrics_dir, checkpoint_dir, heldout_texts, models, world_size, main
+    )
+
+    # ---- the model
+    model, matrices, lora_targets = _prepare_model(model_dir, settings, cfg, models, plan.attn, plan.resume.checkpoint)
+    save_dtype = _checkpoint_dtype(model_dir)
+    trainee = _Trainee(
+        matrix_names=["embeddings" if i == 0 else "head" for i in range(len(matrices))],
+        n_trainable=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        n_total=sum(p.numel() for p in model.parameters()),
+        lora_targets=lora_targets,
+    )
+    if main:
+        write_json(checkpoint_dir / STATE_FILE, plan.resume.state)
+
+    # ---- the trainer
+    health = EmbeddingHealth(matrices, trainee.matrix_names, row_groups) if settings.trainable == "embeddings" else None
+    _fit_stage(model, settings, cfg, plan, checkpoint_dir, health, matrices, callbacks, progress if main else None)
+
+    # ---- finish: merge, score, write
+    final = model.merge_and_unload() if settings.trainable == "lora" else model
+    if not main:
+        return {}
+    bpb_after = plan.eval_fn(final) if plan.eval_fn is not None else None
+    final.to(save_dtype)
+    with atomic_dir(output_dir) as tmp:
+        final.save_pretrained(str(tmp), safe_serialization=True)
+        plan.tokenizer.save_pretrained(str(tmp))
+    return _summarise(settings, cfg, plan, trainee, health is not None, bpb_after, round(time.perf_counter() - t0, 3))
+
+
+def _skip_stage(settings: StageSettings, model_dir: Path, output_dir: Path, main: bool) -> dict[str, Any]:
+    """The summary of a stage of 0 steps, whose output is a copy of its input model."""
+    log.info("%s: 0 steps configured, stage skipped; %s is a copy of %s", settings.name, output_dir, model_dir)
+    if main:
+        copy_model(model_dir, output_dir)
+    return {
+        "skipped": True,
+        "steps": 0,
+        "tokens": 0,
+        "mode": settings.trainable,
+        "sequences": {"start": settings.start_position, "stop": settings.start_position, "ranges": []},
+    }
+
+
+@dataclass
+class _Plan:
+    """A stage as checked before any weights load: precision, attention, data, held-out scorer, resume point."""
+
+    world_size: int
+    per_step: int  # sequences per optimiser step, all processes together
+    bf16: bool
+    attn: str
+    tokenizer: Any
+    packed: PackedSequences
+    order: SequenceOrder
+    count: int  # sequences the stage trains on
+    eval_fn: Callable[[Any], float] | None
+    heldout_bytes: int
+    metrics_path: Path
+    resume: _Resume
+
+
+def _plan_stage(
+    settings: StageSettings,
+    cfg: VocabAdaptationConfig,
+    model_dir: Path,
+    train_shards: Path,
+    metrics_dir: Path,
+    checkpoint_dir: Path,
+    heldout_texts: Sequence[str] | None,
+    models: ModelsConfig,
+    world_size: int,
+    main: bool,
+) -> _Plan:
+    """The stage's _Plan: everything train_stage checks and reads before it loads the model's weights.
+
+    Raises:
+        StageError: flash-attn missing, resume refused. InputError: no model directory, no shards, bad tokenizer.
+    """
+    from ..model.hub import load_tokenizer
+
+    per_step = cfg.batch_size * cfg.gradient_accumulation * world_size
     bf16 = _resolve_bf16(cfg.bf16)
     attn = _attn_implementation(cfg.use_flash_attn)
     if not (model_dir / "config.json").is_file():
@@ -272,7 +343,6 @@ def train_stage(
     tokenizer = load_tokenizer(str(model_dir), models)
     packed = PackedSequences(_reader(train_shards), cfg.max_seq_length, tokenizer.eos_token_id)
     order = SequenceOrder(len(packed), cfg.seed, cfg.shuffle)
-    count = settings.steps * per_step
     eval_fn, heldout_bytes = None, 0
     if heldout_texts is not None:
         sample = heldout_sample(heldout_texts, cfg.eval_max_bytes)
@@ -281,74 +351,100 @@ def train_stage(
     metrics_path = metrics_dir / METRICS_FILE
     record = settings_record(settings, cfg, world_size, bf16, model_dir, train_shards)
     resume = _find_resume(settings, record, checkpoint_dir, metrics_path, main)
-    state = resume.state
+    return _Plan(
+        world_size=world_size,
+        per_step=per_step,
+        bf16=bf16,
+        attn=attn,
+        tokenizer=tokenizer,
+        packed=packed,
+        order=order,
+        count=settings.steps * per_step,
+        eval_fn=eval_fn,
+        heldout_bytes=heldout_bytes,
+        metrics_path=metrics_path,
+        resume=resume,
+    )
 
-    # ---- the model
-    model, matrices, lora_targets = _prepare_model(model_dir, settings, cfg, models, attn, resume.checkpoint)
-    save_dtype = _checkpoint_dtype(model_dir)
-    matrix_names = ["embeddings" if i == 0 else "head" for i in range(len(matrices))]
-    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    n_total = sum(p.numel() for p in model.parameters())
 
-    if main:
-        write_json(checkpoint_dir / STATE_FILE, state)
+@dataclass
+class _Trainee:
+    """What the summary reports about the model a stage trains."""
 
-    # ---- the trainer
-    health = EmbeddingHealth(matrices, matrix_names, row_groups) if settings.trainable == "embeddings" else None
+    matrix_names: list[str]  # "embeddings" and, when untied, "head"
+    n_trainable: int
+    n_total: int
+    lora_targets: list[str] | None
+
+
+def _fit_stage(
+    model: Any,
+    settings: StageSettings,
+    cfg: VocabAdaptationConfig,
+    plan: _Plan,
+    checkpoint_dir: Path,
+    health: EmbeddingHealth | None,
+    matrices: list[torch.nn.Parameter],
+    callbacks: Sequence[Any],
+    progress: Any,
+) -> None:
+    """Train `model` in place through HF Trainer (vocabadapt.training.loop.fit), watched by a StageMonitor."""
     monitor = StageMonitor(
-        metrics_path,
-        per_step * cfg.max_seq_length,
+        plan.metrics_path,
+        plan.per_step * cfg.max_seq_length,
         cfg.spike_factor,
         cfg.eval_steps,
-        eval_fn,
+        plan.eval_fn,
         health,
-        state,
+        plan.resume.state,
         checkpoint_dir / STATE_FILE,
-        progress if main else None,
+        progress,
     )
     fit(
         model,
         settings,
         cfg,
-        PackedDataset(packed, order, settings.start_position, count),
+        PackedDataset(plan.packed, plan.order, settings.start_position, plan.count),
         checkpoint_dir,
-        bf16,
-        world_size,
+        plan.bf16,
+        plan.world_size,
         monitor,
         [*([TrainableRowsSaver(matrices)] if settings.trainable == "lora" else []), *callbacks],
-        resume.checkpoint,
+        plan.resume.checkpoint,
     )
 
-    # ---- finish: merge, score, write
-    final = model.merge_and_unload() if settings.trainable == "lora" else model
-    if not main:
-        return {}
-    bpb_after = eval_fn(final) if eval_fn is not None else None
-    final.to(save_dtype)
-    with atomic_dir(output_dir) as tmp:
-        final.save_pretrained(str(tmp), safe_serialization=True)
-        tokenizer.save_pretrained(str(tmp))
+
+def _summarise(
+    settings: StageSettings,
+    cfg: VocabAdaptationConfig,
+    plan: _Plan,
+    trainee: _Trainee,
+    health: bool,
+    bpb_after: float | None,
+    wall_s: float,
+) -> dict[str, Any]:
+    """The stage summary (vocabadapt.training.loop.stage_summary), also logged in one line."""
     summary = stage_summary(
         settings,
         cfg,
-        read_jsonl(metrics_path),
-        per_step=per_step,
-        world_size=world_size,
-        count=count,
-        order=order,
-        packed=packed,
-        bf16=bf16,
-        attn=attn,
-        matrix_names=matrix_names,
-        n_trainable=n_trainable,
-        n_total=n_total,
-        lora_targets=lora_targets,
-        state=state,
+        read_jsonl(plan.metrics_path),
+        per_step=plan.per_step,
+        world_size=plan.world_size,
+        count=plan.count,
+        order=plan.order,
+        packed=plan.packed,
+        bf16=plan.bf16,
+        attn=plan.attn,
+        matrix_names=trainee.matrix_names,
+        n_trainable=trainee.n_trainable,
+        n_total=trainee.n_total,
+        lora_targets=trainee.lora_targets,
+        state=plan.resume.state,
         bpb_after=bpb_after,
-        heldout_bytes=heldout_bytes,
-        resume_from=resume.checkpoint,
-        health=health is not None,
-        wall_s=round(time.perf_counter() - t0, 3),
+        heldout_bytes=plan.heldout_bytes,
+        resume_from=plan.resume.checkpoint,
+        health=health,
+        wall_s=wall_s,
     )
     log.info(
         "%s: %d steps, loss %s -> %s, held-out bpb %s -> %s",
