@@ -50,6 +50,7 @@ KILL_STAGES = ("corpus", "tokenize", "embed", "align", "transplant", "stage1", "
 # Makes configs/demo-tiny.yaml take about two minutes on 2 CPU cores; every run uses exactly these.
 TINY = (
     "corpus.byte_budget=200000",
+    "embedding.enabled=true",  # the embed stage trains vectors (the default init reads none) and is killed too
     "embedding.fasttext.thread=1",  # bitwise-deterministic fastText
     "embedding.fasttext.epochs=1",
     "vocab_adaptation.stage1_steps=6",
@@ -401,6 +402,7 @@ def checkpoint_corruption(
 MIDSTAGE = (
     "corpus.byte_budget=2000000",
     "tokenization.shard_tokens=20000",
+    "embedding.enabled=true",
     "embedding.fasttext.thread=1",
     "embedding.fasttext.epochs=1",
 )

@@ -169,7 +169,8 @@ def write_config(path: Path, corpus: Path, source_tok: Path, epochs: int) -> Pat
         },
         "corpus": {"inputs": [str(corpus)], "deduplicate": True, "heldout_fraction": 0.01},
         "term_mining": {"enabled": True},
-        "embedding": {"fasttext": {"epochs": epochs, "dim": 100, "thread": None}},
+        # vectors trained whatever alignment.init: the embed stage is measured (tokalign, soft, null need it)
+        "embedding": {"enabled": True, "fasttext": {"epochs": epochs, "dim": 100, "thread": None}},
         "pipeline": {"run_root": str(path.parent)},
     }
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
