@@ -191,3 +191,44 @@ def test_same_inputs_give_bitwise_identical_models(toks, tmp_path):
     assert (tmp_path / "out0" / "model.safetensors").read_bytes() == (
         tmp_path / "out1" / "model.safetensors"
     ).read_bytes()
+
+
+def test_sharded_tied_checkpoint_is_untied_exactly_as_the_single_file_one(toks, tmp_path):
+    """A tied model in several safetensors shards: fvt_prior's head is added as a new tensor to the rewritten
+    shards, and the result equals the single-file transplant tensor for tensor (and in its logits)."""
+    from transformers import AutoModelForCausalLM
+
+    from helpers import tiny_model
+
+    source, target = toks
+    model = tiny_model("llama", vocab_size=len(source), layers=4, tie=True)
+    single, sharded = tmp_path / "single", tmp_path / "sharded"
+    model.save_pretrained(str(single))
+    model.save_pretrained(str(sharded), max_shard_size="40KB")
+    for d in (single, sharded):
+        source.save_pretrained(str(d))
+    assert len(list(sharded.glob("*.safetensors"))) >= 3
+    cal = Calibration(texts=[OTHER + TEXT] * 2, max_tokens=48)
+    summaries = {
+        name: transplant_model(
+            d,
+            source,
+            target,
+            identical_mapping(source, target),
+            tmp_path / f"out_{name}",
+            init="fvt_prior",
+            calibration=cal,
+        )
+        for name, d in (("single", single), ("sharded", sharded))
+    }
+    assert summaries["sharded"]["untied_by_init"] and summaries["sharded"]["tied"] is False
+    a, b = tensors(tmp_path / "out_single"), tensors(tmp_path / "out_sharded")
+    assert "lm_head.weight" in b and not torch.equal(b["lm_head.weight"], b["model.embed_tokens.weight"])
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    loaded = AutoModelForCausalLM.from_pretrained(str(tmp_path / "out_sharded")).eval()
+    assert loaded.config.tie_word_embeddings is False
+    assert torch.equal(loaded.get_output_embeddings().weight, b["lm_head.weight"])
+    ids = target(TEXT[:80], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        single_logits = AutoModelForCausalLM.from_pretrained(str(tmp_path / "out_single")).eval()(ids).logits
+        assert torch.equal(loaded(ids).logits, single_logits)
