@@ -18,35 +18,20 @@ stays flat. Writes benchmarks/results/align_speed.md.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from common import cpu_model, git_commit, json_child, load_average, peak_rss_mb, ram_gib, rss_mb, utc_now
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "align_speed.md"
 K = 5
 DIM = 100
-
-
-def _peak_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -142,13 +127,13 @@ def run_case(spec: dict) -> dict:
         tv, sv, tp, sp = real_inputs(Path(spec["run_dir"]), spec["pivots"], spec["seed"])
     else:
         tv, sv, tp, sp = synthetic_inputs(spec["n_t"], spec["n_s"], spec["pivots"])
-    base = _rss_mb()
+    base = rss_mb()
     t0 = time.perf_counter()
     out = IMPLS[spec["impl"]](tv, sv, tp, sp)
     wall = time.perf_counter() - t0
     res = {
         "wall_s": round(wall, 2),
-        "peak_mb": round(_peak_mb(), 1),
+        "peak_mb": round(peak_rss_mb(), 1),
         "inputs_rss_mb": round(base, 1),
         "n_t": int(tv.shape[0]),
         "n_s": int(sv.shape[0]),
@@ -160,27 +145,15 @@ def run_case(spec: dict) -> dict:
 
 
 def spawn(spec: dict) -> dict:
-    cmd = [sys.executable, __file__, "--child", json.dumps(spec)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{spec['impl']} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    """Run one case in a child process of this script (its own peak memory); return its result."""
+    return json_child([sys.executable, __file__, "--child", json.dumps(spec)], spec["impl"])
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    """The machine line of align_speed.md (and of speed.md, which reuses it)."""
     return (
-        f"{platform.node()}: {cpu}, {os.cpu_count()} cores visible, {mem:.0f} GiB RAM, Python "
-        f"{platform.python_version()}, load average at start {load} (other jobs share these cores)"
+        f"{platform.node()}: {cpu_model('unknown CPU')}, {os.cpu_count()} cores visible, {ram_gib():.0f} GiB RAM, "
+        f"Python {platform.python_version()}, load average at start {load_average()} (other jobs share these cores)"
     )
 
 
@@ -218,9 +191,9 @@ def main() -> None:
         "# Align speed and memory",
         "",
         f"- command: `python {' '.join([Path(sys.argv[0]).as_posix()] + sys.argv[1:])}`",
-        f"- commit: {subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True, cwd=ROOT).stdout.strip()}",
+        f"- commit: {git_commit()}",
         f"- machine: {machine()}; torch threads {args.threads}",
-        f"- date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}",
+        f"- date: {utc_now()}",
         f"- top-k {K}; each implementation in its own process; peak = VmHWM of that process (inputs included)",
         "",
     ]
@@ -290,7 +263,7 @@ def main() -> None:
             "peak memory is inputs plus fixed 64 MiB score tiles.",
             "",
         ]
-    lines.append(f"Load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}.")
+    lines.append(f"Load average at the end: {load_average()}.")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines))
     print("\n".join(lines))

@@ -25,7 +25,6 @@ Writes benchmarks/results/speed.md and speed.json.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import gzip
 import json
 import os
@@ -43,19 +42,12 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import align_speed  # noqa: E402  (reused: spawn, machine)
 import speed_real  # noqa: E402
 import transplant_memory  # noqa: E402  (reused: measure)
+from common import git_commit, load_average, log, read_json, utc_now, vocabadapt  # noqa: E402
 
 CACHE = ROOT / "benchmarks" / "cache" / "speed"
 QUALITY = ROOT / "benchmarks" / "cache" / "quality"
 BIOGPT = Path("/work/shared/data/tokenizers/biogpt")
 NEOX = Path("/work/shared/data/tokenizers/gpt-neox-20b/tokenizer.json")
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def read_json(p: Path):
-    return json.loads(Path(p).read_text())
 
 
 def corpus_tokenize(model: Path) -> dict:
@@ -71,7 +63,7 @@ def corpus_tokenize(model: Path) -> dict:
         "--set",
         f"models.source_model={model}",
     ]
-    subprocess.run([sys.executable, "-m", "vocabadapt", *cmd], cwd=ROOT, check=True, capture_output=True)
+    vocabadapt(cmd, CACHE / "demo.log")
     man = read_json(run / "manifest.json")["stages"]
     stats = read_json(run / "corpus" / "stats.json") if (run / "corpus" / "stats.json").exists() else {}
     nbytes = sum((run / "corpus" / f).stat().st_size for f in ("train.jsonl", "heldout.jsonl"))
@@ -305,9 +297,7 @@ def main() -> None:
     t0 = time.perf_counter()
     CACHE.mkdir(parents=True, exist_ok=True)
     mach = align_speed.machine()
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
+    commit = git_commit()
     default_model = str(ROOT / "examples" / "pubmed_demo" / "model")
     me = (
         "python benchmarks/speed.py"
@@ -326,7 +316,7 @@ def main() -> None:
             command="python benchmarks/speed.py --only-real",
             commit=commit,
             machine=mach,
-            date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            date=utc_now(),
             load_avg_end=os.getloadavg(),
         )
         res.setdefault("wall_s", res["real"]["wall_s"])
@@ -338,9 +328,7 @@ def main() -> None:
         res.setdefault("machine", mach)
         me, commit, mach = res["command"], res["commit"], res["machine"]
     else:
-        res.update(
-            command=me, commit=commit, machine=mach, date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        )
+        res.update(command=me, commit=commit, machine=mach, date=utc_now())
         log("corpus + tokenize")
         res["corpus_tokenize"] = corpus_tokenize(Path(args.source_model).resolve())
         log("fast vs slow tokenizers")
@@ -367,14 +355,11 @@ def main() -> None:
         f"- command: `{me}` (figures marked * are read from another run; its command is given)",
         f"- commit: {commit}",
         f"- machine: {mach}",
-        f"- date: {res.get('date', dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds'))}; seeds: 0 everywhere"
+        f"- date: {res.get('date', utc_now())}; seeds: 0 everywhere"
         + (
-            f"; figures marked * refreshed by `python benchmarks/speed.py --reuse` at "
-            f"{dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}"
-            if args.reuse
-            else ""
+            f"; figures marked * refreshed by `python benchmarks/speed.py --reuse` at {utc_now()}" if args.reuse else ""
         ),
-        f"- this script's wall time: {res['wall_s']:.0f} s; load average {', '.join(f'{x:.1f}' for x in os.getloadavg())} "
+        f"- this script's wall time: {res['wall_s']:.0f} s; load average {load_average()} "
         f"when written (a shared machine: compare figures only within a row)",
         "",
         "| what | vocabadapt | reference | ratio | how measured |",

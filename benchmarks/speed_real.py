@@ -26,10 +26,11 @@ import json
 import math
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+import common
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "benchmarks" / "cache" / "speed" / "real"
@@ -57,7 +58,8 @@ print(json.dumps({"wall_s": wall, "peak_mb": hwm}))
 
 
 def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+    """common.log to stderr: stdout carries the JSON result."""
+    common.log(msg, file=sys.stderr)
 
 
 def setup_run() -> Path:
@@ -68,28 +70,20 @@ def setup_run() -> Path:
         return run
     shutil.rmtree(run, ignore_errors=True)
     log(f"setup: vocabadapt run {DEMO.relative_to(ROOT)} --until transplant")
-    subprocess.run(
-        [sys.executable, "-m", "vocabadapt", "run", str(DEMO), "--run-dir", str(run), "--until", "transplant"],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    )
+    CACHE.mkdir(parents=True, exist_ok=True)
+    common.vocabadapt(["run", str(DEMO), "--run-dir", str(run), "--until", "transplant"], CACHE / "setup.log")
     return run
 
 
 def child(what: str, src: Path, out: Path, run: Path, threads: int) -> dict:
     shutil.rmtree(out, ignore_errors=True)
-    r = subprocess.run(
+    r = common.json_child(
         [sys.executable, "-c", CHILD, what, str(src), str(out), str(run), str(threads)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+        f"{what} child",
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
-    if r.returncode != 0:
-        raise RuntimeError(f"{what} child failed: {r.stderr[-2000:]}")
     shutil.rmtree(out, ignore_errors=True)
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    return r
 
 
 def training_pair(run: Path, cfg, stage: str, steps: int, warmup: int, work: Path) -> dict:

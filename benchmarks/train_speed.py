@@ -15,14 +15,12 @@ packing, against padding every abstract to the sequence length.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import logging
 import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +31,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from common import git_commit, git_dirty, utc_now  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPTNeoXConfig, Trainer, TrainerCallback, TrainingArguments  # noqa: E402
 from transformers.trainer_callback import PrinterCallback  # noqa: E402
 
@@ -181,15 +180,8 @@ def main() -> None:
         sequences = [torch.from_numpy(packed[order[g]]) for g in range(n)]
         stats = packed.stats()
 
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "vocabadapt/training/", "benchmarks/train_speed.py"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
+        commit = git_commit()
+        dirty = git_dirty(["vocabadapt/training/", "benchmarks/train_speed.py"])
         bare, ours, own_share = [], [], []
         for r in range(a.repeats):
             t = bare_run(model_dir, sequences, cfg, a.steps, work / f"bare{r}")
@@ -230,7 +222,7 @@ def main() -> None:
             f"- command: `python benchmarks/train_speed.py --steps {a.steps} --repeats {a.repeats} --batch {a.batch} "
             f"--seq {a.seq} --hidden {a.hidden} --layers {a.layers}`",
             f"- commit: {commit}{' (with uncommitted changes)' if dirty else ''}",
-            f"- date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}",
+            f"- date: {utc_now()}",
             f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
             f"{'CUDA' if torch.cuda.is_available() else 'CPU only, fp32'}; load average at the end {load[0]:.1f} "
             f"(the machine is shared: absolute numbers are noisy, runs alternate so load hits both alike)",

@@ -22,16 +22,15 @@ and date). Needs ../shared/data/tokenizers/gpt-neox-20b/tokenizer.json (falls ba
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import git_commit, json_child, utc_now
 
 ROOT = Path(__file__).resolve().parents[1]
 NEOX = ROOT.parent / "shared" / "data" / "tokenizers" / "gpt-neox-20b" / "tokenizer.json"
@@ -76,16 +75,9 @@ def synthetic_tokenizer(path: Path, n: int = 50277) -> Path:
 
 
 def measure(what: str, model_dir: Path, out_dir: Path, tok_path: Path) -> dict:
+    """Peak RSS growth and wall time of `what` ("transplant" or "load") in a fresh process."""
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false")
-    res = subprocess.run(
-        [sys.executable, "-c", CHILD, what, str(model_dir), str(out_dir), str(tok_path)],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    if res.returncode != 0:
-        raise SystemExit(f"{what} failed:\n{res.stderr[-3000:]}")
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    return json_child([sys.executable, "-c", CHILD, what, str(model_dir), str(out_dir), str(tok_path)], what, env=env)
 
 
 def main() -> None:
@@ -133,16 +125,14 @@ def main() -> None:
         table.append((layers, params, model_mb, results))
         for d in (sharded, single, work / "out-sharded", work / "out-single", work / "out-naive"):
             shutil.rmtree(d, ignore_errors=True)
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
+    commit = git_commit()
     lines = [
         "# Transplant peak memory: sharded rewrite vs loading the model",
         "",
         f"- command: `python benchmarks/transplant_memory.py --hidden {args.hidden} --layers "
         f"{' '.join(map(str, args.layers))} "
         f"--shard-size {args.shard_size}`",
-        f"- commit: {commit}; date: {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- commit: {commit}; date: {utc_now('%Y-%m-%d %H:%M UTC')}",
         f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, {platform.platform()}, Python "
         f"{platform.python_version()}, torch {torch.__version__}, transformers {tf.__version__}",
         f"- models: Llama architecture, hidden {args.hidden}, {rows} rows (untied), float32, shards of "
