@@ -20,11 +20,12 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from common import git_commit, utc_now
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -165,9 +166,7 @@ def main() -> None:
     ap.add_argument("--work", default="/work/scratch/lmeval", help="model copy and question file go here")
     args = ap.parse_args()
     # the code measured is the code at the start (the tree may move while a long run goes on)
-    commit = subprocess.run(
-        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
+    commit = git_commit()
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -217,7 +216,7 @@ def main() -> None:
         "acc_vocabadapt": acc["vocabadapt"],
         "acc_lm_eval": acc["lm-eval"],
         "commit": commit,
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "date": utc_now("%Y-%m-%d %H:%M UTC"),
         "command": "python benchmarks/eval_speed.py " + " ".join(sys.argv[1:]),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
         "load_average_at_end": os.getloadavg()[0],

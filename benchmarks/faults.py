@@ -42,6 +42,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common import cpu_model, git_commit, git_dirty, log, utc_now
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
@@ -67,10 +69,6 @@ EVAL_RTOL = 1e-4
 
 # --------------------------------------------------------------------------------------------------
 # helpers
-
-
-def log(msg: str) -> None:
-    print(f"[{dt.datetime.now().strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 def read_manifest(run_dir: Path) -> dict[str, Any]:
@@ -241,7 +239,7 @@ def fuzz(examples: int, work: Path) -> dict[str, Any]:
         "counts": counts,
         "pytest_rc": proc.returncode,
         "code": _git_commit(),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": utc_now(),
         "pytest_tail": tail,
         "wall_s": round(time.perf_counter() - t0, 1),
     }
@@ -576,11 +574,11 @@ def main(argv: list[str] | None = None) -> int:
         model, model_note = choose_model(args.model, work)
         results.setdefault(
             "code",
-            f"{_git_commit()}, vocabadapt/ copied at {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}",
+            f"{_git_commit()}, vocabadapt/ copied at {utc_now()}",
         )
         results.setdefault("model", model_note)
         results["midstage"] = midstage_resume(work, Path(args.config), model)
-        results.setdefault("finished", dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+        results.setdefault("finished", utc_now())
         write_results(results, Path(args.out), partial=False)
         return 0 if all(c["ok"] for c in results["midstage"].get("cases", [{"ok": False}])) else 1
 
@@ -591,9 +589,7 @@ def main(argv: list[str] | None = None) -> int:
 
     SRC = snapshot_code(work)
     sys.path.insert(0, str(SRC))  # check_done_records imports the same snapshot
-    results["code"] = (
-        f"{_git_commit()}, vocabadapt/ copied at {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}"
-    )
+    results["code"] = f"{_git_commit()}, vocabadapt/ copied at {utc_now()}"
     model, model_note = choose_model(args.model, work)
     overrides = [f"models.source_model={model}", *TINY]
     until = ["--until", args.until] if args.until else []
@@ -719,7 +715,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_corrupt and (ref_dir / "checkpoints" / "stage1").is_dir():
         results["checkpoint_corruption"] = checkpoint_corruption(ref_dir, work, config, overrides, until, rng)
     results["midstage"] = midstage_resume(work, config, model)
-    results["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    results["finished"] = utc_now()
     write_results(results, Path(args.out), partial=False)
     log(f"wrote {args.out}")
     bad = [k for k in kills if not k["survived"]] + [c for c in corrupts if not c["recovered"]]
@@ -731,27 +727,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _git_commit() -> str:
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True
-        ).stdout.strip()
-        return sha + (" (+ uncommitted changes)" if dirty else "")
-    except OSError:
-        return "unknown"
+    """The code line of faults.md: HEAD, noting uncommitted changes to tracked files."""
+    return git_commit() + (" (+ uncommitted changes)" if git_dirty(untracked=False) else "")
 
 
 def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    """The machine line of faults.md."""
+    cpu = cpu_model(platform.processor() or platform.machine())
     return f"{cpu}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}, Python {platform.python_version()}"
 
 

@@ -33,18 +33,18 @@ Sub-step times inside a stage come from its log lines, each stamped with wall ti
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import glob
 import json
 import logging
 import os
 import random
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from common import cpu_seconds, du, git_commit, log, utc_now
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -66,10 +66,6 @@ MARKS = {
     ],
     "align": [("align (after imports)", "align:")],
 }
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -185,8 +181,7 @@ class StampFormatter(logging.Formatter):
     """Each line: wall clock, process CPU seconds (all threads), message (sub-step times are differences)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        ru = resource.getrusage(resource.RUSAGE_SELF)
-        return f"@ {record.created:.3f} {ru.ru_utime + ru.ru_stime:.3f} {record.name}: {record.getMessage()}"
+        return f"@ {record.created:.3f} {cpu_seconds():.3f} {record.name}: {record.getMessage()}"
 
 
 def child_stage(args: argparse.Namespace) -> None:
@@ -199,28 +194,23 @@ def child_stage(args: argparse.Namespace) -> None:
     run(args.config, run_dir=args.run_dir, from_stage=args.stage, until=args.stage)
 
 
-def _cpu() -> float:
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime + ru.ru_stime
-
-
 def child_anchor(args: argparse.Namespace) -> None:
     run_dir = Path(args.run_dir)
     out: dict[str, Any] = {}
     if args.anchor == "corpus":
-        t0, c0 = time.perf_counter(), _cpu()
+        t0, c0 = time.perf_counter(), cpu_seconds()
         n = nbytes = 0
         with open(args.corpus, encoding="utf-8") as f:
             for line in f:
                 nbytes += len(json.loads(line)["text"].encode("utf-8"))
                 n += 1
-        out = {"wall_s": time.perf_counter() - t0, "cpu_s": _cpu() - c0, "documents": n, "text_bytes": nbytes}
+        out = {"wall_s": time.perf_counter() - t0, "cpu_s": cpu_seconds() - c0, "documents": n, "text_bytes": nbytes}
     elif args.anchor == "tokenize":
         from tokenizers import Tokenizer
 
         for side in ("source", "target"):
             tok = Tokenizer.from_file(str(run_dir / "tokenizers" / side / "tokenizer.json"))
-            t0, c0 = time.perf_counter(), _cpu()
+            t0, c0 = time.perf_counter(), cpu_seconds()
             tokens = 0
             for split in ("train", "heldout"):
                 batch: list[str] = []
@@ -232,7 +222,7 @@ def child_anchor(args: argparse.Namespace) -> None:
                             batch = []
                 if batch:
                     tokens += sum(len(e.ids) for e in tok.encode_batch(batch, add_special_tokens=False))
-            out[side] = {"wall_s": time.perf_counter() - t0, "cpu_s": _cpu() - c0, "tokens": tokens}
+            out[side] = {"wall_s": time.perf_counter() - t0, "cpu_s": cpu_seconds() - c0, "tokens": tokens}
     elif args.anchor == "embed":
         import fasttext
 
@@ -243,11 +233,11 @@ def child_anchor(args: argparse.Namespace) -> None:
 
         ft = load_config(args.config).embedding.fasttext
         ids_file = run_dir.parent / (run_dir.name + "-anchor-ids.txt")
-        t0, c0 = time.perf_counter(), _cpu()
+        t0, c0 = time.perf_counter(), cpu_seconds()
         write_id_corpus(ShardReader(run_dir / "tokens" / "target" / "train"), ids_file)
-        out["write_id_file_s"], out["write_id_file_cpu_s"] = time.perf_counter() - t0, _cpu() - c0
+        out["write_id_file_s"], out["write_id_file_cpu_s"] = time.perf_counter() - t0, cpu_seconds() - c0
         out["id_file_bytes"] = ids_file.stat().st_size
-        t0, c0 = time.perf_counter(), _cpu()
+        t0, c0 = time.perf_counter(), cpu_seconds()
         fasttext.train_unsupervised(
             str(ids_file),
             model=ft.model,
@@ -262,7 +252,7 @@ def child_anchor(args: argparse.Namespace) -> None:
             thread=ft.thread or available_cpus(),
             verbose=0,
         )
-        out["fasttext_s"], out["fasttext_cpu_s"] = time.perf_counter() - t0, _cpu() - c0
+        out["fasttext_s"], out["fasttext_cpu_s"] = time.perf_counter() - t0, cpu_seconds() - c0
         ids_file.unlink()
     Path(args.out).write_text(json.dumps(out))
 
@@ -305,17 +295,13 @@ def substeps(logfile: Path, stage: str) -> dict[str, dict[str, float]]:
     return out
 
 
-def du(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
-
-
 # --------------------------------------------------------------------------------------------------
 # the benchmark
 
 
 def measure_size(size_gb: float, work: Path, source_tok: Path, args: argparse.Namespace, res: dict) -> None:
     key = f"{size_gb:g}"
-    row = res["sizes"].setdefault(key, {"size_gb": size_gb, "commit": _git(), "stages": {}, "anchors": {}})
+    row = res["sizes"].setdefault(key, {"size_gb": size_gb, "commit": git_commit(), "stages": {}, "anchors": {}})
     corpus = work / f"corpus-{key}GB.jsonl"
     log(f"{key} GB: building the corpus")
     row["corpus"] = build_corpus(size_gb, corpus, args.seed)
@@ -364,7 +350,7 @@ def write_results(res: dict, partial: bool, stamp: bool = True) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     res["partial"] = partial
     if stamp:
-        res["updated"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        res["updated"] = utc_now()
     (RESULTS / "scale.json").write_text(json.dumps(res, indent=2))
     (RESULTS / "scale.md").write_text(render(res))
     try:
@@ -719,7 +705,7 @@ def main(argv: list[str] | None = None) -> None:
     res = json.loads(old.read_text()) if old.exists() else {"sizes": {}}
     res.update(
         command="python benchmarks/scale.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        commit=_git(),
+        commit=git_commit(),
         machine=_machine(),
         epochs=args.epochs,
     )
@@ -729,18 +715,6 @@ def main(argv: list[str] | None = None) -> None:
         measure_size(size, args.work, source_tok, args, res)
     write_results(res, partial=False)
     log("done")
-
-
-def _git() -> str:
-    try:
-        return (
-            subprocess.run(
-                ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
-            ).stdout.strip()
-            or "?"
-        )
-    except OSError:
-        return "?"
 
 
 def _machine() -> str:
