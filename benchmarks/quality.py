@@ -313,8 +313,29 @@ def row_result(run_dir: Path, wall: float) -> dict:
         "curve": curve(run_dir),
         "eval_datasets": s.get("datasets"),
     }
+    if not trained(run_dir):  # --train-rows: the evaluate stage scored init's copies as stage 1 and 2
+        out["stage1"] = out["stage2"] = {k: None for k in out["init"]}
+        out["tokens_trained"] = out["stage1_tokens"] = 0
     if CONFIG == REAL_CONFIG:  # the monitor sampled only before and after each stage: plot the table's numbers
         out["curve"] = eval_curve(out)
+    return out
+
+
+def trained(run_dir: Path) -> bool:
+    """Whether the row's run trained (vocab_adaptation.enabled in its config.yaml)."""
+    import yaml
+
+    return bool(yaml.safe_load((run_dir / "config.yaml").read_text())["vocab_adaptation"]["enabled"])
+
+
+def read_qa500(work: Path) -> dict:
+    """{row: PubMedQA-500 result} from the WORK/qa500_<row>.json files that pubmedqa_500 cached."""
+    out = {}
+    for f in sorted(work.glob("qa500_*.json")):
+        name = f.stem.removeprefix("qa500_")
+        q = next(iter(read_json(f)["models"].values()))["pubmedqa"]
+        keys = ("acc", "acc_ci95", "acc_bytes", "macro_f1", "macro_f1_ci95", "n", "prediction_counts")
+        out[name] = {k: q.get(k) for k in keys}
     return out
 
 
@@ -595,7 +616,7 @@ def write_md(res: dict, path: Path) -> None:
         L.append(
             f"| {label} | {fmt(r['init']['bpb'])} | {fmt(r['stage1']['bpb'])} | {fmt(s2['bpb'])} | "
             f"{fmt(s2['acc'], 3)}{ci(s2['acc_ci'])} | {fmt(s2['f1'], 3)}{ci(s2['f1_ci'])} | {pred(s2)} | "
-            f"{fmt(s2['bytes_per_token'], 3)} | {r['tokens_trained']} | {own:.0f} |"
+            f"{fmt(s2['bytes_per_token'] or r['init']['bytes_per_token'], 3)} | {r['tokens_trained']} | {own:.0f} |"
         )
     L += [
         "",
@@ -673,6 +694,22 @@ def write_md(res: dict, path: Path) -> None:
 def verdict(res: dict) -> list[str]:
     rows, src = res["rows"], res["source_row"]
     out = []
+    at_init = sorted(
+        ((k, v) for k, v in rows.items() if k != "continued" and v["init"]["bpb"] is not None),
+        key=lambda kv: kv[1]["init"]["bpb"],
+    )
+    if at_init:
+        out.append(
+            "ranking by bpb at init (every row): " + ", ".join(f"{k} {v['init']['bpb']:.4f}" for k, v in at_init)
+        )
+    s1 = sorted(
+        ((k, v) for k, v in rows.items() if k != "continued" and v["stage1"]["bpb"] is not None),
+        key=lambda kv: kv[1]["stage1"]["bpb"],
+    )
+    if s1:
+        out.append(
+            "ranking by bpb after stage 1 (trained rows): " + ", ".join(f"{k} {v['stage1']['bpb']:.4f}" for k, v in s1)
+        )
     adapted = {k: v for k, v in rows.items() if k != "continued" and v["stage2"]["bpb"] is not None}
     ranked = sorted(adapted.items(), key=lambda kv: kv[1]["stage2"]["bpb"])
     if ranked:
@@ -829,9 +866,10 @@ def main() -> None:
         stem = ("quality-quick" if args.quick else "quality") + (f"-{args.tag}" if args.tag else "")
         res = read_json(RESULTS / f"{stem}.json")
         for r in list(res["rows"].values()) + [x for runs in res["seed_rows"].values() for x in runs]:
-            man = read_json(ROOT / r["run_dir"] / "manifest.json")["stages"]
-            r["transplant"] = {k: man["transplant"]["summary"].get(k) for k in ("rows_per_method", "rows_copied")}
-            r["curve"] = eval_curve(r) if real else curve(ROOT / r["run_dir"])
+            r.update(row_result(ROOT / r["run_dir"], r["wall_s"]))  # the run directory's numbers, read again
+        if real:
+            res["qa500"] = read_qa500((ROOT / next(iter(res["rows"].values()))["run_dir"]).parent)
+            res["source_row"] = next(iter(res["rows"].values()))["source"]
         res["stem"] = stem
         plot(res["rows"], res["seed_rows"], RESULTS / f"{stem}_bpb.png")
         res["verdict"] = verdict(res)
