@@ -38,7 +38,6 @@ import datetime as dt
 import gzip
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -47,6 +46,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from common import git_head, log, machine, read_json, vocabadapt  # noqa: E402  (benchmarks/common.py)
+
 from vocabadapt.init import DEFAULT as DEFAULT_INIT  # noqa: E402  (after the sys.path line above)
 
 DEMO = ROOT / "examples" / "pubmed_demo"
@@ -123,59 +124,6 @@ REAL_BUDGETS = {
 }
 COMMON = {"vocab_adaptation.save_steps": 1000}
 UNTRAINED = {"vocab_adaptation.enabled": "false"}  # --train-rows: rows scored at init only
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def read_json(p: Path):
-    return json.loads(Path(p).read_text())
-
-
-def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    mem = next((int(line.split()[1]) / 2**20 for line in open("/proc/meminfo") if line.startswith("MemTotal")), 0)
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return (
-        f"{platform.node() or 'vm'}: {cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, "
-        f"Python {platform.python_version()}, load average at start {load}"
-    )
-
-
-def git_head() -> str:
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "vocabadapt", "benchmarks/quality.py"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        return head + (" (+ uncommitted changes in vocabadapt/ or this script)" if dirty else "")
-    except OSError:
-        return "?"
-
-
-def vocabadapt(args: list[str], log_file: Path, env: dict | None = None) -> float:
-    """Run the vocabadapt CLI; return its wall seconds; raise with the log tail on failure."""
-    t = time.perf_counter()
-    with open(log_file, "a") as f:
-        f.write(f"\n$ vocabadapt {' '.join(args)}\n")
-        f.flush()
-        rc = subprocess.run(
-            [sys.executable, "-m", "vocabadapt", *args],
-            cwd=ROOT,
-            stdout=f,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-        ).returncode
-    if rc != 0:
-        tail = log_file.read_text()[-3000:]
-        raise SystemExit(f"vocabadapt {' '.join(args)} failed (exit {rc}); log {log_file}:\n{tail}")
-    return time.perf_counter() - t
 
 
 def sets(d: dict) -> list[str]:
