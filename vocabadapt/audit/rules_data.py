@@ -9,21 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import Config
+from ..config.schema import VECTOR_ALIGNMENT_KEYS
 from .arithmetic import (
     THRESHOLD_RANGE,
 )
 from .findings import Facts, Finding, missing, rule
 
 # The settings that shape only the vector alignment (no effect when no vectors are trained).
-VECTOR_ONLY_KEYS = (
-    "embedding.fasttext",
-    "alignment.pivot_count",
-    "alignment.pivot_strategy",
-    "alignment.similarity_threshold",
-    "alignment.method",
-    "alignment.top_k",
-    "alignment.soft_temperature",
-)
+VECTOR_ONLY_KEYS = ("embedding.fasttext", *VECTOR_ALIGNMENT_KEYS)
 
 
 @rule("vectors", order=69)

@@ -224,6 +224,18 @@ class EmbeddingConfig(Section):
     fasttext: FastTextConfig = Field(default_factory=FastTextConfig, description="fastText options.")
 
 
+# The settings that shape only the vector alignment (pivots, threshold, top-k): they have no effect when no
+# vectors are trained (Config.vector_plan), so align's hash and the audit leave them out then.
+VECTOR_ALIGNMENT_KEYS = (
+    "alignment.pivot_count",
+    "alignment.pivot_strategy",
+    "alignment.similarity_threshold",
+    "alignment.method",
+    "alignment.top_k",
+    "alignment.soft_temperature",
+)
+
+
 @dataclass(frozen=True)
 class VectorPlan:
     """Whether the embed stage trains vectors (and align uses them), and why, in words for the user."""

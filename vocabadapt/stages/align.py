@@ -18,6 +18,7 @@ import logging
 from typing import Any
 
 from ..config import Config
+from ..config.schema import VECTOR_ALIGNMENT_KEYS
 from ..io import atomic_dir, write_json
 from ..run.context import StageContext, StageSpec
 
@@ -55,17 +56,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
 
 # The keys that change the vector alignment; without vectors only the fallback's keys do.
-VECTOR_KEYS = (
-    "alignment.pivot_count",
-    "alignment.pivot_strategy",
-    "alignment.similarity_threshold",
-    "alignment.method",
-    "alignment.top_k",
-    "alignment.soft_temperature",
-    "alignment.fallback",
-    "alignment.seed",
-)
 FALLBACK_KEYS = ("alignment.fallback", "alignment.seed")
+VECTOR_KEYS = (*VECTOR_ALIGNMENT_KEYS, *FALLBACK_KEYS)
 
 
 def config_use(config: Config) -> tuple[tuple[str, ...], dict[str, Any]]:
