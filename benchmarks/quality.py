@@ -642,22 +642,13 @@ def write_md(res: dict, path: Path) -> None:
 def verdict(res: dict) -> list[str]:
     rows, src = res["rows"], res["source_row"]
     out = []
-    at_init = sorted(
-        ((k, v) for k, v in rows.items() if k != "continued" and v["init"]["bpb"] is not None),
-        key=lambda kv: kv[1]["init"]["bpb"],
-    )
-    if at_init:
-        out.append(
-            "ranking by bpb at init (every row): " + ", ".join(f"{k} {v['init']['bpb']:.4f}" for k, v in at_init)
+    for model, what in (("init", "at init (every row)"), ("stage1", "after stage 1 (trained rows)")):
+        ranked_rows = sorted(
+            ((k, v[model]["bpb"]) for k, v in rows.items() if k != "continued" and v[model]["bpb"] is not None),
+            key=lambda kv: kv[1],
         )
-    s1 = sorted(
-        ((k, v) for k, v in rows.items() if k != "continued" and v["stage1"]["bpb"] is not None),
-        key=lambda kv: kv[1]["stage1"]["bpb"],
-    )
-    if s1:
-        out.append(
-            "ranking by bpb after stage 1 (trained rows): " + ", ".join(f"{k} {v['stage1']['bpb']:.4f}" for k, v in s1)
-        )
+        if ranked_rows:
+            out.append(f"ranking by bpb {what}: " + ", ".join(f"{k} {b:.4f}" for k, b in ranked_rows))
     adapted = {k: v for k, v in rows.items() if k != "continued" and v["stage2"]["bpb"] is not None}
     ranked = sorted(adapted.items(), key=lambda kv: kv[1]["stage2"]["bpb"])
     if ranked:
