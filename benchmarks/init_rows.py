@@ -7,7 +7,9 @@ RUN_DIR is a run that went as far as the align stage (`vocabadapt run CONFIG --u
 model (models.source_model of RUN_DIR/config.yaml) is transplanted with each initialiser by the package's own
 transplant (the same call the transplant stage makes, calibration included) into a temporary directory, and
 scored with vocabadapt.evaluation.bpb on the first --docs documents of RUN_DIR/corpus/heldout.jsonl (what the
-evaluate stage scores with evaluation.max_samples = --docs). "chain" is alignment.init = null. --source adds
+evaluate stage scores with evaluation.max_samples = --docs). "chain" is alignment.init = null; "focus" is
+FOCUS (deepfocus, in the throwaway venv of benchmarks/quality.py, $FOCUS_VENV) written over a mean-initialised
+transplant, as quality.py's FOCUS row does. --source adds
 the source model with its own tokenizer. One torch thread unless OMP_NUM_THREADS says otherwise.
 Prints a markdown table (and appends it to --out): bpb, bytes per token, transplant wall seconds.
 """
@@ -78,7 +80,7 @@ def main() -> None:
         max_tokens=cfg.alignment.calibration_tokens,
     )
     for name in args.inits.split(","):
-        init = None if name == "chain" else name
+        init = {"chain": None, "focus": "mean"}.get(name, name)
         with tempfile.TemporaryDirectory(dir=args.run_dir) as tmp:
             t = time.perf_counter()
             transplant_model(
@@ -92,6 +94,13 @@ def main() -> None:
                 seed=cfg.alignment.seed,
                 calibration=calibration,
             )
+            if name == "focus":  # FOCUS's rows over the mean transplant (quality.py's child, 3 fastText epochs)
+                import subprocess
+
+                from quality import FOCUS_CHILD, FOCUS_VENV
+
+                cmd = [str(FOCUS_VENV / "bin" / "python"), "-c", FOCUS_CHILD, str(args.run_dir), str(Path(tmp) / "m")]
+                subprocess.run([*cmd, "3", str(model_dir)], check=True, capture_output=True)
             wall = time.perf_counter() - t
             row(name, AutoModelForCausalLM.from_pretrained(str(Path(tmp) / "m"), dtype=torch.float32), tgt_tok, wall)
     if args.out:

@@ -345,7 +345,7 @@ tgt = PreTrainedTokenizerFast(tokenizer_file=str(run / "tokenizers/target/tokeni
 txt = run / "focus_train.txt"   # corpus/train only: held-out text stays out of FOCUS's fastText too
 with open(txt, "w") as f:
     for line in open(run / "corpus/train.jsonl"):
-        f.write(json.loads(l)["text"].replace("\n", " ") + "\n")
+        f.write(json.loads(line)["text"].replace("\n", " ") + "\n")
 m = AutoModelForCausalLM.from_pretrained(model_dir)
 tied = m.get_output_embeddings().weight.data_ptr() == m.get_input_embeddings().weight.data_ptr()
 src_model = AutoModelForCausalLM.from_pretrained(sys.argv[4])
