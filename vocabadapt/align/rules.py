@@ -278,6 +278,20 @@ def span_report(
     return span, check
 
 
+def _mapping(rows: _Rows, n_s: int, target_tokenizer: Any, source_tokenizer: Any, info: dict) -> TokenMapping:
+    """The TokenMapping of `rows` over n_s source rows, with both tokenizers' checksums and `info`."""
+    return TokenMapping(
+        methods=rows.methods,
+        source_ids=rows.source_ids,
+        weights=rows.weights,
+        similarity=rows.similarity,
+        source_vocab_size=n_s,
+        target_checksum=tokenizer_checksum(target_tokenizer),
+        source_checksum=tokenizer_checksum(source_tokenizer),
+        info=info,
+    )
+
+
 def align_vocabularies(
     target_tokenizer: Any,
     source_tokenizer: Any,
@@ -305,15 +319,12 @@ def align_vocabularies(
     aligned, top1 = apply_similarity_rules(rows, tgt, found, V.special_ids(target_tokenizer), cfg)
     apply_fallback(rows, target_tokenizer, source_tokenizer, cfg)
 
-    mapping = TokenMapping(
-        methods=rows.methods,
-        source_ids=rows.source_ids,
-        weights=rows.weights,
-        similarity=rows.similarity,
-        source_vocab_size=n_s,
-        target_checksum=tokenizer_checksum(target_tokenizer),
-        source_checksum=tokenizer_checksum(source_tokenizer),
-        info={
+    mapping = _mapping(
+        rows,
+        n_s,
+        target_tokenizer,
+        source_tokenizer,
+        {
             "paper": "TokAlign (Li et al., ACL 2025)",
             "pivots": len(found.pivots),
             "pivot_strategy": cfg.pivot_strategy,
@@ -388,15 +399,12 @@ def map_without_vectors(target_tokenizer: Any, source_tokenizer: Any, cfg: Align
     warnings: list[str] = []
     rows, identical, (t_family, s_family) = copy_rows(target_tokenizer, source_tokenizer, warnings)
     apply_fallback(rows, target_tokenizer, source_tokenizer, cfg)
-    mapping = TokenMapping(
-        methods=rows.methods,
-        source_ids=rows.source_ids,
-        weights=rows.weights,
-        similarity=rows.similarity,
-        source_vocab_size=n_s,
-        target_checksum=tokenizer_checksum(target_tokenizer),
-        source_checksum=tokenizer_checksum(source_tokenizer),
-        info={
+    mapping = _mapping(
+        rows,
+        n_s,
+        target_tokenizer,
+        source_tokenizer,
+        {
             "vector_alignment": False,
             "fallback": cfg.fallback,
             "target_family": t_family,
