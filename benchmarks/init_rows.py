@@ -100,7 +100,9 @@ def main() -> None:
                 from quality import FOCUS_CHILD, FOCUS_VENV
 
                 cmd = [str(FOCUS_VENV / "bin" / "python"), "-c", FOCUS_CHILD, str(args.run_dir), str(Path(tmp) / "m")]
-                subprocess.run([*cmd, "3", str(model_dir)], check=True, capture_output=True)
+                r = subprocess.run([*cmd, "3", str(model_dir)], capture_output=True, text=True)
+                if r.returncode != 0:
+                    raise SystemExit(f"FOCUS child failed (exit {r.returncode}):\n{r.stderr[-2000:]}")
             wall = time.perf_counter() - t
             row(name, AutoModelForCausalLM.from_pretrained(str(Path(tmp) / "m"), dtype=torch.float32), tgt_tok, wall)
     if args.out:
