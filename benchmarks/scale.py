@@ -155,7 +155,8 @@ def smollm2_tokenizer(work: Path) -> Path:
     return out
 
 
-def write_config(path: Path, corpus: Path, source_tok: Path, epochs: int) -> Path:
+def write_config(path: Path, corpus: Path, source_tok: Path, epochs: int, vectors: bool) -> Path:
+    """The run's config; `vectors` False leaves the embed stage empty (the default initialiser reads none)."""
     import yaml
 
     cfg = {
@@ -165,8 +166,9 @@ def write_config(path: Path, corpus: Path, source_tok: Path, epochs: int) -> Pat
         },
         "corpus": {"inputs": [str(corpus)], "deduplicate": True, "heldout_fraction": 0.01},
         "term_mining": {"enabled": True},
-        # vectors trained whatever alignment.init: the embed stage is measured (tokalign, soft, null need it)
-        "embedding": {"enabled": True, "fasttext": {"epochs": epochs, "dim": 100, "thread": None}},
+        # with vectors, they are trained whatever alignment.init: the embed stage is measured (tokalign, soft
+        # and null read them); without, the run is what the default initialiser runs
+        "embedding": {"enabled": vectors, "fasttext": {"epochs": epochs, "dim": 100, "thread": None}},
         "pipeline": {"run_root": str(path.parent)},
     }
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -306,7 +308,9 @@ def measure_size(size_gb: float, work: Path, source_tok: Path, args: argparse.Na
     log(f"{key} GB: building the corpus")
     row["corpus"] = build_corpus(size_gb, corpus, args.seed)
     run_dir = work / f"run-{key}GB"
-    config = write_config(work / f"scale-{key}GB.yaml", corpus, source_tok, args.epochs)
+    vectors = args.vectors_up_to is None or size_gb <= args.vectors_up_to
+    row.setdefault("vectors", vectors)
+    config = write_config(work / f"scale-{key}GB.yaml", corpus, source_tok, args.epochs, vectors)
     mb = row["corpus"]["text_bytes"] / 1e6
     for stage in STAGES:
         if stage in row["stages"]:
@@ -321,7 +325,9 @@ def measure_size(size_gb: float, work: Path, source_tok: Path, args: argparse.Na
         m["substeps"] = substeps(logfile, stage)
         row["stages"][stage] = m
         write_results(res, partial=True)
-        anchor = {"corpus": "corpus", "tokenize": "tokenize", "embed": "embed"}.get(stage)
+        anchor = {"corpus": "corpus", "tokenize": "tokenize", "embed": "embed" if vectors else None}.get(stage)
+        if args.anchors_up_to is not None and size_gb > args.anchors_up_to:
+            anchor = None
         if anchor and anchor not in row["anchors"]:
             log(f"{key} GB: anchor of {stage}")
             out = work / f"{key}GB-anchor-{anchor}.json"
@@ -352,7 +358,10 @@ def write_results(res: dict, partial: bool, stamp: bool = True) -> None:
     if stamp:
         res["updated"] = utc_now()
     (RESULTS / "scale.json").write_text(json.dumps(res, indent=2))
-    (RESULTS / "scale.md").write_text(render(res))
+    try:  # the JSON is the record; a rendering bug must not end a run of hours (fix it, then --render)
+        (RESULTS / "scale.md").write_text(render(res))
+    except Exception as e:
+        log(f"render failed: {e!r}; the JSON is complete, rerun with --render")
     try:
         plot(res, RESULTS / "scale.png")
     except Exception as e:
@@ -680,6 +689,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sizes", type=float, nargs="+", default=[0.25, 1.0, 2.0])
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--vectors-up-to",
+        type=float,
+        default=None,
+        metavar="GB",
+        help="train fastText vectors (embed stage and its anchor) only at sizes up to this; above it the run is "
+        "the default initialiser's, which reads no vectors (embedding.enabled: false)",
+    )
+    p.add_argument(
+        "--anchors-up-to", type=float, default=None, metavar="GB", help="run the anchors only at sizes up to this"
+    )
     p.add_argument("--work", type=Path, default=REPO / "benchmarks" / "cache" / "scale")
     p.add_argument(
         "--render",
