@@ -540,70 +540,100 @@ def _work(m: dict) -> dict[str, float]:
     return {k: sum(v[k] for v in m["substeps"].values()) for k in ("wall_s", "cpu_s")}
 
 
+def _vectors(r: dict) -> bool:
+    """Whether a size ran with fastText vectors (rows from before --vectors-up-to all did)."""
+    return bool(r.get("vectors", True))
+
+
+def _ran(sizes: list[dict], stage: str, vectors: bool | None = None) -> list[dict]:
+    """The sizes at which `stage` ran with work to time (and, when given, with or without vectors)."""
+    return [
+        r
+        for r in sizes
+        if stage in r["stages"] and r["stages"][stage]["substeps"] and (vectors is None or _vectors(r) == vectors)
+    ]
+
+
 def verdict(sizes: list[dict]) -> list[str]:
+    """Per stage and size: CPU seconds per MB (constant = linear) and peak RSS (constant = flat), then the
+    two goals read between the two largest sizes."""
     out = [
-        "## Linearity and memory (only on the sizes that ran; per stage, its smallest and largest size)",
+        "## Linearity and memory",
         "",
-        "| stage | sizes | text x | work CPU s | work CPU x | process peak RSS MB | peak RSS x |",
+        "Per stage and size: the stage's work CPU seconds per MB of text (constant across sizes = time linear in "
+        "size) and the stage process's peak RSS (constant = flat memory). Stages that ran without vectors "
+        "(embed is then empty, align maps identical tokens) are marked.",
+        "",
+        "| stage | size | vectors | work CPU s | CPU s per MB | peak RSS MB |",
+        "|---|---|---|---|---|---|",
+    ]
+    for s in STAGES:
+        for r in _ran(sizes, s) or []:
+            mb = r["corpus"]["text_bytes"] / 1e6
+            c = _work(r["stages"][s])["cpu_s"]
+            out.append(
+                f"| {s} | {r['size_gb']:g} GB | {'yes' if _vectors(r) else 'no'} | {c:.1f} | {c / mb:.3f} | "
+                f"{r['stages'][s]['peak_rss_mb']:.0f} |"
+            )
+    out += [
+        "",
+        "Between the two largest sizes each stage ran at (the same vector setting at both):",
+        "",
+        "| stage | sizes | text x | work CPU x | CPU s per MB, change | peak RSS MB | peak RSS x |",
         "|---|---|---|---|---|---|---|",
     ]
-    any_pair = False
     for s in STAGES:
-        have = [r for r in sizes if s in r["stages"]]
-        if len(have) < 2:
-            names = ", ".join(f"{r['size_gb']:g}" for r in have)
+        for vec in (None,) if s in ("corpus", "tokenize") else (False, True):  # these two read no vectors
+            have = _ran(sizes, s, vec)
+            if len(have) < 2:
+                continue
+            lo, hi = have[-2], have[-1]
+            k = hi["corpus"]["text_bytes"] / lo["corpus"]["text_bytes"]
+            ca, cb = _work(lo["stages"][s])["cpu_s"], _work(hi["stages"][s])["cpu_s"]
+            ra, rb = lo["stages"][s]["peak_rss_mb"], hi["stages"][s]["peak_rss_mb"]
             out.append(
-                f"| {s} | {names} GB | | | | | only one size: no verdict |"
-                if have
-                else f"| {s} | - | | | | | not run |"
+                f"| {s}{' (no vectors)' if vec is False else ''} | {lo['size_gb']:g} -> {hi['size_gb']:g} GB | {k:.2f} | "
+                f"{cb / ca if ca else 0:.2f} | {(cb / k / ca - 1) * 100 if ca else 0:+.0f} % | {ra:.0f} -> {rb:.0f} | "
+                f"{rb / ra:.2f} |"
             )
-            continue
-        any_pair = True
-        a, b = have[0], have[-1]
-        k = b["corpus"]["text_bytes"] / a["corpus"]["text_bytes"]
-        ca, cb = _work(a["stages"][s])["cpu_s"], _work(b["stages"][s])["cpu_s"]
-        ra, rb = a["stages"][s]["peak_rss_mb"], b["stages"][s]["peak_rss_mb"]
-        out.append(
-            f"| {s} | {a['size_gb']:g} -> {b['size_gb']:g} GB | {k:.2f} | {ca:.1f} -> {cb:.1f} | "
-            f"{cb / ca if ca else 0:.2f} | {ra:.0f} -> {rb:.0f} | {rb / ra:.2f} |"
-        )
-    if any_pair:
-        out += [
-            "",
-            "Linear time: work CPU x close to text x (less when a fixed part, e.g. loading a tokenizer "
-            "or align's vocabulary-sized work, is a large share at these small sizes). Flat memory: peak RSS x "
-            "close to 1. Two small sizes cannot show the GB-scale behaviour the issue asks about; they show "
-            "the slope.",
-        ]
     return out
 
 
 # Parallel width of each piece on a machine with `cores` cores: Rust tokenizers, BPE training and fastText
-# use every core; the corpus stage and term mining are one Python thread (as measured here).
-PIECES = (  # name, stage, sub-step names (None = the stage's work), uses all cores, scales with corpus size
-    ("corpus stage", "corpus", None, False, True),
-    ("term mining", "tokenize", ["term mining"], False, True),
-    ("BPE training (+ tokenizer load)", "tokenize", ["target BPE training (+ source tokenizer load)"], True, True),
-    ("tokenize into shards (both sides)", "tokenize", ["shards source", "shards target"], True, True),
-    ("embed: id files + fastText (both sides)", "embed", None, True, True),
-    ("align (vocabulary-sized: does not grow with the corpus)", "align", None, True, False),
+# use every core; the corpus stage is one Python thread; term mining counts in `tokenization.workers`
+# processes (taken as one here: a pessimistic bound).
+PIECES = (  # name, stage, sub-step names (None = the stage's work), uses all cores, scales with size, path
+    ("corpus stage", "corpus", None, False, True, "both"),
+    ("term mining", "tokenize", ["term mining"], False, True, "both"),
+    (
+        "BPE training (+ tokenizer load)",
+        "tokenize",
+        ["target BPE training (+ source tokenizer load)"],
+        True,
+        True,
+        "both",
+    ),
+    ("tokenize into shards (both sides)", "tokenize", ["shards source", "shards target"], True, True, "both"),
+    ("embed: id files + fastText (both sides), 1 epoch", "embed", None, True, True, "vectors"),
+    ("align with vectors (vocabulary-sized)", "align", None, True, False, "vectors"),
+    ("align without vectors (identical tokens; vocabulary-sized)", "align", None, True, False, "default"),
 )
 
 
-def _piece_cpu(r: dict, stage: str, names: list[str] | None) -> float | None:
-    m = r["stages"].get(stage)
-    if m is None:
-        return None
+def _piece_cpu(r: dict, stage: str, names: list[str] | None) -> float:
+    m = r["stages"][stage]
     if names is None:
         return _work(m)["cpu_s"]
     return sum(m["substeps"].get(n, {}).get("cpu_s", 0.0) for n in names)
 
 
 def projection(res: dict, sizes: list[dict], target_gb: float = 5.0, cores: int = 16) -> list[str]:
+    """CPU and wall seconds of corpus -> align at `target_gb` on `cores` cores, for the default's pipeline (no
+    vectors) and for an initialiser that reads vectors (fastText at 1 and 30 epochs)."""
     target = target_gb * 1e9
     rows, notes = [], []
-    for name, stage, names, parallel, scales in PIECES:
-        have = [r for r in sizes if stage in r["stages"]]
+    for name, stage, names, parallel, scales, path in PIECES:
+        have = _ran(sizes, stage, {"both": None, "vectors": True, "default": False}[path])
         if not have:
             notes.append(f"{name}: not measured")
             continue
@@ -612,39 +642,44 @@ def projection(res: dict, sizes: list[dict], target_gb: float = 5.0, cores: int 
         if not scales:
             cpu, how = cpu_hi, f"as measured at {hi['size_gb']:g} GB"
         elif len(have) > 1:
-            lo = have[0]
+            lo = have[-2]
             cpu_lo = _piece_cpu(lo, stage, names)
             per_byte = max(cpu_hi - cpu_lo, 0.0) / (hi["corpus"]["text_bytes"] - lo["corpus"]["text_bytes"])
             fixed = max(cpu_hi - per_byte * hi["corpus"]["text_bytes"], 0.0)
             cpu, how = fixed + per_byte * target, f"marginal {lo['size_gb']:g} -> {hi['size_gb']:g} GB"
         else:
             cpu, how = cpu_hi / hi["corpus"]["text_bytes"] * target, f"per byte at {hi['size_gb']:g} GB (overstates)"
-        rows.append((name, how, cpu, cpu / cores if parallel else cpu, parallel))
-    total = sum(r[3] for r in rows)
+        rows.append((name, how, cpu, cpu / cores if parallel else cpu, parallel, path))
+
+    def total(path: str) -> float:
+        return sum(r[3] for r in rows if r[5] in ("both", path))
+
     ft = next((r[3] for r in rows if r[0].startswith("embed")), 0.0)
+    vec = total("vectors")
     out = [
-        "## 5 GB / 16-core projection (an estimate from measured CPU seconds, not a measurement)",
+        f"## {target_gb:g} GB / {cores}-core projection (an estimate from measured CPU seconds, not a measurement)",
         "",
-        "Each piece's CPU seconds at 5 GB from the sizes that ran (marginal CPU per byte between the smallest "
-        "and largest size, so fixed costs count once; align's work depends on the vocabularies, not the corpus, "
-        f"so it is taken as measured). Pieces that use every core are divided by {cores} (ideal scaling: an "
-        "optimistic bound); single-thread Python pieces are not (term mining now counts in "
-        "`tokenization.workers` processes, added after this measurement and not measured here). The "
-        "shards piece includes the single-thread Python around the Rust encoder (JSON reading, shard "
-        "writing), so dividing it by 16 flatters it. Process start-up (imports, about 10 CPU s per stage) "
-        "is left out.",
+        f"Each piece's CPU seconds at {target_gb:g} GB from the two largest sizes it ran at (marginal CPU per byte "
+        "between them, so fixed costs count once); align's work depends on the vocabularies, not the corpus, so "
+        f"it is taken as measured. Pieces that use every core are divided by {cores} (ideal scaling: an "
+        "optimistic bound); single-thread Python pieces are not (a pessimistic one for term mining, which "
+        "counts in `tokenization.workers` processes). The shards piece includes the single-thread Python "
+        "around the Rust encoder (JSON reading, shard writing), so dividing it by 16 flatters it. Process "
+        "start-up (imports, about 10 CPU s per stage) is left out.",
         "",
-        "| piece | from | uses all cores | CPU s at 5 GB | wall s on 16 cores |",
-        "|---|---|---|---|---|",
+        f"| piece | pipeline | from | uses all cores | CPU s | wall s on {cores} cores |",
+        "|---|---|---|---|---|---|",
     ]
-    out += [f"| {n} | {how} | {'yes' if par else 'no'} | {c:.0f} | {t:.0f} |" for n, how, c, t, par in rows]
+    out += [f"| {n} | {p} | {how} | {'yes' if par else 'no'} | {c:.0f} | {t:.0f} |" for n, how, c, t, par, p in rows]
     out += [
-        f"| **corpus -> align, fastText {res['epochs']} epoch(s)** | | | | **{total:.0f} s = {total / 3600:.2f} h** |",
-        f"| **same with the research config's 30 epochs** | | | | "
-        f"**{(total + ft * (30 / res['epochs'] - 1)) / 3600:.2f} h** |",
+        f"| **the default's corpus -> align (alignment.init fvt_prior: no vectors)** | | | | | "
+        f"**{total('default'):.0f} s = {total('default') / 3600:.2f} h** |",
+        f"| **an initialiser that reads vectors (tokalign, soft, null), fastText {res['epochs']} epoch(s)** | | | | | "
+        f"**{vec:.0f} s = {vec / 3600:.2f} h** |",
+        f"| **same with the research config's 30 epochs** | | | | | **{(vec + ft * (30 / res['epochs'] - 1)) / 3600:.2f} h** |",
     ]
     if notes:
-        out += ["", "Missing from the total: " + "; ".join(notes) + "."]
+        out += ["", "Missing from the totals: " + "; ".join(notes) + "."]
     return out
 
 
