@@ -337,11 +337,11 @@ FOCUS_CHILD = r"""
 import json, sys, time
 from pathlib import Path
 import torch
-from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+from transformers import AutoModelForCausalLM, AutoTokenizer
 from deepfocus import FOCUS
 run, model_dir, epochs = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
-src = PreTrainedTokenizerFast(tokenizer_file=str(run / "tokenizers/source/tokenizer.json"))
-tgt = PreTrainedTokenizerFast(tokenizer_file=str(run / "tokenizers/target/tokenizer.json"))
+src = AutoTokenizer.from_pretrained(run / "tokenizers/source")   # as saved by the run (BioGPT has no
+tgt = AutoTokenizer.from_pretrained(run / "tokenizers/target")   # tokenizer.json: a slow Moses + BPE one)
 txt = run / "focus_train.txt"   # corpus/train only: held-out text stays out of FOCUS's fastText too
 with open(txt, "w") as f:
     for line in open(run / "corpus/train.jsonl"):
