@@ -206,3 +206,38 @@ def test_full_disk_mid_stage_is_a_clear_error_and_keeps_the_previous_tokens(tmp_
     result = run(_big_config(tmp_path, 2000), run_dir=first, until="tokenize")
     assert result.manifest["stages"]["tokenize"]["status"] == "done"
     assert ShardReader(first / "tokens" / "source" / "train").meta["documents"] > 0
+
+
+def test_bare_tokenizer_json_target_gets_its_end_of_text_token_as_eos(tmp_path):
+    """A target shipped as a bare tokenizer.json (GPT-NeoX's form) names no EOS; the run's copy does."""
+    from transformers import AutoTokenizer
+
+    src, tgt = train_bpe_tokenizer(DOCS, 300), train_bpe_tokenizer(DOCS, 400)
+    src.save_pretrained(str(tmp_path / "s"))
+    (tmp_path / "t").mkdir()
+    tgt.backend_tokenizer.save(str(tmp_path / "t" / "tokenizer.json"))
+    assert AutoTokenizer.from_pretrained(str(tmp_path / "t")).eos_token is None  # the premise
+    result = run(_config(tmp_path, tmp_path / "s", tmp_path / "t"), run_dir=tmp_path / "run", until="tokenize")
+    saved = AutoTokenizer.from_pretrained(str(result.run_dir / "tokenizers" / "target"))
+    assert saved.eos_token == "<|endoftext|>" and saved.eos_token_id == tgt.convert_tokens_to_ids("<|endoftext|>")
+    assert result.manifest["stages"]["tokenize"]["summary"]["tokenizers"]["target_eos_inferred"] == "<|endoftext|>"
+
+
+def test_ensure_eos_prefers_the_source_eos_and_leaves_a_named_eos_alone():
+    from vocabadapt.text.tokenizers import ensure_eos
+
+    class Tok:
+        def __init__(self, vocab, eos=None):
+            self.vocab, self.eos_token = vocab, eos
+
+        def get_vocab(self):
+            return self.vocab
+
+    source = Tok({}, eos="<|im_end|>")
+    both = Tok({"</s>": 0, "<|im_end|>": 1})
+    assert ensure_eos(both, source) == "<|im_end|>" and both.eos_token == "<|im_end|>"
+    assert ensure_eos(Tok({"</s>": 0, "a": 1}), Tok({})) == "</s>"
+    named = Tok({"</s>": 0}, eos="a")
+    assert ensure_eos(named, source) is None and named.eos_token == "a"
+    none_fits = Tok({"a": 0, "b": 1})
+    assert ensure_eos(none_fits, source) is None and none_fits.eos_token is None

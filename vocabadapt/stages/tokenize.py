@@ -4,7 +4,7 @@ Every later stage loads the tokenizers saved here, never the ones named in the c
 self-contained and a changed tokenizer shows up as a changed fingerprint.
 
 Reads:   corpus/{train,heldout}.jsonl; models.source_tokenizer (or source_model), models.target_tokenizer
-Writes:  tokenizers/{source,target}/, terms/terms.txt, tokens/{source,target}/{train,heldout}/, tokens/stats.json
+Writes:  tokenizers/{source,target}/ (a target naming no EOS token gets its end-of-text token: ensure_eos), terms/terms.txt, tokens/{source,target}/{train,heldout}/, tokens/stats.json
 Keeps:   partial/tokenize/ while it runs: finished shards, so a killed run resumes after the last one
 Changed by: models.*tokenizer / source_model, term_mining, tokenization.batch_size, tokenization.shard_tokens
 (tokenization.workers: processes for slow tokenizers and for term mining; does not change the output)
@@ -35,6 +35,7 @@ def prepare_tokenizers(ctx: StageContext) -> dict[str, Any]:
     from ..text.tokenizers import (
         available_cpus,
         batches,
+        ensure_eos,
         save_tokenizer,
         source_tokenizer_name,
         train_tokenizer,
@@ -46,8 +47,15 @@ def prepare_tokenizers(ctx: StageContext) -> dict[str, Any]:
     spec = cfg.models.target_tokenizer
     if spec is None:
         raise InputError("models.target_tokenizer must be set: a tokenizer path/id, or {train: {...}}")
+    eos_inferred = None
     if isinstance(spec, str):
         tgt = load_tokenizer(spec, cfg.models, cache, ctx.download_retry)
+        if eos_inferred := ensure_eos(tgt, src):
+            log.info(
+                "tokenizers: %s names no EOS token; using %r (in its vocabulary; saved with the run's copy)",
+                spec,
+                eos_inferred,
+            )
     else:  # trained on the training split only, never the held-out text
         tgt = train_tokenizer(batches(layout.corpus_texts("train"), 1000), spec.train)
     terms_added = 0
@@ -74,6 +82,8 @@ def prepare_tokenizers(ctx: StageContext) -> dict[str, Any]:
         "target_trained": not isinstance(spec, str),
         "terms_added": terms_added,
     }
+    if eos_inferred:
+        summary["target_eos_inferred"] = eos_inferred
     if record := gguf_record(source_tokenizer_name(cfg.models)):
         summary["source_gguf"] = record  # the manifest keeps the GGUF file's sha256
     return summary

@@ -167,6 +167,28 @@ def encode_texts(tokenizer: Any, texts: list[str]) -> list[list[int]]:
     return [tokenizer.encode(t, add_special_tokens=False) for t in texts]
 
 
+# End-of-text tokens by family, tried in order when a loaded tokenizer names no EOS token (a bare
+# tokenizer.json, as GPT-NeoX's is shipped, has its special tokens but no tokenizer_config.json saying
+# which one ends a document).
+EOS_NAMES = ("<|endoftext|>", "</s>", "<|end_of_text|>", "<eos>", "<|im_end|>")
+
+
+def ensure_eos(target: Any, source: Any) -> str | None:
+    """Give `target` an EOS token when it names none; return the token chosen (None: it had one, or none fits).
+
+    The source tokenizer's own EOS text is tried first (the transplanted model already ends documents with
+    it), then EOS_NAMES; only a token that is in the target vocabulary as a single id is taken.
+    """
+    if getattr(target, "eos_token", None) is not None:
+        return None
+    vocab = target.get_vocab()
+    for name in (getattr(source, "eos_token", None), *EOS_NAMES):
+        if name and name in vocab:
+            target.eos_token = name
+            return str(name)
+    return None
+
+
 def save_tokenizer(tokenizer: Any, directory: Path) -> None:
     """Save a tokenizer into `directory`, replacing it atomically."""
     with atomic_dir(directory) as tmp:

@@ -45,7 +45,11 @@ class PackedSequences:
 
     def __init__(self, reader: ShardReader, seq_len: int, eos_id: int):
         if eos_id is None or eos_id < 0:
-            raise InputError("the target tokenizer has no EOS token; packing needs one between documents")
+            raise InputError(
+                "the target tokenizer has no EOS token and none of its tokens is a known end-of-text token; "
+                "packing needs one between documents: set eos_token in the target tokenizer's "
+                "tokenizer_config.json (models.target_tokenizer) and rerun from the tokenize stage"
+            )
         self.reader = reader
         self.seq_len = int(seq_len)
         self.eos_id = int(eos_id)
