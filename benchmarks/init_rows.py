@@ -49,6 +49,18 @@ def main() -> None:
     from vocabadapt.run.layout import RunLayout
     from vocabadapt.stages.transplant import first_bytes
 
+    from vocabadapt.init import reads_vectors
+    from vocabadapt.io import read_json_or_none
+
+    manifest = read_json_or_none(args.run_dir / "manifest.json") or {}
+    aligned = manifest.get("stages", {}).get("align", {}).get("summary", {}).get("vector_alignment", {}).get("done")
+    inits = [(name, {"chain": None, "focus": "mean"}.get(name, name)) for name in args.inits.split(",")]
+    if aligned is False and (need := [n for n, i in inits if reads_vectors(i)]):
+        raise SystemExit(
+            f"{args.run_dir}: its align stage ran without vectors, so {', '.join(need)} would be FVT's fallback "
+            "rows only; rerun it with vectors first: vocabadapt run CONFIG --run-dir RUN --until align "
+            "--set embedding.enabled=true"
+        )
     layout = RunLayout(args.run_dir)
     cfg = load_config(args.run_dir / "config.yaml")
     model_dir = resolve_model_dir(cfg.models.source_model, cfg.tokenization.cache_dir)
@@ -79,8 +91,7 @@ def main() -> None:
         texts=first_bytes(layout.corpus_texts("train"), cfg.alignment.calibration_bytes),
         max_tokens=cfg.alignment.calibration_tokens,
     )
-    for name in args.inits.split(","):
-        init = {"chain": None, "focus": "mean"}.get(name, name)
+    for name, init in inits:
         with tempfile.TemporaryDirectory(dir=args.run_dir) as tmp:
             t = time.perf_counter()
             transplant_model(
