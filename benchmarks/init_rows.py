@@ -43,14 +43,13 @@ def main() -> None:
 
     from vocabadapt.config import load_config
     from vocabadapt.evaluation.bpb import bits_per_byte
+    from vocabadapt.init import reads_vectors
     from vocabadapt.init.calibration import Calibration
+    from vocabadapt.io import read_json_or_none
     from vocabadapt.model.hub import resolve_model_dir
     from vocabadapt.model.transplant import transplant_model
     from vocabadapt.run.layout import RunLayout
     from vocabadapt.stages.transplant import first_bytes
-
-    from vocabadapt.init import reads_vectors
-    from vocabadapt.io import read_json_or_none
 
     manifest = read_json_or_none(args.run_dir / "manifest.json") or {}
     aligned = manifest.get("stages", {}).get("align", {}).get("summary", {}).get("vector_alignment", {}).get("done")
