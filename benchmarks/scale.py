@@ -310,6 +310,7 @@ def measure_size(size_gb: float, work: Path, source_tok: Path, args: argparse.Na
     run_dir = work / f"run-{key}GB"
     vectors = args.vectors_up_to is None or size_gb <= args.vectors_up_to
     row.setdefault("vectors", vectors)
+    row.setdefault("cpus", len(os.sched_getaffinity(0)))  # term mining's workers (see _piece_cpu)
     config = write_config(work / f"scale-{key}GB.yaml", corpus, source_tok, args.epochs, vectors)
     mb = row["corpus"]["text_bytes"] / 1e6
     for stage in STAGES:
@@ -600,11 +601,11 @@ def verdict(sizes: list[dict]) -> list[str]:
 
 
 # Parallel width of each piece on a machine with `cores` cores: Rust tokenizers, BPE training and fastText
-# use every core; the corpus stage is one Python thread; term mining counts in `tokenization.workers`
-# processes (taken as one here: a pessimistic bound).
+# use every core, and so does term mining (`tokenization.workers` processes, one per CPU by default); the
+# corpus stage is one Python thread.
 PIECES = (  # name, stage, sub-step names (None = the stage's work), uses all cores, scales with size, path
     ("corpus stage", "corpus", None, False, True, "both"),
-    ("term mining", "tokenize", ["term mining"], False, True, "both"),
+    ("term mining (wall s x its worker processes)", "tokenize", ["term mining"], True, True, "both"),
     (
         "BPE training (+ tokenizer load)",
         "tokenize",
@@ -621,9 +622,13 @@ PIECES = (  # name, stage, sub-step names (None = the stage's work), uses all co
 
 
 def _piece_cpu(r: dict, stage: str, names: list[str] | None) -> float:
+    """CPU seconds of a piece. Term mining counts in worker processes whose CPU the stage's log stamps (its
+    own process) do not see: its wall seconds times the workers (the machine's CPUs) stand in, an upper bound."""
     m = r["stages"][stage]
     if names is None:
         return _work(m)["cpu_s"]
+    if names == ["term mining"]:
+        return m["substeps"].get("term mining", {}).get("wall_s", 0.0) * r.get("cpus", 2)
     return sum(m["substeps"].get(n, {}).get("cpu_s", 0.0) for n in names)
 
 
@@ -662,8 +667,7 @@ def projection(res: dict, sizes: list[dict], target_gb: float = 5.0, cores: int 
         f"Each piece's CPU seconds at {target_gb:g} GB from the two largest sizes it ran at (marginal CPU per byte "
         "between them, so fixed costs count once); align's work depends on the vocabularies, not the corpus, so "
         f"it is taken as measured. Pieces that use every core are divided by {cores} (ideal scaling: an "
-        "optimistic bound); single-thread Python pieces are not (a pessimistic one for term mining, which "
-        "counts in `tokenization.workers` processes). The shards piece includes the single-thread Python "
+        "optimistic bound); the corpus stage, one Python thread, is not. The shards piece includes the single-thread Python "
         "around the Rust encoder (JSON reading, shard writing), so dividing it by 16 flatters it. Process "
         "start-up (imports, about 10 CPU s per stage) is left out.",
         "",
