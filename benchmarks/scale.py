@@ -527,8 +527,8 @@ MEMORY_TERMS = [
     "- corpus: the dedup set, one 20-byte digest per document in a Python set (about 100 B a document: "
     "about 0.4 GB at 4M PubMed abstracts). The only term that grows linearly.",
     "- tokenize: one shard buffer of `tokenization.shard_tokens` x 4 B (200 MB at the default 50M ids; it "
-    "fills until the first shard is written, so these small sizes still see it grow; "
-    "since the change after this measurement it is filled in place; the runs here had twice that at the flush), document offsets 8 B a document, term mining "
+    "fills until the first shard is written, so sizes below one shard still see it grow; filled in place, "
+    "so the flush needs no second copy), document offsets 8 B a document, term mining "
     "capped at 2M distinct words; the `tokenizers` BPE trainer's word table grows with the distinct "
     "pre-tokenized words (sub-linear; not bounded by vocabadapt).",
     "- embed: fastText's matrices are vocabulary x dim; the id file is streamed from disk.",
@@ -583,6 +583,7 @@ def verdict(sizes: list[dict]) -> list[str]:
         "| stage | sizes | text x | work CPU x | CPU s per MB, change | peak RSS MB | peak RSS x |",
         "|---|---|---|---|---|---|---|",
     ]
+    goals: list[tuple[str, bool | None, float, float, float, float]] = []
     for s in STAGES:
         for vec in (None,) if s in ("corpus", "tokenize") else (False, True):  # these two read no vectors
             have = _ran(sizes, s, vec)
@@ -592,11 +593,23 @@ def verdict(sizes: list[dict]) -> list[str]:
             k = hi["corpus"]["text_bytes"] / lo["corpus"]["text_bytes"]
             ca, cb = _work(lo["stages"][s])["cpu_s"], _work(hi["stages"][s])["cpu_s"]
             ra, rb = lo["stages"][s]["peak_rss_mb"], hi["stages"][s]["peak_rss_mb"]
+            goals.append((s, vec, k, cb / k / ca - 1 if ca else 0.0, rb / ra, rb))
             out.append(
                 f"| {s}{' (no vectors)' if vec is False else ''} | {lo['size_gb']:g} -> {hi['size_gb']:g} GB | {k:.2f} | "
                 f"{cb / ca if ca else 0:.2f} | {(cb / k / ca - 1) * 100 if ca else 0:+.0f} % | {ra:.0f} -> {rb:.0f} | "
                 f"{rb / ra:.2f} |"
             )
+    big = [g for g in goals if g[2] >= 1.9]  # pairs a factor of ~2 apart or more: the GB-scale reading
+    if big:
+        worst_time = max(big, key=lambda g: g[3])
+        worst_rss = max(big, key=lambda g: g[4])
+        out += [
+            "",
+            f"Goals, read from the pairs at least 2x apart: time linear in size: the largest change of CPU seconds "
+            f"per MB is {worst_time[3] * 100:+.0f} % ({worst_time[0]}; negative = cheaper per MB at the larger "
+            f"size); peak memory flat: the largest peak RSS ratio is {worst_rss[4]:.2f} ({worst_rss[0]}); the "
+            f"largest peak RSS at the largest size is {max(g[5] for g in big):.0f} MB (goal: under 4,096 MB).",
+        ]
     return out
 
 
