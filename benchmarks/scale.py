@@ -301,6 +301,22 @@ def substeps(logfile: Path, stage: str) -> dict[str, dict[str, float]]:
 # the benchmark
 
 
+def measure_stage(
+    stage: str, key: str, config: Path, run_dir: Path, work: Path, mb: float, row: dict, res: dict
+) -> None:
+    """Run one stage of one size in its own process and record it in row["stages"]."""
+    log(f"{key} GB: stage {stage}")
+    logfile = work / f"{key}GB-{stage}.log"
+    m = spawn(["child-stage", "--stage", stage, "--config", str(config), "--run-dir", str(run_dir)], logfile)
+    m["mb_s"] = round(mb / m["wall_s"], 3)
+    m["disk_bytes"] = {
+        d: du(run_dir / d) for d in ("corpus", "tokenizers", "terms", "tokens", "embeddings", "align", "partial")
+    }
+    m["substeps"] = substeps(logfile, stage)
+    row["stages"][stage] = m
+    write_results(res, partial=True)
+
+
 def measure_size(size_gb: float, work: Path, source_tok: Path, args: argparse.Namespace, res: dict) -> None:
     key = f"{size_gb:g}"
     row = res["sizes"].setdefault(key, {"size_gb": size_gb, "commit": git_commit(), "stages": {}, "anchors": {}})
@@ -314,22 +330,12 @@ def measure_size(size_gb: float, work: Path, source_tok: Path, args: argparse.Na
     config = write_config(work / f"scale-{key}GB.yaml", corpus, source_tok, args.epochs, vectors)
     mb = row["corpus"]["text_bytes"] / 1e6
     for stage in STAGES:
-        if stage in row["stages"]:
-            continue
-        log(f"{key} GB: stage {stage}")
-        logfile = work / f"{key}GB-{stage}.log"
-        m = spawn(["child-stage", "--stage", stage, "--config", str(config), "--run-dir", str(run_dir)], logfile)
-        m["mb_s"] = round(mb / m["wall_s"], 3)
-        m["disk_bytes"] = {
-            d: du(run_dir / d) for d in ("corpus", "tokenizers", "terms", "tokens", "embeddings", "align", "partial")
-        }
-        m["substeps"] = substeps(logfile, stage)
-        row["stages"][stage] = m
-        write_results(res, partial=True)
+        if stage not in row["stages"]:
+            measure_stage(stage, key, config, run_dir, work, mb, row, res)
         anchor = {"corpus": "corpus", "tokenize": "tokenize", "embed": "embed" if vectors else None}.get(stage)
         if args.anchors_up_to is not None and size_gb > args.anchors_up_to:
             anchor = None
-        if anchor and anchor not in row["anchors"]:
+        if anchor and anchor not in row["anchors"]:  # also for a stage measured by an earlier run
             log(f"{key} GB: anchor of {stage}")
             out = work / f"{key}GB-anchor-{anchor}.json"
             a = spawn(
@@ -775,8 +781,11 @@ def main(argv: list[str] | None = None) -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     old = RESULTS / "scale.json"
     res = json.loads(old.read_text()) if old.exists() else {"sizes": {}}
+    command = "python benchmarks/scale.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    if res.get("command") and command not in res["command"]:  # a later run adding to the rows kept above
+        command = f"{res['command']}` and then `{command}"
     res.update(
-        command="python benchmarks/scale.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        command=command,
         commit=git_commit(),
         machine=_machine(),
         epochs=args.epochs,
