@@ -38,8 +38,10 @@ import json
 import logging
 import os
 import random
+import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -260,20 +262,34 @@ def child_anchor(args: argparse.Namespace) -> None:
 
 
 def spawn(argv: list[str], logfile: Path) -> dict[str, Any]:
-    """Run this script as a child; wall time, CPU time and peak RSS (wait4) of that process tree."""
+    """Run this script as a child; wall time, CPU time and peak RSS (wait4) of that process tree, and the
+    machine's load while it ran (the 1-minute load average sampled every 10 s: mean and max), so that two
+    measurements compared as a ratio can be seen to have run under the same load."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
+    loads: list[float] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(10):
+            loads.append(os.getloadavg()[0])
+
     t0 = time.perf_counter()
     with open(logfile, "w") as f:
         proc = subprocess.Popen([sys.executable, __file__, *argv], stdout=f, stderr=subprocess.STDOUT, env=env)
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
         _, status, ru = os.wait4(proc.pid, 0)
+        done.set()
     wall = time.perf_counter() - t0
     rc = os.waitstatus_to_exitcode(status)
     if rc != 0:
         raise SystemExit(f"child {' '.join(argv)} failed (exit {rc}); see {logfile}")
+    loads = loads or [os.getloadavg()[0]]
     return {
         "wall_s": round(wall, 2),
         "cpu_s": round(ru.ru_utime + ru.ru_stime, 2),
         "peak_rss_mb": round(ru.ru_maxrss / 1024, 1),
+        "load": {"mean": round(sum(loads) / len(loads), 2), "max": round(max(loads), 2)},
     }
 
 
@@ -395,8 +411,10 @@ def render(res: dict) -> str:
         "benchmarks/scale.py. The pool is ~10 MB of shared text repeated (shuffled per copy, copy-index prefix "
         "so dedup keeps every copy), so vocabulary growth is that of 10 MB.",
         f"fastText: {res['epochs']} epoch(s) (research config: 30; its time is linear in epochs).",
-        "The machine was shared with other jobs while this ran (load average in the JSON); wall times are "
-        "therefore noisy, CPU seconds less so, and every ratio is of two measurements taken minutes apart.",
+        "Load: each measured process records the machine's 1-minute load average while it ran (mean of samples "
+        "every 10 s; in the JSON per stage and anchor, and beside each ratio below). Rows measured before that was "
+        "recorded show -; they ran on a machine shared with other jobs (load 3-4 at times), where wall times "
+        "are noisy and CPU seconds less so.",
         "",
         "## Per stage and size",
         "",
@@ -423,21 +441,24 @@ def render(res: dict) -> str:
         "",
         "## Anchors side by side (same data, same run)",
         "",
-        "Ratio = anchor / vocabadapt (1.0 = as fast as the bare library; goal >= 0.9), by CPU seconds (the "
-        "machine was shared, so CPU seconds are the fairer measure; wall seconds beside them). vocabadapt's "
-        "side is the stage's work from its log markers, without process start-up.",
+        "Ratio = anchor / vocabadapt (1.0 = as fast as the bare library; goal >= 0.9), by CPU seconds (work "
+        "done) and by wall seconds (throughput, what a user waits for); on a shared machine CPU seconds are the "
+        "fairer of the two. vocabadapt's side is the stage's work from its log markers, without process start-up.",
         "",
         "| size | what | vocabadapt CPU s | anchor CPU s | ratio (CPU) | vocabadapt wall s | anchor wall s | "
-        "vocabadapt peak RSS MB | anchor peak RSS MB |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "ratio (wall) | load while run: vocabadapt / anchor | vocabadapt peak RSS MB | anchor peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
-    def row(size, what, ours, theirs, rss_ours, rss_theirs):
+    def row(size, what, ours, theirs, rss_ours, rss_theirs, loads):
         return (
             f"| {size:g} GB | {what} | {ours['cpu_s']:.1f} | {theirs['cpu_s']:.1f} | "
             f"{_ratio(theirs['cpu_s'], ours['cpu_s'])} | {ours['wall_s']:.1f} | {theirs['wall_s']:.1f} | "
-            f"{rss_ours} | {rss_theirs:.0f} |"
+            f"{_ratio(theirs['wall_s'], ours['wall_s'])} | {loads} | {rss_ours} | {rss_theirs:.0f} |"
         )
+
+    def loads(stage: dict, anchor: dict) -> str:
+        return " / ".join(f"{m['load']['mean']:.1f}" if "load" in m else "-" for m in (stage, anchor))
 
     for r in sizes:
         st, an, g = r["stages"], r["anchors"], r["size_gb"]
@@ -452,6 +473,7 @@ def render(res: dict) -> str:
                         an["corpus"]["result"],
                         f"{st['corpus']['peak_rss_mb']:.0f}",
                         an["corpus"]["peak_rss_mb"],
+                        loads(st["corpus"], an["corpus"]),
                     )
                 )
         if "tokenize" in st and "tokenize" in an and "cpu_s" in an["tokenize"]["result"]["source"]:
@@ -467,6 +489,7 @@ def render(res: dict) -> str:
                             a["result"][side],
                             f"{st['tokenize']['peak_rss_mb']:.0f} (whole stage)",
                             a["peak_rss_mb"],
+                            loads(st["tokenize"], a),
                         )
                     )
             whole = {k: sum(v[k] for v in st["tokenize"]["substeps"].values()) for k in ("cpu_s", "wall_s")}
@@ -480,6 +503,7 @@ def render(res: dict) -> str:
                     both,
                     "",
                     a["peak_rss_mb"],
+                    loads(st["tokenize"], a),
                 )
             )
         if "embed" in st and "embed" in an and "fasttext_cpu_s" in an["embed"]["result"]:
@@ -495,6 +519,7 @@ def render(res: dict) -> str:
                         {"cpu_s": a["fasttext_cpu_s"], "wall_s": a["fasttext_s"]},
                         f"{st['embed']['peak_rss_mb']:.0f} (whole stage)",
                         an["embed"]["peak_rss_mb"],
+                        loads(st["embed"], an["embed"]),
                     )
                 )
     lines += [
@@ -760,6 +785,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--work", type=Path, default=REPO / "benchmarks" / "cache" / "scale")
     p.add_argument(
+        "--redo",
+        action="store_true",
+        help="measure the given sizes again from scratch: drop their rows from scale.json and delete their run "
+        "directories first (without it, stages and anchors already measured are kept)",
+    )
+    p.add_argument(
         "--render",
         type=Path,
         default=None,
@@ -792,6 +823,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     source_tok = smollm2_tokenizer(args.work)
     for size in args.sizes:
+        if args.redo:
+            res["sizes"].pop(f"{size:g}", None)
+            shutil.rmtree(args.work / f"run-{size:g}GB", ignore_errors=True)
         res.setdefault("load_average", {})[f"{size:g}"] = os.getloadavg()
         measure_size(size, args.work, source_tok, args, res)
     write_results(res, partial=False)
