@@ -16,11 +16,13 @@ import importlib.util
 import logging
 import os
 import re
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections import deque
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from itertools import islice
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from ..config import ModelsConfig, TokenizerTrainSpec
 from ..errors import InputError
@@ -258,20 +260,24 @@ def tokenize_to_shards(
         for t, doc in zip(texts, ids):
             writer.add(doc, n_bytes=len(t.encode("utf-8")))
 
+    pool: Executor
+    encode: Callable[[list[str]], list[list[int]]]
     if backend_of(tokenizer) is not None or workers <= 1:
-        for chunk in batches(texts, batch_size):
-            write(chunk, encode_texts(tokenizer, chunk))
+        # One thread encodes (a fast tokenizer releases the GIL and is parallel by itself) while this one
+        # reads the next batch and writes the last: reading and writing no longer leave the cores idle.
+        pool, encode, in_flight = ThreadPoolExecutor(1), partial(encode_texts, tokenizer), 2
     else:
-        with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(str(tokenizer_dir),)) as pool:
-            # Keep at most 2×workers batches in flight; results come back in submission order.
-            pending: list[tuple[list[str], Future]] = []
-            for chunk in batches(texts, batch_size):
-                pending.append((chunk, pool.submit(_encode_in_worker, chunk)))
-                if len(pending) >= 2 * workers:
-                    t, fut = pending.pop(0)
-                    write(t, fut.result())
-            for t, fut in pending:
+        pool = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(str(tokenizer_dir),))
+        encode, in_flight = _encode_in_worker, 2 * workers
+    with pool:
+        pending: deque[tuple[list[str], Future]] = deque()
+        for chunk in batches(texts, batch_size):
+            pending.append((chunk, pool.submit(encode, chunk)))
+            if len(pending) >= in_flight:  # results are written in submission order
+                t, fut = pending.popleft()
                 write(t, fut.result())
+        for t, fut in pending:
+            write(t, fut.result())
     return writer.close(vocab_size=len(tokenizer), **meta)
 
 
