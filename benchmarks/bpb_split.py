@@ -139,7 +139,7 @@ def render(res: dict[str, Any], title: str) -> str:
             continue
         lines.append(
             f"| {r['class']} | {r['tokens']:,} | {r['share_of_bytes']:.1%} | {r['target_bpb']:.3f} | "
-            f"{r['source_bpb']:.3f} | {r['target_bpb'] - r['source_bpb']:+.3f} | {r['share_of_excess']:.1%} | "
+            f"{r['source_bpb']:.3f} | {r['target_bpb'] - r['source_bpb']:+.3f} | {'-' if r['share_of_excess'] is None else format(r['share_of_excess'], '.1%')} | "
             f"{r['mean_mass_on_new']:.3f} |"
         )
     return "\n".join(lines)
