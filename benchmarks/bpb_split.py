@@ -26,6 +26,7 @@ import argparse
 import json
 import math
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,7 @@ def split(run_dir: Path, model_dir: Path, source_dir: Path, n_docs: int, max_cha
     new_ids = torch.tensor([tgt_strings.get(i, "") not in src_vocab for i in range(len(tgt_tok))])
     zero = {"tokens": 0, "bytes": 0, "target_bits": 0.0, "source_bits": 0.0, "mass_on_new": 0.0}
     acc: dict[str, dict[str, Any]] = {c: dict(zero) for c in CLASSES}
+    worst: dict[str, Counter] = {c: Counter() for c in CLASSES}  # excess bits by the token's text
     for text in docs:
         t_ids, t_bits, _, t_ends, t_mass = token_bits(tgt, tgt_tok, text, new_ids)
         _, s_bits, s_starts, s_ends, _ = token_bits(src, src_tok, text)
@@ -96,9 +98,11 @@ def split(run_dir: Path, model_dir: Path, source_dir: Path, n_docs: int, max_cha
             a["bytes"] += len(text[start:end].encode("utf-8"))
             a["target_bits"] += bits
             a["mass_on_new"] += mass
+            before = a["source_bits"]
             while j < len(s_ends) and s_ends[j] <= end:
                 a["source_bits"] += s_bits[j]
                 j += 1
+            worst[cls][text[start:end]] += bits - (a["source_bits"] - before)
             start, prev_new = end, is_new
     total_bytes = sum(a["bytes"] for a in acc.values())
     total_excess = sum(a["target_bits"] - a["source_bits"] for a in acc.values())
@@ -115,6 +119,7 @@ def split(run_dir: Path, model_dir: Path, source_dir: Path, n_docs: int, max_cha
                 "share_of_bytes": a["bytes"] / total_bytes,
                 "share_of_excess": excess / total_excess if total_excess else None,
                 "mean_mass_on_new": a["mass_on_new"] / a["tokens"] if a["tokens"] else None,
+                "most_excess": [[t, round(b, 1)] for t, b in worst[c].most_common(8)],
             }
         )
     return {
@@ -142,6 +147,8 @@ def render(res: dict[str, Any], title: str) -> str:
             f"{r['source_bpb']:.3f} | {r['target_bpb'] - r['source_bpb']:+.3f} | {'-' if r['share_of_excess'] is None else format(r['share_of_excess'], '.1%')} | "
             f"{r['mean_mass_on_new']:.3f} |"
         )
+    lines += ["", "Texts with the most excess bits in each class (summed over their occurrences):", ""]
+    lines += [f"- {r['class']}: " + ", ".join(f"`{t!r}` {b:+.0f}" for t, b in r["most_excess"]) for r in res["rows"]]
     return "\n".join(lines)
 
 
