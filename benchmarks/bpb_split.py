@@ -60,7 +60,6 @@ def token_bits(
 def split(run_dir: Path, model_dir: Path, source_dir: Path, n_docs: int, max_chars: int) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    torch.set_grad_enabled(False)
     docs = []
     with open(run_dir / "corpus" / "heldout.jsonl", encoding="utf-8") as f:
         for line in f:
