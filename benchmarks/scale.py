@@ -494,6 +494,25 @@ def render(res: dict) -> str:
                     )
             whole = {k: sum(v[k] for v in st["tokenize"]["substeps"].values()) for k in ("cpu_s", "wall_s")}
             both = {k: sum(a["result"][s][k] for s in ("source", "target")) for k in ("cpu_s", "wall_s")}
+            subs = st["tokenize"]["substeps"]
+            if "term mining" in subs and all(f"shards {side}" in subs for side in ("source", "target")):
+                shards = ["shards source", "shards target"]
+                mined = {
+                    "cpu_s": _piece_cpu(r, "tokenize", shards) + _piece_cpu(r, "tokenize", ["term mining"]),
+                    "wall_s": sum(subs[n]["wall_s"] for n in [*shards, "term mining"]),
+                }
+                lines.append(
+                    row(
+                        g,
+                        "tokenize shards of both sides + term mining (its CPU: wall x worker processes) vs "
+                        "encode_batch of both sides",
+                        mined,
+                        both,
+                        "",
+                        a["peak_rss_mb"],
+                        loads(st["tokenize"], a),
+                    )
+                )
             lines.append(
                 row(
                     g,
