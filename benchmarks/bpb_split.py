@@ -6,18 +6,17 @@ Both models score the same held-out documents (the first --docs of RUN_DIR/corpu
 the evaluate stage takes them; each cut to its first --max-chars characters so one window holds it).
 Each target token is put in one class:
 
-    new              not in the source vocabulary (its rows come from the initialiser)
-    kept, after new  in the source vocabulary (its rows are copied), the token before it is new
-    kept, resplit    in the source vocabulary, but the source tokenizer does not cut the text there:
+    new              not identical to a source token (vocabadapt.text.vocab.identical_tokens; special
+                     tokens match by role): its rows come from the initialiser
+    kept, after new  identical to a source token (its rows are copied), the token before it is new
+    kept, resplit    identical, but the source tokenizer does not cut the text there:
                      its byte span is not one source token's (a segmentation the model never saw)
-    kept             in the source vocabulary, the same span as a source token, after a kept token
+    kept             identical, the same span as a source token, after a kept token
 
 and the source model's bits for the same bytes are added up beside it: a source token counts towards
 the target token in whose byte span it ends. The excess (target bits - source bits) per class says
 whether the gap to the source model is in the new rows themselves, in the copied rows that read them
-as context, or spread evenly. Token strings are compared as the tokenizers' own vocabulary strings,
-so this is for two tokenizers of one family (byte-level BPE with the same pre-tokenizer), as in
-target (a) of benchmarks/quality.py --setting smollm2.
+as context, or spread evenly. Both tokenizers must be fast (character offsets).
 """
 
 from __future__ import annotations
@@ -60,6 +59,8 @@ def token_bits(
 def split(run_dir: Path, model_dir: Path, source_dir: Path, n_docs: int, max_chars: int) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from vocabadapt.text.vocab import identical_tokens, special_map
+
     docs = []
     with open(run_dir / "corpus" / "heldout.jsonl", encoding="utf-8") as f:
         for line in f:
@@ -70,11 +71,13 @@ def split(run_dir: Path, model_dir: Path, source_dir: Path, n_docs: int, max_cha
                 break
     src_tok = AutoTokenizer.from_pretrained(run_dir / "tokenizers" / "source")
     tgt_tok = AutoTokenizer.from_pretrained(run_dir / "tokenizers" / "target")
-    src_vocab = set(src_tok.get_vocab())
-    tgt_strings = {i: s for s, i in tgt_tok.get_vocab().items()}
+    # kept = the rows the transplant copies: identical tokens (vocabadapt's own matching, across
+    # families) and special tokens matched by role
+    kept = set(identical_tokens(tgt_tok, src_tok)) | set(special_map(tgt_tok, src_tok)[0])
     src = AutoModelForCausalLM.from_pretrained(source_dir, dtype=torch.float32).eval()
     tgt = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    new_ids = torch.tensor([tgt_strings.get(i, "") not in src_vocab for i in range(len(tgt_tok))])
+    new_ids = torch.ones(len(tgt_tok), dtype=torch.bool)
+    new_ids[sorted(kept)] = False
     zero = {"tokens": 0, "bytes": 0, "target_bits": 0.0, "source_bits": 0.0, "mass_on_new": 0.0}
     acc: dict[str, dict[str, Any]] = {c: dict(zero) for c in CLASSES}
     worst: dict[str, Counter] = {c: Counter() for c in CLASSES}  # excess bits by the token's text

@@ -707,7 +707,8 @@ def verdict(res: dict) -> list[str]:
             """(acc, macro-F1, acc interval): all 500 questions where scored apart, else the row's own."""
             if qa.get(row, {}).get("acc") is not None:
                 return qa[row]["acc"], qa[row]["macro_f1"], qa[row]["acc_ci95"]
-            return (fallback or {}).get("acc"), (fallback or {}).get("f1"), (fallback or {}).get("acc_ci")
+            own = fallback or {}
+            return own.get("acc"), own.get("f1"), own.get("acc_ci")
 
         acc, f1, ci = qa_of("default", d["stage2"])
         for name, key, ref_bpb, ref in (

@@ -450,11 +450,11 @@ def render(res: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
-    def row(size, what, ours, theirs, rss_ours, rss_theirs, loads):
+    def row(size, what, ours, theirs, rss_ours, rss_theirs, load):
         return (
             f"| {size:g} GB | {what} | {ours['cpu_s']:.1f} | {theirs['cpu_s']:.1f} | "
             f"{_ratio(theirs['cpu_s'], ours['cpu_s'])} | {ours['wall_s']:.1f} | {theirs['wall_s']:.1f} | "
-            f"{_ratio(theirs['wall_s'], ours['wall_s'])} | {loads} | {rss_ours} | {rss_theirs:.0f} |"
+            f"{_ratio(theirs['wall_s'], ours['wall_s'])} | {load} | {rss_ours} | {rss_theirs:.0f} |"
         )
 
     def loads(stage: dict, anchor: dict) -> str:
@@ -495,8 +495,8 @@ def render(res: dict) -> str:
             whole = {k: sum(v[k] for v in st["tokenize"]["substeps"].values()) for k in ("cpu_s", "wall_s")}
             both = {k: sum(a["result"][s][k] for s in ("source", "target")) for k in ("cpu_s", "wall_s")}
             subs = st["tokenize"]["substeps"]
-            if "term mining" in subs and all(f"shards {side}" in subs for side in ("source", "target")):
-                shards = ["shards source", "shards target"]
+            shards = ["shards source", "shards target"]
+            if all(n in subs for n in [*shards, "term mining"]):
                 mined = {
                     "cpu_s": _piece_cpu(r, "tokenize", shards) + _piece_cpu(r, "tokenize", ["term mining"]),
                     "wall_s": sum(subs[n]["wall_s"] for n in [*shards, "term mining"]),

@@ -70,7 +70,7 @@ def count_words(
         workers: processes counting batches of `batch_size` documents in parallel (merged in order;
             the counts are the same for any number of workers while the cap is not reached).
     """
-    from .tokenizers import batches
+    from .tokenizers import batches, in_order
 
     total = WordCounts(Counter(), Counter(), 0)
 
@@ -91,16 +91,11 @@ def count_words(
             merge(_count_batch(chunk))
         return total
     from concurrent.futures import ProcessPoolExecutor
+    from itertools import chain
 
-    with ProcessPoolExecutor(workers) as pool:
-        # At most 2 x workers batches in flight (bounded memory); results merged in submission order.
-        pending = [pool.submit(_count_batch, first)]
-        for chunk in chunks:
-            pending.append(pool.submit(_count_batch, chunk))
-            if len(pending) >= 2 * workers:
-                merge(pending.pop(0).result())
-        for fut in pending:
-            merge(fut.result())
+    with ProcessPoolExecutor(workers) as pool:  # merged in submission order, 2 x workers batches in flight
+        for _, part in in_order(pool, _count_batch, chain([first], chunks), 2 * workers):
+            merge(part)
     return total
 
 

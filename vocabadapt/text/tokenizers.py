@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from functools import partial
 from itertools import islice
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from ..config import ModelsConfig, TokenizerTrainSpec
 from ..errors import InputError
@@ -30,6 +30,7 @@ from ..io import atomic_dir, read_json
 from .shards import ShardWriter
 
 log = logging.getLogger(__name__)
+R = TypeVar("R")
 
 
 def source_tokenizer_name(models: ModelsConfig) -> str:
@@ -154,6 +155,19 @@ def batches(texts: Iterable[str], size: int) -> Iterator[list[str]]:
         yield batch
 
 
+def in_order(pool: Executor, fn: Callable[[Any], R], items: Iterable[Any], in_flight: int) -> Iterator[tuple[Any, R]]:
+    """(item, fn(item)) for each item, computed in `pool`, yielded in the items' order, with at most
+    `in_flight` items submitted and not yet yielded (bounded memory however long `items` is)."""
+    pending: deque[tuple[Any, Future]] = deque()
+    for item in items:
+        pending.append((item, pool.submit(fn, item)))
+        if len(pending) >= in_flight:
+            item, fut = pending.popleft()
+            yield item, fut.result()
+    for item, fut in pending:
+        yield item, fut.result()
+
+
 def backend_of(tokenizer: Any) -> Any | None:
     """The Rust `tokenizers.Tokenizer` behind a fast tokenizer, or None for a slow one."""
     if not getattr(tokenizer, "is_fast", False):
@@ -264,20 +278,15 @@ def tokenize_to_shards(
     encode: Callable[[list[str]], list[list[int]]]
     if backend_of(tokenizer) is not None or workers <= 1:
         # One thread encodes (a fast tokenizer releases the GIL and is parallel by itself) while this one
-        # reads the next batch and writes the last: reading and writing no longer leave the cores idle.
+        # reads the next batch and writes the last. Within noise on 2 cores; meant for many cores, where the
+        # serial reading and writing would otherwise bound the parallel encoder.
         pool, encode, in_flight = ThreadPoolExecutor(1), partial(encode_texts, tokenizer), 2
     else:
         pool = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(str(tokenizer_dir),))
         encode, in_flight = _encode_in_worker, 2 * workers
     with pool:
-        pending: deque[tuple[list[str], Future]] = deque()
-        for chunk in batches(texts, batch_size):
-            pending.append((chunk, pool.submit(encode, chunk)))
-            if len(pending) >= in_flight:  # results are written in submission order
-                t, fut = pending.popleft()
-                write(t, fut.result())
-        for t, fut in pending:
-            write(t, fut.result())
+        for chunk, ids in in_order(pool, encode, batches(texts, batch_size), in_flight):
+            write(chunk, ids)
     return writer.close(vocab_size=len(tokenizer), **meta)
 
 
