@@ -6,7 +6,7 @@ import difflib
 import hashlib
 from typing import Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .common import PATH, PATH_OR_ID, Section
 
@@ -27,9 +27,31 @@ class TokenizerTrainSpec(BaseModel):
     )
 
 
-class TargetTokenizerSpec(BaseModel):
+class TokenizerExtendSpec(BaseModel):
+    """Extend the source tokenizer: its tokens, ids and merges, plus new merges learned on corpus/train."""
+
     model_config = ConfigDict(extra="forbid")
-    train: TokenizerTrainSpec = Field(description="How to train the target tokenizer.")
+    new_tokens: int = Field(
+        ge=1, description="Tokens to add after the source's ids (fewer, with a warning, if the corpus has fewer pairs)."
+    )
+    min_frequency: int = Field(2, ge=1, description="Minimum count of a pair of tokens to merge.")
+
+
+class TargetTokenizerSpec(BaseModel):
+    """A target tokenizer made in the run: trained from scratch, or the source tokenizer extended."""
+
+    model_config = ConfigDict(extra="forbid")
+    train: Optional[TokenizerTrainSpec] = Field(None, description="How to train the target tokenizer from scratch.")
+    extend: Optional[TokenizerExtendSpec] = Field(
+        None,
+        description="Extend the source tokenizer instead (source segmentation kept, new tokens only join source tokens).",
+    )
+
+    @model_validator(mode="after")
+    def _one_way(self) -> TargetTokenizerSpec:
+        if (self.train is None) == (self.extend is None):
+            raise ValueError("give exactly one of train: {...} (a new tokenizer) or extend: {new_tokens: N}")
+        return self
 
 
 class ModelsConfig(Section):
@@ -46,7 +68,8 @@ class ModelsConfig(Section):
     )
     target_tokenizer: Union[str, TargetTokenizerSpec, None] = Field(
         None,
-        description="Target tokenizer: path or id, or {train: {...}} to train one on the corpus.",
+        description="Target tokenizer: path or id, {train: {...}} to train one on the corpus, or {extend: {new_tokens: N}} "
+        "to add N tokens learned on the corpus to the source tokenizer.",
         json_schema_extra=PATH_OR_ID,
     )
     trust_remote_code: bool = Field(
@@ -119,4 +142,8 @@ class TermMiningConfig(Section):
     top_k: int = Field(1000, ge=1, description="Number of terms to keep.")
     min_frequency: int = Field(5, ge=1, description="Minimum corpus count of a term (both modes).")
     use_tfidf: bool = Field(True, description="Rank by TF-IDF against document frequency; false = by count.")
-    add_to_target: bool = Field(False, description="Add mined terms to the target tokenizer as whole tokens.")
+    add_to_target: bool = Field(
+        False,
+        description="Add mined terms to the target tokenizer as whole tokens (matched before the BPE, so words "
+        "that contain one are re-split; models.target_tokenizer: {extend: ...} adds domain tokens without that).",
+    )

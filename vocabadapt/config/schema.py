@@ -31,6 +31,7 @@ from .data import (
     TargetTokenizerSpec,
     TermMiningConfig,
     TokenizationConfig,
+    TokenizerExtendSpec,
     TokenizerTrainSpec,
 )
 from .evaluation import EvaluationConfig, LmEvalConfig, PipelineConfig, QAConfig
@@ -60,6 +61,7 @@ __all__ = [
     "TargetTokenizerSpec",
     "TermMiningConfig",
     "TokenizationConfig",
+    "TokenizerExtendSpec",
     "TokenizerTrainSpec",
     "TransplantConfig",
     "VectorPlan",
