@@ -99,6 +99,12 @@ class CorpusConfig(Section):
         default_factory=lambda: ["text"],
         description="JSONL/parquet fields joined (newline) to make a document's text.",
     )
+    exclude_inputs: list[str] = Field(
+        default_factory=list,
+        description="Evaluation documents (read with text_fields) that must never be trained on: a corpus "
+        "document whose whitespace-normalised text or first line (title) matches one is dropped.",
+        json_schema_extra=PATH,
+    )
     txt_document: Literal["block", "line"] = Field(
         "block", description=".txt files: one document per blank-line separated block, or per line."
     )
