@@ -204,15 +204,3 @@ def test_config_takes_one_of_train_or_extend():
     for bad in ({"extend": {"new_tokens": 10}, "train": {"vocab_size": 1000}}, {"extend": {"new_tokens": 0}}, {}):
         with pytest.raises(ConfigError, match="target_tokenizer"):
             validate_dict(models(bad), "c.yaml")
-
-
-def test_audit_says_added_terms_resplit_and_extension_does_not():
-    from vocabadapt.audit import audit
-
-    base = {"models": {"source_model": "m", "target_tokenizer": {"train": {"vocab_size": 1000}}}}
-    terms = validate_dict({**base, "term_mining": {"add_to_target": True}}, "c.yaml")
-    found = {f.id: f for f in audit(terms)}
-    assert found["terms_resplit"].severity == "warning" and "extend" in found["terms_resplit"].recommendation
-    ext = validate_dict({"models": {"source_model": "m", "target_tokenizer": {"extend": {"new_tokens": 64}}}}, "c.yaml")
-    found = {f.id: f for f in audit(ext)}
-    assert "terms_resplit" not in found and found["target_extended"].evidence["new_tokens"] == 64
