@@ -57,8 +57,8 @@ class ExportType:
 EXPORT_TYPES: dict[str, ExportType] = {
     t.name: t
     for t in (
-        ExportType("f16", "F16", "MOSTLY_F16", "float16 matrices (half the float32 size; logits within ~1e-3)"),
-        ExportType("q8_0", "Q8_0", "MOSTLY_Q8_0", "8-bit blocks of 32 with one f16 scale (about 1/4 of float32)"),
+        ExportType("f16", "F16", "MOSTLY_F16", "float16 matrices (half the size of float32)"),
+        ExportType("q8_0", "Q8_0", "MOSTLY_Q8_0", "8-bit blocks of 32 values with one f16 scale (34 bytes per 32 values)"),
     )
 }
 
