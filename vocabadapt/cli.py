@@ -124,6 +124,7 @@ def _quiet_libraries(verbose: bool) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if verbose:
         return
+    logging.getLogger("gguf").setLevel(logging.WARNING)  # the GGUF writer logs every file it opens at INFO
     try:
         from transformers.utils import logging as hf_logging
 

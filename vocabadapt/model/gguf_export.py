@@ -476,6 +476,9 @@ def export_gguf(
     tmp = Path(tmp_name)
     try:
         _write(tmp, plan, vocab, tok_dir, name or model_dir.name)
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o666 & ~umask)  # mkstemp makes it private; the finished file gets the usual permissions
         os.replace(tmp, out)
     except OSError as e:
         tmp.unlink(missing_ok=True)
