@@ -99,7 +99,9 @@ def main() -> None:
         "|---:|---:|---:|:---:|---:|---:|---:|---:|",
     ]
     for i, nbytes, ntok, same, scored, diff, rel, top1 in rows:
-        lines.append(f"| {i} | {nbytes:,} | {ntok:,} | {'yes' if same else 'NO'} | {scored} | {diff:.4f} | {rel:.2e} | {top1:.3f} |")
+        lines.append(
+            f"| {i} | {nbytes:,} | {ntok:,} | {'yes' if same else 'NO'} | {scored} | {diff:.4f} | {rel:.2e} | {top1:.3f} |"
+        )
     lines += [
         "",
         f"Max abs logit difference over all documents: **{worst:.4f}**; token ids equal on "

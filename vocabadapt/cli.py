@@ -93,9 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--gguf", required=True, metavar="OUT.gguf", help="the GGUF file to write")
     types = ", ".join(f"{t.name}: {t.description}" for t in EXPORT_TYPES.values())
     x.add_argument("--type", dest="gguf_type", choices=tuple(EXPORT_TYPES), default="f16", help=types)
-    x.add_argument(
-        "--model", choices=tuple(reversed(MODELS)), help="which model (default: the last finished one)"
-    )
+    x.add_argument("--model", choices=tuple(reversed(MODELS)), help="which model (default: the last finished one)")
     return parser
 
 
@@ -261,7 +259,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
     name, model_dir = layout.final_model(args.model)
     # A model directory carries its tokenizer; one that does not uses the run's target tokenizer.
     tok_dir = model_dir if (model_dir / "tokenizer.json").is_file() else layout.tokenizer_dir("target")
-    summary = export_gguf(model_dir, args.gguf, args.gguf_type, tokenizer_dir=tok_dir, name=f"{layout.root.name}-{name}")
+    summary = export_gguf(
+        model_dir, args.gguf, args.gguf_type, tokenizer_dir=tok_dir, name=f"{layout.root.name}-{name}"
+    )
     print(
         f"{summary['file']}: {name} model, {summary['architecture']}, {args.gguf_type}, "
         f"{summary['bytes'] / 1e6:.1f} MB, {summary['vocab']} tokens (pre-tokenizer {summary['pre_tokenizer']}), "

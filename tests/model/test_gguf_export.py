@@ -115,7 +115,9 @@ def test_round_trip_through_transformers(tmp_path, tokenizer, arch, tie, gguf_ty
         assert rel < TOLERANCE[gguf_type], (text, rel)
     assert (tok.eos_token_id, tok.pad_token_id) == (tokenizer.eos_token_id, tokenizer.pad_token_id)
     assert tok.chat_template == CHAT
-    assert len(reader.fields["tokenizer.ggml.merges"].data) == len(json.loads(tokenizer._tokenizer.to_str())["model"]["merges"])
+    assert len(reader.fields["tokenizer.ggml.merges"].data) == len(
+        json.loads(tokenizer._tokenizer.to_str())["model"]["merges"]
+    )
 
 
 def test_q_and_k_rows_are_stored_in_llama_cpp_order(tmp_path, tokenizer):
@@ -145,7 +147,20 @@ def test_unsupported_architecture_is_refused_and_writes_nothing(tmp_path, tokeni
     out = tmp_path / "out" / "model.gguf"
     with pytest.raises(InputError, match=rf"architecture '{arch}'.*supports llama, mistral, qwen2"):
         export_gguf(model_dir, out)
-    assert not out.exists() and not any(out.parent.glob("*")) if out.parent.exists() else True
+    assert not out.parent.exists()  # refused before anything was created
+
+
+def test_rope_scaling_and_llama_biases_are_refused():
+    from transformers import LlamaConfig
+
+    from vocabadapt.model.gguf_export import check_architecture
+
+    scaled = LlamaConfig(rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0})
+    with pytest.raises(InputError, match="rope scaling 'linear'"):
+        check_architecture(scaled, "m")
+    with pytest.raises(InputError, match="attention_bias"):
+        check_architecture(LlamaConfig(attention_bias=True), "m")
+    assert check_architecture(LlamaConfig(), "m").gguf_arch == "LLAMA"
 
 
 def test_full_disk_leaves_no_partial_file_and_keeps_the_old_one(tmp_path, tokenizer, monkeypatch):

@@ -58,7 +58,9 @@ EXPORT_TYPES: dict[str, ExportType] = {
     t.name: t
     for t in (
         ExportType("f16", "F16", "MOSTLY_F16", "float16 matrices (half the size of float32)"),
-        ExportType("q8_0", "Q8_0", "MOSTLY_Q8_0", "8-bit blocks of 32 values with one f16 scale (34 bytes per 32 values)"),
+        ExportType(
+            "q8_0", "Q8_0", "MOSTLY_Q8_0", "8-bit blocks of 32 values with one f16 scale (34 bytes per 32 values)"
+        ),
     )
 }
 
@@ -103,7 +105,6 @@ ARCHITECTURES: dict[str, GGUFArchitecture] = {
 
 # tokenizer.json pre-tokenizers, as llama.cpp names them (tokenizer.ggml.pre). llama.cpp picks its split
 # regex by this name, so a wrong name silently changes the token ids: an unknown shape is refused.
-_GPT2_SPLIT = None  # ByteLevel(use_regex=True) alone is GPT-2's split
 _LLAMA3_SPLIT = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
@@ -174,7 +175,9 @@ def _load_config(model_dir: Path) -> Any:
     from transformers import AutoConfig
 
     if not (model_dir / "config.json").is_file():
-        raise InputError(f"{model_dir} has no config.json; give a Hugging Face model directory (e.g. a run's model/stage2)")
+        raise InputError(
+            f"{model_dir} has no config.json; give a Hugging Face model directory (e.g. a run's model/stage2)"
+        )
     try:
         return AutoConfig.from_pretrained(str(model_dir))
     except Exception as e:
@@ -224,7 +227,7 @@ def _plan(model_dir: Path, export_type: ExportType) -> _Plan:
     head, embed = "lm_head.weight", "model.embed_tokens.weight"
     if tied:
         expected.pop(head, None)  # a tied head is not a tensor of its own: readers tie output to token_embd
-        if head in found:
+        if head in found and embed in found:
             if not torch.equal(read_tensor(found[head][0], head), read_tensor(found[embed][0], embed)):
                 raise InputError(
                     f"{model_dir}: config.json says tie_word_embeddings=true but {head} differs from {embed}; "
@@ -242,15 +245,17 @@ def _plan(model_dir: Path, export_type: ExportType) -> _Plan:
     name_map = gguf.get_tensor_name_map(getattr(gguf.MODEL_ARCH, arch.gguf_arch), n_blocks)
     matrix = export_type.matrix
     plan = _Plan(config=config, arch=arch, export_type=export_type, tied=tied)
-    n_head, n_kv = int(config.num_attention_heads), int(getattr(config, "num_key_value_heads", None) or 0)
-    n_kv = n_kv or n_head
+    n_head = int(config.num_attention_heads)
+    n_kv = int(getattr(config, "num_key_value_heads", None) or n_head)  # grouped-query attention: fewer k heads
     for key in expected:  # the model's own order: token_embd, blocks, output_norm, output
         path, shape = found[key]
         if shape != expected[key]:
             raise InputError(f"{path}: tensor {key} has shape {shape}, the model's config expects {expected[key]}")
         gguf_name = name_map.get_name(key, try_suffixes=(".weight", ".bias"))
         if gguf_name is None:
-            raise InputError(f"{model_dir}: tensor {key} has no GGUF name for the {arch.gguf_arch.lower()} architecture")
+            raise InputError(
+                f"{model_dir}: tensor {key} has no GGUF name for the {arch.gguf_arch.lower()} architecture"
+            )
         qtype = "F32" if len(shape) == 1 else matrix
         if qtype == "Q8_0" and shape[-1] % 32:
             qtype = "F16"  # Q8_0 blocks run along rows of 32; llama.cpp's converter falls back the same way
@@ -263,7 +268,12 @@ def _plan(model_dir: Path, export_type: ExportType) -> _Plan:
         plan.tensors.append(_TensorPlan(key, gguf_name, path, shape, qtype, heads))
     unused = sorted(set(found) - set(expected) - {head})
     if unused:
-        log.warning("%s: %d checkpoint tensor(s) are not model parameters and are not written, e.g. %s", model_dir, len(unused), unused[:3])
+        log.warning(
+            "%s: %d checkpoint tensor(s) are not model parameters and are not written, e.g. %s",
+            model_dir,
+            len(unused),
+            unused[:3],
+        )
     return plan
 
 
@@ -418,7 +428,9 @@ def _write(path: Path, plan: _Plan, vocab: _Vocab, tok_dir: Path, name: str) -> 
         writer.add_token_types(vocab.types)
         special = gguf.SpecialVocab(tok_dir, load_merges=True, n_vocab=len(vocab.tokens))
         if not special.merges:
-            raise InputError(f"{tok_dir}/tokenizer.json has no merges; a BPE vocabulary without merges cannot be written")
+            raise InputError(
+                f"{tok_dir}/tokenizer.json has no merges; a BPE vocabulary without merges cannot be written"
+            )
         special.add_to_gguf(writer, quiet=True)
         for t in plan.tensors:
             _tensor_info(writer, t)
@@ -463,7 +475,9 @@ def export_gguf(
     try:
         import gguf  # noqa: F401
     except ImportError:
-        raise InputError("writing GGUF needs the 'gguf' package, which is not installed; pip install 'gguf>=0.10'") from None
+        raise InputError(
+            "writing GGUF needs the 'gguf' package, which is not installed; pip install 'gguf>=0.10'"
+        ) from None
     if out.suffix.lower() != ".gguf":
         raise InputError(f"{out}: the output file name must end in .gguf")
     plan = _plan(model_dir, export_type)
@@ -493,9 +507,10 @@ def export_gguf(
     tensor_types: dict[str, int] = {}
     for t in plan.tensors:
         tensor_types[t.qtype] = tensor_types.get(t.qtype, 0) + 1
-    summary = {
+    size = out.stat().st_size
+    summary: dict[str, Any] = {
         "file": str(out),
-        "bytes": out.stat().st_size,
+        "bytes": size,
         "model_dir": str(model_dir),
         "architecture": plan.arch.model_type,
         "gguf_architecture": plan.arch.gguf_arch.lower(),
@@ -507,5 +522,5 @@ def export_gguf(
         "added_tokens": vocab.added,
         "pre_tokenizer": vocab.pre,
     }
-    log.info("wrote %s (%.1f MB, %s, %d tensors)", out, summary["bytes"] / 1e6, gguf_type, len(plan.tensors))
+    log.info("wrote %s (%.1f MB, %s, %d tensors)", out, size / 1e6, gguf_type, len(plan.tensors))
     return summary
