@@ -176,7 +176,7 @@ def test_fvt_fallback_builds_the_same_rows_as_the_fvt_initialiser():
     from vocabadapt.config import AlignmentConfig
     from vocabadapt.init import InitContext
     from vocabadapt.init import fvt as fvt_init
-    from vocabadapt.model.rows import build_rows
+    from vocabadapt.init.rows import build_rows
 
     text = TEXT + " naïve µg/kg tumour cells ≥ 5 ° ß "
     src = train_bpe_tokenizer([text], vocab_size=290)

@@ -218,7 +218,7 @@ def apply_fallback(rows: _Rows, target_tokenizer: Any, source_tokenizer: Any, cf
     pieces mapped byte by byte), with the same equal weights, so `fallback: fvt` and `init: fvt` build
     the same row for the same token.
     """
-    from ..init.fvt import fvt_pieces
+    from ..text.vocab import fvt_pieces
 
     n_s = len(source_tokenizer)
     fallback_ids = [t for t in range(len(rows.methods)) if not rows.methods[t]]

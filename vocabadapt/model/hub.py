@@ -301,6 +301,20 @@ def load_model(
     )
 
 
+def load_frozen_model(model_dir: str | Path, trust_remote_code: bool = False) -> Any:
+    """A local model in float32 eval mode with no gradients, on the GPU when there is one (load_model: safe,
+    safetensors only). What initialisers that run the source model receive (InitContext.load_source_model)."""
+    import torch
+
+    model = load_model(str(model_dir), ModelsConfig(trust_remote_code=trust_remote_code), dtype=torch.float32)
+    if torch.cuda.is_available():
+        model = model.to("cuda")
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
 def resolve_model_dir(name: str, cache_dir: str | None = None, retry: DownloadRetry = DownloadRetry()) -> Path:
     """A local directory for `name`: itself, its dequantised copy (a .gguf file), or its snapshot in the HF
     cache (downloading when online, retried after network errors as `retry` says)."""

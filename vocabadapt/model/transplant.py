@@ -6,7 +6,7 @@ loaded as a model: every safetensors file is copied unchanged or rewritten by st
 (vocabadapt.model.streaming), so peak memory is about the size of the source and target embedding
 matrices, not of the model.
 
-Rows are built in float64 from a `vocabadapt.init.Recipe` (vocabadapt.model.rows) and cast back to
+Rows are built in float64 from a `vocabadapt.init.Recipe` (vocabadapt.init.rows) and cast back to
 the checkpoint's dtype, so a copied row is bit-identical to its source row. Padding rows (the target
 vocabulary rounded up to `pad_to_multiple_of`) are zero in both matrices and listed in the generation
 config's `suppress_tokens`, so `generate()` can never produce them; anything computing probabilities
@@ -15,6 +15,7 @@ over the vocabulary should use only the first len(tokenizer) logits (the padding
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import shutil
@@ -29,11 +30,12 @@ from .. import init as initialisers
 from ..align.mapping import TokenMapping, tokenizer_checksum
 from ..config import ModelsConfig
 from ..errors import InputError
-from ..init.calibration import Calibration
+from ..init import Calibration
+from ..init.rows import build_rows, check_recipe_ids, zero_rows
 from ..io import atomic_dir, write_json
 from . import TRANSPLANT_SUMMARY
+from .hub import load_frozen_model
 from .keys import locate_embeddings
-from .rows import build_rows, check_recipe_ids, zero_rows
 from .streaming import (
     DTYPE_NAMES,
     INDEX_FILE,
@@ -73,7 +75,7 @@ def transplant_model(
         source_tokenizer, target_tokenizer: transformers tokenizers (the target one is saved to out_dir).
         mapping: one entry per target id; its checksums, when set, must match the two tokenizers.
         out_dir: the model directory to write (replaced as a whole on success).
-        init: row initialiser name (vocabadapt.init.REGISTRY) or None for the mapping's per-token method.
+        init: row initialiser name (vocabadapt.registry.INITIALISERS) or None for the mapping's per-token method.
         norm_match: rescale combined rows to their source rows' norm (see build_rows).
         pad_to_multiple_of: round the target rows up to a multiple of this (padding rows are zero and
             suppressed in generation).
@@ -81,7 +83,7 @@ def transplant_model(
         seed: seed of random rows (input rows use seed, output rows seed + 1).
         allow_pickle: load a pickle-only checkpoint (weights_only) instead of refusing it.
         trust_remote_code: allow a model whose config asks for its own code.
-        calibration: training text and budgets for initialisers with a refine step (init.REFINERS), which
+        calibration: training text and budgets for initialisers with a refine step (Initialiser.refine), which
             load the source model; when such a step gives the output head its own rows, a tied model is
             written untied (config.tie_word_embeddings = false, the head as its own tensor).
     Returns:
@@ -95,7 +97,7 @@ def transplant_model(
     model_dir = Path(source_model_dir)
     out_dir = Path(out_dir)
     models_cfg = ModelsConfig(allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
-    recipe_fn = initialisers.get(init)  # unknown names fail before any work
+    initialiser = initialisers.get(init)  # unknown names fail before any work
     if dtype != "auto" and dtype not in DTYPE_NAMES:
         raise InputError(f"transplant.dtype '{dtype}' is not one of auto, {', '.join(DTYPE_NAMES)}")
     if not (model_dir / "config.json").is_file():
@@ -115,8 +117,7 @@ def transplant_model(
             mapping,
             out_dir,
             Path(scratch),
-            recipe_fn=recipe_fn,
-            init=init,
+            initialiser=initialiser,
             norm_match=norm_match,
             pad_to_multiple_of=pad_to_multiple_of,
             dtype=dtype,
@@ -235,11 +236,11 @@ def _build_matrices(
     out_dtype: torch.dtype | None,
     scratch: Path,
     ctx: initialisers.InitContext,
-    init: str | None,
+    initialiser: initialisers.Initialiser,
 ) -> dict[str, Any]:
     """Build the target input embedding, output head (when untied) and head bias, spilled to `scratch`.
 
-    An initialiser with a refine step (init.REFINERS) gets the built input rows and may return new input
+    An initialiser with a refine step (Initialiser.refine) gets the built input rows and may return new input
     rows and the head's own rows; for a tied model those make the written model untied: the head is
     added to the checkpoint under its parameter name (`where` is updated).
     Returns {"replacements": {key: spilled}, "added": {key: spilled} (tensors the source lacks),
@@ -258,7 +259,7 @@ def _build_matrices(
     src_in = read_tensor(model_dir / weight_map[in_key], in_key)  # (source_rows, hidden)
     new_in = build_rows(src_in, seed=seed, name=in_key, **common)  # (target_rows, hidden)
     del src_in
-    refine = initialisers.refiner(init)
+    refine, init = initialiser.refine, initialiser.name
     refined_out = None  # (target_rows, hidden): the head's own rows, when a refine step gives them
     started = time.perf_counter()
     if refine is not None:
@@ -337,8 +338,7 @@ def _transplant(
     out_dir: Path,
     scratch: Path,
     *,
-    recipe_fn: Callable[[initialisers.InitContext], initialisers.Recipe],
-    init: str | None,
+    initialiser: initialisers.Initialiser,
     norm_match: bool,
     pad_to_multiple_of: int,
     dtype: str,
@@ -361,11 +361,10 @@ def _transplant(
         source_tokenizer=source_tokenizer,
         target_tokenizer=target_tokenizer,
         seed=seed,
-        source_model_dir=model_dir,
+        load_source_model=functools.partial(load_frozen_model, model_dir, trust_remote_code),
         calibration=calibration,
-        trust_remote_code=trust_remote_code,
     )
-    recipe = _checked_recipe(recipe_fn, ctx, n_src_rows, n_src_tok)
+    recipe = _checked_recipe(initialiser.recipe, ctx, n_src_rows, n_src_tok)
 
     n_tgt = len(target_tokenizer)
     n_rows = -(-n_tgt // pad_to_multiple_of) * pad_to_multiple_of
@@ -383,7 +382,7 @@ def _transplant(
         out_dtype=out_dtype,
         scratch=scratch,
         ctx=ctx,
-        init=init,
+        initialiser=initialiser,
     )
     zero_ids, untied = built["zero_ids"], built["untied"]
     out_key = where["output"]  # _build_matrices names the head it adds to a tied checkpoint
@@ -399,7 +398,7 @@ def _transplant(
         target_tokenizer.save_pretrained(str(tmp))
 
         summary = {
-            "init": init,
+            "init": initialiser.name,
             "norm_match": norm_match,
             "seed": seed,
             "rows_per_method": recipe.counts(),

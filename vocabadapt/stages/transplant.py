@@ -15,7 +15,6 @@ from typing import Any
 
 from .. import init as initialisers
 from ..errors import InputError
-from ..init.calibration import Calibration
 from ..run.context import StageContext, StageSpec
 
 
@@ -36,9 +35,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
     # a .gguf: its HF copy; a hub id: its snapshot
     model_dir = resolve_model_dir(cfg.models.source_model, cfg.tokenization.cache_dir, ctx.download_retry)
     calibration = None
-    if initialisers.refiner(cfg.alignment.init) is not None:
+    if initialisers.get(cfg.alignment.init).refine is not None:
         texts = first_bytes(layout.corpus_texts("train"), cfg.alignment.calibration_bytes)
-        calibration = Calibration(texts=texts, max_tokens=cfg.alignment.calibration_tokens)
+        calibration = initialisers.Calibration(texts=texts, max_tokens=cfg.alignment.calibration_tokens)
     summary = transplant_model(
         model_dir,
         layout.tokenizer("source"),
