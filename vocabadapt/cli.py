@@ -153,14 +153,10 @@ def _dispatch(args: argparse.Namespace) -> int:
             max_samples=args.max_samples,
             out=args.out,
         )
-        for name, m in result["models"].items():  # headline on stderr; stdout stays one JSON document
-            q = m.get("pubmedqa")
-            if q and q.get("acc") is not None:
-                print(
-                    f"{name}: PubMedQA acc {q['acc']:.4f} (lm-evaluation-harness pubmedqa scoring), "
-                    f"acc_bytes {q['acc_bytes']:.4f} (per byte), n={q['n']}",
-                    file=sys.stderr,
-                )
+        from .evaluation.tasks import summary_lines
+
+        for line in summary_lines(result, list(result["models"])):  # headlines on stderr; stdout stays JSON
+            print(line, file=sys.stderr)
         print(json.dumps(result, indent=2))
         return 0
     if cmd == "report":
