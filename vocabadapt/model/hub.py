@@ -301,6 +301,20 @@ def load_model(
     )
 
 
+def convert_to_safetensors(model_dir: Path, models_cfg: ModelsConfig, scratch: Path) -> Path:
+    """An allowed pickle checkpoint loaded once (weights_only) and re-saved as safetensors under scratch;
+    returns the new directory."""
+    log.warning(
+        "%s has only pickle weights; loading the whole model once to convert it to safetensors (memory = model size)",
+        model_dir,
+    )
+    model = load_model(str(model_dir), models_cfg)
+    converted = scratch / "converted"
+    model.save_pretrained(str(converted))
+    del model
+    return converted
+
+
 def load_frozen_model(model_dir: str | Path, trust_remote_code: bool = False) -> Any:
     """A local model in float32 eval mode with no gradients, on the GPU when there is one (load_model: safe,
     safetensors only). What initialisers that run the source model receive (InitContext.load_source_model)."""
