@@ -16,6 +16,7 @@ from typing import Any
 from .. import init as initialisers
 from ..errors import InputError
 from ..run.context import StageContext, StageSpec
+from ..text.corpus import texts_within
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
@@ -60,14 +61,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
 def first_bytes(texts: Iterable[str], max_bytes: int) -> list[str]:
     """Documents in order until max_bytes (UTF-8) are taken; the last one is cut to fit (streamed)."""
-    out, left = [], max_bytes
-    for text in texts:
-        if left <= 0:
-            break
-        raw = text.encode("utf-8")[:left]
-        out.append(raw.decode("utf-8", errors="ignore"))
-        left -= len(raw)
-    return out
+    return texts_within(texts, max_bytes, last="cut")
 
 
 SPEC = StageSpec(
