@@ -32,15 +32,10 @@ def toy_recipe(ctx: initialisers.InitContext) -> initialisers.Recipe:
     return initialisers.Recipe(["toy"] * n, [[0] for _ in range(n)], [[1.0] for _ in range(n)])
 
 
-def identity_mapping(tok) -> TokenMapping:
+def any_mapping(tok) -> TokenMapping:
+    """A mapping of the right size: the toy initialiser reads none of its entries."""
     n = len(tok)
-    return TokenMapping(
-        methods=["special", "special"] + ["identical"] * (n - 2),
-        source_ids=[[i] for i in range(n)],
-        weights=[[1.0]] * n,
-        similarity=[None] * n,
-        source_vocab_size=n,
-    )
+    return TokenMapping(["mean"] * n, [[] for _ in range(n)], [[] for _ in range(n)], [None] * n, n)
 
 
 def tensors(directory) -> dict[str, torch.Tensor]:
@@ -62,7 +57,7 @@ def test_a_new_initialiser_is_one_module_and_one_entry(tok, tmp_path, monkeypatc
     assert loaded.recipe is toy_recipe and loaded.refine is None
 
     src = save_tiny_model(tmp_path / "src", tok, "gpt_neox")
-    summary = transplant_model(src, tok, tok, identity_mapping(tok), tmp_path / "out", init="first_row")
+    summary = transplant_model(src, tok, tok, any_mapping(tok), tmp_path / "out", init="first_row")
     assert summary["init"] == "first_row" and summary["rows_per_method"] == {"toy": len(tok)}
     before, after = tensors(src), tensors(tmp_path / "out")
     key = summary["tensors"]["input"]

@@ -103,14 +103,14 @@ def span_report(
     return span, check
 
 
-def _mapping(rows: MappingEntries, n_s: int, target_tokenizer: Any, source_tokenizer: Any, info: dict) -> TokenMapping:
-    """The TokenMapping of `rows` over n_s source rows, with both tokenizers' checksums and `info`."""
+def _mapping(rows: MappingEntries, target_tokenizer: Any, source_tokenizer: Any, info: dict) -> TokenMapping:
+    """The TokenMapping of `rows` (over the source tokenizer's ids), with both tokenizers' checksums and `info`."""
     return TokenMapping(
         methods=rows.methods,
         source_ids=rows.source_ids,
         weights=rows.weights,
         similarity=rows.similarity,
-        source_vocab_size=n_s,
+        source_vocab_size=len(source_tokenizer),
         target_checksum=tokenizer_checksum(target_tokenizer),
         source_checksum=tokenizer_checksum(source_tokenizer),
         info=info,
@@ -146,7 +146,6 @@ def align_vocabularies(
 
     mapping = _mapping(
         rows,
-        n_s,
         target_tokenizer,
         source_tokenizer,
         {
@@ -243,7 +242,6 @@ def map_without_vectors(target_tokenizer: Any, source_tokenizer: Any, cfg: Align
     apply_fallback(rows, target_tokenizer, source_tokenizer, cfg)
     mapping = _mapping(
         rows,
-        n_s,
         target_tokenizer,
         source_tokenizer,
         {

@@ -156,7 +156,8 @@ def baseline_recipe(ctx: InitContext, label: str) -> Recipe:
     return Recipe(labels, ids, weights)
 
 
-# (ctx, recipe, input rows (target_rows, hidden)) -> (input rows, output rows or None = same as input)
+# (ctx, recipe, input rows (target_rows, hidden)) -> (input rows, output rows). Output rows None: the head is
+# built from the source head by the recipe (an untied model); a tied model is written untied and needs them.
 Refiner = Callable[[InitContext, Recipe, "torch.Tensor"], "tuple[torch.Tensor, Optional[torch.Tensor]]"]
 
 
@@ -167,8 +168,8 @@ class Initialiser:
     name, reads_vectors: as vocabadapt.registry.INITIALISERS lists them (None = the mapping's own
         per-token method, which reads the vectors).
     recipe: (InitContext) -> Recipe, the source ids and weights of every target row.
-    refine: run after the recipe's rows are built; returns (input rows, output rows or None = the
-        input rows), both (target_rows, hidden). None when the recipe's rows are final.
+    refine: run after the recipe's rows are built; returns (input rows, head rows), both
+        (target_rows, hidden) (see Refiner). None when the recipe's rows are final.
     """
 
     name: Optional[str]
@@ -178,7 +179,8 @@ class Initialiser:
 
     @property
     def untie_output(self) -> bool:
-        """Whether the output head may get rows of its own (a refine step), so a tied model is untied."""
+        """Whether the head gets rows of its own (a refine step), so a tied model is written untied (decided
+        before any row is built: vocabadapt.model.transplant.head_mode)."""
         return self.refine is not None
 
 
