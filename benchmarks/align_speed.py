@@ -26,9 +26,20 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import cpu_model, git_commit, json_child, load_average, peak_rss_mb, ram_gib, rss_mb, utc_now
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.harness import (
+    ROOT,
+    cpu_model,
+    git_commit,
+    json_child,
+    load_average,
+    module_command,
+    peak_rss_mb,
+    ram_gib,
+    rss_mb,
+    utc_now,
+)
+
 RESULTS = ROOT / "benchmarks" / "results" / "align_speed.md"
 K = 5
 DIM = 100
@@ -146,7 +157,7 @@ def run_case(spec: dict) -> dict:
 
 def spawn(spec: dict) -> dict:
     """Run one case in a child process of this script (its own peak memory); return its result."""
-    return json_child([sys.executable, __file__, "--child", json.dumps(spec)], spec["impl"])
+    return json_child(module_command("align_speed", "--child", json.dumps(spec)), spec["impl"])
 
 
 def machine() -> str:

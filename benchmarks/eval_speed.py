@@ -25,10 +25,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import git_commit, utc_now
+from benchmarks.harness import git_commit, utc_now
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 SHARED = REPO.parent / "shared" / "data"
 RESULTS = REPO / "benchmarks" / "results"
 

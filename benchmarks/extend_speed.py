@@ -24,10 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from common import git_head, log, machine  # noqa: E402
-from scale import pool_documents, smollm2_tokenizer  # noqa: E402
+from benchmarks.harness import ROOT, git_head, log, machine, module_command
+from benchmarks.scale import pool_documents, smollm2_tokenizer
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -93,7 +91,7 @@ def main() -> None:
     rows = []
     for mb in args.mb:
         for kind in ("extend", "bpe"):
-            cmd = [sys.executable, __file__, "--child", kind, "--mb", str(mb), "--new-tokens", str(args.new_tokens)]
+            cmd = module_command("extend_speed", "--child", kind, "--mb", str(mb), "--new-tokens", str(args.new_tokens))
             cmd += ["--vocab", str(args.vocab), "--work", str(args.work)]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT).stdout
             rows.append({"kind": kind, "mb": mb, **json.loads(out.strip().splitlines()[-1])})

@@ -23,10 +23,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import quality  # noqa: E402  (benchmarks/quality.py: the SmolLM2 budget and the row readers)
-from common import git_head, log, machine, read_json, vocabadapt  # noqa: E402
+from benchmarks import quality  # the SmolLM2 budget and the row readers
+from benchmarks.harness import ROOT, git_head, log, machine, read_json, run_cli
 
 RESULTS = ROOT / "benchmarks" / "results"
 ROWS = {
@@ -58,7 +56,7 @@ def run_row(name: str, work: Path, extra: dict, init_only: bool) -> dict:
             budget.update(quality.UNTRAINED)
         budget["models.target_tokenizer"] = flow(ROWS[name])
         log(f"{name}: running")
-        wall = vocabadapt(
+        wall = run_cli(
             ["run", str(quality.REAL_CONFIG), "--run-dir", str(dest), "--until", "evaluate", *quality.sets(budget)],
             logf,
         )
@@ -167,7 +165,7 @@ def main() -> None:
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     if not (work / "base" / "corpus" / "train.jsonl").exists():
-        vocabadapt(
+        run_cli(
             ["run", str(quality.REAL_CONFIG), "--run-dir", str(work / "base"), "--until", "corpus"], work / "base.log"
         )
     t0 = time.time()

@@ -42,10 +42,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import cpu_model, git_commit, git_dirty, log, utc_now
+from benchmarks.harness import cpu_model, git_commit, git_dirty, json_child, log, utc_now
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
 
 DETERMINISTIC = ("corpus", "tokenize", "embed", "align", "transplant")
 KILL_STAGES = ("corpus", "tokenize", "embed", "align", "transplant", "stage1", "stage2", "evaluate", "report")
@@ -183,23 +182,33 @@ def compare_to_reference(ref: dict, got: dict, ref_dir: Path, run_dir: Path) -> 
     }
 
 
+# Run as `python -c` with cwd = the code snapshot, so it imports the same vocabadapt as the runs it checks.
+CHECK_DONE_CHILD = r"""
+import json, sys
+from pathlib import Path
+from vocabadapt.config import load_config
+from vocabadapt.run.layout import RunLayout
+from vocabadapt.run.manifest import stage_is_current
+from vocabadapt.stages import STAGES
+
+run_dir, config_path, overrides = Path(sys.argv[1]), Path(sys.argv[2]), json.loads(sys.argv[3])
+cfg = load_config(config_path, overrides)
+manifest = json.loads((run_dir / "manifest.json").read_text()) if (run_dir / "manifest.json").exists() else {}
+bad = []
+for spec in STAGES:
+    rec = manifest.get("stages", {}).get(spec.name)
+    if rec and rec.get("status") == "done":
+        ok, reason = stage_is_current(RunLayout(run_dir), spec, cfg, manifest)
+        if not ok:
+            bad.append(f"{spec.name}: {reason}")
+print(json.dumps(bad))
+"""
+
+
 def check_done_records(run_dir: Path, config_path: Path, overrides: list[str]) -> list[str]:
     """Stages recorded done whose outputs no longer match their record (a cut-short stage taken as done)."""
-    from vocabadapt.config import load_config
-    from vocabadapt.run.layout import RunLayout
-    from vocabadapt.run.manifest import stage_is_current
-    from vocabadapt.stages import STAGES
-
-    cfg = load_config(config_path, overrides)
-    manifest = read_manifest(run_dir)
-    bad = []
-    for spec in STAGES:
-        rec = manifest.get("stages", {}).get(spec.name)
-        if rec and rec.get("status") == "done":
-            ok, reason = stage_is_current(RunLayout(run_dir), spec, cfg, manifest)
-            if not ok:
-                bad.append(f"{spec.name}: {reason}")
-    return bad
+    cmd = [sys.executable, "-c", CHECK_DONE_CHILD, str(run_dir), str(config_path), json.dumps(overrides)]
+    return json_child(cmd, "check_done_records", cwd=SRC)
 
 
 def leftover_temps(run_dir: Path) -> int:
@@ -224,8 +233,8 @@ def fuzz(examples: int, work: Path) -> dict[str, Any]:
             "-p",
             "no:cacheprovider",
             "-rxXf",
-            "tests/test_faults.py",
-            "tests/test_safety.py",
+            "tests/run/test_faults.py",
+            "tests/model/test_safety.py",
         ],
         cwd=REPO,
         env=env,
@@ -251,9 +260,9 @@ def choose_model(kind: str, work: Path) -> tuple[str, str]:
         return str(demo), "examples/pubmed_demo/model (the demo's pretrained model)"
     if kind == "demo":
         raise SystemExit("examples/pubmed_demo/model does not exist; build it or use --model tiny")
-    from helpers import save_tiny_model
     from vocabadapt.config import ModelsConfig
     from vocabadapt.model.hub import load_tokenizer
+    from vocabadapt.testing import save_tiny_model
 
     out = work / "tiny_model"
     if not (out / "model.safetensors").exists():
@@ -588,7 +597,6 @@ def main(argv: list[str] | None = None) -> int:
         log(f"fuzz: rc {results['fuzz']['pytest_rc']}, {results['fuzz']['counts']}")
 
     SRC = snapshot_code(work)
-    sys.path.insert(0, str(SRC))  # check_done_records imports the same snapshot
     results["code"] = f"{_git_commit()}, vocabadapt/ copied at {utc_now()}"
     model, model_note = choose_model(args.model, work)
     overrides = [f"models.source_model={model}", *TINY]

@@ -21,9 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import common
+from benchmarks import harness
 
-HELDOUT = common.ROOT / "examples" / "pubmed_demo" / "corpus" / "heldout.jsonl.gz"
+HELDOUT = harness.ROOT / "examples" / "pubmed_demo" / "corpus" / "heldout.jsonl.gz"
 SMOLLM2 = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -42,7 +42,7 @@ def main() -> None:
     ap.add_argument("--type", default="f16", choices=("f16", "q8_0"))
     ap.add_argument("--docs", type=int, default=5, help="held-out documents compared")
     ap.add_argument("--tokens", type=int, default=256, help="tokens per document (the first ones)")
-    ap.add_argument("--out", type=Path, default=common.ROOT / "benchmarks" / "results" / "gguf_roundtrip.md")
+    ap.add_argument("--out", type=Path, default=harness.ROOT / "benchmarks" / "results" / "gguf_roundtrip.md")
     args = ap.parse_args()
 
     import torch
@@ -50,7 +50,7 @@ def main() -> None:
 
     from vocabadapt.model.gguf_export import export_gguf
 
-    commit, machine, date = common.git_head(), common.machine(), common.utc_now()
+    commit, machine, date = harness.git_head(), harness.machine(), harness.utc_now()
     model_dir = args.model or smollm2_dir()
     with gzip.open(HELDOUT, "rt", encoding="utf-8") as f:
         texts = [json.loads(line)["text"] for _, line in zip(range(args.docs), f)]
@@ -60,7 +60,7 @@ def main() -> None:
         t0 = time.perf_counter()
         summary = export_gguf(model_dir, path, args.type)
         export_s = time.perf_counter() - t0
-        common.log(f"exported {summary['bytes'] / 1e6:.1f} MB in {export_s:.1f} s")
+        harness.log(f"exported {summary['bytes'] / 1e6:.1f} MB in {export_s:.1f} s")
         ref_tok = AutoTokenizer.from_pretrained(str(model_dir))
         ref = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
         tok = AutoTokenizer.from_pretrained(tmp, gguf_file=path.name)
@@ -78,7 +78,7 @@ def main() -> None:
         rel = float((a - b).norm() / a.norm())
         top1 = float((a.argmax(-1) == b.argmax(-1)).float().mean())
         rows.append((i, len(text.encode()), len(ids), same_ids, x.shape[1], diff, rel, top1))
-        common.log(f"doc {i}: ids equal {same_ids}, max |dlogit| {diff:.4f}, rel {rel:.2e}, top-1 agree {top1:.3f}")
+        harness.log(f"doc {i}: ids equal {same_ids}, max |dlogit| {diff:.4f}, rel {rel:.2e}, top-1 agree {top1:.3f}")
 
     lines = [
         f"# GGUF round trip: {summary['architecture']} exported as {args.type}, read back by transformers",

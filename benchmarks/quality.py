@@ -44,20 +44,16 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from common import git_head, log, machine, read_json, vocabadapt  # noqa: E402  (benchmarks/common.py)
-
-from vocabadapt.init import DEFAULT as DEFAULT_INIT  # noqa: E402  (after the sys.path line above)
+from benchmarks.harness import RESULTS, ROOT, git_head, log, machine, read_json, run_cli
+from vocabadapt.init import DEFAULT as DEFAULT_INIT
+from vocabadapt.testing import SHARED_DATA
 
 DEMO = ROOT / "examples" / "pubmed_demo"
 CONFIG = ROOT / "configs" / "demo-tiny.yaml"  # --setting demo-tiny: the 1.8M-parameter demo model
 REAL_CONFIG = ROOT / "benchmarks" / "configs" / "smollm2_biomed.yaml"  # --setting smollm2 (issue 18)
 # --setting smollm2 --target: (a) the config's own 16k BPE trained on the corpus, (b) BioGPT, (c) GPT-NeoX
 TARGETS = {"a": None, "b": "tokenizers/biogpt", "c": "tokenizers/gpt-neox-20b"}
-SHARED_DATA = Path(os.environ.get("VOCABADAPT_SHARED_DATA", ROOT.parent / "shared" / "data"))
 PAIR_CONFIG = ROOT / "benchmarks" / "configs" / "neox_biogpt.yaml"
-RESULTS = ROOT / "benchmarks" / "results"
 # "default" = the schema's alignment.init (vocabadapt.init.DEFAULT, fvt_prior); "chain" = alignment.init null
 # (TokAlign match above the threshold, FVT below: the default before issue 18)
 INITS = ["random", "mean", "fvt", "tokalign", "soft", "chain", "default"]
@@ -297,7 +293,7 @@ def run_row(base: Path, dest: Path, init: str, seed: int, overrides: dict, logf:
     value = {"chain": "null", "default": DEFAULT_INIT}.get(init, init)
     extra = {**overrides, "alignment.init": value, "vocab_adaptation.seed": seed, **ROW_SETTINGS.get(init, {})}
     log(f"{dest.name}: running")
-    wall = vocabadapt(["run", str(CONFIG), "--run-dir", str(dest), "--until", "evaluate", *sets(extra)], logf)
+    wall = run_cli(["run", str(CONFIG), "--run-dir", str(dest), "--until", "evaluate", *sets(extra)], logf)
     (dest / "wall_s").write_text(f"{wall:.1f}")
     return row_result(dest, wall)
 
@@ -317,7 +313,7 @@ def pubmedqa_500(name: str, model_dir: Path, work: Path, logf: Path) -> dict:
         log(f"PubMedQA 500: {name} ({model_dir})")
         qa_file = SHARED_DATA / "pubmedqa" / "ori_pqal.json"
         t = time.perf_counter()
-        vocabadapt(["eval", str(model_dir), "--pubmedqa", str(qa_file), "--out", str(out)], logf)
+        run_cli(["eval", str(model_dir), "--pubmedqa", str(qa_file), "--out", str(out)], logf)
         data = read_json(out)
         data["wall_s"] = round(time.perf_counter() - t, 1)
         out.write_text(json.dumps(data, indent=1))
@@ -376,7 +372,7 @@ def run_focus_row(base: Path, dest: Path, overrides: dict, logf: Path, quick: bo
     shutil.copytree(base, dest, symlinks=True)
     extra = {**overrides, "alignment.init": "mean", "vocab_adaptation.seed": 0}
     t = time.perf_counter()
-    vocabadapt(["run", str(CONFIG), "--run-dir", str(dest), "--until", "transplant", *sets(extra)], logf)
+    run_cli(["run", str(CONFIG), "--run-dir", str(dest), "--until", "transplant", *sets(extra)], logf)
     r = subprocess.run(
         [
             str(FOCUS_VENV / "bin" / "python"),
@@ -404,7 +400,7 @@ def run_focus_row(base: Path, dest: Path, overrides: dict, logf: Path, quick: bo
     man["stages"]["transplant"]["outputs"] = output_prints(RunLayout(dest), get_stage("transplant"), how)
     man["stages"]["transplant"]["summary"]["focus"] = info
     (dest / "manifest.json").write_text(json.dumps(man, indent=1))
-    vocabadapt(["run", str(CONFIG), "--run-dir", str(dest), "--until", "evaluate", *sets(extra)], logf)
+    run_cli(["run", str(CONFIG), "--run-dir", str(dest), "--until", "evaluate", *sets(extra)], logf)
     wall = time.perf_counter() - t
     (dest / "wall_s").write_text(f"{wall:.1f}")
     out = row_result(dest, wall)
@@ -444,9 +440,9 @@ def pair_benchmark(work: Path, quick: bool, logf: Path) -> dict | None:
         return {"skipped": "--quick and no cached run (the full mode embeds for ~10 minutes)"}
     env = {"BIOGPT_TOKENIZER": str(tok_dir)}
     cmd = ["run", str(PAIR_CONFIG), "--run-dir", str(run_dir), "--until", "align"]
-    vocabadapt(cmd, logf, env)  # stages up to date are skipped (config hash and fingerprints checked)
+    run_cli(cmd, logf, env)  # stages up to date are skipped (config hash and fingerprints checked)
     if not quick:  # a fresh align on this commit, for its wall time
-        vocabadapt(cmd + ["--from", "align", "--force"], logf, env)
+        run_cli(cmd + ["--from", "align", "--force"], logf, env)
     s = read_json(run_dir / "align" / "summary.json")
     man = read_json(run_dir / "manifest.json")["stages"]
     return {
@@ -869,13 +865,13 @@ def main() -> None:
     base_cont = work / "base_continued"
     shared = {k: v for k, v in overrides.items()}
     log("base runs: corpus..align (target tokenizer, and the source tokenizer as target for row 2)")
-    vocabadapt(["run", str(CONFIG), "--run-dir", str(base), "--until", "align", *sets(shared)], logf)
+    run_cli(["run", str(CONFIG), "--run-dir", str(base), "--until", "align", *sets(shared)], logf)
     if real:
         cont_overrides = {**overrides, "models.target_tokenizer": str(src_tok), "embedding.fasttext.epochs": 1}
     # Row 2's alignment is the identity whatever the embeddings (every target token is identical to a source
     # token), so its base embeds with 1 fastText epoch instead of 5: same mapping, less time.
     cont_overrides = {**overrides, "models.target_tokenizer": str(src_tok), "embedding.fasttext.epochs": 1}
-    vocabadapt(["run", str(CONFIG), "--run-dir", str(base_cont), "--until", "align", *sets(cont_overrides)], logf)
+    run_cli(["run", str(CONFIG), "--run-dir", str(base_cont), "--until", "align", *sets(cont_overrides)], logf)
     heldout = {"target_base": check_heldout(base), "continued_base": check_heldout(base_cont)}
     log(f"held-out check passed: {heldout['target_base']}")
     if args.bases_only:

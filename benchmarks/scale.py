@@ -46,7 +46,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import cpu_seconds, du, git_commit, log, utc_now
+from benchmarks.harness import cpu_seconds, du, git_commit, log, module_command, utc_now
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -275,7 +275,7 @@ def spawn(argv: list[str], logfile: Path) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     with open(logfile, "w") as f:
-        proc = subprocess.Popen([sys.executable, __file__, *argv], stdout=f, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(module_command("scale", *argv), stdout=f, stderr=subprocess.STDOUT, env=env, cwd=REPO)
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         _, status, ru = os.wait4(proc.pid, 0)

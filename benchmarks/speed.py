@@ -31,18 +31,12 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import align_speed  # noqa: E402  (reused: spawn, machine)
-import speed_real  # noqa: E402
-import transplant_memory  # noqa: E402  (reused: measure)
-from common import git_commit, load_average, log, read_json, utc_now, vocabadapt  # noqa: E402
+from benchmarks import align_speed, speed_real, transplant_memory  # reused: spawn, measure
+from benchmarks.harness import ROOT, git_commit, load_average, log, module_command, read_json, run_cli, utc_now
 
 CACHE = ROOT / "benchmarks" / "cache" / "speed"
 QUALITY = ROOT / "benchmarks" / "cache" / "quality"
@@ -63,7 +57,7 @@ def corpus_tokenize(model: Path) -> dict:
         "--set",
         f"models.source_model={model}",
     ]
-    vocabadapt(cmd, CACHE / "demo.log")
+    run_cli(cmd, CACHE / "demo.log")
     man = read_json(run / "manifest.json")["stages"]
     stats = read_json(run / "corpus" / "stats.json") if (run / "corpus" / "stats.json").exists() else {}
     nbytes = sum((run / "corpus" / f).stat().st_size for f in ("train.jsonl", "heldout.jsonl"))
@@ -169,8 +163,7 @@ def transplant_vs_load(hidden: int = 512, layers: int = 8) -> dict:
 def train_vs_bare() -> dict | None:
     out = CACHE / "train_speed.md"
     cmd = [
-        sys.executable,
-        "benchmarks/train_speed.py",
+        *module_command("train_speed"),
         "--steps",
         "20",
         "--repeats",

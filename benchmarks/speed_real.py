@@ -30,9 +30,9 @@ import sys
 import time
 from pathlib import Path
 
-import common
+from benchmarks import harness
+from benchmarks.harness import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "benchmarks" / "cache" / "speed" / "real"
 DEMO = ROOT / "configs" / "demo.yaml"
 
@@ -58,8 +58,8 @@ print(json.dumps({"wall_s": wall, "peak_mb": hwm}))
 
 
 def log(msg: str) -> None:
-    """common.log to stderr: stdout carries the JSON result."""
-    common.log(msg, file=sys.stderr)
+    """harness.log to stderr: stdout carries the JSON result."""
+    harness.log(msg, file=sys.stderr)
 
 
 def setup_run() -> Path:
@@ -71,13 +71,13 @@ def setup_run() -> Path:
     shutil.rmtree(run, ignore_errors=True)
     log(f"setup: vocabadapt run {DEMO.relative_to(ROOT)} --until transplant")
     CACHE.mkdir(parents=True, exist_ok=True)
-    common.vocabadapt(["run", str(DEMO), "--run-dir", str(run), "--until", "transplant"], CACHE / "setup.log")
+    harness.run_cli(["run", str(DEMO), "--run-dir", str(run), "--until", "transplant"], CACHE / "setup.log")
     return run
 
 
 def child(what: str, src: Path, out: Path, run: Path, threads: int) -> dict:
     shutil.rmtree(out, ignore_errors=True)
-    r = common.json_child(
+    r = harness.json_child(
         [sys.executable, "-c", CHILD, what, str(src), str(out), str(run), str(threads)],
         f"{what} child",
         env={**os.environ, "PYTHONPATH": str(ROOT)},

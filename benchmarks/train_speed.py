@@ -27,23 +27,19 @@ import time
 from pathlib import Path
 
 import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, GPTNeoXConfig, Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_callback import PrinterCallback
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-
-from common import git_commit, git_dirty, utc_now  # noqa: E402
-from transformers import AutoModelForCausalLM, AutoTokenizer, GPTNeoXConfig, Trainer, TrainerCallback, TrainingArguments  # noqa: E402
-from transformers.trainer_callback import PrinterCallback  # noqa: E402
-
-import vocabadapt.training.loop as vtrain  # noqa: E402  (the loop module holds the collate the Trainer calls)
-import vocabadapt.training.packing as vdata  # noqa: E402
-from helpers import SHARED_DATA, train_bpe_tokenizer  # noqa: E402
-from vocabadapt.config import VocabAdaptationConfig  # noqa: E402
-from vocabadapt.text.shards import ShardReader, ShardWriter  # noqa: E402
-from vocabadapt.training.callbacks import StageMonitor  # noqa: E402
-from vocabadapt.training.packing import PackedSequences, SequenceOrder  # noqa: E402
-from vocabadapt.training.settings import StageSettings  # noqa: E402
-from vocabadapt.training.trainer import train_stage  # noqa: E402
+import vocabadapt.training.loop as vtrain  # the loop module holds the collate the Trainer calls
+import vocabadapt.training.packing as vdata
+from benchmarks.harness import ROOT, git_commit, git_dirty, utc_now
+from vocabadapt.config import VocabAdaptationConfig
+from vocabadapt.testing import SHARED_DATA, train_bpe_tokenizer
+from vocabadapt.text.shards import ShardReader, ShardWriter
+from vocabadapt.training.callbacks import StageMonitor
+from vocabadapt.training.packing import PackedSequences, SequenceOrder
+from vocabadapt.training.settings import StageSettings
+from vocabadapt.training.trainer import train_stage
 
 
 class OwnTime:

@@ -30,9 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import git_commit, json_child, utc_now
+from benchmarks.harness import ROOT, git_commit, json_child, utc_now
 
-ROOT = Path(__file__).resolve().parents[1]
 NEOX = ROOT.parent / "shared" / "data" / "tokenizers" / "gpt-neox-20b" / "tokenizer.json"
 RESULTS = ROOT / "benchmarks" / "results" / "transplant_memory.md"
 

@@ -13,7 +13,8 @@ from ..evaluation import tasks
 from .facts import RunFacts, fmt, get, model_names
 from .plots import PLOTS
 
-Block = tuple  # ("h", level, text) | ("p", text) | ("table", headers, rows) | ("img", file, caption) | ("code", text)
+Block = tuple  # ("h", level, text) | ("p", text) | ("table", headers, rows[, align]) | ("img", file, caption)
+#               | ("code", text[, language]); see render_markdown
 
 
 def _checklist_blocks(facts: RunFacts) -> list[Block]:
@@ -186,7 +187,36 @@ def _md_cell(x: str) -> str:
     return str(x).replace("|", "\\|").replace("\n", " ")
 
 
+# Column alignment letters of markdown_table: left (the default), right, centre.
+_ALIGN_RULES = {"l": "---", "r": "---:", "c": ":---:"}
+
+
+def markdown_table(headers: list[str], rows: list[list], align: str = "") -> str:
+    """A Markdown table: a header line, a rule line and one line per row (cells escaped: `|` and newlines).
+
+    Args:
+        headers: the column names.
+        rows: the cells, one list per row (any values; str() of each).
+        align: one letter per column, l / r / c (missing letters mean l); "" gives the plain `---` rule.
+    Raises:
+        ValueError: for a letter other than l, r, c.
+    """
+    bad = set(align) - set(_ALIGN_RULES)
+    if bad:
+        raise ValueError(f"markdown_table: align letters must be l, r or c, not {sorted(bad)}")
+    rules = [_ALIGN_RULES[align[i]] if i < len(align) else "---" for i in range(len(headers))]
+    lines = ["| " + " | ".join(_md_cell(h) for h in headers) + " |", "|" + "".join(r + "|" for r in rules)]
+    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
 def render_markdown(blocks: list[Block]) -> str:
+    """Markdown of `blocks`, one blank line after each.
+
+    Block kinds: ("h", level, text), ("p", text) (may hold several lines, e.g. a list), ("table", headers,
+    rows[, align]) (align as in markdown_table), ("img", file, caption), ("code", text[, language]) (yaml
+    unless given; "" for a plain fence).
+    """
     out: list[str] = []
     for b in blocks:
         kind = b[0]
@@ -195,12 +225,11 @@ def render_markdown(blocks: list[Block]) -> str:
         elif kind == "p":
             out.append(b[1])
         elif kind == "table":
-            out.append("| " + " | ".join(_md_cell(h) for h in b[1]) + " |")
-            out.append("|" + "---|" * len(b[1]))
-            out += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in b[2]]
+            out.append(markdown_table(b[1], b[2], b[3] if len(b) > 3 else ""))
         elif kind == "img":
             out.append(f"![{b[2]}]({b[1]})")
         elif kind == "code":
-            out.append("```yaml\n" + b[1].rstrip("\n") + "\n```")
+            language = b[2] if len(b) > 2 else "yaml"
+            out.append(f"```{language}\n" + b[1].rstrip("\n") + "\n```")
         out.append("")
     return "\n".join(out)

@@ -1,9 +1,14 @@
-"""Helpers every benchmark script shares: progress lines, the commit and machine of a results file,
-CPU time and memory of this process, sizes on disk, and child processes (the vocabadapt CLI, or a
-child that prints one JSON line).
+"""The one harness every benchmark shares: progress lines, the commit and machine of a results file,
+CPU time and memory of this process, sizes on disk, child processes (the vocabadapt CLI, a benchmark
+module, or a child that prints one JSON line), and results files written as Markdown blocks through
+vocabadapt.report.markdown.
 
-Scripts run as `python benchmarks/X.py`, which puts benchmarks/ first on sys.path, so they
-`import common`. Nothing here imports vocabadapt: a script's own imports decide which copy it measures.
+Benchmarks run as modules from the repository root (`python -m benchmarks.X`), so the repository's own
+vocabadapt is the one imported and measured, and no script edits sys.path. Children run with
+cwd = the repository root for the same reason.
+
+A script that writes a results file from a JSON record has `render(res) -> list[Block]` (pure: the JSON
+alone decides every byte) and a `--render` flag; tests/benchmarks/test_render.py pins each committed .md.
 """
 
 from __future__ import annotations
@@ -20,7 +25,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from vocabadapt.report.markdown import Block, render_markdown
+
 ROOT = Path(__file__).resolve().parents[1]  # the repository root
+RESULTS = ROOT / "benchmarks" / "results"  # the committed results files
+CACHE = ROOT / "benchmarks" / "cache"  # scratch and run directories (git-ignored)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -146,7 +155,12 @@ def rss_mb() -> float:
 # child processes
 
 
-def vocabadapt(args: list[str], log_file: Path, env: dict | None = None) -> float:
+def module_command(name: str, *args: str) -> list[str]:
+    """The argv that runs benchmark module `name` (e.g. "align_speed") with `args`; run it with cwd=ROOT."""
+    return [sys.executable, "-m", f"benchmarks.{name}", *args]
+
+
+def run_cli(args: list[str], log_file: Path, env: dict | None = None) -> float:
     """Run the vocabadapt CLI; return its wall seconds; raise with the log tail on failure."""
     t = time.perf_counter()
     with open(log_file, "a") as f:
@@ -165,9 +179,32 @@ def vocabadapt(args: list[str], log_file: Path, env: dict | None = None) -> floa
     return time.perf_counter() - t
 
 
-def json_child(cmd: list[str], what: str, env: dict | None = None) -> dict[str, Any]:
-    """Run cmd in the repository root; return the JSON object on its last stdout line; raise naming `what`."""
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
+def json_child(cmd: list[str], what: str, env: dict | None = None, cwd: Path = ROOT) -> Any:
+    """Run cmd in `cwd` (the repository root); return the JSON value on its last stdout line; raise naming `what`."""
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"{what} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# --------------------------------------------------------------------------------------------------
+# results files
+
+
+def markdown_text(blocks: list[Block]) -> str:
+    """The Markdown of `blocks` (vocabadapt.report.markdown's renderer), ending in exactly one newline."""
+    return render_markdown(blocks).rstrip("\n") + "\n"
+
+
+def write_markdown(path: Path, blocks: list[Block]) -> Path:
+    """Write `blocks` as Markdown to `path` (parents created); return path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(markdown_text(blocks))
+    return path
+
+
+def write_json(path: Path, record: Any, indent: int = 1) -> Path:
+    """Write `record` as indented JSON to `path` (non-JSON values as str); return path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=indent, default=str))
+    return path
