@@ -39,10 +39,24 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import cpu_model, git_commit, git_dirty, json_child, log, utc_now
+from benchmarks.harness import (
+    RESULTS,
+    Block,
+    cpu_model,
+    git_commit,
+    git_dirty,
+    json_child,
+    log,
+    markdown_text,
+    read_json,
+    utc_now,
+    write_json,
+    write_markdown,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -219,6 +233,10 @@ def leftover_temps(run_dir: Path) -> int:
 # parts
 
 
+FUZZ_TESTS = ("tests/run/test_faults.py", "tests/model/test_safety.py")  # the hypothesis properties fuzz() runs
+OLD_FUZZ_TESTS = ("tests/test_faults.py", "tests/test_safety.py")  # their paths in records that predate "tests"
+
+
 def fuzz(examples: int, work: Path) -> dict[str, Any]:
     counts_file = work / "fuzz_counts.json"
     counts_file.unlink(missing_ok=True)
@@ -233,8 +251,7 @@ def fuzz(examples: int, work: Path) -> dict[str, Any]:
             "-p",
             "no:cacheprovider",
             "-rxXf",
-            "tests/run/test_faults.py",
-            "tests/model/test_safety.py",
+            *FUZZ_TESTS,
         ],
         cwd=REPO,
         env=env,
@@ -245,6 +262,7 @@ def fuzz(examples: int, work: Path) -> dict[str, Any]:
     counts = json.loads(counts_file.read_text()) if counts_file.exists() else {}
     return {
         "examples_per_property": examples,
+        "tests": list(FUZZ_TESTS),
         "counts": counts,
         "pytest_rc": proc.returncode,
         "code": _git_commit(),
@@ -508,8 +526,8 @@ def midstage_resume(work: Path, config: Path, model: str) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.faults", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="one kill per stage, 100 fuzz cases per property")
     ap.add_argument("--kills-per-stage", type=int, default=3)
     ap.add_argument("--fuzz-examples", type=int, default=None)
@@ -517,7 +535,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-fuzz", action="store_true")
     ap.add_argument("--no-corrupt", action="store_true")
     ap.add_argument("--only-fuzz", action="store_true", help="rerun just the fuzz part into the existing results")
-    ap.add_argument("--rewrite", action="store_true", help="only rewrite the .md from the existing .json results")
+    ap.add_argument(
+        "--render",
+        "--rewrite",
+        action="store_true",
+        help="only rewrite the .md files from their .json records (every faults*.json beside --out)",
+    )
     ap.add_argument(
         "--only-checkpoint",
         action="store_true",
@@ -539,195 +562,259 @@ def main(argv: list[str] | None = None) -> int:
         "(e.g. 0.6,0.95 to kill training after its first checkpoints)",
     )
     ap.add_argument("--work", default="/tmp/vocabadapt-faults", help="scratch folder for the run directories")
-    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "faults.md"))
-    args = ap.parse_args(argv)
-    global SRC
+    ap.add_argument("--out", default=str(RESULTS / "faults.md"))
+    return ap
 
-    rng = random.Random(args.seed)
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    out = Path(args.out)
+    if args.render:
+        for name, text in rendered_files(out.parent).items():
+            (out.parent / name).write_text(text)
+        return 0
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    config = Path(args.config)
-    kills_per_stage = 1 if args.quick else args.kills_per_stage
     examples = args.fuzz_examples or (100 if args.quick else 300)
-    started = dt.datetime.now(dt.timezone.utc)
-    results: dict[str, Any] = {
-        "started": started.isoformat(timespec="seconds"),
+    if args.only_fuzz:
+        results = read_json(out.with_suffix(".json"))
+        results["fuzz"] = fuzz(examples, work)
+        write_results(results, out, partial=False)
+        return 0 if results["fuzz"]["pytest_rc"] == 0 else 1
+    if args.only_checkpoint:
+        return only_checkpoint(args, work, out)
+    if args.only_midstage:
+        return only_midstage(args, work, out)
+    return full_run(args, work, out, examples, list(argv if argv is not None else sys.argv[1:]))
+
+
+def only_checkpoint(args: argparse.Namespace, work: Path, out: Path) -> int:
+    """--only-checkpoint: the damaged-checkpoint scenario into an existing record, reusing WORK/reference."""
+    global SRC
+    SRC = work / "src" if (work / "src" / "vocabadapt").is_dir() else REPO
+    results = read_json(out.with_suffix(".json"))
+    model, _ = choose_model(args.model, work)
+    overrides = [f"models.source_model={model}", *TINY]
+    until = ["--until", args.until] if args.until else []
+    results["checkpoint_corruption"] = checkpoint_corruption(
+        work / "reference", work, Path(args.config), overrides, until, random.Random(args.seed)
+    )
+    write_results(results, out, partial=False)
+    return 0 if results["checkpoint_corruption"].get("safe", True) else 1
+
+
+def only_midstage(args: argparse.Namespace, work: Path, out: Path) -> int:
+    """--only-midstage: the kill-inside-tokenize/embed scenario into the record (a new one when there is none)."""
+    global SRC
+    SRC = snapshot_code(work)
+    results = read_json(out.with_suffix(".json")) if out.with_suffix(".json").exists() else new_record(args)
+    model, model_note = choose_model(args.model, work)
+    results.setdefault("code", f"{_git_commit()}, vocabadapt/ copied at {utc_now()}")
+    results.setdefault("model", model_note)
+    results["midstage"] = midstage_resume(work, Path(args.config), model)
+    results.setdefault("finished", utc_now())
+    write_results(results, out, partial=False)
+    return 0 if all(c["ok"] for c in results["midstage"].get("cases", [{"ok": False}])) else 1
+
+
+def new_record(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, Any]:
+    return {
+        "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "quick": args.quick,
         "argv": list(argv if argv is not None else sys.argv[1:]),
     }
 
-    if args.only_fuzz:
-        results = json.loads(Path(args.out).with_suffix(".json").read_text())
-        results["fuzz"] = fuzz(examples, work)
-        write_results(results, Path(args.out), partial=False)
-        return 0 if results["fuzz"]["pytest_rc"] == 0 else 1
-    if args.rewrite:
-        write_results(json.loads(Path(args.out).with_suffix(".json").read_text()), Path(args.out), partial=False)
-        return 0
-    if args.only_checkpoint:
-        SRC = work / "src" if (work / "src" / "vocabadapt").is_dir() else REPO
-        results = json.loads(Path(args.out).with_suffix(".json").read_text())
-        model, _ = choose_model(args.model, work)
-        overrides = [f"models.source_model={model}", *TINY]
-        until = ["--until", args.until] if args.until else []
-        results["checkpoint_corruption"] = checkpoint_corruption(
-            work / "reference", work, config, overrides, until, rng
-        )
-        write_results(results, Path(args.out), partial=False)
-        return 0 if results["checkpoint_corruption"].get("safe", True) else 1
 
-    if args.only_midstage:
-        SRC = snapshot_code(work)
-        out_json = Path(args.out).with_suffix(".json")
-        results = json.loads(out_json.read_text()) if out_json.exists() else results
-        model, model_note = choose_model(args.model, work)
-        results.setdefault(
-            "code",
-            f"{_git_commit()}, vocabadapt/ copied at {utc_now()}",
-        )
-        results.setdefault("model", model_note)
-        results["midstage"] = midstage_resume(work, Path(args.config), model)
-        results.setdefault("finished", utc_now())
-        write_results(results, Path(args.out), partial=False)
-        return 0 if all(c["ok"] for c in results["midstage"].get("cases", [{"ok": False}])) else 1
-
+def full_run(args: argparse.Namespace, work: Path, out: Path, examples: int, argv: list[str]) -> int:
+    """Fuzz, the reference run, the kills, the corruptions, the damaged checkpoint and the mid-stage kills."""
+    global SRC
+    rng = random.Random(args.seed)
+    config = Path(args.config)
+    results = new_record(args, argv)
     if not args.no_fuzz:
         log(f"fuzz: {examples} cases per property")
         results["fuzz"] = fuzz(examples, work)
         log(f"fuzz: rc {results['fuzz']['pytest_rc']}, {results['fuzz']['counts']}")
-
     SRC = snapshot_code(work)
     results["code"] = f"{_git_commit()}, vocabadapt/ copied at {utc_now()}"
     model, model_note = choose_model(args.model, work)
     overrides = [f"models.source_model={model}", *TINY]
     until = ["--until", args.until] if args.until else []
     results.update(model=model_note, overrides=overrides, until=args.until)
+    run = Scenario(config, overrides, until, work, work / "reference", args.until)
+    ref = reference_run(run, results)
+    kills_per_stage = 1 if args.quick else args.kills_per_stage
+    stages = [s for s in args.stages.split(",") if s in results["reference"]["stage_wall_s"]]
+    frac = tuple(map(float, args.frac.split(",")))
+    results["kills"] = kill_scenarios(run, ref, results, stages, kills_per_stage, frac, rng, out)
+    results["corruptions"] = [] if args.no_corrupt else corruption_scenarios(run, ref, results, rng, out)
+    if not args.no_corrupt and (run.ref_dir / "checkpoints" / "stage1").is_dir():
+        results["checkpoint_corruption"] = checkpoint_corruption(run.ref_dir, work, config, overrides, until, rng)
+    results["midstage"] = midstage_resume(work, config, model)
+    results["finished"] = utc_now()
+    write_results(results, out, partial=False)
+    log(f"wrote {out}")
+    bad = [k for k in results["kills"] if not k["survived"]] + [c for c in results["corruptions"] if not c["recovered"]]
+    return 1 if bad else 0
 
-    ref_dir = work / "reference"
-    shutil.rmtree(ref_dir, ignore_errors=True)
-    cmd_ref = command(config, ref_dir, overrides) + until
+
+@dataclass(frozen=True)
+class Scenario:
+    """What every run of the full benchmark shares: the config, its overrides, the stage to stop at and the
+    folders (scratch, reference run)."""
+
+    config: Path
+    overrides: list[str]
+    until: list[str]  # ["--until", STAGE] or []
+    work: Path
+    ref_dir: Path
+    until_stage: str | None
+
+    def command(self, run_dir: Path) -> list[str]:
+        return command(self.config, run_dir, self.overrides) + self.until
+
+    def complete(self, manifest: dict[str, Any]) -> bool:
+        stages = manifest.get("stages", {})
+        return bool(
+            manifest.get("complete") or (self.until_stage and stages.get(self.until_stage, {}).get("status") == "done")
+        )
+
+
+def reference_run(run: Scenario, results: dict[str, Any]) -> dict[str, Any]:
+    """The uninterrupted run every other one is compared with; records it in results["reference"]."""
+    shutil.rmtree(run.ref_dir, ignore_errors=True)
+    cmd_ref = run.command(run.ref_dir)
     log("reference run")
-    rc, out, wall = run_to_end(cmd_ref, work / "reference.log")
+    rc, out, wall = run_to_end(cmd_ref, run.work / "reference.log")
     if rc != 0:
-        raise SystemExit(f"reference run failed (rc {rc}); see {work / 'reference.log'}:\n{out[-3000:]}")
-    ref = read_manifest(ref_dir)
+        raise SystemExit(f"reference run failed (rc {rc}); see {run.work / 'reference.log'}:\n{out[-3000:]}")
+    ref = read_manifest(run.ref_dir)
     stage_wall = {s: rec.get("wall_s", 0.0) for s, rec in ref["stages"].items()}
     results["reference"] = {
         "wall_s": round(wall, 1),
         "stage_wall_s": stage_wall,
-        "command": " ".join(cmd_ref).replace(str(ref_dir), "RUN_DIR"),
+        "command": " ".join(cmd_ref).replace(str(run.ref_dir), "RUN_DIR"),
     }
     log(f"reference: {wall:.0f}s, stages {stage_wall}")
+    return ref
 
-    kills = []
-    stages = [s for s in args.stages.split(",") if s in stage_wall]
+
+def kill_scenarios(
+    run: Scenario,
+    ref: dict[str, Any],
+    results: dict[str, Any],
+    stages: list[str],
+    kills_per_stage: int,
+    frac: tuple[float, ...],
+    rng: random.Random,
+    out: Path,
+) -> list[dict[str, Any]]:
+    """SIGKILL inside each stage at a random point, then the same command again; one record per kill."""
+    kills: list[dict[str, Any]] = []
+    stage_wall = results["reference"]["stage_wall_s"]
     for stage in stages:
         for k in range(kills_per_stage):
-            frac = rng.uniform(
-                *map(float, args.frac.split(","))
-            )  # reference times are noisy: the landed stage is recorded
-            delay = frac * stage_wall[stage]
-            run_dir = work / f"kill-{stage}-{k}"
+            fraction = rng.uniform(*frac)  # reference times are noisy: the landed stage is recorded
+            delay = fraction * stage_wall[stage]
+            run_dir = run.work / f"kill-{stage}-{k}"
             shutil.rmtree(run_dir, ignore_errors=True)
-            cmd = command(config, run_dir, overrides) + until
-            log(f"kill in {stage} after {delay:.2f}s ({frac:.0%} of its reference time)")
-            info = kill_once(cmd, run_dir, stage, delay, work / f"kill-{stage}-{k}.log")
-            after = read_manifest(run_dir)
-            landed = info["landed"]
-            cut_short_done = bool(landed) and after.get("stages", {}).get(landed, {}).get("status") == "done"
-            stale_done = check_done_records(run_dir, config, overrides)
-            temps = leftover_temps(run_dir)
-            rc2, out2, wall2 = run_to_end(cmd, work / f"kill-{stage}-{k}.rerun.log")
-            final = read_manifest(run_dir)
-            events = stage_events(out2)
-            cmp = compare_to_reference(ref, final, ref_dir, run_dir) if rc2 == 0 else {}
-            complete = final.get("complete") or (
-                args.until and final.get("stages", {}).get(args.until, {}).get("status") == "done"
-            )
-            rec = {
-                "target": stage,
-                "delay_s": round(delay, 2),
-                **info,
-                "cut_short_recorded_done": cut_short_done,
-                "done_records_not_matching": stale_done,
-                "temp_leftovers_after_kill": temps,
-                "rerun_rc": rc2,
-                "rerun_wall_s": round(wall2, 1),
-                "rerun_complete": bool(complete),
-                "rerun_redid_landed": events.get(landed, "").startswith("ran") if landed else None,
-                "rerun_events": events,
-                **cmp,
-                "rerun_resumed": [
-                    line.split("resuming from ")[1].split("/")[-1]
-                    for line in out2.splitlines()
-                    if "resuming from" in line
-                ],
-                "rerun_error": None if rc2 == 0 else out2[-1500:],
-            }
-            rec["survived"] = (
-                rc2 == 0
-                and bool(complete)
-                and not cut_short_done
-                and not stale_done
-                and not cmp.get("deterministic_differ")
-                and not cmp.get("eval_beyond_count")
-            )
+            log(f"kill in {stage} after {delay:.2f}s ({fraction:.0%} of its reference time)")
+            rec = kill_and_rerun(run, ref, stage, delay, run_dir, run.work / f"kill-{stage}-{k}")
             kills.append(rec)
             log(
-                f"  landed in {landed}, rerun rc {rc2} in {wall2:.0f}s, survived={rec['survived']}, "
-                f"differ={cmp.get('deterministic_differ')}/{cmp.get('weights_differ')}, "
-                f"eval max rel diff {cmp.get('eval_max_rel_diff')}"
+                f"  landed in {rec['landed']}, rerun rc {rec['rerun_rc']} in {rec['rerun_wall_s']:.0f}s, "
+                f"survived={rec['survived']}, differ={rec.get('deterministic_differ')}/{rec.get('weights_differ')}, "
+                f"eval max rel diff {rec.get('eval_max_rel_diff')}"
             )
             shutil.rmtree(run_dir, ignore_errors=True)
-            write_results(results | {"kills": kills}, Path(args.out), partial=True)
-    results["kills"] = kills
+            write_results(results | {"kills": kills}, out, partial=True)
+    return kills
 
-    corrupts = []
-    if not args.no_corrupt:
-        for rel, how in CORRUPTIONS:
-            if not (ref_dir / rel).exists():
-                continue
-            run_dir = work / "corrupt"
-            shutil.rmtree(run_dir, ignore_errors=True)
-            shutil.copytree(ref_dir, run_dir, symlinks=True)
-            # The copy's manifest names the reference's paths nowhere (all paths are run-dir relative).
-            what = corrupt(run_dir, rel, how, rng)
-            stage = STAGE_OF[rel.split("/")[0] if not rel.startswith("model/") else "/".join(rel.split("/")[:2])]
-            cmd = command(config, run_dir, overrides) + until
-            log(f"corrupt: {what}")
-            rc3, out3, wall3 = run_to_end(cmd, work / "corrupt.log")
-            events = stage_events(out3)
-            final = read_manifest(run_dir)
-            cmp = compare_to_reference(ref, final, ref_dir, run_dir) if rc3 == 0 else {}
-            detected = events.get(stage, "").startswith("ran") and "fingerprint" in events.get(stage, "")
-            rec = {
-                "artifact": rel,
-                "damage": what,
-                "stage": stage,
-                "rerun_rc": rc3,
-                "rerun_wall_s": round(wall3, 1),
-                "detected": detected,
-                "reason": events.get(stage),
-                "rerun_events": events,
-                **cmp,
-                "rerun_error": None if rc3 == 0 else out3[-1500:],
-            }
-            rec["recovered"] = (
-                rc3 == 0 and detected and not cmp.get("deterministic_differ") and not cmp.get("eval_beyond_count")
-            )
-            corrupts.append(rec)
-            log(f"  detected={detected} ({events.get(stage)}), rc {rc3}, recovered={rec['recovered']}")
-            shutil.rmtree(run_dir, ignore_errors=True)
-            write_results(results | {"kills": kills, "corruptions": corrupts}, Path(args.out), partial=True)
-    results["corruptions"] = corrupts
-    if not args.no_corrupt and (ref_dir / "checkpoints" / "stage1").is_dir():
-        results["checkpoint_corruption"] = checkpoint_corruption(ref_dir, work, config, overrides, until, rng)
-    results["midstage"] = midstage_resume(work, config, model)
-    results["finished"] = utc_now()
-    write_results(results, Path(args.out), partial=False)
-    log(f"wrote {args.out}")
-    bad = [k for k in kills if not k["survived"]] + [c for c in corrupts if not c["recovered"]]
-    return 1 if bad else 0
+
+def kill_and_rerun(
+    run: Scenario, ref: dict[str, Any], stage: str, delay: float, run_dir: Path, log_stem: Path
+) -> dict[str, Any]:
+    """One kill in `stage` after `delay` seconds, what it left, and the rerun compared with the reference."""
+    cmd = run.command(run_dir)
+    info = kill_once(cmd, run_dir, stage, delay, log_stem.with_suffix(".log"))
+    after = read_manifest(run_dir)
+    landed = info["landed"]
+    cut_short_done = bool(landed) and after.get("stages", {}).get(landed, {}).get("status") == "done"
+    stale_done = check_done_records(run_dir, run.config, run.overrides)
+    temps = leftover_temps(run_dir)
+    rc2, out2, wall2 = run_to_end(cmd, log_stem.with_suffix(".rerun.log"))
+    final = read_manifest(run_dir)
+    events = stage_events(out2)
+    cmp = compare_to_reference(ref, final, run.ref_dir, run_dir) if rc2 == 0 else {}
+    complete = run.complete(final)
+    rec = {
+        "target": stage,
+        "delay_s": round(delay, 2),
+        **info,
+        "cut_short_recorded_done": cut_short_done,
+        "done_records_not_matching": stale_done,
+        "temp_leftovers_after_kill": temps,
+        "rerun_rc": rc2,
+        "rerun_wall_s": round(wall2, 1),
+        "rerun_complete": complete,
+        "rerun_redid_landed": events.get(landed, "").startswith("ran") if landed else None,
+        "rerun_events": events,
+        **cmp,
+        "rerun_resumed": [
+            line.split("resuming from ")[1].split("/")[-1] for line in out2.splitlines() if "resuming from" in line
+        ],
+        "rerun_error": None if rc2 == 0 else out2[-1500:],
+    }
+    rec["survived"] = (
+        rc2 == 0
+        and complete
+        and not cut_short_done
+        and not stale_done
+        and not cmp.get("deterministic_differ")
+        and not cmp.get("eval_beyond_count")
+    )
+    return rec
+
+
+def corruption_scenarios(
+    run: Scenario, ref: dict[str, Any], results: dict[str, Any], rng: random.Random, out: Path
+) -> list[dict[str, Any]]:
+    """Damage one artifact of a copy of the reference run at a time, then the same command; one record each."""
+    corrupts: list[dict[str, Any]] = []
+    for rel, how in CORRUPTIONS:
+        if not (run.ref_dir / rel).exists():
+            continue
+        run_dir = run.work / "corrupt"
+        shutil.rmtree(run_dir, ignore_errors=True)
+        shutil.copytree(run.ref_dir, run_dir, symlinks=True)
+        # The copy's manifest names the reference's paths nowhere (all paths are run-dir relative).
+        what = corrupt(run_dir, rel, how, rng)
+        stage = STAGE_OF[rel.split("/")[0] if not rel.startswith("model/") else "/".join(rel.split("/")[:2])]
+        log(f"corrupt: {what}")
+        rc3, out3, wall3 = run_to_end(run.command(run_dir), run.work / "corrupt.log")
+        events = stage_events(out3)
+        cmp = compare_to_reference(ref, read_manifest(run_dir), run.ref_dir, run_dir) if rc3 == 0 else {}
+        detected = events.get(stage, "").startswith("ran") and "fingerprint" in events.get(stage, "")
+        rec = {
+            "artifact": rel,
+            "damage": what,
+            "stage": stage,
+            "rerun_rc": rc3,
+            "rerun_wall_s": round(wall3, 1),
+            "detected": detected,
+            "reason": events.get(stage),
+            "rerun_events": events,
+            **cmp,
+            "rerun_error": None if rc3 == 0 else out3[-1500:],
+        }
+        rec["recovered"] = (
+            rc3 == 0 and detected and not cmp.get("deterministic_differ") and not cmp.get("eval_beyond_count")
+        )
+        corrupts.append(rec)
+        log(f"  detected={detected} ({events.get(stage)}), rc {rc3}, recovered={rec['recovered']}")
+        shutil.rmtree(run_dir, ignore_errors=True)
+        write_results(results | {"corruptions": corrupts}, out, partial=True)
+    return corrupts
 
 
 # --------------------------------------------------------------------------------------------------
@@ -746,32 +833,57 @@ def _machine() -> str:
 
 
 def write_results(r: dict[str, Any], out: Path, partial: bool) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(r, indent=2, default=str))
-    quick = (" " + " ".join(r["argv"])) if r.get("argv") else (" --quick" if r.get("quick") else "")
-    L = ["# Fault-injection results", ""]
+    """Write the record `r` to out's .json (with this machine's line, once) and its rendering to `out`."""
+    r.setdefault("machine", _machine())
+    write_json(out.with_suffix(".json"), r, indent=2)
+    write_markdown(out, render(r, partial))
+
+
+def render(r: dict[str, Any], partial: bool = False) -> list[Block]:
+    """The results file of record `r` as Markdown blocks (the record alone decides every byte)."""
+    blocks: list[Block] = [("h", 1, "Fault-injection results")]
     if partial:
-        L += ["**PARTIAL: the benchmark was still running when this was written.**", ""]
-    L += [
-        f"Command: `python benchmarks/faults.py{quick}` (from the repository root, in the project venv)  ",
-        f"Code: {r.get('code') or _git_commit()} (every run of this benchmark imports that one snapshot)  ",
-        f"Machine: {_machine()}  ",
-        f"Date: {r.get('started')} to {r.get('finished', '(running)')} UTC  ",
-        f"Source model: {r.get('model', '?')}  ",
-        f"Pipeline command (every kill, rerun and corruption uses exactly this): "
-        f"`{r.get('reference', {}).get('command', '?')}`",
-        "",
+        blocks.append(("p", "**PARTIAL: the benchmark was still running when this was written.**"))
+    blocks += _header_blocks(r) + _unclean_blocks(r) + _kill_blocks(r.get("kills", []))
+    blocks += _corruption_blocks(r.get("corruptions", []))
+    blocks += _checkpoint_blocks(r.get("checkpoint_corruption")) + _midstage_blocks(r.get("midstage"))
+    return blocks + _fuzz_blocks(r.get("fuzz"))
+
+
+def _header_blocks(r: dict[str, Any]) -> list[Block]:
+    argv = (" " + " ".join(r["argv"])) if r.get("argv") else (" --quick" if r.get("quick") else "")
+    lines = [
+        f"Command: `python -m benchmarks.faults{argv}` (from the repository root, in the project venv)",
+        f"Code: {r.get('code', '?')} (every run of this benchmark imports that one snapshot)",
+        f"Machine: {r.get('machine', '?')}",
+        f"Date: {r.get('started')} to {r.get('finished', '(running)')} UTC",
+        f"Source model: {r.get('model', '?')}",
     ]
+    # Two trailing spaces: a Markdown line break, so the header reads as lines, not one paragraph.
+    header = (
+        "  \n".join(lines)
+        + "  \n"
+        + (
+            f"Pipeline command (every kill, rerun and corruption uses exactly this): "
+            f"`{r.get('reference', {}).get('command', '?')}`"
+        )
+    )
+    blocks: list[Block] = [("p", header)]
     if r.get("until"):
-        L += [f"Stages after `{r['until']}` were not run (`--until {r['until']}`).", ""]
-    # Everything that was not a clean outcome, first, so nobody has to hunt for it.
-    unclean = []
-    for k in r.get("kills", []):
-        if not k["survived"]:
-            unclean.append(f"kill in {k['target']} (landed in {k['landed']}) not survived; see the kill table")
-    for c in r.get("corruptions", []):
-        if not c["recovered"]:
-            unclean.append(f"corruption of {c['artifact']} not detected/recovered")
+        blocks.append(("p", f"Stages after `{r['until']}` were not run (`--until {r['until']}`)."))
+    return blocks
+
+
+def unclean_findings(r: dict[str, Any]) -> list[str]:
+    """Every outcome of record `r` that was not clean, one line each (the results file lists them first)."""
+    unclean = [
+        f"kill in {k['target']} (landed in {k['landed']}) not survived; see the kill table"
+        for k in r.get("kills", [])
+        if not k["survived"]
+    ]
+    unclean += [
+        f"corruption of {c['artifact']} not detected/recovered" for c in r.get("corruptions", []) if not c["recovered"]
+    ]
     ck = r.get("checkpoint_corruption") or {}
     if ck and not ck.get("skipped") and not ck.get("safe"):
         unclean.append(
@@ -788,140 +900,196 @@ def write_results(r: dict[str, Any], out: Path, partial: bool) -> None:
                 f"fuzz {kind}: {n} of {total} cases ended in an exception that is not the project's own "
                 f"({key.split('unclean_')[1].replace('_', '.')}); the fix is named in the test's xfail reason"
             )
-    for line in fz.get("pytest_tail", []):
-        if line.startswith(("XFAIL", "FAILED", "ERROR")) and "gzip" not in line:
-            unclean.append(f"test: {line}")
-    L += ["## Unclean failures found", ""]
-    L += [f"- {u}" for u in unclean] if unclean else ["None."]
+    unclean += [
+        f"test: {line}"
+        for line in fz.get("pytest_tail", [])
+        if line.startswith(("XFAIL", "FAILED", "ERROR")) and "gzip" not in line
+    ]
+    return unclean
+
+
+def _unclean_blocks(r: dict[str, Any]) -> list[Block]:
+    # `unclean_note` (in the JSON, written after a fix) replaces the list found by the run: it says what was
+    # found and what fixed it, where the computed list would still report the finding as open.
+    unclean = [r["unclean_note"]] if r.get("unclean_note") else unclean_findings(r)
+    blocks: list[Block] = [("h", 2, "Unclean failures found"), ("p", _bullets(unclean) if unclean else "None.")]
     if r.get("fixed"):
-        L += ["", "Found by this benchmark or its tests and fixed since (rerun clean):", ""]
-        L += [f"- {f}" for f in r["fixed"]]
-    L.append("")
+        blocks += [
+            ("p", "Found by this benchmark or its tests and fixed since (rerun clean):"),
+            ("p", _bullets(r["fixed"])),
+        ]
     ref = r.get("reference")
     if ref:
-        L += [
-            f"Reference run: {ref['wall_s']} s; stage wall times (s): "
-            + ", ".join(f"{k} {v}" for k, v in ref["stage_wall_s"].items()),
-            "",
-        ]
+        walls = ", ".join(f"{k} {v}" for k, v in ref["stage_wall_s"].items())
+        blocks.append(("p", f"Reference run: {ref['wall_s']} s; stage wall times (s): {walls}"))
+    return blocks
 
-    kills = r.get("kills", [])
-    if kills:
-        L += [
-            "## SIGKILL inside a stage, then the same command again",
-            "",
+
+def _bullets(items: list[str]) -> str:
+    return "\n".join(f"- {x}" for x in items)
+
+
+def _kill_summary_rows(kills: list[dict[str, Any]]) -> list[list[Any]]:
+    rows = []
+    for stage in KILL_STAGES:
+        ks = [k for k in kills if k["target"] == stage]
+        if ks:
+            rows.append(
+                [
+                    stage,
+                    len(ks),
+                    sum(k["landed"] == stage for k in ks),
+                    sum(k["survived"] for k in ks),
+                    sum(bool(k["cut_short_recorded_done"] or k["done_records_not_matching"]) for k in ks),
+                    sum(bool(k.get("deterministic_differ")) for k in ks),
+                    sum(bool(k.get("weights_differ")) for k in ks),
+                    f"{max((k.get('eval_max_rel_diff') or 0.0) for k in ks):.2e}",
+                    sum(k["temp_leftovers_after_kill"] for k in ks),
+                ]
+            )
+    return rows
+
+
+def _kill_rows(kills: list[dict[str, Any]]) -> list[list[Any]]:
+    rows = []
+    for k in kills:
+        ran = ", ".join(s for s, e in k.get("rerun_events", {}).items() if e.startswith("ran"))
+        diff = ", ".join(k.get("deterministic_differ", []) + k.get("weights_differ", [])) or "none"
+        resumed = ", ".join(k.get("rerun_resumed") or []) or "-"
+        rows.append(
+            [k["target"], k["delay_s"], k["landed"], k["rerun_rc"], k["rerun_redid_landed"], ran, resumed, diff]
+            + [f"{(k.get('eval_max_rel_diff') or 0):.2e}"]
+        )
+    return rows
+
+
+def _kill_blocks(kills: list[dict[str, Any]]) -> list[Block]:
+    if not kills:
+        return []
+    survived = sum(k["survived"] for k in kills)
+    blocks: list[Block] = [
+        ("h", 2, "SIGKILL inside a stage, then the same command again"),
+        (
+            "p",
             "A kill is SIGKILL to the whole process group at a random point of the target stage (the stage "
             "actually running at that moment is the one counted). *Survived*: the rerun exits 0 and completes, "
             "no cut-short stage was recorded done, every stage recorded done after the kill still matched its "
             "fingerprints, deterministic stages' outputs are bitwise equal to the reference, and every "
             f"eval/summary.json number is within relative {EVAL_RTOL} of the reference.",
-            "",
-            "| stage | kills injected | landed in stage | survived | cut-short stage recorded done | deterministic outputs differing | trained weights differing bitwise | eval max rel. diff | temp files left by the kill |",
-            "|---|---|---|---|---|---|---|---|---|",
-        ]
-        for stage in KILL_STAGES:
-            ks = [k for k in kills if k["target"] == stage]
-            if not ks:
-                continue
-            landed = sum(k["landed"] == stage for k in ks)
-            surv = sum(k["survived"] for k in ks)
-            cut = sum(bool(k["cut_short_recorded_done"] or k["done_records_not_matching"]) for k in ks)
-            det = sum(bool(k.get("deterministic_differ")) for k in ks)
-            tr = sum(bool(k.get("weights_differ")) for k in ks)
-            worst = max((k.get("eval_max_rel_diff") or 0.0) for k in ks)
-            temps = sum(k["temp_leftovers_after_kill"] for k in ks)
-            L.append(f"| {stage} | {len(ks)} | {landed} | {surv} | {cut} | {det} | {tr} | {worst:.2e} | {temps} |")
-        total_s = sum(k["survived"] for k in kills)
-        L += [
-            "",
+        ),
+        ("table", KILL_SUMMARY_COLUMNS, _kill_summary_rows(kills)),
+        (
+            "p",
             "Temp files left by a kill are `.tmp-*` names from vocabadapt.io's atomic writes: never taken for an "
             "artifact (fingerprints skip them) but also never removed by a later run.",
-        ]
-        L += ["", f"Total: {len(kills)} kills injected, {total_s} survived, {len(kills) - total_s} not.", ""]
-        L += [
+        ),
+        ("p", f"Total: {len(kills)} kills injected, {survived} survived, {len(kills) - survived} not."),
+        (
+            "p",
             "Outputs that carry wall times (train/*, eval, report) differ byte-wise between any two runs and are "
             "compared through the eval/summary.json numbers instead.",
-            "",
-            "Each kill:",
-            "",
-            "| target | delay s | landed | rerun rc | rerun redid landed stage | stages the rerun ran | training resumed from | outputs differing bitwise (deterministic, weights) | eval max rel. diff |",
-            "|---|---|---|---|---|---|---|---|---|",
-        ]
-        for k in kills:
-            ran = ", ".join(s for s, e in k.get("rerun_events", {}).items() if e.startswith("ran"))
-            diff = ", ".join(k.get("deterministic_differ", []) + k.get("weights_differ", [])) or "none"
-            L.append(
-                f"| {k['target']} | {k['delay_s']} | {k['landed']} | {k['rerun_rc']} | {k['rerun_redid_landed']} | "
-                f"{ran} | {', '.join(k.get('rerun_resumed') or []) or '-'} | {diff} | {(k.get('eval_max_rel_diff') or 0):.2e} |"
+        ),
+        ("p", "Each kill:"),
+        ("table", KILL_COLUMNS, _kill_rows(kills)),
+    ]
+    for k in kills:
+        if not k["survived"]:
+            blocks.append(
+                (
+                    "p",
+                    f"**Not survived: kill in {k['target']}** (landed {k['landed']}): rc {k['rerun_rc']}; "
+                    f"done records not matching: {k['done_records_not_matching']}; eval beyond tolerance: "
+                    f"{k.get('eval_beyond_tol')}",
+                )
             )
-        failures = [k for k in kills if not k["survived"]]
-        for k in failures:
-            L += [
-                "",
-                f"**Not survived: kill in {k['target']}** (landed {k['landed']}): rc {k['rerun_rc']}; "
-                f"done records not matching: {k['done_records_not_matching']}; eval beyond tolerance: "
-                f"{k.get('eval_beyond_tol')}",
-                "",
-                "```",
-                (k.get("rerun_error") or "")[-1200:],
-                "```",
-            ]
-        L.append("")
+            blocks.append(("code", (k.get("rerun_error") or "")[-1200:], ""))
+    return blocks
 
-    cs = r.get("corruptions", [])
-    if cs:
-        L += [
-            "## Corrupted artifacts",
-            "",
+
+KILL_SUMMARY_COLUMNS = [
+    "stage",
+    "kills injected",
+    "landed in stage",
+    "survived",
+    "cut-short stage recorded done",
+    "deterministic outputs differing",
+    "trained weights differing bitwise",
+    "eval max rel. diff",
+    "temp files left by the kill",
+]
+KILL_COLUMNS = [
+    "target",
+    "delay s",
+    "landed",
+    "rerun rc",
+    "rerun redid landed stage",
+    "stages the rerun ran",
+    "training resumed from",
+    "outputs differing bitwise (deterministic, weights)",
+    "eval max rel. diff",
+]
+
+
+def _corruption_blocks(cs: list[dict[str, Any]]) -> list[Block]:
+    if not cs:
+        return []
+    rows = [
+        [c["artifact"], c["damage"], c["stage"], c["detected"], c["reason"]]
+        + [", ".join(s for s, e in c.get("rerun_events", {}).items() if e.startswith("ran"))]
+        + [c["rerun_rc"], c["recovered"]]
+        for c in cs
+    ]
+    headers = ["artifact", "damage", "stage", "detected", "reason given", "stages rerun", "rerun rc", "recovered"]
+    return [
+        ("h", 2, "Corrupted artifacts"),
+        (
+            "p",
             "A copy of the finished reference run gets one artifact damaged, then the same command runs again. "
             "*Detected*: the rerun redid the owning stage because its output differs from the manifest "
             "fingerprint; *recovered*: it exited 0 and the deterministic outputs and eval numbers equal the "
             "reference.",
-            "",
-            "| artifact | damage | stage | detected | reason given | stages rerun | rerun rc | recovered |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        for c in cs:
-            ran = ", ".join(s for s, e in c.get("rerun_events", {}).items() if e.startswith("ran"))
-            L.append(
-                f"| {c['artifact']} | {c['damage']} | {c['stage']} | {c['detected']} | {c['reason']} | {ran} | "
-                f"{c['rerun_rc']} | {c['recovered']} |"
-            )
-        L += [
-            "",
+        ),
+        ("table", headers, rows),
+        (
+            "p",
             f"Total: {len(cs)} corruptions, {sum(c['detected'] for c in cs)} detected, "
             f"{sum(c['recovered'] for c in cs)} recovered.",
-            "",
-        ]
+        ),
+    ]
 
-    ck = r.get("checkpoint_corruption")
-    if ck:
-        L += [
-            "## A damaged training checkpoint",
-            "",
+
+def _checkpoint_blocks(ck: dict[str, Any] | None) -> list[Block]:
+    if not ck:
+        return []
+    blocks: list[Block] = [
+        ("h", 2, "A damaged training checkpoint"),
+        (
+            "p",
             "stage1 interrupted after a checkpoint, then 2000 bytes flipped inside that checkpoint's "
             "model.safetensors (see `checkpoint_corruption` in benchmarks/faults.py), then the same command. "
             "Safe: a clean refusal, or a stage1 that does not resume from the damaged weights.",
-            "",
-        ]
-        if ck.get("skipped"):
-            L += [f"Skipped: {ck['skipped']}", ""]
-        else:
-            L += [
-                f"- damaged: `{ck['damaged']}`; rerun exit code {ck['rerun_rc']}",
-                f"- resumed from the damaged checkpoint: **{ck['resumed_from_damaged']}** ({'; '.join(ck['resume_lines'])})",
-                f"- eval numbers vs the reference: max relative difference {(ck.get('eval_max_rel_diff') or 0):.2e}, "
-                f"{ck.get('eval_beyond_count', 0)} beyond {EVAL_RTOL}; trained weights differing: {ck.get('weights_differ')}",
-                f"- warnings printed on resume: {ck['warnings'] or 'none'}",
-                f"- **safe: {ck['safe']}**",
-                "",
-            ]
+        ),
+    ]
+    if ck.get("skipped"):
+        return blocks + [("p", f"Skipped: {ck['skipped']}")]
+    items = [
+        f"damaged: `{ck['damaged']}`; rerun exit code {ck['rerun_rc']}",
+        f"resumed from the damaged checkpoint: **{ck['resumed_from_damaged']}** ({'; '.join(ck['resume_lines'])})",
+        f"eval numbers vs the reference: max relative difference {(ck.get('eval_max_rel_diff') or 0):.2e}, "
+        f"{ck.get('eval_beyond_count', 0)} beyond {EVAL_RTOL}; trained weights differing: {ck.get('weights_differ')}",
+        f"warnings printed on resume: {ck['warnings'] or 'none'}",
+        f"**safe: {ck['safe']}**",
+    ]
+    return blocks + [("p", _bullets(items))]
 
-    ms = r.get("midstage")
-    if ms:
-        L += [
-            "## Kill inside a long stage, then resume",
-            "",
+
+def _midstage_blocks(ms: dict[str, Any] | None) -> list[Block]:
+    if not ms:
+        return []
+    blocks: list[Block] = [
+        ("h", 2, "Kill inside a long stage, then resume"),
+        (
+            "p",
             f"`--only-midstage` (also part of the full run): {ms.get('config', 'configs/demo.yaml')} with "
             f"`{' '.join('--set ' + o for o in ms.get('overrides', []))} --until embed`; SIGKILL of the whole "
             "process group once the target side's training split has half its shards (tokenize) or once the "
@@ -929,38 +1097,42 @@ def write_results(r: dict[str, Any], out: Path, partial: bool) -> None:
             "tokens/ and embeddings/ has the sha256 of the uninterrupted reference run. fastText itself trains "
             "all epochs in one call, so a kill inside one side's training redoes that side (see "
             "vocabadapt/stages/embed.py).",
-            "",
-        ]
-        if ms.get("error"):
-            L += [f"Not run: {ms['error']}", ""]
-        else:
-            L += [
-                "| killed in | killed at | rerun rc | rerun said | tokens identical | embeddings identical | ok |",
-                "|---|---|---|---|---|---|---|",
-            ]
-            for c in ms["cases"]:
-                L.append(
-                    f"| {c['stage']} | {c['killed_at']} | {c['rerun_rc']} | {'; '.join(c['rerun_said'])} | "
-                    f"{c['tokens_identical']} | {c['embeddings_identical']} | {c['ok']} |"
-                )
-            L.append("")
+        ),
+    ]
+    if ms.get("error"):
+        return blocks + [("p", f"Not run: {ms['error']}")]
+    headers = ["killed in", "killed at", "rerun rc", "rerun said", "tokens identical", "embeddings identical", "ok"]
+    rows = [
+        [c["stage"], c["killed_at"], c["rerun_rc"], "; ".join(c["rerun_said"])]
+        + [c["tokens_identical"], c["embeddings_identical"], c["ok"]]
+        for c in ms["cases"]
+    ]
+    return blocks + [("table", headers, rows)]
 
-    fz = r.get("fuzz")
-    if fz:
-        L += [
-            "## Fuzzed inputs (hypothesis, deterministic seeds)",
-            "",
-            f"`VOCABADAPT_FUZZ_EXAMPLES={fz['examples_per_property']} pytest tests/test_faults.py tests/test_safety.py` "
-            f"(exit code {fz['pytest_rc']}, {fz['wall_s']} s; code {fz.get('code', 'as above')}, {fz.get('date', '')}). An *unclean failure* is any outcome other than "
+
+def _fuzz_blocks(fz: dict[str, Any] | None) -> list[Block]:
+    if not fz:
+        return []
+    return [
+        ("h", 2, "Fuzzed inputs (hypothesis, deterministic seeds)"),
+        (
+            "p",
+            f"`VOCABADAPT_FUZZ_EXAMPLES={fz['examples_per_property']} pytest {' '.join(fz.get('tests', OLD_FUZZ_TESTS))}` "
+            f"(exit code {fz['pytest_rc']}, {fz['wall_s']} s; code {fz.get('code', 'as above')}, "
+            f"{fz.get('date', '')}). An *unclean failure* is any outcome other than "
             "success or the project's own error (exit 2 with a message naming the key path / file / record).",
-            "",
-            "| input kind | cases run |",
-            "|---|---|",
-        ]
-        for k, v in sorted(fz["counts"].items()):
-            L.append(f"| {k} | {v} |")
-        L += ["", "pytest summary:", "", "```", *fz["pytest_tail"], "```", ""]
-    out.write_text("\n".join(L) + "\n")
+        ),
+        ("table", ["input kind", "cases run"], [[k, v] for k, v in sorted(fz["counts"].items())]),
+        ("p", "pytest summary:"),
+        ("code", "\n".join(fz["pytest_tail"]), ""),
+    ]
+
+
+def rendered_files(results: Path) -> dict[str, str]:
+    """{results file name: Markdown} for every faults*.json in `results` (what --render writes)."""
+    return {
+        p.with_suffix(".md").name: markdown_text(render(read_json(p))) for p in sorted(results.glob("faults*.json"))
+    }
 
 
 if __name__ == "__main__":
