@@ -42,9 +42,22 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.harness import RESULTS, ROOT, git_head, log, machine, read_json, run_cli
+from benchmarks.harness import (
+    RESULTS,
+    ROOT,
+    Block,
+    git_head,
+    log,
+    machine,
+    markdown_text,
+    read_json,
+    run_cli,
+    write_json,
+    write_markdown,
+)
 from vocabadapt.init import DEFAULT as DEFAULT_INIT
 from vocabadapt.testing import SHARED_DATA
 
@@ -513,134 +526,211 @@ def plot(rows: dict, seeds: dict, path: Path) -> None:
 
 
 def write_md(res: dict, path: Path) -> None:
-    L = [f"# Quality benchmark{' (quick)' if res['quick'] else ''}", ""]
+    """Write the results file of record `res` to `path`."""
+    write_markdown(path, render(res))
+
+
+def render(res: dict) -> list[Block]:
+    """The results file of record `res` as Markdown blocks (the record alone decides every byte)."""
+    blocks: list[Block] = [("h", 1, f"Quality benchmark{' (quick)' if res['quick'] else ''}")]
     if not res.get("complete"):
-        L += [
-            f"**Partial: the run was still going (or was stopped) when this was written; not yet run: {res.get('pending')}.**",
-            "",
-        ]
-    L += [
-        f"- command: `{res['command']}`",
-        f"- commit: {res['commit']}",
-        f"- machine: {res['machine']}",
-        f"- date: {res['date']}",
-        f"- seeds: vocab_adaptation.seed {res['seeds']} (0 for the main table); alignment.seed 0",
-        f"- source model: `{res['source_model']}`",
-        f"- budget: {res['budget']}",
-        f"- evaluation: {res['eval_note']}",
-        f"- whole benchmark wall time: {res['total_wall_s']:.0f} s",
-        "",
-    ]
-    L += ["## Held-out check", "", f"`check_heldout` on both base runs: {json.dumps(res['heldout_check'])}", ""]
-    rows = res["rows"]
-    L += [
-        "## Rows (seed 0)",
-        "",
-        "bpb = held-out bits per byte (lower is better), bytes/tok = held-out bytes per token of the row's "
-        "tokenizer; PubMedQA accuracy and macro-F1 with 95% bootstrap intervals, after stage 2; wall = this "
-        "row's own stages (transplant, stage 1, stage 2, evaluate), the shared corpus..align stages excluded.",
-        "",
-        "| row | bpb init | bpb stage 1 | bpb stage 2 | PubMedQA acc | PubMedQA macro-F1 | predicted yes/no/maybe | bytes/tok | tokens trained | wall s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    src = res["source_row"]
-    L.append(
-        f"| 1. source model, own tokenizer, no training | {fmt(src['bpb'])} | - | - | {fmt(src['acc'], 3)}{ci(src['acc_ci'])} "
-        f"| {fmt(src['f1'], 3)}{ci(src['f1_ci'])} | {pred(src)} | {fmt(src['bytes_per_token'], 3)} | 0 | - |"
-    )
-    for name, r in rows.items():
-        s2 = r["stage2"]
-        own = sum(v or 0 for k, v in r["stage_wall_s"].items() if k in ("transplant", "stage1", "stage2", "evaluate"))
-        own += (r.get("focus") or {}).get("focus_s", 0)  # FOCUS's own fastText + weights, outside the pipeline
-        label = (
-            "2. source model, own tokenizer, continued training"
-            if name == "continued"
-            else f"3. transplant, init={name}"
-        )
-        L.append(
-            f"| {label} | {fmt(r['init']['bpb'])} | {fmt(r['stage1']['bpb'])} | {fmt(s2['bpb'])} | "
-            f"{fmt(s2['acc'], 3)}{ci(s2['acc_ci'])} | {fmt(s2['f1'], 3)}{ci(s2['f1_ci'])} | {pred(s2)} | "
-            f"{fmt(s2['bytes_per_token'] or r['init']['bytes_per_token'], 3)} | {r['tokens_trained']} | {own:.0f} |"
-        )
-    L += [
-        "",
-        "Target rows by how the transplant built them (`transplant` stage summary, rows_per_method / rows copied "
-        "verbatim from one source row):",
-        "",
-    ]
-    for name, r in rows.items():
-        t = r.get("transplant") or {}
-        if t.get("rows_per_method"):
-            L.append(f"- {name}: {json.dumps(t['rows_per_method'])}, copied {t.get('rows_copied')}")
-    L += ["", f"FOCUS: {res['focus']}", ""]
-    if res["seed_rows"]:
-        L += [
-            "## Seeds",
-            "",
-            "vocab_adaptation.seed changes the training data order; the rows at init are the same for every seed.",
-            "",
-            "| row | seed | bpb init | bpb stage 1 | bpb stage 2 | PubMedQA acc | macro-F1 |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for name, runs in res["seed_rows"].items():
-            for sd, r in zip(res["seeds"], runs):
-                L.append(
-                    f"| {name} | {sd} | {fmt(r['init']['bpb'])} | {fmt(r['stage1']['bpb'])} | {fmt(r['stage2']['bpb'])} | "
-                    f"{fmt(r['stage2']['acc'], 3)} | {fmt(r['stage2']['f1'], 3)} |"
-                )
-        for name, st in res["seed_stats"].items():
-            L.append(
-                f"\n{name}: stage-2 bpb mean {st['mean']:.4f}, min {st['min']:.4f}, max {st['max']:.4f} over {st['n']} seeds"
+        blocks.append(
+            (
+                "p",
+                "**Partial: the run was still going (or was stopped) when this was written; not yet run: "
+                f"{res.get('pending')}.**",
             )
-        L.append("")
-    if res.get("qa500"):
-        L += [
-            "## PubMedQA, all 500 questions of the official test split",
-            "",
+        )
+    blocks.append(("p", _bullets(_header_items(res))))
+    blocks += [
+        ("h", 2, "Held-out check"),
+        ("p", f"`check_heldout` on both base runs: {json.dumps(res['heldout_check'])}"),
+    ]
+    blocks += _row_blocks(res) + _seed_blocks(res) + _qa500_blocks(res.get("qa500"))
+    blocks += [
+        ("h", 2, "Verdict"),
+        ("p", _bullets(res["verdict"])),
+        (
+            "p",
+            "Curves: the training monitor's held-out bits per byte on the first vocab_adaptation.eval_max_bytes "
+            "bytes of held-out text (the table's columns come from the evaluate stage on evaluation.max_samples "
+            "documents).",
+        ),
+        ("img", f"{res['stem']}_bpb.png", "held-out bpb vs tokens"),
+    ]
+    return blocks + _pair_blocks(res.get("pair"))
+
+
+def _bullets(items: list[str]) -> str:
+    return "\n".join(f"- {x}" for x in items)
+
+
+def _header_items(res: dict) -> list[str]:
+    return [
+        f"command: `{res['command']}`",
+        f"commit: {res['commit']}",
+        f"machine: {res['machine']}",
+        f"date: {res['date']}",
+        f"seeds: vocab_adaptation.seed {res['seeds']} (0 for the main table); alignment.seed 0",
+        f"source model: `{res['source_model']}`",
+        f"budget: {res['budget']}",
+        f"evaluation: {res['eval_note']}",
+        f"whole benchmark wall time: {res['total_wall_s']:.0f} s",
+    ]
+
+
+ROW_COLUMNS = [
+    "row",
+    "bpb init",
+    "bpb stage 1",
+    "bpb stage 2",
+    "PubMedQA acc",
+    "PubMedQA macro-F1",
+    "predicted yes/no/maybe",
+    "bytes/tok",
+    "tokens trained",
+    "wall s",
+]
+
+
+def _row_cells(name: str, r: dict) -> list[str]:
+    s2 = r["stage2"]
+    own = sum(v or 0 for k, v in r["stage_wall_s"].items() if k in ("transplant", "stage1", "stage2", "evaluate"))
+    own += (r.get("focus") or {}).get("focus_s", 0)  # FOCUS's own fastText + weights, outside the pipeline
+    label = (
+        "2. source model, own tokenizer, continued training" if name == "continued" else f"3. transplant, init={name}"
+    )
+    return [
+        label,
+        fmt(r["init"]["bpb"]),
+        fmt(r["stage1"]["bpb"]),
+        fmt(s2["bpb"]),
+        f"{fmt(s2['acc'], 3)}{ci(s2['acc_ci'])}",
+        f"{fmt(s2['f1'], 3)}{ci(s2['f1_ci'])}",
+        pred(s2),
+        fmt(s2["bytes_per_token"] or r["init"]["bytes_per_token"], 3),
+        str(r["tokens_trained"]),
+        f"{own:.0f}",
+    ]
+
+
+def _row_blocks(res: dict) -> list[Block]:
+    src = res["source_row"]
+    source_cells = [
+        "1. source model, own tokenizer, no training",
+        fmt(src["bpb"]),
+        "-",
+        "-",
+        f"{fmt(src['acc'], 3)}{ci(src['acc_ci'])}",
+        f"{fmt(src['f1'], 3)}{ci(src['f1_ci'])}",
+        pred(src),
+        fmt(src["bytes_per_token"], 3),
+        "0",
+        "-",
+    ]
+    rows = [source_cells] + [_row_cells(name, r) for name, r in res["rows"].items()]
+    methods = [
+        f"{name}: {json.dumps(t['rows_per_method'])}, copied {t.get('rows_copied')}"
+        for name, r in res["rows"].items()
+        if (t := r.get("transplant") or {}).get("rows_per_method")
+    ]
+    blocks: list[Block] = [
+        ("h", 2, "Rows (seed 0)"),
+        (
+            "p",
+            "bpb = held-out bits per byte (lower is better), bytes/tok = held-out bytes per token of the row's "
+            "tokenizer; PubMedQA accuracy and macro-F1 with 95% bootstrap intervals, after stage 2; wall = this "
+            "row's own stages (transplant, stage 1, stage 2, evaluate), the shared corpus..align stages excluded.",
+        ),
+        ("table", ROW_COLUMNS, rows),
+        (
+            "p",
+            "Target rows by how the transplant built them (`transplant` stage summary, rows_per_method / rows "
+            "copied verbatim from one source row):",
+        ),
+    ]
+    if methods:
+        blocks.append(("p", _bullets(methods)))
+    return blocks + [("p", f"FOCUS: {res['focus']}")]
+
+
+def _seed_blocks(res: dict) -> list[Block]:
+    if not res["seed_rows"]:
+        return []
+    rows = [
+        [name, sd, fmt(r["init"]["bpb"]), fmt(r["stage1"]["bpb"]), fmt(r["stage2"]["bpb"])]
+        + [fmt(r["stage2"]["acc"], 3), fmt(r["stage2"]["f1"], 3)]
+        for name, runs in res["seed_rows"].items()
+        for sd, r in zip(res["seeds"], runs)
+    ]
+    headers = ["row", "seed", "bpb init", "bpb stage 1", "bpb stage 2", "PubMedQA acc", "macro-F1"]
+    blocks: list[Block] = [
+        ("h", 2, "Seeds"),
+        ("p", "vocab_adaptation.seed changes the training data order; the rows at init are the same for every seed."),
+        ("table", headers, rows),
+    ]
+    for name, st in res["seed_stats"].items():
+        blocks.append(
+            (
+                "p",
+                f"{name}: stage-2 bpb mean {st['mean']:.4f}, min {st['min']:.4f}, max {st['max']:.4f} "
+                f"over {st['n']} seeds",
+            )
+        )
+    return blocks
+
+
+def _qa500_blocks(qa500: dict | None) -> list[Block]:
+    if not qa500:
+        return []
+    rows = [
+        [name, f"{fmt(q['acc'], 3)}{ci(q['acc_ci95'])}", fmt(q["acc_bytes"], 3)]
+        + [f"{fmt(q['macro_f1'], 3)}{ci(q['macro_f1_ci95'])}", pred({"predicted": q["prediction_counts"]}), q["n"]]
+        for name, q in qa500.items()
+    ]
+    return [
+        ("h", 2, "PubMedQA, all 500 questions of the official test split"),
+        (
+            "p",
             "Final model of each row (after stage 2; `source` = the source model, no training), "
             "lm-evaluation-harness pubmedqa scoring (`vocabadapt eval MODEL --pubmedqa ori_pqal.json`), "
             "95% bootstrap intervals. The test split's answers are yes 276 / no 169 / maybe 55 (always 'yes' = 0.552).",
-            "",
-            "| row | acc | acc_bytes | macro-F1 | predicted yes/no/maybe | n |",
-            "|---|---|---|---|---|---|",
-        ]
-        for name, q in res["qa500"].items():
-            L.append(
-                f"| {name} | {fmt(q['acc'], 3)}{ci(q['acc_ci95'])} | {fmt(q['acc_bytes'], 3)} | "
-                f"{fmt(q['macro_f1'], 3)}{ci(q['macro_f1_ci95'])} | {pred({'predicted': q['prediction_counts']})} | {q['n']} |"
-            )
-        L.append("")
-    L += ["## Verdict", ""] + [f"- {v}" for v in res["verdict"]] + [""]
-    L += [
-        "Curves: the training monitor's held-out bits per byte on the first vocab_adaptation.eval_max_bytes "
-        "bytes of held-out text (the table's columns come from the evaluate stage on evaluation.max_samples documents).",
-        "",
+        ),
+        ("table", ["row", "acc", "acc_bytes", "macro-F1", "predicted yes/no/maybe", "n"], rows),
     ]
-    L += [f"![held-out bpb vs tokens]({res['stem']}_bpb.png)", ""]
-    p = res.get("pair")
-    L += ["## Real pair GPT-NeoX -> BioGPT (alignment only, no model)", ""]
+
+
+def _pair_blocks(p: dict | None) -> list[Block]:
+    blocks: list[Block] = [("h", 2, "Real pair GPT-NeoX -> BioGPT (alignment only, no model)")]
     if not p or "skipped" in p:
-        L.append(f"skipped: {(p or {}).get('skipped')}")
-    else:
-        st = p.get("span_test") or {}
-        a, i = st.get("aligned", {}), st.get("identical", {})
-        L += [
-            f"- command: `{p['command']}`"
-            + (
-                f" (run directory seeded by copying {p['seeded_from']}; the pipeline "
-                "re-checked each stage's config hash and fingerprints)"
-                if p["seeded_from"]
-                else ""
-            ),
-            f"- vocabularies: target {p['target_vocab']}, source {p['source_vocab']}",
-            f"- identical-token pairs: {p['identical']}; coverage (identical + aligned, of the target vocabulary): {p['coverage']}",
-            f"- rows per method: {json.dumps(p['counts'])}",
-            f"- span precision@1 / @5: hard TokAlign (aligned rows, n={a.get('n')}) {a.get('precision@1')} / {a.get('precision@5')}; "
-            f"identical map (n={i.get('n')}) {i.get('precision@1')} / {i.get('precision@5')}",
-            f"- align wall time {p['align_wall_s']:.1f} s (peak RSS {fmt(p['align_peak_mb'], 0)} MB); embed {p['embed_wall_s']:.0f} s",
-            "",
-        ]
-    path.write_text("\n".join(L) + "\n")
+        return blocks + [("p", f"skipped: {(p or {}).get('skipped')}")]
+    st = p.get("span_test") or {}
+    a, i = st.get("aligned", {}), st.get("identical", {})
+    seeded = (
+        f" (run directory seeded by copying {p['seeded_from']}; the pipeline "
+        "re-checked each stage's config hash and fingerprints)"
+        if p["seeded_from"]
+        else ""
+    )
+    items = [
+        f"command: `{p['command']}`{seeded}",
+        f"vocabularies: target {p['target_vocab']}, source {p['source_vocab']}",
+        f"identical-token pairs: {p['identical']}; coverage (identical + aligned, of the target vocabulary): "
+        f"{p['coverage']}",
+        f"rows per method: {json.dumps(p['counts'])}",
+        f"span precision@1 / @5: hard TokAlign (aligned rows, n={a.get('n')}) {a.get('precision@1')} / "
+        f"{a.get('precision@5')}; identical map (n={i.get('n')}) {i.get('precision@1')} / {i.get('precision@5')}",
+        f"align wall time {p['align_wall_s']:.1f} s (peak RSS {fmt(p['align_peak_mb'], 0)} MB); "
+        f"embed {p['embed_wall_s']:.0f} s",
+    ]
+    return blocks + [("p", _bullets(items))]
+
+
+def rendered_files(results: Path) -> dict[str, str]:
+    """{results file name: Markdown} for every quality*.json in `results` (what --render writes)."""
+    return {
+        p.with_suffix(".md").name: markdown_text(render(read_json(p))) for p in sorted(results.glob("quality*.json"))
+    }
 
 
 def verdict(res: dict) -> list[str]:
@@ -752,8 +842,8 @@ def focus_status() -> str:
     )
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small budgets, 40 QA questions / held-out documents")
     ap.add_argument(
         "--seeds", type=int, default=None, help="seeds for the default row and the best competitor (3; quick 1)"
@@ -774,7 +864,15 @@ def main() -> None:
     )
     ap.add_argument("--steps", type=int, default=None, help="steps of each training stage (full 50, quick 20)")
     ap.add_argument("--tag", default=None, help="results go to quality-TAG.md/.json/_bpb.png instead of quality.*")
-    ap.add_argument("--render", action="store_true", help="rewrite the markdown from the results json (no runs)")
+    ap.add_argument(
+        "--render", action="store_true", help="rewrite every quality*.md of --results from its .json (no runs)"
+    )
+    ap.add_argument("--results", type=Path, default=RESULTS, help="the folder --render reads and writes")
+    ap.add_argument(
+        "--reread",
+        action="store_true",
+        help="refresh the record of --quick/--tag/--setting from its run directories (numbers, verdict, plot)",
+    )
     ap.add_argument("--bases-only", action="store_true", help="only the shared corpus..align runs (no model needed)")
     ap.add_argument("--no-focus", action="store_true", help="skip the FOCUS row (needs deepfocus in $FOCUS_VENV)")
     ap.add_argument("--inits", default=",".join(INITS), help="comma list of rows to run")
@@ -796,242 +894,329 @@ def main() -> None:
         help="comma list of rows that train (default: all); the others are scored at init only "
         "(vocab_adaptation.enabled=false), for CPU budgets",
     )
-    args = ap.parse_args()
-    t0 = time.perf_counter()
-    mode = "quick" if args.quick else "full"
-    real = args.setting == "smollm2"
-    if real:
-        global CONFIG, BUDGETS
-        CONFIG, BUDGETS = REAL_CONFIG, REAL_BUDGETS
-        args.no_pair = True
-        args.tag = f"smollm2-{args.target}" + (f"-{args.tag}" if args.tag else "")
-    n_seeds = args.seeds if args.seeds is not None else (1 if args.quick else 3)
-    work = Path(args.work or ROOT / "benchmarks" / "cache" / f"quality{'-quick' if args.quick else ''}").resolve()
-    work.mkdir(parents=True, exist_ok=True)
-    logf = work / "vocabadapt.log"
-    start_machine = machine()
-    start_commit = git_head()  # the code this run started from (others may commit while it runs)
+    return ap
 
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     if args.render:
-        stem = ("quality-quick" if args.quick else "quality") + (f"-{args.tag}" if args.tag else "")
-        res = read_json(RESULTS / f"{stem}.json")
-        for r in list(res["rows"].values()) + [x for runs in res["seed_rows"].values() for x in runs]:
-            r.update(row_result(ROOT / r["run_dir"], r["wall_s"]))  # the run directory's numbers, read again
-        if real:
-            res["qa500"] = read_qa500((ROOT / next(iter(res["rows"].values()))["run_dir"]).parent)
-            res["source_row"] = next(iter(res["rows"].values()))["source"]
-        res["stem"] = stem
-        plot(res["rows"], res["seed_rows"], RESULTS / f"{stem}_bpb.png")
-        res["verdict"] = verdict(res)
-        (RESULTS / f"{stem}.json").write_text(json.dumps(res, indent=1, default=str))
-        write_md(res, RESULTS / f"{stem}.md")
-        log(f"re-rendered {RESULTS / (stem + '.md')} from its json and run directories")
+        for name, text in rendered_files(args.results).items():
+            (args.results / name).write_text(text)
+        log(f"rendered the quality*.md files of {args.results} from their JSON records")
         return
+    bench = Bench.start(args)
+    if args.reread:
+        return bench.reread()
     if args.pair_only:
-        pair = pair_benchmark(work, args.quick, logf)
-        (work / "pair.json").write_text(json.dumps(pair, indent=1))
-        log(f"wrote {work / 'pair.json'}: {pair}")
+        pair = pair_benchmark(bench.work, args.quick, bench.logf)
+        (bench.work / "pair.json").write_text(json.dumps(pair, indent=1))
+        log(f"wrote {bench.work / 'pair.json'}: {pair}")
         return
-
-    if real and not args.source_model:
-        from vocabadapt.config import load_config
-        from vocabadapt.model.hub import resolve_model_dir
-
-        cfg = load_config(CONFIG)  # the GGUF of `make demo`, dequantised once into the model cache
-        args.source_model = str(resolve_model_dir(cfg.models.source_model, cfg.tokenization.cache_dir))
-    model = Path(args.source_model).resolve() if args.source_model else DEMO / "model"
-    if not (model / "config.json").exists() and not args.bases_only:
-        if args.source_model:
-            raise SystemExit(f"--source-model {model} holds no config.json")
-        log(
-            "examples/pubmed_demo/model is missing: building it (python examples/pubmed_demo/build.py, seeded, ~1 h on 2 cores)"
-        )
-        subprocess.run([sys.executable, str(DEMO / "build.py")], cwd=ROOT, check=True)
-
-    if args.max_samples is not None:
-        BUDGETS[mode]["evaluation.max_samples"] = "null" if args.max_samples == 0 else args.max_samples
-    if args.steps is not None:
-        BUDGETS[mode]["vocab_adaptation.stage1_steps"] = BUDGETS[mode]["vocab_adaptation.stage2_steps"] = args.steps
-    # The source tokenizer named explicitly (the model's own, build.py saves it with the model): the shared
-    # corpus..align stages then need no model, and --bases-only can run them while the model is being built.
-    src_tok = DEMO / "tokenizers" / "source"
-    overrides = {**BUDGETS[mode], **COMMON, "models.source_model": str(model), "models.source_tokenizer": str(src_tok)}
-    if real:  # the source tokenizer is the model's own; the continued row uses the copy the base run saved
-        del overrides["models.source_tokenizer"]
-        if TARGETS[args.target]:
-            overrides["models.target_tokenizer"] = str(SHARED_DATA / TARGETS[args.target])
-        src_tok = work / "base" / "tokenizers" / "source"
-    base = work / "base"
-    base_cont = work / "base_continued"
-    shared = {k: v for k, v in overrides.items()}
-    log("base runs: corpus..align (target tokenizer, and the source tokenizer as target for row 2)")
-    run_cli(["run", str(CONFIG), "--run-dir", str(base), "--until", "align", *sets(shared)], logf)
-    if real:
-        cont_overrides = {**overrides, "models.target_tokenizer": str(src_tok), "embedding.fasttext.epochs": 1}
-    # Row 2's alignment is the identity whatever the embeddings (every target token is identical to a source
-    # token), so its base embeds with 1 fastText epoch instead of 5: same mapping, less time.
-    cont_overrides = {**overrides, "models.target_tokenizer": str(src_tok), "embedding.fasttext.epochs": 1}
-    run_cli(["run", str(CONFIG), "--run-dir", str(base_cont), "--until", "align", *sets(cont_overrides)], logf)
-    heldout = {"target_base": check_heldout(base), "continued_base": check_heldout(base_cont)}
-    log(f"held-out check passed: {heldout['target_base']}")
+    bench.prepare_source_model()
+    bench.base_runs()
     if args.bases_only:
         return
+    bench.run_all()
 
-    wanted = [x for x in args.inits.split(",") if x]
-    rows: dict[str, dict] = {}
-    seeds = list(range(n_seeds))
-    seed_rows: dict[str, list] = {}
-    qa500: dict[str, dict] = {}
-    state = {"focus": "not reached", "pair": None, "pending": ""}
-    cmd = (
-        "python benchmarks/quality.py"
-        + (" --quick" if args.quick else "")
-        + (f" --seeds {args.seeds}" if args.seeds is not None else "")
-        + (f" --source-model {args.source_model}" if args.source_model else "")
-        + (" --no-pair" if args.no_pair else "")
-        + (f" --max-samples {args.max_samples}" if args.max_samples is not None else "")
-        + (f" --steps {args.steps}" if args.steps is not None else "")
-        + (" --no-focus" if args.no_focus else "")
-        + (f" --inits {args.inits}" if args.inits != ",".join(INITS) else "")
-        + (f" --train-rows {args.train_rows}" if args.train_rows is not None else "")
-        + (f" --qa-rows {args.qa_rows}" if args.qa_rows else "")
-        + (f" --work {args.work}" if args.work else "")
-        + (f" --setting {args.setting} --target {args.target}" if real else "")
-        + (
-            f" --tag {args.tag.removeprefix(f'smollm2-{args.target}').lstrip('-')}"
-            if real and args.tag != f"smollm2-{args.target}"
-            else ""
+
+@dataclass
+class Bench:
+    """One run of the benchmark: its settings, its folders, and the rows measured so far."""
+
+    args: argparse.Namespace
+    mode: str  # "quick" or "full": the key of BUDGETS
+    real: bool  # --setting smollm2
+    work: Path
+    stem: str  # results file name without suffix
+    t0: float = field(default_factory=time.perf_counter)
+    start_machine: str = field(default_factory=machine)
+    start_commit: str = field(default_factory=git_head)  # the code this run started from (others may commit)
+    model: Path = DEMO / "model"
+    overrides: dict = field(default_factory=dict)
+    cont_overrides: dict = field(default_factory=dict)
+    heldout: dict = field(default_factory=dict)
+    rows: dict[str, dict] = field(default_factory=dict)
+    seed_rows: dict[str, list] = field(default_factory=dict)
+    qa500: dict[str, dict] = field(default_factory=dict)
+    state: dict = field(default_factory=lambda: {"focus": "not reached", "pair": None, "pending": ""})
+
+    @classmethod
+    def start(cls, args: argparse.Namespace) -> Bench:
+        """Settle the setting (the smollm2 one swaps CONFIG and BUDGETS) and the work folder."""
+        global CONFIG, BUDGETS
+        real = args.setting == "smollm2"
+        if real:
+            CONFIG, BUDGETS = REAL_CONFIG, REAL_BUDGETS
+            args.no_pair = True
+            args.tag = f"smollm2-{args.target}" + (f"-{args.tag}" if args.tag else "")
+        work = Path(args.work or ROOT / "benchmarks" / "cache" / f"quality{'-quick' if args.quick else ''}").resolve()
+        work.mkdir(parents=True, exist_ok=True)
+        stem = ("quality-quick" if args.quick else "quality") + (f"-{args.tag}" if args.tag else "")
+        return cls(args, "quick" if args.quick else "full", real, work, stem)
+
+    @property
+    def logf(self) -> Path:
+        return self.work / "vocabadapt.log"
+
+    @property
+    def base(self) -> Path:
+        return self.work / "base"
+
+    @property
+    def base_cont(self) -> Path:
+        return self.work / "base_continued"
+
+    @property
+    def n_seeds(self) -> int:
+        return self.args.seeds if self.args.seeds is not None else (1 if self.args.quick else 3)
+
+    def reread(self) -> None:
+        """--reread: the record's numbers read again from its run directories, then verdict, plot and .md."""
+        res = read_json(RESULTS / f"{self.stem}.json")
+        for r in list(res["rows"].values()) + [x for runs in res["seed_rows"].values() for x in runs]:
+            r.update(row_result(ROOT / r["run_dir"], r["wall_s"]))
+        if self.real:
+            res["qa500"] = read_qa500((ROOT / next(iter(res["rows"].values()))["run_dir"]).parent)
+            res["source_row"] = next(iter(res["rows"].values()))["source"]
+        res["stem"] = self.stem
+        plot(res["rows"], res["seed_rows"], RESULTS / f"{self.stem}_bpb.png")
+        res["verdict"] = verdict(res)
+        write_json(RESULTS / f"{self.stem}.json", res)
+        write_md(res, RESULTS / f"{self.stem}.md")
+        log(f"re-rendered {RESULTS / (self.stem + '.md')} from its json and run directories")
+
+    def prepare_source_model(self) -> None:
+        """The source model (built when the demo's is missing) and the overrides every row shares."""
+        args = self.args
+        if self.real and not args.source_model:
+            from vocabadapt.config import load_config
+            from vocabadapt.model.hub import resolve_model_dir
+
+            cfg = load_config(CONFIG)  # the GGUF of `make demo`, dequantised once into the model cache
+            args.source_model = str(resolve_model_dir(cfg.models.source_model, cfg.tokenization.cache_dir))
+        self.model = Path(args.source_model).resolve() if args.source_model else DEMO / "model"
+        if not (self.model / "config.json").exists() and not args.bases_only:
+            if args.source_model:
+                raise SystemExit(f"--source-model {self.model} holds no config.json")
+            log(
+                "examples/pubmed_demo/model is missing: building it (python examples/pubmed_demo/build.py, "
+                "seeded, ~1 h on 2 cores)"
+            )
+            subprocess.run([sys.executable, str(DEMO / "build.py")], cwd=ROOT, check=True)
+        budget = BUDGETS[self.mode]
+        if args.max_samples is not None:
+            budget["evaluation.max_samples"] = "null" if args.max_samples == 0 else args.max_samples
+        if args.steps is not None:
+            budget["vocab_adaptation.stage1_steps"] = budget["vocab_adaptation.stage2_steps"] = args.steps
+        # The source tokenizer named explicitly (the model's own, build.py saves it with the model): the shared
+        # corpus..align stages then need no model, and --bases-only can run them while the model is being built.
+        src_tok = DEMO / "tokenizers" / "source"
+        self.overrides = {
+            **budget,
+            **COMMON,
+            "models.source_model": str(self.model),
+            "models.source_tokenizer": str(src_tok),
+        }
+        if self.real:  # the source tokenizer is the model's own; the continued row uses the copy the base run saved
+            del self.overrides["models.source_tokenizer"]
+            if TARGETS[args.target]:
+                self.overrides["models.target_tokenizer"] = str(SHARED_DATA / TARGETS[args.target])
+            src_tok = self.base / "tokenizers" / "source"
+        # Row 2's alignment is the identity whatever the embeddings (every target token is identical to a source
+        # token), so its base embeds with 1 fastText epoch instead of 5: same mapping, less time.
+        self.cont_overrides = {
+            **self.overrides,
+            "models.target_tokenizer": str(src_tok),
+            "embedding.fasttext.epochs": 1,
+        }
+
+    def base_runs(self) -> None:
+        """corpus..align once per tokenizer pair (the target one, and the source one as target for row 2)."""
+        log("base runs: corpus..align (target tokenizer, and the source tokenizer as target for row 2)")
+        until_align = ["--until", "align"]
+        run_cli(["run", str(CONFIG), "--run-dir", str(self.base), *until_align, *sets(self.overrides)], self.logf)
+        run_cli(
+            ["run", str(CONFIG), "--run-dir", str(self.base_cont), *until_align, *sets(self.cont_overrides)], self.logf
         )
-        + (f" --tag {args.tag}" if args.tag and not real else "")
-    )
-    b = BUDGETS[mode]
-    stem = ("quality-quick" if args.quick else "quality") + (f"-{args.tag}" if args.tag else "")
+        self.heldout = {"target_base": check_heldout(self.base), "continued_base": check_heldout(self.base_cont)}
+        log(f"held-out check passed: {self.heldout['target_base']}")
 
-    def emit(done: bool = False) -> None:
-        """Write the results so far (after every row: a run cut short still leaves its finished rows)."""
-        if not rows:
-            return
+    def command(self) -> str:
+        """The command line that repeats this run (the results file's `command`)."""
+        args, real = self.args, self.real
+        tag = ""
+        if real and args.tag != f"smollm2-{args.target}":
+            tag = f" --tag {args.tag.removeprefix(f'smollm2-{args.target}').lstrip('-')}"
+        elif args.tag and not real:
+            tag = f" --tag {args.tag}"
+        return (
+            "python -m benchmarks.quality"
+            + (" --quick" if args.quick else "")
+            + (f" --seeds {args.seeds}" if args.seeds is not None else "")
+            + (f" --source-model {args.source_model}" if args.source_model else "")
+            + (" --no-pair" if args.no_pair else "")
+            + (f" --max-samples {args.max_samples}" if args.max_samples is not None else "")
+            + (f" --steps {args.steps}" if args.steps is not None else "")
+            + (" --no-focus" if args.no_focus else "")
+            + (f" --inits {args.inits}" if args.inits != ",".join(INITS) else "")
+            + (f" --train-rows {args.train_rows}" if args.train_rows is not None else "")
+            + (f" --qa-rows {args.qa_rows}" if args.qa_rows else "")
+            + (f" --work {args.work}" if args.work else "")
+            + (f" --setting {args.setting} --target {args.target}" if real else "")
+            + tag
+        )
+
+    def record(self, done: bool) -> dict:
+        """The results record so far."""
         seed_stats = {}
-        for name, runs in seed_rows.items():
+        for name, runs in self.seed_rows.items():
             v = [r["stage2"]["bpb"] for r in runs if r["stage2"]["bpb"] is not None]
             if v:
                 seed_stats[name] = {"mean": sum(v) / len(v), "min": min(v), "max": max(v), "n": len(v)}
-        src = rows.get("default", next(iter(rows.values())))["source"]
+        b = BUDGETS[self.mode]
+        curve_note = (
+            "bpb curve from the evaluate stage (init, after stage 1, after stage 2)"
+            if self.real
+            else f"bpb curve every {b['vocab_adaptation.eval_steps']} steps"
+        )
+        docs_note = (
+            " held-out documents (the first N of corpus/heldout.jsonl; no PubMedQA in the rows: "
+            "benchmarks/configs/smollm2_biomed.yaml evaluates held-out text only)"
+            if self.real
+            else " (caps held-out documents and PubMedQA questions, first N of each; null = all 230 held-out "
+            "documents and the 500-question official test split)"
+        )
+        model = self.model
         res = {
-            "quick": args.quick,
-            "command": cmd,
-            "commit": f"{start_commit} at start, {git_head()} when written",
-            "machine": start_machine,
+            "quick": self.args.quick,
+            "command": self.command(),
+            "commit": f"{self.start_commit} at start, {git_head()} when written",
+            "machine": self.start_machine,
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "seeds": seeds,
+            "seeds": list(range(self.n_seeds)),
             "complete": done,
-            "pending": state["pending"],
-            "stem": stem,
+            "pending": self.state["pending"],
+            "stem": self.stem,
             "source_model": str(model.relative_to(ROOT)) if model.is_relative_to(ROOT) else str(model),
             "budget": (
                 f"stage 1 {b['vocab_adaptation.stage1_steps']} + stage 2 {b['vocab_adaptation.stage2_steps']} steps "
-                f"of {tokens_per_step(base)} tokens ({CONFIG.relative_to(ROOT)} batch x sequence length); held-out "
-                + (
-                    "bpb curve from the evaluate stage (init, after stage 1, after stage 2)"
-                    if real
-                    else f"bpb curve every {b['vocab_adaptation.eval_steps']} steps"
-                )
-                + f"; overrides {json.dumps(BUDGETS[mode])}"
+                f"of {tokens_per_step(self.base)} tokens ({CONFIG.relative_to(ROOT)} batch x sequence length); "
+                f"held-out {curve_note}; overrides {json.dumps(BUDGETS[self.mode])}"
             ),
-            "eval_note": (
-                "evaluation.max_samples="
-                + str(b["evaluation.max_samples"])
-                + (
-                    " held-out documents (the first N of corpus/heldout.jsonl; no PubMedQA in the rows: "
-                    "benchmarks/configs/smollm2_biomed.yaml evaluates held-out text only)"
-                    if real
-                    else " (caps held-out documents and PubMedQA questions, first N of each; null = all 230 held-out "
-                    "documents and the 500-question official test split)"
-                )
-            ),
-            "heldout_check": heldout,
-            "rows": rows,
-            "source_row": src,
-            "seed_rows": seed_rows,
+            "eval_note": "evaluation.max_samples=" + str(b["evaluation.max_samples"]) + docs_note,
+            "heldout_check": self.heldout,
+            "rows": self.rows,
+            "source_row": self.rows.get("default", next(iter(self.rows.values())))["source"],
+            "seed_rows": self.seed_rows,
             "seed_stats": seed_stats,
-            "pair": state["pair"],
-            "focus": state["focus"],
-            "qa500": qa500,
-            "total_wall_s": time.perf_counter() - t0,
+            "pair": self.state["pair"],
+            "focus": self.state["focus"],
+            "qa500": self.qa500,
+            "total_wall_s": time.perf_counter() - self.t0,
         }
         res["verdict"] = verdict(res)
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / f"{stem}.json").write_text(json.dumps(res, indent=1, default=str))
-        plot(rows, seed_rows, RESULTS / f"{stem}_bpb.png")
-        write_md(res, RESULTS / f"{stem}.md")
+        return res
+
+    def emit(self, done: bool = False) -> None:
+        """Write the results so far (after every row: a run cut short still leaves its finished rows)."""
+        if not self.rows:
+            return
+        res = self.record(done)
+        write_json(RESULTS / f"{self.stem}.json", res)
+        plot(self.rows, self.seed_rows, RESULTS / f"{self.stem}_bpb.png")
+        write_md(res, RESULTS / f"{self.stem}.md")
         if done:
-            log(f"wrote {RESULTS / (stem + '.md')}")
+            log(f"wrote {RESULTS / (self.stem + '.md')}")
             for v in res["verdict"]:
                 log(v)
 
-    if args.no_pair:
-        state["pair"] = None
-    elif (work / "pair.json").exists():
-        state["pair"] = read_json(work / "pair.json")
-        state["pair"]["command"] += f" (via python benchmarks/quality.py --pair-only{' --quick' if args.quick else ''})"
-    else:
-        state["pair"] = {"skipped": "not run yet (runs after the rows)"}
+    def trains(self, row: str) -> bool:
+        return self.args.train_rows is None or row in self.args.train_rows.split(",")
 
-    order = ["default"] + [x for x in wanted if x != "default"] if "default" in wanted else wanted
-    if args.train_rows is None or "continued" in args.train_rows.split(","):
-        rows["continued"] = run_row(base_cont, work / "row_continued_s0", "default", 0, cont_overrides, logf)
-    state["pending"] = "rows " + ", ".join([*order, "focus", "seeds"])
-    emit()
-    for k, init in enumerate(order):
-        untrained = args.train_rows is not None and init not in args.train_rows.split(",")
-        rows[init] = run_row(
-            base, work / f"row_{init}_s0", init, 0, {**overrides, **UNTRAINED} if untrained else overrides, logf
-        )
-        state["pending"] = "rows " + ", ".join([*order[k + 1 :], "focus", "seeds"])
-        emit()
-    if args.no_focus:
-        state["focus"] = "skipped (--no-focus)"
-    elif not (FOCUS_VENV / "bin" / "python").exists():
-        state["focus"] = focus_status()
-    else:
-        try:
-            log("row_focus_s0: running (deepfocus in " + str(FOCUS_VENV) + ")")
-            untrained = args.train_rows is not None and "focus" not in args.train_rows.split(",")
-            focus_overrides = {**overrides, **UNTRAINED} if untrained else overrides
-            rows["focus"] = run_focus_row(base, work / "row_focus_s0", focus_overrides, logf, args.quick)
-            state["focus"] = (
-                f"row `focus`: deepfocus 1.0.1 (installed in a throwaway venv {FOCUS_VENV}, never in .venv), "
-                f"FOCUS rows written over a mean-initialised transplant of the same run, fastText "
-                f"auxiliary embeddings trained by deepfocus on corpus/train only; {rows['focus'].get('focus')}"
+    def run_all(self) -> None:
+        """Every row, FOCUS, the seeds, PubMedQA-500 and the GPT-NeoX -> BioGPT pair, writing after each."""
+        args = self.args
+        if args.no_pair:
+            self.state["pair"] = None
+        elif (self.work / "pair.json").exists():
+            self.state["pair"] = read_json(self.work / "pair.json")
+            self.state["pair"]["command"] += (
+                f" (via python -m benchmarks.quality --pair-only{' --quick' if args.quick else ''})"
             )
-        except (Exception, SystemExit) as e:
-            state["focus"] = f"FOCUS failed to run here: {str(e)[-600:]}"
-    state["pending"] = "seeds"
-    emit()
+        else:
+            self.state["pair"] = {"skipped": "not run yet (runs after the rows)"}
+        self.run_rows([x for x in args.inits.split(",") if x])
+        self.run_focus()
+        self.run_seeds()
+        self.run_qa500()
+        self.state["pending"] = ""
+        if not args.no_pair and not (self.work / "pair.json").exists():
+            self.state["pair"] = pair_benchmark(self.work, args.quick, self.logf)
+        self.emit(done=True)
 
-    competitors = sorted(
-        (k for k in rows if k not in ("default", "continued", "focus") and rows[k]["stage2"]["bpb"] is not None),
-        key=lambda k: rows[k]["stage2"]["bpb"],
-    )
-    if n_seeds > 1 and "default" in rows and competitors:
-        for name in ("default", competitors[0]):
-            seed_rows[name] = [rows[name]]
-            for sd in seeds[1:]:
-                seed_rows[name].append(run_row(base, work / f"row_{name}_s{sd}", name, sd, overrides, logf))
-                emit()
-    if args.qa_rows:
-        state["pending"] = "PubMedQA 500"
-        emit()
-        for name in args.qa_rows.split(","):
+    def run_rows(self, wanted: list[str]) -> None:
+        order = ["default"] + [x for x in wanted if x != "default"] if "default" in wanted else wanted
+        if self.trains("continued"):
+            self.rows["continued"] = run_row(
+                self.base_cont, self.work / "row_continued_s0", "default", 0, self.cont_overrides, self.logf
+            )
+        self.state["pending"] = "rows " + ", ".join([*order, "focus", "seeds"])
+        self.emit()
+        for k, init in enumerate(order):
+            extra = self.overrides if self.trains(init) else {**self.overrides, **UNTRAINED}
+            self.rows[init] = run_row(self.base, self.work / f"row_{init}_s0", init, 0, extra, self.logf)
+            self.state["pending"] = "rows " + ", ".join([*order[k + 1 :], "focus", "seeds"])
+            self.emit()
+
+    def run_focus(self) -> None:
+        if self.args.no_focus:
+            self.state["focus"] = "skipped (--no-focus)"
+        elif not (FOCUS_VENV / "bin" / "python").exists():
+            self.state["focus"] = focus_status()
+        else:
+            try:
+                log("row_focus_s0: running (deepfocus in " + str(FOCUS_VENV) + ")")
+                extra = self.overrides if self.trains("focus") else {**self.overrides, **UNTRAINED}
+                self.rows["focus"] = run_focus_row(
+                    self.base, self.work / "row_focus_s0", extra, self.logf, self.args.quick
+                )
+                self.state["focus"] = (
+                    f"row `focus`: deepfocus 1.0.1 (installed in a throwaway venv {FOCUS_VENV}, never in .venv), "
+                    f"FOCUS rows written over a mean-initialised transplant of the same run, fastText "
+                    f"auxiliary embeddings trained by deepfocus on corpus/train only; {self.rows['focus'].get('focus')}"
+                )
+            except (Exception, SystemExit) as e:
+                self.state["focus"] = f"FOCUS failed to run here: {str(e)[-600:]}"
+        self.state["pending"] = "seeds"
+        self.emit()
+
+    def run_seeds(self) -> None:
+        """The default row and the best competitor again with vocab_adaptation.seed = 1 .. seeds-1."""
+        rows = self.rows
+        competitors = sorted(
+            (k for k in rows if k not in ("default", "continued", "focus") and rows[k]["stage2"]["bpb"] is not None),
+            key=lambda k: rows[k]["stage2"]["bpb"],
+        )
+        if self.n_seeds > 1 and "default" in rows and competitors:
+            for name in ("default", competitors[0]):
+                self.seed_rows[name] = [rows[name]]
+                for sd in range(1, self.n_seeds):
+                    dest = self.work / f"row_{name}_s{sd}"
+                    self.seed_rows[name].append(run_row(self.base, dest, name, sd, self.overrides, self.logf))
+                    self.emit()
+
+    def run_qa500(self) -> None:
+        if not self.args.qa_rows:
+            return
+        self.state["pending"] = "PubMedQA 500"
+        self.emit()
+        for name in self.args.qa_rows.split(","):
             if name == "source":
-                qa500[name] = pubmedqa_500(name, model, work, logf)
-            elif name in rows and rows[name]["stage2"]["bpb"] is not None:
-                qa500[name] = pubmedqa_500(name, ROOT / rows[name]["run_dir"] / "model" / "stage2", work, logf)
-            emit()
-    state["pending"] = ""
-    if not args.no_pair and not (work / "pair.json").exists():
-        state["pair"] = pair_benchmark(work, args.quick, logf)
-    emit(done=True)
+                self.qa500[name] = pubmedqa_500(name, self.model, self.work, self.logf)
+            elif name in self.rows and self.rows[name]["stage2"]["bpb"] is not None:
+                final = ROOT / self.rows[name]["run_dir"] / "model" / "stage2"
+                self.qa500[name] = pubmedqa_500(name, final, self.work, self.logf)
+            self.emit()
 
 
 if __name__ == "__main__":

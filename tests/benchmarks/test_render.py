@@ -18,6 +18,7 @@ RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 # script: (the JSON records it renders, its --render argv given the temp folder)
 CASES = {
     "faults": ("faults*.json", lambda d: ["--render", "--out", str(d / "faults.md")]),
+    "quality": ("quality*.json", lambda d: ["--render", "--results", str(d)]),
 }
 
 
