@@ -364,7 +364,11 @@ def _distiller(
     """
     from ..model.hub import load_model
 
-    source = load_model(str(teacher.model_dir), models, dtype=torch.float32, attn_implementation=plan.attn)
+    shared_body = settings.trainable == "embeddings"
+    # A separate teacher runs in bf16 where training does (half the memory, as the audit counts it); a shared
+    # body is the student's fp32 one, and the source rows kept beside it stay fp32.
+    dtype = torch.bfloat16 if plan.bf16 and not shared_body else torch.float32
+    source = load_model(str(teacher.model_dir), models, dtype=dtype, attn_implementation=plan.attn)
     rows = source.get_input_embeddings().weight.shape[0]
     if rows < len(teacher.tokenizer):
         raise InputError(
@@ -372,8 +376,8 @@ def _distiller(
             f"{len(teacher.tokenizer)} tokens: models.source_tokenizer is not this model's tokenizer, so the "
             f"teacher would read ids it never learned; use the model's own tokenizer or objective ce"
         )
-    shared = build_teacher(model, source, shared_body=settings.trainable == "embeddings")
-    if settings.trainable == "embeddings":
+    shared = build_teacher(model, source, shared_body=shared_body)
+    if shared_body:
         del source  # only its embedding and head rows are kept; the body is the student's
     d = cfg.distill
     shared_t, shared_s = (
@@ -385,7 +389,7 @@ def _distiller(
         "%s: distilling from %s (%s), losses %s, KL vocabulary %d tokens",
         settings.name,
         teacher.model_dir,
-        "shared frozen body" if settings.trainable == "embeddings" else "separate frozen copy",
+        "shared frozen body" if shared_body else "separate frozen copy",
         {k: getattr(d, w) for k, (_, w) in LOSSES.items()},
         shared_t.numel(),
     )
