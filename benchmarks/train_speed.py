@@ -1,6 +1,12 @@
 """Stage-2 training speed: vocabadapt.training.trainer.train_stage vs a bare HF Trainer on the same model and batch.
 
     python benchmarks/train_speed.py [--steps 30] [--repeats 3] [--out benchmarks/results/train_speed.md]
+    python benchmarks/train_speed.py --distill [--steps 30] [--repeats 3]   (-> results/train_speed_distill.md)
+
+`--distill`: a stage-1 step with the distillation objective against a next-token stage-1 step of the same
+tokens, side by side on the tiny demo model (examples/pubmed_demo/model, 1.8M parameters) adapted to the
+demo's target tokenizer (rows resized, the same body), on the demo corpus; runs alternate, medians of
+tokens/s, and the ratio (target: a distillation step costs at most 1.4x a next-token step).
 
 Both runs train the same small GPT-NeoX (random init) on the same packed sequences of PubMed abstracts
 (../shared/data/biomed, a byte-level BPE trained on them) with the same TrainingArguments-level
@@ -25,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -41,6 +48,7 @@ from helpers import SHARED_DATA, train_bpe_tokenizer  # noqa: E402
 from vocabadapt.config import VocabAdaptationConfig  # noqa: E402
 from vocabadapt.text.shards import ShardReader, ShardWriter  # noqa: E402
 from vocabadapt.training.callbacks import StageMonitor  # noqa: E402
+from vocabadapt.training.distill import TeacherSource  # noqa: E402
 from vocabadapt.training.packing import PackedSequences, SequenceOrder  # noqa: E402
 from vocabadapt.training.settings import StageSettings  # noqa: E402
 from vocabadapt.training.trainer import train_stage  # noqa: E402
@@ -144,6 +152,100 @@ def bare_run(
     return timer
 
 
+def build_demo_student(work: Path, seq: int) -> tuple[Path, Path, Any]:
+    """The demo model with the demo's target tokenizer (embeddings resized: same body) and target shards."""
+    import gzip
+
+    demo = ROOT / "examples" / "pubmed_demo"
+    src_tok = AutoTokenizer.from_pretrained(str(demo / "model"))
+    tgt_tok = AutoTokenizer.from_pretrained(str(demo / "tokenizers" / "target"))
+    model = AutoModelForCausalLM.from_pretrained(str(demo / "model"), dtype=torch.float32)
+    model.resize_token_embeddings(len(tgt_tok), mean_resizing=False)
+    model.save_pretrained(str(work / "student"), safe_serialization=True)
+    tgt_tok.save_pretrained(str(work / "student"))
+    w = ShardWriter(work / "dshards", shard_tokens=1_000_000)
+    with gzip.open(demo / "corpus" / "train.jsonl.gz", "rt", encoding="utf-8") as f:
+        for i, line in enumerate(f):
+            if i >= 600:
+                break
+            text = json.loads(line)["text"]
+            w.add(tgt_tok(text)["input_ids"], len(text.encode()))
+    w.close()
+    return work / "student", work / "dshards", TeacherSource(model_dir=demo / "model", tokenizer=src_tok)
+
+
+def distill_main(a: argparse.Namespace) -> None:
+    """Stage 1, next-token vs distillation (hidden + chunk, the defaults), same tokens, alternating runs."""
+    work = Path(tempfile.mkdtemp(prefix="train_speed_distill-"))
+    try:
+        student, shards, teacher = build_demo_student(work, a.seq)
+        rows: dict[str, list[float]] = {"ce": [], "distill": [], "distill+ce": []}
+        for r in range(a.repeats):
+            for objective in rows:
+                cfg = VocabAdaptationConfig(
+                    stage1_steps=a.steps,
+                    batch_size=a.batch,
+                    gradient_accumulation=1,
+                    max_seq_length=a.seq,
+                    lr_stage1=1e-4,
+                    save_steps=10 * a.steps,
+                    eval_steps=10 * a.steps,
+                    logging_steps=10,
+                    bf16=False,
+                    objective_stage1=objective,
+                )
+                timer = StepTimer()
+                train_stage(
+                    StageSettings("stage1", a.steps, 1e-4, cfg.stage1_optimizer, "embeddings", 0, objective=objective),
+                    cfg,
+                    student,
+                    shards,
+                    work / f"out{r}{objective}",
+                    work / f"train{r}{objective}",
+                    work / f"ck{r}{objective}",
+                    callbacks=[timer],
+                    teacher=teacher if objective != "ce" else None,
+                )
+                rows[objective].append(tokens_per_s(timer, a.batch * a.seq, a.warmup))
+            print(f"repeat {r}: " + ", ".join(f"{k} {v[-1]:.0f} tok/s" for k, v in rows.items()), flush=True)
+        med = {k: statistics.median(v) for k, v in rows.items()}
+        load = os.getloadavg()
+        lines = [
+            "# Stage-1 step cost: distillation vs next-token, same tokens",
+            "",
+            f"- command: `python benchmarks/train_speed.py --distill --steps {a.steps} --repeats {a.repeats} "
+            f"--batch {a.batch} --seq {a.seq}`",
+            f"- commit: {git_commit()}{' (with uncommitted changes)' if git_dirty(['vocabadapt/training/']) else ''}",
+            f"- date: {utc_now()}",
+            f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, CPU fp32, "
+            f"torch threads {torch.get_num_threads()}; load average at the end {load[0]:.1f} (shared machine)",
+            "- model: examples/pubmed_demo/model (GPT-NeoX, 4 layers, hidden 128) with the demo's target tokenizer "
+            "(rows resized, same body); the teacher is the demo model itself, sharing the frozen body",
+            f"- batch: {a.batch} x {a.seq} target tokens, {a.steps} steps, first {a.warmup} untimed; distill = "
+            "hidden (last layer) + chunk (abs) losses; the collator re-encodes each row with the source tokenizer",
+            "",
+            "| objective | tokens/s per repeat | median | step cost vs ce |",
+            "|---|---|---|---|",
+            *[
+                f"| {k} | {', '.join(f'{x:.0f}' for x in v)} | {med[k]:.0f} | {med['ce'] / med[k]:.2f}x |"
+                for k, v in rows.items()
+            ],
+            "",
+            f"**A distillation step costs {med['ce'] / med['distill']:.2f}x a next-token step** (target: at most 1.4x).",
+            "",
+        ]
+        out = Path(a.out if a.out != ap_default_out() else ROOT / "benchmarks" / "results" / "train_speed_distill.md")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("\n".join(lines))
+        print("\n".join(lines))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def ap_default_out() -> str:
+    return str(ROOT / "benchmarks" / "results" / "train_speed.md")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=30)
@@ -153,9 +255,13 @@ def main() -> None:
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=4)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "train_speed.md"))
+    ap.add_argument("--out", default=ap_default_out())
+    ap.add_argument("--distill", action="store_true", help="stage 1: distillation vs next-token step cost")
     a = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if a.distill:
+        distill_main(a)
+        return
     if not (SHARED_DATA / "biomed").is_dir():
         sys.exit(f"{SHARED_DATA / 'biomed'} not found: this benchmark needs the shared abstracts")
 

@@ -316,7 +316,10 @@ def test_distill_lr():
     hot = cfg(GOOD, vocab_adaptation={"objective_stage1": "distill", "lr_stage1": 1e-3})
     f = one(run_rule("distill_lr", hot), "distill_lr")
     assert f.severity == "warning" and f.key == "vocab_adaptation.lr_stage1"
-    f = one(run_rule("distill_lr", cfg(GOOD, vocab_adaptation={"objective_stage1": "distill", "lr_stage1": 5e-3})), "distill_lr")
+    f = one(
+        run_rule("distill_lr", cfg(GOOD, vocab_adaptation={"objective_stage1": "distill", "lr_stage1": 5e-3})),
+        "distill_lr",
+    )
     assert f.severity == "error"
     assert run_rule("distill_lr", cfg(GOOD, vocab_adaptation={"objective_stage1": "distill", "lr_stage1": 1e-4})) == []
     slow = cfg(GOOD, vocab_adaptation={"lr_embeddings": 1e-5, "lr_stage2": 5e-5})

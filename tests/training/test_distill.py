@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import random
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,14 +16,15 @@ from helpers import TEXT, save_tiny_model, train_bpe_tokenizer
 from vocabadapt.config import Config, VocabAdaptationConfig
 from vocabadapt.errors import InputError
 from vocabadapt.text.shards import ShardWriter
-from vocabadapt.training.byte_align import DistillCollator, align_segment, Alignment
+from vocabadapt.training.byte_align import Alignment, DistillCollator, align_segment
 from vocabadapt.training.distill import (
-    LOSSES,
     CHUNK_DISTANCES,
+    LOSSES,
     Forward,
     LossInputs,
     TeacherSource,
     build_teacher,
+    next_token_loss,
     shared_vocabulary,
 )
 from vocabadapt.training.settings import stage_settings
@@ -118,7 +118,7 @@ def test_every_loss_is_zero_for_the_same_model_and_tokenizer(toks, tmp_path, dis
     d = save_tiny_model(tmp_path / "m", tok, arch="llama", hidden=16, max_pos=64)
     model = AutoModelForCausalLM.from_pretrained(str(d)).eval()
     rows = [tok(" ".join(SENTS[i : i + 2]))["input_ids"][:SEQ] for i in (0, 2)]
-    items = [{"input_ids": torch.tensor(r[:12] + [0] + r[12:SEQ - 1])} for r in rows]
+    items = [{"input_ids": torch.tensor(r[:12] + [0] + r[12 : SEQ - 1])} for r in rows]
     batch = DistillCollator(tok, tok, 0, 64, with_labels=False)(items)
     assert torch.equal(batch["source_ids"], batch["input_ids"])  # same tokenizer: the same ids come back
     teacher = build_teacher(model, model, shared_body=True)
@@ -130,6 +130,10 @@ def test_every_loss_is_zero_for_the_same_model_and_tokenizer(toks, tmp_path, dis
     assert int(batch["align"]["chunks"]) > 10 and batch["align"]["kl_t"].numel() > 10
     for name, (fn, _) in LOSSES.items():
         assert float(fn(x)) == 0.0, name
+    # distill+ce's next-token loss is the model's own cross-entropy, from the same log-probabilities
+    with torch.no_grad():
+        hf = model(input_ids=batch["input_ids"], labels=batch["input_ids"]).loss
+    torch.testing.assert_close(next_token_loss(x), hf, rtol=1e-5, atol=1e-6)
     # and each loss sees a difference: perturb the student's hidden states and logits
     noisy = Forward([h + 0.1 for h in student.hidden], student.logits + torch.randn_like(student.logits))
     x2 = LossInputs(noisy, t, batch["input_ids"], batch["source_ids"], batch["align"], st, ss, 2.0, distance)
@@ -138,8 +142,8 @@ def test_every_loss_is_zero_for_the_same_model_and_tokenizer(toks, tmp_path, dis
 
 
 def test_non_start_marking_tokenizer_is_refused_with_a_message():
-    from transformers import BertTokenizerFast
     from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import BertTokenizerFast
 
     vocab = {"[UNK]": 0, "[SEP]": 1, "the": 2, "##re": 3, "pat": 4}
     t = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))

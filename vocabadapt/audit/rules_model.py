@@ -12,8 +12,6 @@ from .arithmetic import (
     LORA_SCALE_RANGE,
     MEMORY_HEADROOM,
     cfg_value,
-    count_parameters,
-    lora_params,
     num,
     stage2_state,
 )

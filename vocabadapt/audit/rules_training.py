@@ -10,9 +10,9 @@ from .arithmetic import (
     DISTILL_LR_RANGE,
     EMBEDDINGS_ONLY_LR_CAP,
     LR_EMBEDDINGS_MAX_RATIO,
-    MEMORY_HEADROOM,
     LR_ERROR_FACTOR,
     LR_WARN_FACTOR,
+    MEMORY_HEADROOM,
     PAPER_LR_STAGE1,
     PAPER_SEQ_LEN,
     PAPER_SEQUENCES_PER_STEP,
@@ -467,7 +467,9 @@ def check_distill_memory(config: Config, facts: Facts) -> list[Finding]:
         key = f"{VA}.objective_{name}"
         gpu = facts.gpu_memory_gb
         if gpu is None:
-            out.append(Finding("distill_memory", "info", key, msg + ". Not compared with a GPU: no --gpu-memory.", "", ev))
+            out.append(
+                Finding("distill_memory", "info", key, msg + ". Not compared with a GPU: no --gpu-memory.", "", ev)
+            )
         elif need > gpu * GIB:
             out.append(
                 Finding(
@@ -486,13 +488,16 @@ def check_distill_memory(config: Config, facts: Facts) -> list[Finding]:
                     "distill_memory",
                     "warning",
                     key,
-                    msg + f"; that is {need / (gpu * GIB):.0%} of {gpu:g} GiB, little left for two models' activations.",
+                    msg
+                    + f"; that is {need / (gpu * GIB):.0%} of {gpu:g} GiB, little left for two models' activations.",
                     "enable gradient_checkpointing or lower batch_size",
                     ev,
                 )
             )
         else:
             out.append(
-                Finding("distill_memory", "info", key, msg + f"; fits in {gpu:g} GiB ({need / (gpu * GIB):.0%}).", "", ev)
+                Finding(
+                    "distill_memory", "info", key, msg + f"; fits in {gpu:g} GiB ({need / (gpu * GIB):.0%}).", "", ev
+                )
             )
     return out

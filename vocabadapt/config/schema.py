@@ -377,7 +377,8 @@ class VocabAdaptationConfig(Section):
     stage2_optimizer: str = Field("adamw_torch", description="transformers optimiser name for stage 2.")
     stage1_optimizer: str = Field("adamw_torch", description="transformers optimiser name for stage 1.")
     objective_stage1: Objective = Field(
-        "ce", description="Stage-1 loss: ce (next token), distill (the source model teaches; see distill) or distill+ce."
+        "ce",
+        description="Stage-1 loss: ce (next token), distill (the source model teaches; see distill) or distill+ce.",
     )
     objective_stage2: Objective = Field("ce", description="Stage-2 loss: ce, distill or distill+ce.")
     distill: DistillConfig = Field(default_factory=DistillConfig, description="Distillation losses and weights.")
@@ -420,7 +421,6 @@ class VocabAdaptationConfig(Section):
         description="accelerate config file (DDP, FSDP, DeepSpeed) passed to `accelerate launch`.",
         json_schema_extra=PATH,
     )
-
 
     @model_validator(mode="after")
     def _distill_has_a_loss(self) -> VocabAdaptationConfig:

@@ -97,8 +97,8 @@ class Alignment:
     kl_t / kl_s: logits positions whose next tokens cover the same bytes (one-token chunks on both sides).
     """
 
-    hidden_t: list[int] = field(default_factory=list)
-    hidden_s: list[int] = field(default_factory=list)
+    hidden_t: list[np.ndarray] = field(default_factory=list)
+    hidden_s: list[np.ndarray] = field(default_factory=list)
     chunk_t: list[np.ndarray] = field(default_factory=list)
     chunk_t_id: list[np.ndarray] = field(default_factory=list)
     chunk_s: list[np.ndarray] = field(default_factory=list)

@@ -124,6 +124,18 @@ class LossInputs:
     shared_s: torch.Tensor  # (shared,) their source ids
     temperature: float
     chunk_distance: str
+    _student_next: torch.Tensor | None = None
+
+    def student_next(self) -> torch.Tensor:
+        """(batch, length) the student's next-token log-probabilities, computed once per micro-batch."""
+        if self._student_next is None:
+            self._student_next = next_logprobs(self.student.logits, self.input_ids)
+        return self._student_next
+
+
+def next_token_loss(x: LossInputs) -> torch.Tensor:
+    """The next-token (cross-entropy) loss of the student: mean over every position but the last of each row."""
+    return -x.student_next()[:, :-1].mean()
 
 
 def _zero(x: LossInputs) -> torch.Tensor:
@@ -144,18 +156,23 @@ def hidden_loss(x: LossInputs) -> torch.Tensor:
     return total / len(x.student.hidden)
 
 
-def _next_logprob(logits: torch.Tensor, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """log p(token at position p + 1 | ...) for each flat position p: (positions,)."""
-    flat = logits.flatten(0, 1)[positions].float()  # (positions, vocab)
-    nxt = ids.flatten()[positions + 1]
-    return flat.gather(1, nxt[:, None])[:, 0] - torch.logsumexp(flat, dim=1)
+def next_logprobs(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """log p(ids[:, t + 1] | ids[:, :t + 1]) at every position t: (batch, length) (the last column is unused).
+
+    Over the whole (batch, length, vocab) tensor: the chunks cover nearly every position, and indexing the
+    vocab-wide rows first would copy them (and scatter them back in backward). The next-token loss of
+    distill+ce is the mean of the same numbers, so the vocabulary-wide logsumexp runs once.
+    """
+    lse = torch.logsumexp(logits.float(), dim=-1)  # (batch, length)
+    nxt = torch.roll(ids, shifts=-1, dims=1)  # (batch, length): the next token
+    return logits.gather(-1, nxt[..., None])[..., 0].float() - lse
 
 
 def _chunk_logprobs(x: LossInputs) -> tuple[torch.Tensor, torch.Tensor]:
     n = int(x.align["chunks"])
     dev = x.student.logits.device
-    s_lp = _next_logprob(x.student.logits, x.input_ids, x.align["chunk_t"])
-    t_lp = _next_logprob(x.teacher.logits, x.source_ids, x.align["chunk_s"])
+    s_lp = x.student_next().flatten()[x.align["chunk_t"]]  # (chunk positions,)
+    t_lp = next_logprobs(x.teacher.logits, x.source_ids).flatten()[x.align["chunk_s"]]
     s = torch.zeros(n, device=dev, dtype=s_lp.dtype).index_add(0, x.align["chunk_t_id"], s_lp)  # (chunks,)
     t = torch.zeros(n, device=dev, dtype=t_lp.dtype).index_add(0, x.align["chunk_s_id"], t_lp)
     return s, t
@@ -212,7 +229,9 @@ LOSSES: dict[str, tuple[Callable[[LossInputs], torch.Tensor], str]] = {
 }
 
 
-def shared_vocabulary(target_tokenizer: Any, source_tokenizer: Any, source_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+def shared_vocabulary(
+    target_tokenizer: Any, source_tokenizer: Any, source_rows: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(target ids, source ids) of the tokens both vocabularies spell the same way (the KL's support).
 
     Identical tokens by canonical form (vocabadapt.text.vocab.identical_tokens); for an extension of the

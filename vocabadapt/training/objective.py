@@ -23,7 +23,7 @@ from typing import Any, Callable
 import torch
 from transformers import Trainer
 
-from .distill import LOSSES, Forward, LossInputs, Teacher
+from .distill import LOSSES, Forward, LossInputs, Teacher, next_token_loss
 from .rows import param_groups
 
 log = logging.getLogger(__name__)
@@ -40,19 +40,23 @@ class Distiller:
     shared_s: torch.Tensor  # (shared,) their source ids
     _parts: dict[str, list[torch.Tensor]] = field(default_factory=dict)
     _stats: dict[str, int] = field(default_factory=dict)
+    _pending_stats: list[dict[str, torch.Tensor]] = field(default_factory=list)
     batches_without_signal: int = 0
 
     def record(self, parts: dict[str, torch.Tensor], stats: dict[str, torch.Tensor]) -> None:
+        # Kept as tensors: reading them here would wait for the device every micro-batch; flush reads them once.
         for k, v in parts.items():
             self._parts.setdefault(k, []).append(v)
-        counts = {k: int(v) for k, v in stats.items()}
-        if counts["signal_positions"] == 0:
-            self.batches_without_signal += 1
-        for k, v in counts.items():
-            self._stats[k] = self._stats.get(k, 0) + v
+        self._pending_stats.append(stats)
 
     def flush(self) -> dict[str, float]:
         """Means since the last flush: distill_<loss> and distill_<kind>_fraction of target positions."""
+        for stats in self._pending_stats:
+            counts = {k: int(v) for k, v in stats.items()}
+            self.batches_without_signal += int(counts["signal_positions"] == 0)
+            for k, n in counts.items():
+                self._stats[k] = self._stats.get(k, 0) + n
+        self._pending_stats.clear()
         out = {f"distill_{k}": float(torch.stack(v).float().mean()) for k, v in self._parts.items()}
         n = max(self._stats.get("positions", 0), 1)
         for k in ("signal_positions", "boundaries", "chunk_positions", "kl_positions"):
@@ -95,9 +99,8 @@ class VocabTrainer(Trainer):
         layers = list(d.settings.hidden_layers)
         inputs = dict(inputs)
         source_ids, align, stats = inputs.pop("source_ids"), inputs.pop("align"), inputs.pop("align_stats")
-        out = model(
-            input_ids=inputs["input_ids"], labels=inputs.get("labels"), output_hidden_states=True, use_cache=False
-        )
+        # No labels: with distill+ce the next-token loss comes from the same log-probabilities as the chunk loss.
+        out = model(input_ids=inputs["input_ids"], output_hidden_states=True, use_cache=False)
         teacher = d.teacher(source_ids, layers)
         x = LossInputs(
             student=Forward([out.hidden_states[i] for i in layers], out.logits),
@@ -119,8 +122,9 @@ class VocabTrainer(Trainer):
                 parts[name] = value.detach()
                 total = total + weight * value
         if d.with_ce:
-            parts["ce"] = out.loss.detach()
-            total = total + d.settings.ce_weight * out.loss
+            ce = next_token_loss(x)
+            parts["ce"] = ce.detach()
+            total = total + d.settings.ce_weight * ce
         d.record(parts, stats)
         if self.loss_sink is not None:
             self.loss_sink(total.detach())

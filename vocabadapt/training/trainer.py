@@ -44,6 +44,7 @@ from ..errors import InputError, StageError
 from ..io import atomic_dir, read_json, read_jsonl, write_json
 from ..model.keys import lora_targets as resolve_lora_targets
 from ..text.shards import ShardReader
+from .byte_align import DistillCollator
 from .callbacks import EmbeddingHealth, StageMonitor, heldout_sample, heldout_scorer
 from .checkpoints import (
     STATE_FILE,
@@ -54,7 +55,6 @@ from .checkpoints import (
     truncate_metrics,
     valid_checkpoints,
 )
-from .byte_align import DistillCollator
 from .distill import LOSSES, TeacherSource, build_teacher, shared_vocabulary
 from .loop import fit, stage_summary
 from .objective import Distiller, RowPlan
@@ -267,7 +267,11 @@ def train_stage(
 
     # ---- the model (and the teacher beside it)
     model, matrices, lora_targets = _prepare_model(model_dir, settings, cfg, models, plan.attn, plan.resume.checkpoint)
-    distiller = _distiller(model, settings, cfg, plan, teacher, models) if teacher is not None and collator is not None else None
+    distiller = (
+        _distiller(model, settings, cfg, plan, teacher, models)
+        if teacher is not None and collator is not None
+        else None
+    )
     mask = RowMask(matrices, frozen_rows) if frozen_rows is not None else None
     row_plan = (
         RowPlan(matrices, settings.lr_embeddings, mask is not None)
@@ -303,6 +307,7 @@ def train_stage(
         if mask is not None:
             mask.remove()
     if collator is not None and distiller is not None:
+        distiller.flush()  # count the micro-batches after the last logging step too
         _warn_signal(settings, collator, distiller)
 
     # ---- finish: merge, score, write
@@ -314,7 +319,9 @@ def train_stage(
     with atomic_dir(output_dir) as tmp:
         final.save_pretrained(str(tmp), safe_serialization=True)
         plan.tokenizer.save_pretrained(str(tmp))
-    summary = _summarise(settings, cfg, plan, trainee, health is not None, bpb_after, round(time.perf_counter() - t0, 3))
+    summary = _summarise(
+        settings, cfg, plan, trainee, health is not None, bpb_after, round(time.perf_counter() - t0, 3)
+    )
     summary["train_rows"] = {"frozen_rows": mask.count if mask is not None else 0}
     summary["lr_embeddings"] = settings.lr_embeddings
     if distiller is not None and collator is not None:
@@ -344,7 +351,11 @@ def _distill_collator(
         src_cfg = read_json(teacher.model_dir / "config.json")
         max_source = int(src_cfg.get("max_position_embeddings") or src_cfg.get("n_positions") or max_source)
     return DistillCollator(
-        plan.tokenizer, teacher.tokenizer, plan.packed.eos_id, max_source, with_labels=settings.objective == "distill+ce"
+        plan.tokenizer,
+        teacher.tokenizer,
+        plan.packed.eos_id,
+        max_source,
+        with_labels=settings.objective == "distill+ce",
     )
 
 
