@@ -17,10 +17,17 @@ seeded order shared by every process and resume, read sequentially) and callback
 - `TrainableRowsSaver` (LoRA only): peft checkpoints hold only the adapter, so the trainable
   embedding and head matrices are saved next to it and restored on resume.
 
+The objective (vocab_adaptation.objective_stage1/2) is next-token by default; `distill` / `distill+ce` let
+the source model teach (vocabadapt.training.distill: the teacher; .byte_align: the collator that adds the
+source tokenization of the same bytes; .objective: the Trainer subclass whose compute_loss combines them).
+`train_rows: new` masks the gradients of the copied rows and `lr_embeddings` gives the embeddings and
+head their own rate (vocabadapt.training.rows).
+
 Library entry (tests, benchmarks, other drivers):
 
     train_stage(settings, cfg, model_dir, train_shards, output_dir, metrics_dir, checkpoint_dir,
-                heldout_texts=None, models=None, row_groups=None, callbacks=()) -> summary dict
+                heldout_texts=None, models=None, row_groups=None, callbacks=(), teacher=None,
+                frozen_rows=None) -> summary dict
 
 vocabadapt.stages.train is the pipeline's recipe around it.
 """
