@@ -45,11 +45,11 @@ class Forward:
     """What the losses read of one forward pass: the chosen hidden layers and the logits."""
 
     hidden: list[torch.Tensor]  # each (batch, length, hidden)
-    logits: torch.Tensor  # (batch, length, vocab)
+    logits: torch.Tensor | None  # (batch, length, vocab); None when no loss reads them (hidden only)
 
 
 class Teacher(Protocol):
-    def __call__(self, source_ids: torch.Tensor, layers: list[int]) -> Forward: ...
+    def __call__(self, source_ids: torch.Tensor, layers: list[int], logits: bool = True) -> Forward: ...
 
 
 def _body(model: Any) -> Any:
@@ -80,14 +80,15 @@ class SharedBodyTeacher:
         return self
 
     @torch.no_grad()
-    def __call__(self, source_ids: torch.Tensor, layers: list[int]) -> Forward:
+    def __call__(self, source_ids: torch.Tensor, layers: list[int], logits: bool = True) -> Forward:
         if self.embedding.device != source_ids.device:
             self.to(source_ids.device)
         embeds = F.embedding(source_ids, self.embedding)  # (batch, source_len, hidden)
         out = _body(self.student)(inputs_embeds=embeds, output_hidden_states=True, use_cache=False)
         states = out.hidden_states  # (layers + 1) x (batch, source_len, hidden); [-1] is after the final norm
-        logits = F.linear(states[-1], self.head, self.head_bias)  # (batch, source_len, source_vocab)
-        return Forward([states[i] for i in layers], logits)
+        # (batch, source_len, source_vocab): on a small model the head is a large share of the forward's cost
+        out_logits = F.linear(states[-1], self.head, self.head_bias) if logits else None
+        return Forward([states[i] for i in layers], out_logits)
 
 
 class ModelTeacher:
@@ -99,10 +100,13 @@ class ModelTeacher:
             p.requires_grad_(False)
 
     @torch.no_grad()
-    def __call__(self, source_ids: torch.Tensor, layers: list[int]) -> Forward:
+    def __call__(self, source_ids: torch.Tensor, layers: list[int], logits: bool = True) -> Forward:
         dev = next(self.model.parameters()).device
         if dev != source_ids.device:
             self.model.to(source_ids.device)
+        if not logits:
+            body = _body(self.model)(input_ids=source_ids, output_hidden_states=True, use_cache=False)
+            return Forward([body.hidden_states[i] for i in layers], None)
         out = self.model(input_ids=source_ids, output_hidden_states=True, use_cache=False)
         return Forward([out.hidden_states[i] for i in layers], out.logits)
 
@@ -126,10 +130,14 @@ class LossInputs:
     chunk_distance: str
     _student_next: torch.Tensor | None = None
 
+    def student_logits(self) -> torch.Tensor:
+        assert self.student.logits is not None  # the student's forward always has them
+        return self.student.logits
+
     def student_next(self) -> torch.Tensor:
         """(batch, length) the student's next-token log-probabilities, computed once per micro-batch."""
         if self._student_next is None:
-            self._student_next = next_logprobs(self.student.logits, self.input_ids)
+            self._student_next = next_logprobs(self.student_logits(), self.input_ids)
         return self._student_next
 
 
@@ -140,7 +148,7 @@ def next_token_loss(x: LossInputs) -> torch.Tensor:
 
 def _zero(x: LossInputs) -> torch.Tensor:
     # A zero that is still attached to the graph, so backward works on a batch without any signal.
-    return x.student.logits.sum() * 0.0
+    return x.student_logits().sum() * 0.0
 
 
 def hidden_loss(x: LossInputs) -> torch.Tensor:
@@ -170,8 +178,9 @@ def next_logprobs(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
 
 def _chunk_logprobs(x: LossInputs) -> tuple[torch.Tensor, torch.Tensor]:
     n = int(x.align["chunks"])
-    dev = x.student.logits.device
+    dev = x.student_logits().device
     s_lp = x.student_next().flatten()[x.align["chunk_t"]]  # (chunk positions,)
+    assert x.teacher.logits is not None  # the teacher computes logits whenever chunk or kl has a weight
     t_lp = next_logprobs(x.teacher.logits, x.source_ids).flatten()[x.align["chunk_s"]]
     s = torch.zeros(n, device=dev, dtype=s_lp.dtype).index_add(0, x.align["chunk_t_id"], s_lp)  # (chunks,)
     t = torch.zeros(n, device=dev, dtype=t_lp.dtype).index_add(0, x.align["chunk_s_id"], t_lp)
@@ -214,8 +223,9 @@ def kl_loss(x: LossInputs) -> torch.Tensor:
     t_idx, s_idx = x.align["kl_t"], x.align["kl_s"]
     if t_idx.numel() == 0 or x.shared_t.numel() == 0:
         return _zero(x)
+    assert x.teacher.logits is not None
     T = x.temperature
-    s = x.student.logits.flatten(0, 1)[t_idx][:, x.shared_t].float() / T  # (pairs, shared)
+    s = x.student_logits().flatten(0, 1)[t_idx][:, x.shared_t].float() / T  # (pairs, shared)
     t = x.teacher.logits.flatten(0, 1)[s_idx][:, x.shared_s].float() / T
     lt, ls = F.log_softmax(t, dim=1), F.log_softmax(s, dim=1)
     return (lt.exp() * (lt - ls)).sum(1).mean() * T * T

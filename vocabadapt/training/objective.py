@@ -101,7 +101,7 @@ class VocabTrainer(Trainer):
         source_ids, align, stats = inputs.pop("source_ids"), inputs.pop("align"), inputs.pop("align_stats")
         # No labels: with distill+ce the next-token loss comes from the same log-probabilities as the chunk loss.
         out = model(input_ids=inputs["input_ids"], output_hidden_states=True, use_cache=False)
-        teacher = d.teacher(source_ids, layers)
+        teacher = d.teacher(source_ids, layers, logits=bool(d.settings.chunk_weight or d.settings.kl_weight))
         x = LossInputs(
             student=Forward([out.hidden_states[i] for i in layers], out.logits),
             teacher=teacher,
