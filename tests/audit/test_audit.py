@@ -108,6 +108,7 @@ def test_registry_lists_every_rule_tested_here():
         "stage2_memory",
         "distill_memory",
         "lora",
+        "target_tokenizer",
         "vectors",
         "alignment",
         "eval_leak",
@@ -656,3 +657,12 @@ def test_cli_audits_research_config(capsys):
     assert main(["audit", str(REPO / "configs" / "research.yaml")]) == 0
     out = capsys.readouterr().out
     assert "0 error(s), 0 warning(s)" in out
+
+
+def test_target_tokenizer_added_terms_resplit_and_extension_does_not():
+    terms = cfg(models={"target_tokenizer": {"train": {"vocab_size": 1000}}}, term_mining={"add_to_target": True})
+    f = one(run_rule("target_tokenizer", terms), "terms_resplit")
+    assert f.severity == "warning" and "extend" in f.recommendation
+    ext = cfg(models={"target_tokenizer": {"extend": {"new_tokens": 64}}})
+    got = run_rule("target_tokenizer", ext)
+    assert not by_id(got, "terms_resplit") and one(got, "target_extended").evidence["new_tokens"] == 64

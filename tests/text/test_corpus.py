@@ -162,3 +162,58 @@ def test_a_few_broken_lines_in_the_middle_of_a_big_file_are_counted_and_named(tm
     assert "big.jsonl: 7 bad line(s) skipped (line 20001: not valid JSON;" in warning and warning.endswith(
         ", ...); the rest was read"
     )
+
+
+def test_exclude_inputs_drop_evaluation_documents_by_text_or_title_from_both_splits(tmp_path):
+    # Evaluation documents as the cloze's exclusion file holds them: {"pmid", "title", "text"}.
+    excl = tmp_path / "eval_docs.jsonl"
+    excl.write_text(
+        json.dumps({"pmid": "1", "title": "A title that names the test abstract.", "text": "x"})
+        + "\n"
+        + json.dumps({"pmid": "2", "text": "Short.\nThe second  test abstract, matched by its whole text."})
+        + "\n"
+    )
+    corpus = tmp_path / "corpus.jsonl"
+    rows = [
+        {"title": "A title that names the test abstract.", "abstract": "Its body, laid out differently."},  # title
+        {"title": "Short.", "abstract": "The second test abstract,   matched by its whole text."},  # text
+        {"title": "Short.", "abstract": "A training document whose short title is shared."},  # kept
+        *({"title": f"Training title number {i}", "abstract": f"body {i}"} for i in range(40)),
+    ]
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = {"inputs": [str(corpus)], "text_fields": ["title", "abstract", "text"], "heldout_fraction": 0.3}
+    plain = run_stage(_ctx(tmp_path / "plain", cfg))
+    ctx = _ctx(tmp_path / "ex", {**cfg, "exclude_inputs": [str(excl)]})
+    stats = run_stage(ctx)
+    texts = [d["text"] for split in ("train", "heldout") for d in _read(ctx.layout.path("corpus", f"{split}.jsonl"))]
+    assert stats["excluded"] == 2 and plain["excluded"] == 0
+    assert stats["documents"] + stats["heldout_documents"] == 41 == len(texts)
+    assert not any("test abstract" in t or "laid out" in t for t in texts)
+    assert "Short.\nA training document whose short title is shared." in texts  # a 6-char first line is no title
+    assert json.loads(ctx.layout.path("corpus", "stats.json").read_text())["excluded"] == 2
+
+
+def test_exclude_inputs_without_documents_is_an_error_naming_the_file(tmp_path):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text(json.dumps({"text": "a training document"}) + "\n")
+    empty = tmp_path / "nothing.jsonl"
+    empty.write_text(json.dumps({"other": "field"}) + "\n")
+    with pytest.raises(InputError, match=r"exclude_inputs: .*nothing.jsonl holds no document"):
+        run_stage(_ctx(tmp_path, {"inputs": [str(corpus)], "exclude_inputs": [str(empty)]}))
+    with pytest.raises(InputError, match="missing.jsonl' matches no file"):
+        run_stage(_ctx(tmp_path, {"inputs": [str(corpus)], "exclude_inputs": [str(tmp_path / "missing.jsonl")]}))
+
+
+@pytest.mark.shared_data("biomed/abstracts_bc5cdr.jsonl")
+def test_the_committed_cloze_exclusion_drops_exactly_the_bc5cdr_test_abstracts(tmp_path):
+    from pathlib import Path
+
+    from helpers import SHARED_DATA
+
+    repo = Path(__file__).resolve().parents[2]
+    src = SHARED_DATA / "biomed" / "abstracts_bc5cdr.jsonl"
+    excl = repo / "examples" / "bc5cdr_cloze" / "test_documents.jsonl.gz"
+    cfg = {"inputs": [str(src)], "text_fields": ["title", "abstract", "text"], "heldout_fraction": 0.0}
+    stats = run_stage(_ctx(tmp_path, {**cfg, "exclude_inputs": [str(excl)]}))
+    # 500 test abstracts, and dev abstract 19370593, a Cochrane review that shares its title with a test one.
+    assert stats["excluded"] == 501 and stats["documents"] == 999

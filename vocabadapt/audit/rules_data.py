@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import Config
+from ..config import Config, TargetTokenizerSpec
 from ..config.schema import VECTOR_ALIGNMENT_KEYS
 from .arithmetic import (
     THRESHOLD_RANGE,
@@ -165,3 +165,39 @@ def check_fasttext_ngrams(config: Config, facts: Facts) -> list[Finding]:
             {"minn": ft.minn, "maxn": ft.maxn},
         )
     ]
+
+
+@rule("target_tokenizer", order=68)
+def check_target_tokenizer(config: Config, facts: Facts) -> list[Finding]:
+    """Mined terms added as whole tokens re-split the words around them; extension adds domain tokens without that."""
+    spec = config.models.target_tokenizer
+    extend = spec.extend if isinstance(spec, TargetTokenizerSpec) else None
+    out = []
+    if config.term_mining.enabled and config.term_mining.add_to_target:
+        out.append(
+            Finding(
+                "terms_resplit",
+                "warning",
+                "term_mining.add_to_target",
+                "mined terms are added as whole-word tokens, which the tokenizer matches before its BPE: a word that "
+                "contains one (a plural, a compound, a hyphenated form) is cut around it into pieces the model "
+                "never saw, and text the source tokenizer kept whole is re-split.",
+                "add domain tokens with models.target_tokenizer: {extend: {new_tokens: N}} instead (new merges "
+                "only join finished source tokens), and set term_mining.add_to_target: false",
+                {"add_to_target": True, "target_extended": extend is not None},
+            )
+        )
+    if extend is not None:
+        out.append(
+            Finding(
+                "target_extended",
+                "info",
+                "models.target_tokenizer",
+                f"the target is the source tokenizer plus {extend.new_tokens} tokens learned on corpus/train: "
+                "every source token keeps its id and row, text the new merges do not touch is segmented as the "
+                "source segments it, and every target token boundary is a source token boundary.",
+                "nothing to do",
+                {"new_tokens": extend.new_tokens, "min_frequency": extend.min_frequency},
+            )
+        )
+    return out

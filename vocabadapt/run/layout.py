@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 SIDES = ("source", "target")  # the two tokenizers of a run
 SPLITS = ("train", "heldout")  # the two corpus splits
 MODELS = ("init", *TRAIN_STAGES)  # model/<name> directories, in pipeline order
+MODEL_STAGE = {"init": "transplant", **{s: s for s in TRAIN_STAGES}}  # model/<name> -> the stage that writes it
 
 
 @dataclass(frozen=True)
@@ -292,6 +293,43 @@ class RunLayout:
     def train_metrics(self, stage: str) -> list[dict[str, Any]]:
         """Records of train/<stage>/metrics.jsonl ([] when missing; a line cut off by a kill is skipped)."""
         return read_jsonl(self.metrics(stage))
+
+    def finished_models(self) -> list[str]:
+        """The model/<name> directories a finished stage wrote, in pipeline order (init, stage1, stage2).
+
+        A model directory is renamed into place only when complete, so config.json marks a whole one; a
+        stage whose manifest record is not "done" (failed or rerunning after a config change) does not count.
+        """
+        stages = self.manifest_data().get("stages", {})
+        done = []
+        for name in MODELS:
+            record = stages.get(MODEL_STAGE[name])
+            if (self.model_dir(name) / "config.json").is_file() and (record is None or record.get("status") == "done"):
+                done.append(name)
+        return done
+
+    def final_model(self, name: str | None = None) -> tuple[str, Path]:
+        """(name, directory) of model `name`, or of the last finished one when None (stage2, else stage1, else init).
+
+        Raises:
+            InputError: `name` is not a model of a run, or that model (any model, for None) is not finished.
+        """
+        done = self.finished_models()
+        if name is not None and name not in MODELS:
+            raise InputError(f"unknown model '{name}'; a run directory holds {', '.join(MODELS)}")
+        if name is None:
+            if not done:
+                raise InputError(
+                    f"{self.root} has no finished model (model/{{{','.join(MODELS)}}}); run the pipeline at least "
+                    f"through transplant first"
+                )
+            name = done[-1]
+        elif name not in done:
+            raise InputError(
+                f"{self.model_dir(name)} is not a finished model (finished: {', '.join(done) or 'none'}); "
+                f"run the pipeline through {MODEL_STAGE[name]} first, or choose a finished one"
+            )
+        return name, self.model_dir(name)
 
     def read(self, path: Path) -> Any:
         """A JSON artifact of this run, or None when missing or unreadable (logged)."""

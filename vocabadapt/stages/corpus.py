@@ -1,6 +1,6 @@
 """Stage corpus: read local text, deduplicate, apply the byte budget, split off held-out text.
 
-Reads:   corpus.inputs and corpus.heldout_inputs (local .jsonl / .txt / .parquet, optionally .gz)
+Reads:   corpus.inputs, corpus.heldout_inputs and corpus.exclude_inputs (local .jsonl / .txt / .parquet, optionally .gz)
 Writes:  corpus/train.jsonl, corpus/heldout.jsonl, corpus/stats.json
 Changed by: corpus.*, tokenization.min_line_length
 """

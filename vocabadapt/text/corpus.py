@@ -8,6 +8,12 @@ an error that says why.
 Held-out documents are chosen by their hash (so the split does not depend on file order) or come
 from `corpus.heldout_inputs`; they are written to `corpus/heldout.jsonl` and never to the training
 file, and a training document that duplicates a held-out one is dropped.
+
+Documents that an evaluation task scores (`corpus.exclude_inputs`, e.g. the BC5CDR cloze's test
+abstracts) are dropped from both files before the split: a document goes when its whitespace-normalised
+text, or its first line (the title, when text_fields start with it) of at least TITLE_MIN_CHARS
+characters, equals the text or first line of an excluded document. Titles catch the same abstract
+joined from other fields or with another line layout.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from ..io import atomic_write
 log = logging.getLogger(__name__)
 
 MAX_BAD_LINES_KEPT = 5
+TITLE_MIN_CHARS = 20  # shorter first lines ("Introduction", "Abstract") are not taken for a title
 SUFFIXES = (".jsonl", ".json", ".txt", ".parquet")
 
 
@@ -50,7 +57,9 @@ def expand_inputs(patterns: list[str]) -> list[Path]:
     for pat in patterns:
         hits = sorted(glob.glob(pat)) if any(c in pat for c in "*?[") else ([pat] if Path(pat).exists() else [])
         if not hits:
-            raise InputError(f"corpus input '{pat}' matches no file; fix the path in corpus.inputs/heldout_inputs")
+            raise InputError(
+                f"corpus input '{pat}' matches no file; fix the path in corpus.inputs/heldout_inputs/exclude_inputs"
+            )
         for h in hits:
             p = Path(h)
             if p.is_dir():
@@ -194,6 +203,37 @@ def _normalised_hash(text: str, hash_name: str) -> bytes:
     return hashlib.new(hash_name, " ".join(text.split()).encode("utf-8")).digest()
 
 
+def _match_keys(text: str, hash_name: str) -> set[bytes]:
+    """The hashes a document is matched on for corpus.exclude_inputs: its whole text and its title line."""
+    keys = {_normalised_hash(text, hash_name)}
+    first = " ".join(text.split("\n", 1)[0].split())
+    if len(first) >= TITLE_MIN_CHARS:
+        keys.add(hashlib.new(hash_name, first.encode("utf-8")).digest())
+    return keys
+
+
+def excluded_keys(files: list[Path], cfg: CorpusConfig) -> set[bytes]:
+    """The match keys of every document in the corpus.exclude_inputs files (read with cfg.text_fields).
+
+    Raises:
+        InputError: a file is missing, unreadable, or holds no document (an exclusion that silently
+            excludes nothing would let the evaluation text into training).
+    """
+    keys: set[bytes] = set()
+    for p in files:
+        st = FileStats()
+        n = 0
+        for _, text in read_documents(p, cfg.text_fields, cfg.txt_document, st):
+            keys |= _match_keys(text, cfg.hash_name)
+            n += 1
+        if n == 0:
+            raise InputError(
+                f"corpus.exclude_inputs: {p} holds no document with text in fields {cfg.text_fields} "
+                f"({st.bad_lines} bad line(s)); it would exclude nothing. Fix the file or corpus.text_fields"
+            )
+    return keys
+
+
 def _heldout_by_hash(digest: bytes, fraction: float) -> bool:
     # First 8 bytes of the document hash as a uniform number in [0, 1): order-independent split.
     return int.from_bytes(digest[:8], "big") / 2.0**64 < fraction
@@ -208,6 +248,7 @@ _TOTALS = (
     "heldout_documents",
     "heldout_bytes",
     "heldout_over_cap",
+    "excluded",
 )
 
 
@@ -224,6 +265,7 @@ def split_corpus(cfg: CorpusConfig, min_len: int, train_path: Path, heldout_path
         InputError: no input, an unsupported or unreadable file, or no usable training document.
     """
     train_files, heldout_files = _input_files(cfg)
+    exclude = excluded_keys(expand_inputs(cfg.exclude_inputs), cfg) if cfg.exclude_inputs else set()
     budget = cfg.budget_bytes()
     seen: set[bytes] = set()
     per_file: dict[str, FileStats] = {}
@@ -255,6 +297,10 @@ def split_corpus(cfg: CorpusConfig, min_len: int, train_path: Path, heldout_path
                         totals["too_short"] += 1
                         continue
                     digest = _normalised_hash(text, cfg.hash_name)
+                    if exclude and not exclude.isdisjoint(_match_keys(text, cfg.hash_name)):
+                        # An evaluation document: dropped from train and held-out alike.
+                        totals["excluded"] += 1
+                        continue
                     if cfg.deduplicate:
                         if digest in seen:
                             totals["duplicates"] += 1
@@ -283,6 +329,8 @@ def split_corpus(cfg: CorpusConfig, min_len: int, train_path: Path, heldout_path
             "the held-out split is empty (heldout_fraction=%s); evaluation and the span test will lack text",
             cfg.heldout_fraction,
         )
+    if cfg.exclude_inputs:
+        log.info("corpus: %d document(s) dropped as corpus.exclude_inputs", totals["excluded"])
     heldout_source = "files" if heldout_files else f"hash fraction {cfg.heldout_fraction}"
     stats = _corpus_stats(totals, per_file, budget, budget_reached, heldout_source)
     _log_stats(stats, per_file)

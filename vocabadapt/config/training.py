@@ -1,0 +1,185 @@
+"""Config sections of the two training stages and the embedding warm-up."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional, Union
+
+from pydantic import Field, field_validator, model_validator
+
+from .common import PATH, ModuleNames, Section
+
+
+Objective = Literal["ce", "distill", "distill+ce"]
+
+
+class DistillConfig(Section):
+    """The distillation objective (vocab_adaptation.objective_stage1/2: distill or distill+ce).
+
+    The teacher is the source model (models.source_model) on the source tokenization of the same bytes,
+    run live under no_grad; in stage 1 it shares the student's frozen body. Losses (each alone or
+    together, by weight; vocabadapt.training.distill.LOSSES): `hidden` = hidden-state MSE at byte
+    offsets where both tokenizations end a token, over the teacher's mean square (Token Distillation);
+    `chunk` = distance of the log-likelihoods both models give the bytes between two such offsets
+    (tokenkit's ALM); `kl` = KL(teacher || student) over the shared vocabulary where the next tokens
+    cover the same bytes.
+    """
+
+    hidden_weight: float = Field(1.0, ge=0, description="Weight of the hidden-state loss at shared boundaries.")
+    chunk_weight: float = Field(1.0, ge=0, description="Weight of the chunk-likelihood loss (ALM).")
+    kl_weight: float = Field(0.0, ge=0, description="Weight of the next-token KL over the shared vocabulary.")
+    ce_weight: float = Field(1.0, ge=0, description="Weight of the next-token loss under objective distill+ce.")
+    hidden_layers: list[int] = Field(
+        [-1],
+        min_length=1,
+        description="hidden_states indices the hidden loss matches (0 = embedding output, -1 = the last "
+        "layer after the final norm); the mean over them.",
+    )
+    temperature: float = Field(1.0, gt=0, description="Temperature of the KL term and of chunk_distance binary_kl.")
+    chunk_distance: str = Field(
+        "abs",
+        description="How chunk log-likelihoods are compared: abs (|log p_s - log p_t|) or binary_kl "
+        "(KL of the Bernoulli chunk probabilities at the temperature; ALM's binarised form).",
+    )
+
+    @field_validator("chunk_distance")
+    @classmethod
+    def _known_distance(cls, v: str) -> str:
+        from ..training.distill import CHUNK_DISTANCES
+
+        if v not in CHUNK_DISTANCES:
+            raise ValueError(f"unknown chunk_distance {v!r} (valid: {', '.join(CHUNK_DISTANCES)})")
+        return v
+
+
+class VocabAdaptationConfig(Section):
+    enabled: bool = Field(True, description="Run the two training stages.")
+    stage1_steps: int = Field(2500, ge=0, description="Optimiser steps of stage 1 (embeddings + head); 0 = skip.")
+    stage2_steps: int = Field(2500, ge=0, description="Optimiser steps of stage 2 (whole model or LoRA); 0 = skip.")
+    lr_stage1: float = Field(5e-5, gt=0, description="Peak learning rate of stage 1.")
+    lr_stage2: float = Field(5e-5, gt=0, description="Peak learning rate of stage 2.")
+    batch_size: int = Field(4, ge=1, description="Sequences per device per micro-batch.")
+    gradient_accumulation: int = Field(16, ge=1, description="Micro-batches per optimiser step.")
+    max_seq_length: int = Field(2048, ge=8, description="Tokens per packed training sequence.")
+    train_start_idx_stage2: Union[Literal["auto"], int] = Field(
+        "auto",
+        description="First sequence of stage 2 in the data order; auto = sequences stage 1 consumed.",
+    )
+    seed: int = Field(0, description="Seed of data order, initialisation and training.")
+    shuffle: bool = Field(True, description="Seeded shuffle of packed sequences each epoch.")
+    use_flash_attn: bool = Field(False, description="Use flash-attn 2 (must be installed); otherwise SDPA.")
+    bf16: bool = Field(True, description="bf16 mixed precision where supported (fp32 otherwise, with a notice).")
+    stage2_use_lora: bool = Field(
+        False, description="Stage 2 trains LoRA adapters (+ embeddings/head), merged at the end."
+    )
+    stage2_optimizer: str = Field("adamw_torch", description="transformers optimiser name for stage 2.")
+    stage1_optimizer: str = Field("adamw_torch", description="transformers optimiser name for stage 1.")
+    objective_stage1: Objective = Field(
+        "ce",
+        description="Stage-1 loss: ce (next token), distill (the source model teaches; see distill) or distill+ce.",
+    )
+    objective_stage2: Objective = Field("ce", description="Stage-2 loss: ce, distill or distill+ce.")
+    distill: DistillConfig = Field(default_factory=DistillConfig, description="Distillation losses and weights.")
+    train_rows: Literal["all", "new"] = Field(
+        "all",
+        description="Embedding/head rows trained: all, or new (rows the transplant copied from the source, "
+        "identical and special tokens, stay bitwise frozen: gradient mask, no weight decay on the matrices).",
+    )
+    lr_embeddings: Optional[float] = Field(
+        None, gt=0, description="Stage 2: peak rate of the embeddings and head; null = lr_stage2 (one rate)."
+    )
+    lora_r: int = Field(64, ge=1, description="LoRA rank.")
+    lora_alpha: float = Field(128, gt=0, description="LoRA alpha (scale = alpha / r).")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout.")
+    lora_target_modules: ModuleNames = Field(
+        None,
+        description='Module names for LoRA: a list or one comma-separated string ("q_proj,v_proj"); '
+        'null or "all-linear" = every linear projection except the output head. Checked against the model '
+        "by the audit (--model-config) and at the start of stage 2.",
+    )
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Share of steps with linear warmup.")
+    lr_scheduler: str = Field("cosine", description="transformers scheduler name.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm (0 = off).")
+    gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")
+    save_steps: int = Field(500, ge=1, description="Checkpoint every this many steps.")
+    save_total_limit: int = Field(2, ge=1, description="Checkpoints kept per stage.")
+    logging_steps: int = Field(10, ge=1, description="Log loss, lr, grad norm, tokens/s every this many steps.")
+    eval_steps: int = Field(250, ge=1, description="Held-out bits per byte every this many steps.")
+    eval_max_bytes: int = Field(200_000, ge=1000, description="Bytes of held-out text scored during training.")
+    spike_factor: float = Field(3.0, gt=1, description="A loss above this × its running mean is a spike.")
+    num_processes: int = Field(
+        1, ge=1, description="Training processes (GPUs); > 1 launches the training stages with the launcher below."
+    )
+    launcher: Literal["accelerate", "torchrun"] = Field(
+        "accelerate", description="How training stages start several processes (accelerate launch / torchrun)."
+    )
+    accelerate_config: Optional[str] = Field(
+        None,
+        description="accelerate config file (DDP, FSDP, DeepSpeed) passed to `accelerate launch`.",
+        json_schema_extra=PATH,
+    )
+
+    @model_validator(mode="after")
+    def _distill_has_a_loss(self) -> VocabAdaptationConfig:
+        d = self.distill
+        for stage, objective in (("stage1", self.objective_stage1), ("stage2", self.objective_stage2)):
+            if objective != "ce" and not (d.hidden_weight or d.chunk_weight or d.kl_weight):
+                raise ValueError(
+                    f"objective_{stage} is {objective} but every distill weight (hidden_weight, chunk_weight, "
+                    "kl_weight) is 0: give one a positive weight, or set the objective to ce"
+                )
+        return self
+
+
+# The warm-up's keys and the vocab_adaptation keys they stand in for while the warm-up runs as stage 1.
+WARMUP_KEYS: dict[str, str] = {
+    "steps": "stage1_steps",
+    "lr": "lr_stage1",
+    "batch_size": "batch_size",
+    "gradient_accumulation": "gradient_accumulation",
+    "max_seq_length": "max_seq_length",
+    "seed": "seed",
+    "use_flash_attn": "use_flash_attn",
+    "bf16": "bf16",
+}
+
+
+class EmbeddingWarmupConfig(Section):
+    """An embedding-and-head-only warm-up, as the research configs write it: stage 1 with its own settings.
+
+    With `enabled: true` the warm-up is what the stage1 stage trains (input embeddings and output head,
+    the body frozen; the same training function as stage 1), each key below standing in for its
+    vocab_adaptation counterpart (steps -> stage1_steps, lr -> lr_stage1, the others by the same name;
+    null = the vocab_adaptation value). Everything else (optimiser, schedule, shuffle, checkpoints,
+    processes) comes from vocab_adaptation. It needs `vocab_adaptation.enabled: false`: then the run
+    trains the warm-up alone and stage 2 is skipped (model/stage2 is a copy of the warmed-up model).
+    With both enabled the config is refused, because the warm-up and stage 1 would train the same rows
+    twice under two sets of settings: set one of the two `enabled` keys to false (to warm up and then
+    train the whole model, put the warm-up's values in vocab_adaptation's stage-1 keys).
+    """
+
+    enabled: bool = Field(False, description="Train embeddings and head alone as stage 1, with the settings below.")
+    steps: Optional[int] = Field(None, ge=0, description="Optimiser steps; null = vocab_adaptation.stage1_steps.")
+    lr: Optional[float] = Field(None, gt=0, description="Peak learning rate; null = vocab_adaptation.lr_stage1.")
+    batch_size: Optional[int] = Field(
+        None, ge=1, description="Sequences per device per micro-batch; null = vocab_adaptation's."
+    )
+    gradient_accumulation: Optional[int] = Field(
+        None, ge=1, description="Micro-batches per step; null = vocab_adaptation's."
+    )
+    max_seq_length: Optional[int] = Field(
+        None, ge=8, description="Tokens per packed sequence; null = vocab_adaptation's."
+    )
+    seed: Optional[int] = Field(None, description="Seed of data order and training; null = vocab_adaptation's.")
+    use_flash_attn: Optional[bool] = Field(None, description="Use flash-attn 2; null = vocab_adaptation's.")
+    bf16: Optional[bool] = Field(None, description="bf16 mixed precision; null = vocab_adaptation's.")
+
+    def stage1_overrides(self) -> dict[str, Any]:
+        """The vocab_adaptation values the warm-up replaces while it runs as stage 1 ({} when disabled)."""
+        if not self.enabled:
+            return {}
+        out: dict[str, Any] = {"enabled": True}
+        out.update(
+            {va_key: getattr(self, key) for key, va_key in WARMUP_KEYS.items() if getattr(self, key) is not None}
+        )
+        return out
