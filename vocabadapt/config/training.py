@@ -8,7 +8,6 @@ from pydantic import Field, field_validator, model_validator
 
 from .common import PATH, ModuleNames, Section
 
-
 Objective = Literal["ce", "distill", "distill+ce"]
 
 
