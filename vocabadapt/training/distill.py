@@ -84,7 +84,13 @@ class SharedBodyTeacher:
         if self.embedding.device != source_ids.device:
             self.to(source_ids.device)
         embeds = F.embedding(source_ids, self.embedding)  # (batch, source_len, hidden)
-        out = _body(self.student)(inputs_embeds=embeds, output_hidden_states=True, use_cache=False)
+        body = _body(self.student)
+        was_training = body.training
+        body.eval()  # the teacher is deterministic: no dropout, whatever the student's mode
+        try:
+            out = body(inputs_embeds=embeds, output_hidden_states=True, use_cache=False)
+        finally:
+            body.train(was_training)
         states = out.hidden_states  # (layers + 1) x (batch, source_len, hidden); [-1] is after the final norm
         # (batch, source_len, source_vocab): on a small model the head is a large share of the forward's cost
         out_logits = F.linear(states[-1], self.head, self.head_bias) if logits else None

@@ -335,6 +335,13 @@ def train_stage(
         summary.setdefault("distill", {})
         summary["distill"]["segments_unaligned"] = collator.unaligned_total
         summary["distill"]["batches_without_signal"] = distiller.batches_without_signal
+        log.info(
+            "%s: %.1f%% of target positions had a teacher signal (%.1f%% at a shared boundary, %.1f%% with a KL pair)",
+            settings.name,
+            100 * summary["distill"].get("signal_fraction", 0.0),
+            100 * summary["distill"].get("boundaries_fraction", 0.0),
+            100 * summary["distill"].get("kl_fraction", 0.0),
+        )
     return summary
 
 
