@@ -309,3 +309,36 @@ def test_teacher_with_another_vocabulary_is_refused_before_training(run_data, tm
             teacher=bad,
         )
     assert not (tmp_path / "o").exists()
+
+
+def test_stage_recipe_distils_from_models_source_model_and_freezes_mapped_rows(run_data, tmp_path, toks):
+    """vocabadapt.stages.train: the teacher comes from models.source_model + tokenizers/source, and
+    train_rows: new freezes the rows align/mapping.json says were copied."""
+    import shutil
+
+    from vocabadapt.align.mapping import TokenMapping
+    from vocabadapt.errors import StageError
+    from vocabadapt.run.context import StageContext
+    from vocabadapt.run.layout import RunLayout
+    from vocabadapt.stages.train import run as run_training
+
+    run = tmp_path / "run"
+    shutil.copytree(run_data["student"], run / "model" / "init")
+    shutil.copytree(run_data["shards"], run / "tokens" / "target" / "train")
+    toks["src"].save_pretrained(str(run / "tokenizers" / "source"))
+    layout = RunLayout(run)
+    config = Config(
+        models={"source_model": str(run_data["teacher"].model_dir)},
+        vocab_adaptation=_cfg(stage1_steps=2, objective_stage1="distill", train_rows="new"),
+    )
+    with pytest.raises(StageError, match="train_rows: new needs"):  # no mapping yet
+        run_training(StageContext(layout=layout, config=config, stage="stage1"))
+    n = len(toks["ext"])
+    methods = ["identical" if i < 280 else "fvt" for i in range(n)]
+    TokenMapping(methods, [[min(i, 279)] for i in range(n)], [[1.0]] * n, [None] * n, 280).save(layout.mapping)
+    summary = run_training(StageContext(layout=layout, config=config, stage="stage1"))
+    assert summary["train_rows"] == {"frozen_rows": 280} and summary["objective"] == "distill"
+    before = load_file(str(run / "model" / "init" / "model.safetensors"))
+    after = load_file(str(run / "model" / "stage1" / "model.safetensors"))
+    assert torch.equal(before["lm_head.weight"][:280], after["lm_head.weight"][:280])
+    assert not torch.equal(before["lm_head.weight"][280:], after["lm_head.weight"][280:])
