@@ -44,7 +44,6 @@ def _add_run_args(p: argparse.ArgumentParser, with_config: bool = True) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .model.gguf_export import EXPORT_TYPES
     from .run.layout import MODELS
     from .stages import STAGES
 
@@ -91,8 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     x = sub.add_parser("export", help="write a run's model and tokenizer as one GGUF file (llama.cpp, ollama)")
     x.add_argument("run_dir")
     x.add_argument("--gguf", required=True, metavar="OUT.gguf", help="the GGUF file to write")
-    types = ", ".join(f"{t.name}: {t.description}" for t in EXPORT_TYPES.values())
-    x.add_argument("--type", dest="gguf_type", choices=tuple(EXPORT_TYPES), default="f16", help=types)
+    # The types are checked by export_gguf (its EXPORT_TYPES): the parser must not import torch for `audit`.
+    types = "f16 (float16 matrices) or q8_0 (8-bit blocks of 32 values with one f16 scale)"
+    x.add_argument("--type", dest="gguf_type", default="f16", help=types)
     x.add_argument("--model", choices=tuple(reversed(MODELS)), help="which model (default: the last finished one)")
     return parser
 
@@ -163,14 +163,10 @@ def _dispatch(args: argparse.Namespace) -> int:
             max_samples=args.max_samples,
             out=args.out,
         )
-        for name, m in result["models"].items():  # headline on stderr; stdout stays one JSON document
-            q = m.get("pubmedqa")
-            if q and q.get("acc") is not None:
-                print(
-                    f"{name}: PubMedQA acc {q['acc']:.4f} (lm-evaluation-harness pubmedqa scoring), "
-                    f"acc_bytes {q['acc_bytes']:.4f} (per byte), n={q['n']}",
-                    file=sys.stderr,
-                )
+        from .evaluation.tasks import summary_lines
+
+        for line in summary_lines(result, list(result["models"])):  # headlines on stderr; stdout stays JSON
+            print(line, file=sys.stderr)
         print(json.dumps(result, indent=2))
         return 0
     if cmd == "export":

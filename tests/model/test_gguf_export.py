@@ -242,3 +242,11 @@ def test_export_command_picks_the_last_finished_model(tmp_path, tokenizer, capsy
     empty.mkdir()
     assert main(["export", str(empty), "--gguf", str(out)]) == 2
     assert "has no finished model" in capsys.readouterr().err
+
+
+def test_export_names_an_unknown_type(tmp_path):
+    from vocabadapt.model.gguf_export import EXPORT_TYPES, export_gguf
+
+    assert set(EXPORT_TYPES) == {"f16", "q8_0"}  # the CLI's --type help names these two
+    with pytest.raises(InputError, match="unknown GGUF type 'q4'; choose one of f16, q8_0"):
+        export_gguf(tmp_path, tmp_path / "x.gguf", "q4")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..config import Config, TargetTokenizerSpec
 from ..config.schema import VECTOR_ALIGNMENT_KEYS
+from ..registry import reads_vectors
 from .arithmetic import (
     THRESHOLD_RANGE,
 )
@@ -22,8 +23,6 @@ VECTOR_ONLY_KEYS = ("embedding.fasttext", *VECTOR_ALIGNMENT_KEYS)
 @rule("vectors", order=69)
 def check_vectors(config: Config, facts: Facts) -> list[Finding]:
     """Whether embed trains co-occurrence vectors: say so when it does not, or trains them for nothing."""
-    from ..init import reads_vectors
-
     plan, init = config.vector_plan(), config.alignment.init
     enabled = config.embedding.enabled
     ev = {"alignment.init": init, "embedding.enabled": enabled, "vectors_trained": plan.trained}

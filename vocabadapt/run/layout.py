@@ -28,6 +28,7 @@ from typing import Any, Iterator
 from ..errors import InputError, StageError
 from ..io import iter_jsonl, read_json, read_json_or_none, read_jsonl
 from ..model import TRANSPLANT_SUMMARY
+from ..text.corpus import texts_within
 from ..training.settings import METRICS_FILE, TRAIN_STAGES
 
 log = logging.getLogger(__name__)
@@ -226,16 +227,9 @@ class RunLayout:
     def heldout_texts(self, max_bytes: int | None = None) -> list[str]:
         """Held-out documents, whole, up to about `max_bytes` (the document that crosses it is kept);
         [] when the corpus stage held nothing out (or has not run)."""
-        texts: list[str] = []
         if not self.corpus("heldout").exists():
-            return texts
-        total = 0
-        for text in self.corpus_texts("heldout"):
-            texts.append(text)
-            total += len(text.encode("utf-8"))
-            if max_bytes is not None and total >= max_bytes:
-                break
-        return texts
+            return []
+        return texts_within(self.corpus_texts("heldout"), max_bytes, last="keep")
 
     def tokenizer(self, side: str) -> Any:
         """The tokenizer the run saved (side: 'source' or 'target').

@@ -72,11 +72,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
         build_summary,
         evaluate_model,
         gather_inputs,
-        get,
         load_model_for_eval,
-        qa_of,
-        text_sets,
     )
+    from ..values import get
 
     cfg, layout = ctx.config, ctx.layout
     ev = cfg.evaluation
@@ -88,7 +86,6 @@ def run(ctx: StageContext) -> dict[str, Any]:
             )
         return {"skipped": True}
     prepared, skips = gather_inputs(ev, layout.corpus("heldout"))
-    texts, qa = text_sets(prepared), qa_of(prepared)
     candidates = _candidates(ctx)
     baseline = "baseline" if ev.baseline_model else "source"
 
@@ -107,7 +104,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     final = next((n for n in reversed(MODELS) if n in results), None)
     terms = efficiency.read_terms(layout.terms) if layout.terms.is_file() else None
     align = layout.read(layout.align_summary)
-    summary = build_summary(results, baseline, final, texts, qa, skips, _run_tokenizers(layout), terms, align)
+    summary = build_summary(results, baseline, final, prepared, skips, _run_tokenizers(layout), terms, align)
     checks = checklist.build_checklist(
         summary,
         layout.train_summaries(),
