@@ -290,7 +290,7 @@ def test_distill_config_keys_and_refusals():
     assert cfg.vocab_adaptation.distill.chunk_distance == "abs"
     with pytest.raises(ValueError, match="every distill weight"):
         VocabAdaptationConfig(objective_stage1="distill", distill={"hidden_weight": 0, "chunk_weight": 0})
-    with pytest.raises(ValueError, match="valid: abs, binary_kl"):
+    with pytest.raises(ValueError, match="'abs' or 'binary_kl'"):
         VocabAdaptationConfig(distill={"chunk_distance": "l2"})
 
 
@@ -342,3 +342,12 @@ def test_stage_recipe_distils_from_models_source_model_and_freezes_mapped_rows(r
     after = load_file(str(run / "model" / "stage1" / "model.safetensors"))
     assert torch.equal(before["lm_head.weight"][:280], after["lm_head.weight"][:280])
     assert not torch.equal(before["lm_head.weight"][280:], after["lm_head.weight"][280:])
+
+
+def test_the_config_names_every_chunk_distance():
+    from typing import get_args
+
+    from vocabadapt.config.training import DistillConfig
+    from vocabadapt.training.distill import CHUNK_DISTANCES
+
+    assert set(get_args(DistillConfig.model_fields["chunk_distance"].annotation)) == set(CHUNK_DISTANCES)
