@@ -1,6 +1,12 @@
 """Stage-2 training speed: vocabadapt.training.trainer.train_stage vs a bare HF Trainer on the same model and batch.
 
     python benchmarks/train_speed.py [--steps 30] [--repeats 3] [--out benchmarks/results/train_speed.md]
+    python benchmarks/train_speed.py --distill [--steps 30] [--repeats 3]   (-> results/train_speed_distill.md)
+
+`--distill`: a stage-1 step with the distillation objective against a next-token stage-1 step of the same
+tokens, side by side on the tiny demo model (examples/pubmed_demo/model, 1.8M parameters) adapted to the
+demo's target tokenizer (rows resized, the same body), on the demo corpus; runs alternate, medians of
+tokens/s, and the ratio (target: a distillation step costs at most 1.4x a next-token step).
 
 Both runs train the same small GPT-NeoX (random init) on the same packed sequences of PubMed abstracts
 (../shared/data/biomed, a byte-level BPE trained on them) with the same TrainingArguments-level
@@ -25,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPTNeoXConfig, Trainer, TrainerCallback, TrainingArguments
@@ -37,6 +44,7 @@ from vocabadapt.config import VocabAdaptationConfig
 from vocabadapt.testing import SHARED_DATA, train_bpe_tokenizer
 from vocabadapt.text.shards import ShardReader, ShardWriter
 from vocabadapt.training.callbacks import StageMonitor
+from vocabadapt.training.distill import TeacherSource
 from vocabadapt.training.packing import PackedSequences, SequenceOrder
 from vocabadapt.training.settings import StageSettings
 from vocabadapt.training.trainer import train_stage
@@ -71,9 +79,11 @@ class OwnTime:
 class StepTimer(TrainerCallback):
     def __init__(self):
         self.times: list[float] = []
+        self.cpu: list[float] = []  # this process's CPU seconds (one torch thread: less sensitive to machine load)
 
     def on_step_end(self, args, state, control, **kw):
         self.times.append(time.perf_counter())
+        self.cpu.append(time.process_time())
 
 
 def tokens_per_s(timer: StepTimer, tokens_per_step: int, warmup: int) -> float:
@@ -140,6 +150,119 @@ def bare_run(
     return timer
 
 
+def cpu_per_step(timer: StepTimer, warmup: int) -> float:
+    c = timer.cpu[warmup - 1 :]
+    return (c[-1] - c[0]) / (len(c) - 1)
+
+
+def build_demo_student(work: Path, seq: int) -> tuple[Path, Path, Any]:
+    """The demo model with the demo's target tokenizer (embeddings resized: same body) and target shards."""
+    import gzip
+
+    demo = ROOT / "examples" / "pubmed_demo"
+    src_tok = AutoTokenizer.from_pretrained(str(demo / "model"))
+    tgt_tok = AutoTokenizer.from_pretrained(str(demo / "tokenizers" / "target"))
+    model = AutoModelForCausalLM.from_pretrained(str(demo / "model"), dtype=torch.float32)
+    model.resize_token_embeddings(len(tgt_tok), mean_resizing=False)
+    model.save_pretrained(str(work / "student"), safe_serialization=True)
+    tgt_tok.save_pretrained(str(work / "student"))
+    w = ShardWriter(work / "dshards", shard_tokens=1_000_000)
+    with gzip.open(demo / "corpus" / "train.jsonl.gz", "rt", encoding="utf-8") as f:
+        for i, line in enumerate(f):
+            if i >= 600:
+                break
+            text = json.loads(line)["text"]
+            w.add(tgt_tok(text)["input_ids"], len(text.encode()))
+    w.close()
+    return work / "student", work / "dshards", TeacherSource(model_dir=demo / "model", tokenizer=src_tok)
+
+
+def distill_main(a: argparse.Namespace) -> None:
+    """Stage 1, next-token vs distillation (hidden + chunk, the defaults), same tokens, alternating runs."""
+    work = Path(tempfile.mkdtemp(prefix="train_speed_distill-"))
+    try:
+        student, shards, teacher = build_demo_student(work, a.seq)
+        # row name -> (objective, vocab_adaptation.distill); "hidden only" skips the teacher's head and the chunk loss
+        variants: dict[str, tuple[str, dict[str, float]]] = {
+            "ce": ("ce", {}),
+            "distill": ("distill", {}),
+            "distill+ce": ("distill+ce", {}),
+            "distill, hidden only": ("distill", {"chunk_weight": 0.0}),
+        }
+        rows: dict[str, list[float]] = {k: [] for k in variants}
+        cpu: dict[str, list[float]] = {k: [] for k in rows}
+        for r in range(a.repeats):
+            for row, (objective, distill) in variants.items():
+                cfg = VocabAdaptationConfig(
+                    stage1_steps=a.steps,
+                    batch_size=a.batch,
+                    gradient_accumulation=1,
+                    max_seq_length=a.seq,
+                    lr_stage1=1e-4,
+                    save_steps=10 * a.steps,
+                    eval_steps=10 * a.steps,
+                    logging_steps=10,
+                    bf16=False,
+                    objective_stage1=objective,
+                    distill=distill,
+                )
+                timer = StepTimer()
+                train_stage(
+                    StageSettings("stage1", a.steps, 1e-4, cfg.stage1_optimizer, "embeddings", 0, objective=objective),
+                    cfg,
+                    student,
+                    shards,
+                    work / f"out{r}{row}",
+                    work / f"train{r}{row}",
+                    work / f"ck{r}{row}",
+                    callbacks=[timer],
+                    teacher=teacher if objective != "ce" else None,
+                )
+                rows[row].append(tokens_per_s(timer, a.batch * a.seq, a.warmup))
+                cpu[row].append(cpu_per_step(timer, a.warmup))
+            print(f"repeat {r}: " + ", ".join(f"{k} {v[-1]:.0f} tok/s" for k, v in rows.items()), flush=True)
+        med = {k: statistics.median(v) for k, v in rows.items()}
+        mcpu = {k: statistics.median(v) for k, v in cpu.items()}
+        load = os.getloadavg()
+        lines = [
+            "# Stage-1 step cost: distillation vs next-token, same tokens",
+            "",
+            f"- command: `python benchmarks/train_speed.py --distill --steps {a.steps} --repeats {a.repeats} "
+            f"--batch {a.batch} --seq {a.seq}`",
+            f"- commit: {git_commit()}{' (with uncommitted changes)' if git_dirty(['vocabadapt/training/']) else ''}",
+            f"- date: {utc_now()}",
+            f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, CPU fp32, "
+            f"torch threads {torch.get_num_threads()}; load average at the end {load[0]:.1f} (shared machine)",
+            "- model: examples/pubmed_demo/model (GPT-NeoX, 4 layers, hidden 128) with the demo's target tokenizer "
+            "(rows resized, same body); the teacher is the demo model itself, sharing the frozen body",
+            f"- batch: {a.batch} x {a.seq} target tokens, {a.steps} steps, first {a.warmup} untimed; distill = "
+            "hidden (last layer) + chunk (abs) losses; the collator re-encodes each row with the source tokenizer",
+            "",
+            "| objective | tokens/s per repeat | median | wall cost vs ce | CPU s/step per repeat | median | CPU cost vs ce |",
+            "|---|---|---|---|---|---|---|",
+            *[
+                f"| {k} | {', '.join(f'{x:.0f}' for x in v)} | {med[k]:.0f} | {med['ce'] / med[k]:.2f}x | "
+                f"{', '.join(f'{x:.3f}' for x in cpu[k])} | {mcpu[k]:.3f} | {mcpu[k] / mcpu['ce']:.2f}x |"
+                for k, v in rows.items()
+            ],
+            "",
+            f"**A distillation step costs {mcpu['distill'] / mcpu['ce']:.2f}x a next-token step in CPU time** "
+            f"({med['ce'] / med['distill']:.2f}x by wall time, which the shared machine's load makes noisy; "
+            "target: at most 1.4x). CPU time is this process's, one torch thread.",
+            "",
+        ]
+        out = Path(a.out if a.out != ap_default_out() else ROOT / "benchmarks" / "results" / "train_speed_distill.md")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("\n".join(lines))
+        print("\n".join(lines))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def ap_default_out() -> str:
+    return str(ROOT / "benchmarks" / "results" / "train_speed.md")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=30)
@@ -149,9 +272,13 @@ def main() -> None:
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=4)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "train_speed.md"))
+    ap.add_argument("--out", default=ap_default_out())
+    ap.add_argument("--distill", action="store_true", help="stage 1: distillation vs next-token step cost")
     a = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if a.distill:
+        distill_main(a)
+        return
     if not (SHARED_DATA / "biomed").is_dir():
         sys.exit(f"{SHARED_DATA / 'biomed'} not found: this benchmark needs the shared abstracts")
 

@@ -101,10 +101,12 @@ def test_registry_lists_every_rule_tested_here():
         "lr_stage1",
         "warmup_lr",
         "warmup_unused",
+        "distill_lr",
         "shuffle",
         "stage2_start",
         "token_budget",
         "stage2_memory",
+        "distill_memory",
         "lora",
         "target_tokenizer",
         "vectors",
@@ -287,6 +289,44 @@ def test_stage2_memory():
     )
     assert f.evidence["bytes_per_param_full"] == 10 and f.severity == "warning"  # 67.4 of 75 GiB
     assert f.evidence["needed_gib"] == pytest.approx(7_241_732_096 * 10 / 2**30)
+
+
+def test_distill_memory_counts_the_teacher():
+    assert run_rule("distill_memory", cfg(GOOD)) == []  # no distillation objective
+    # Stage 1 shares the frozen body: only the source rows are extra (32,000 x 4,096 x 2 fp32 values = 0.98 GiB).
+    s1 = cfg(GOOD, vocab_adaptation={"objective_stage1": "distill"})
+    f = one(run_rule("distill_memory", s1, Facts(model_config=MISTRAL, gpu_memory_gb=80)), "distill_memory")
+    assert f.severity == "info" and f.evidence["teacher_gib"] == pytest.approx(32_000 * 4096 * 2 * 4 / 2**30)
+    # Stage 2 trains the body: a whole bf16 copy of the 7B teacher (7,241,732,096 x 2 bytes = 13.5 GiB) beside
+    # 8-bit Adam's 67.4 GiB: 80.9 GiB > 80, so the teacher does not fit where the student alone would.
+    s2 = cfg(GOOD, vocab_adaptation={"objective_stage2": "distill", "stage2_optimizer": "adamw_bnb_8bit"})
+    f = one(run_rule("distill_memory", s2, Facts(model_config=MISTRAL, gpu_memory_gb=80)), "distill_memory")
+    assert f.severity == "error" and "does not fit beside the student" in f.message
+    assert f.evidence["teacher_gib"] == pytest.approx(7_241_732_096 * 2 / 2**30)
+    assert f.evidence["needed_gib"] == pytest.approx(7_241_732_096 * (10 + 2) / 2**30)
+    assert "13.5 GiB" in f.message and "80.9 GiB" in f.message
+    lora = cfg(GOOD, vocab_adaptation={"objective_stage2": "distill", "stage2_use_lora": True})
+    f = one(run_rule("distill_memory", lora, Facts(model_config=MISTRAL, gpu_memory_gb=80)), "distill_memory")
+    assert f.severity == "info"
+    f = one(run_rule("distill_memory", s2), "distill_memory")
+    assert f.severity == "info" and "no model config" in f.message
+
+
+def test_distill_lr():
+    assert run_rule("distill_lr", cfg(GOOD)) == []
+    hot = cfg(GOOD, vocab_adaptation={"objective_stage1": "distill", "lr_stage1": 1e-3})
+    f = one(run_rule("distill_lr", hot), "distill_lr")
+    assert f.severity == "warning" and f.key == "vocab_adaptation.lr_stage1"
+    f = one(
+        run_rule("distill_lr", cfg(GOOD, vocab_adaptation={"objective_stage1": "distill", "lr_stage1": 5e-3})),
+        "distill_lr",
+    )
+    assert f.severity == "error"
+    assert run_rule("distill_lr", cfg(GOOD, vocab_adaptation={"objective_stage1": "distill", "lr_stage1": 1e-4})) == []
+    slow = cfg(GOOD, vocab_adaptation={"lr_embeddings": 1e-5, "lr_stage2": 5e-5})
+    f = one(run_rule("distill_lr", slow), "distill_lr")
+    assert f.severity == "warning" and f.key == "vocab_adaptation.lr_embeddings" and f.evidence["ratio"] == 0.2
+    assert run_rule("distill_lr", cfg(GOOD, vocab_adaptation={"lr_embeddings": 5e-4, "lr_stage2": 5e-5})) == []
 
 
 # 6 ------------------------------------------------------------------------------------------------

@@ -32,6 +32,10 @@ TINY_BATCH_TOKENS = 16_384
 THRESHOLD_RANGE = (0.0, 0.95)  # sensible cosine thresholds for relative representations
 LORA_SCALE_RANGE = (0.25, 4.0)  # lora_alpha / lora_r outside this is unusual
 MEMORY_HEADROOM = 0.85  # warn when states alone take more than this share of the GPU
+# Embeddings-only distillation (issue 26's prototype, SmolLM2-135M, 4 x 256 tokens a step): 3e-4 made the
+# rows worse under both objectives, 3e-5 barely moved them. A working range, not a tuned optimum.
+DISTILL_LR_RANGE = (1e-5, 3e-4)
+LR_EMBEDDINGS_MAX_RATIO = 100.0  # lr_embeddings above 100x the backbone's rate is unusual
 
 
 def sequences_per_step(config: Config, facts: Facts, stage: str = "stage2") -> int:
@@ -167,3 +171,58 @@ def optimizer_state_bytes(name: str) -> tuple[float, str]:
     if "lion" in n or "rmsprop" in n or "adagrad" in n:
         return 4.0, "one fp32 state"
     return 8.0, "two fp32 states (Adam moments)"
+
+
+def stage2_state(va: Any, mc: dict[str, Any]) -> dict[str, Any]:
+    """Stage-2 training state bytes (weights, gradients, optimiser states) before activations, per option.
+
+    Keys: parameters, exact, emb_head, lora, opt_bytes, opt_desc, full_fp32, full_bf16, full_8bit,
+    lora_state, need (the configured option: LoRA or full fp32).
+    """
+    params, exact = count_parameters(mc)
+    V = int(cfg_value(mc, "vocab_size", default=0))
+    h = int(cfg_value(mc, "hidden_size", "n_embd", "d_model", default=0))
+    tied = bool(mc.get("tie_word_embeddings", mc.get("model_type") == "gpt2"))
+    emb_head = V * h * (1 if tied else 2)
+    opt_bytes, opt_desc = optimizer_state_bytes(va.stage2_optimizer)
+    full_fp32 = params * (4 + 4 + opt_bytes)  # fp32 weights + grads + states (HF bf16 autocast keeps fp32 masters)
+    full_bf16 = params * (2 + 2 + opt_bytes / 2)  # model loaded in bf16: weights, grads and states in bf16
+    full_8bit = params * (4 + 4 + 2)  # adamw_bnb_8bit
+    targets = va.lora_target_modules
+    lora = lora_params(mc, va.lora_r, targets if isinstance(targets, list) else None)  # all-linear = None
+    lora_state = params * (2 if va.bf16 else 4) + (lora + emb_head) * (4 + 4 + opt_bytes)
+    need = lora_state if va.stage2_use_lora else full_fp32
+    return {
+        "parameters": params,
+        "exact": exact,
+        "emb_head": emb_head,
+        "lora": lora,
+        "opt_bytes": opt_bytes,
+        "opt_desc": opt_desc,
+        "full_fp32": full_fp32,
+        "full_bf16": full_bf16,
+        "full_8bit": full_8bit,
+        "lora_state": lora_state,
+        "need": need,
+    }
+
+
+def stage1_state(va: Any, mc: dict[str, Any]) -> int:
+    """Stage-1 state bytes: the model in fp32 (training loads fp32) + gradients and Adam states of embeddings/head."""
+    st = stage2_state(va, mc)
+    opt_bytes, _ = optimizer_state_bytes(va.stage1_optimizer)
+    return int(st["parameters"] * 4 + st["emb_head"] * (4 + opt_bytes))
+
+
+def teacher_bytes(va: Any, mc: dict[str, Any], stage: str) -> tuple[int, str]:
+    """Memory the distillation teacher adds beside the student (weights only; its activations are not kept:
+    it runs under no_grad). Stage 1 shares the frozen body, so only the source embedding and head (fp32)
+    are extra; stage 2 trains the body, so a whole frozen copy runs beside it, in bf16 when bf16 is on.
+
+    Returns (bytes, how they were counted).
+    """
+    st = stage2_state(va, mc)
+    if stage == "stage1":
+        return int(st["emb_head"] * 4), f"source embedding + head only ({num(st['emb_head'])} fp32 values; body shared)"
+    per = 2 if va.bf16 else 4
+    return int(st["parameters"] * per), f"a frozen copy of the source model ({num(st['parameters'])} × {per} bytes)"

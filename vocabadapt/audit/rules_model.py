@@ -12,10 +12,8 @@ from .arithmetic import (
     LORA_SCALE_RANGE,
     MEMORY_HEADROOM,
     cfg_value,
-    count_parameters,
-    lora_params,
     num,
-    optimizer_state_bytes,
+    stage2_state,
 )
 from .findings import GIB, VA, WARMUP, Facts, Finding, missing, rule
 from .model_meta import meta_model
@@ -39,19 +37,11 @@ def check_stage2_memory(config: Config, facts: Facts) -> list[Finding]:
                 "(full fine-tuning with AdamW in fp32 needs about 16 bytes per parameter before activations)",
             )
         ]
-    params, exact = count_parameters(mc)
-    V = int(cfg_value(mc, "vocab_size", default=0))
-    h = int(cfg_value(mc, "hidden_size", "n_embd", "d_model", default=0))
-    tied = bool(mc.get("tie_word_embeddings", mc.get("model_type") == "gpt2"))
-    emb_head = V * h * (1 if tied else 2)
-    opt_bytes, opt_desc = optimizer_state_bytes(va.stage2_optimizer)
-    full_fp32 = params * (4 + 4 + opt_bytes)  # fp32 weights + grads + states (HF bf16 autocast keeps fp32 masters)
-    full_bf16 = params * (2 + 2 + opt_bytes / 2)  # model loaded in bf16: weights, grads and states in bf16
-    full_8bit = params * (4 + 4 + 2)  # adamw_bnb_8bit
-    targets = va.lora_target_modules
-    lora = lora_params(mc, va.lora_r, targets if isinstance(targets, list) else None)  # all-linear = None
-    lora_state = params * (2 if va.bf16 else 4) + (lora + emb_head) * (4 + 4 + opt_bytes)
-    need = lora_state if va.stage2_use_lora else full_fp32
+    st = stage2_state(va, mc)
+    params, exact, emb_head, lora = st["parameters"], st["exact"], st["emb_head"], st["lora"]
+    opt_bytes, opt_desc = st["opt_bytes"], st["opt_desc"]
+    full_fp32, full_bf16, full_8bit, lora_state = st["full_fp32"], st["full_bf16"], st["full_8bit"], st["lora_state"]
+    need = st["need"]
     ev = {
         "parameters": params,
         "parameters_exact": exact,

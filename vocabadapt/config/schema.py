@@ -36,7 +36,7 @@ from .data import (
     TokenizerTrainSpec,
 )
 from .evaluation import EvaluationConfig, LmEvalConfig, PipelineConfig, QAConfig
-from .training import WARMUP_KEYS, EmbeddingWarmupConfig, VocabAdaptationConfig
+from .training import WARMUP_KEYS, DistillConfig, EmbeddingWarmupConfig, VocabAdaptationConfig
 
 # The section models live in one module per group (common, data, alignment, training, evaluation);
 # they are re-exported here so `vocabadapt.config.schema.X` keeps naming each of them.
@@ -49,6 +49,7 @@ __all__ = [
     "AlignmentConfig",
     "Config",
     "CorpusConfig",
+    "DistillConfig",
     "EmbeddingConfig",
     "EmbeddingWarmupConfig",
     "EvaluationConfig",

@@ -4,9 +4,42 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional, Union
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from .common import PATH, ModuleNames, Section
+
+Objective = Literal["ce", "distill", "distill+ce"]
+
+
+class DistillConfig(Section):
+    """The distillation objective (vocab_adaptation.objective_stage1/2: distill or distill+ce).
+
+    The teacher is the source model (models.source_model) on the source tokenization of the same bytes,
+    run live under no_grad; in stage 1 it shares the student's frozen body. Losses (each alone or
+    together, by weight; vocabadapt.training.distill.LOSSES): `hidden` = hidden-state MSE at byte
+    offsets where both tokenizations end a token, over the teacher's mean square (Token Distillation);
+    `chunk` = distance of the log-likelihoods both models give the bytes between two such offsets
+    (tokenkit's ALM); `kl` = KL(teacher || student) over the shared vocabulary where the next tokens
+    cover the same bytes.
+    """
+
+    hidden_weight: float = Field(1.0, ge=0, description="Weight of the hidden-state loss at shared boundaries.")
+    chunk_weight: float = Field(1.0, ge=0, description="Weight of the chunk-likelihood loss (ALM).")
+    kl_weight: float = Field(0.0, ge=0, description="Weight of the next-token KL over the shared vocabulary.")
+    ce_weight: float = Field(1.0, ge=0, description="Weight of the next-token loss under objective distill+ce.")
+    hidden_layers: list[int] = Field(
+        [-1],
+        min_length=1,
+        description="hidden_states indices the hidden loss matches (0 = embedding output, -1 = the last "
+        "layer after the final norm); the mean over them.",
+    )
+    temperature: float = Field(1.0, gt=0, description="Temperature of the KL term and of chunk_distance binary_kl.")
+    # The names of training.distill.CHUNK_DISTANCES (a test pins them equal; config imports nothing above it).
+    chunk_distance: Literal["abs", "binary_kl"] = Field(
+        "abs",
+        description="How chunk log-likelihoods are compared: abs (|log p_s - log p_t|) or binary_kl "
+        "(KL of the Bernoulli chunk probabilities at the temperature; ALM's binarised form).",
+    )
 
 
 class VocabAdaptationConfig(Section):
@@ -31,6 +64,20 @@ class VocabAdaptationConfig(Section):
     )
     stage2_optimizer: str = Field("adamw_torch", description="transformers optimiser name for stage 2.")
     stage1_optimizer: str = Field("adamw_torch", description="transformers optimiser name for stage 1.")
+    objective_stage1: Objective = Field(
+        "ce",
+        description="Stage-1 loss: ce (next token), distill (the source model teaches; see distill) or distill+ce.",
+    )
+    objective_stage2: Objective = Field("ce", description="Stage-2 loss: ce, distill or distill+ce.")
+    distill: DistillConfig = Field(default_factory=DistillConfig, description="Distillation losses and weights.")
+    train_rows: Literal["all", "new"] = Field(
+        "all",
+        description="Embedding/head rows trained: all, or new (rows the transplant copied from the source, "
+        "identical and special tokens, stay bitwise frozen: gradient mask, no weight decay on the matrices).",
+    )
+    lr_embeddings: Optional[float] = Field(
+        None, gt=0, description="Stage 2: peak rate of the embeddings and head; null = lr_stage2 (one rate)."
+    )
     lora_r: int = Field(64, ge=1, description="LoRA rank.")
     lora_alpha: float = Field(128, gt=0, description="LoRA alpha (scale = alpha / r).")
     lora_dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout.")
@@ -62,6 +109,17 @@ class VocabAdaptationConfig(Section):
         description="accelerate config file (DDP, FSDP, DeepSpeed) passed to `accelerate launch`.",
         json_schema_extra=PATH,
     )
+
+    @model_validator(mode="after")
+    def _distill_has_a_loss(self) -> VocabAdaptationConfig:
+        d = self.distill
+        for stage, objective in (("stage1", self.objective_stage1), ("stage2", self.objective_stage2)):
+            if objective != "ce" and not (d.hidden_weight or d.chunk_weight or d.kl_weight):
+                raise ValueError(
+                    f"objective_{stage} is {objective} but every distill weight (hidden_weight, chunk_weight, "
+                    "kl_weight) is 0: give one a positive weight, or set the objective to ce"
+                )
+        return self
 
 
 # The warm-up's keys and the vocab_adaptation keys they stand in for while the warm-up runs as stage 1.

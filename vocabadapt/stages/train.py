@@ -9,7 +9,9 @@ With `embedding_warmup.enabled` (and vocab_adaptation.enabled false) stage 1 is 
 function with the warm-up's steps, lr, batch, sequence length, seed and precision; stage 2 is skipped.
 
 Reads:   model/init (stage1) or model/stage1 (stage2), tokens/target/train/, corpus/heldout.jsonl,
-         align/mapping.json (stage 1's embedding health), train/stage1/summary.json (stage 2's start)
+         align/mapping.json (stage 1's embedding health; train_rows: new's copied rows),
+         train/stage1/summary.json (stage 2's start); with a distillation objective models.source_model
+         and tokenizers/source/ (the teacher)
 Writes:  model/<stage>/, train/<stage>/{metrics.jsonl,summary.json}, checkpoints/<stage>/ (resume state)
 Changed by: vocabadapt.training.settings.OUTPUT_KEYS[stage] (stage 1: also embedding_warmup)
 """
@@ -41,6 +43,33 @@ def _row_groups(layout: RunLayout) -> dict[str, Any] | None:
     methods = np.asarray(layout.token_mapping().methods)
     copied = np.isin(methods, ["identical", "special"])
     return {"copied": np.flatnonzero(copied), "built": np.flatnonzero(~copied)}
+
+
+def _copied_rows(layout: RunLayout) -> Any:
+    """train_rows: new: the target ids whose rows the transplant copied from the source (identical, special).
+
+    Raises:
+        StageError: no mapping to tell copied rows from built ones.
+    """
+    groups = _row_groups(layout)
+    if groups is None:
+        raise StageError(
+            f"vocab_adaptation.train_rows: new needs {layout.mapping} to know which rows were copied; "
+            "run the align stage first, or set train_rows: all"
+        )
+    return groups["copied"]
+
+
+def _teacher(ctx: StageContext) -> Any:
+    """The distillation teacher: the source model (a .gguf: its HF copy) and the run's source tokenizer."""
+    from ..model.hub import resolve_model_dir
+    from ..training.distill import TeacherSource
+
+    cfg = ctx.config
+    if not cfg.models.source_model:
+        raise StageError("a distillation objective needs models.source_model (the teacher); set it or use ce")
+    model_dir = resolve_model_dir(cfg.models.source_model, cfg.tokenization.cache_dir, ctx.download_retry)
+    return TeacherSource(model_dir=model_dir, tokenizer=ctx.layout.tokenizer("source"))
 
 
 def _stage1_consumed(layout: RunLayout) -> int:
@@ -126,6 +155,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
             models=ctx.config.models,
             row_groups=_row_groups(layout) if name == "stage1" else None,
             progress=bar,
+            teacher=_teacher(ctx) if settings.steps and settings.distills else None,
+            frozen_rows=_copied_rows(layout) if settings.steps and cfg.train_rows == "new" else None,
         )
     if name == "stage1" and ctx.config.embedding_warmup.enabled:
         summary["embedding_warmup"] = True

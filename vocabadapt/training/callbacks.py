@@ -113,6 +113,10 @@ class StageMonitor(TrainerCallback):
         if module.training and loss is not None:
             self._micro.append(loss.detach())
 
+    def add_loss(self, loss: torch.Tensor) -> None:
+        """A micro-batch's loss computed outside the model's forward (distillation)."""
+        self._micro.append(loss.detach())
+
     def _write(self, record: dict[str, Any]) -> None:
         if not self.main:
             return
@@ -204,6 +208,7 @@ class StageMonitor(TrainerCallback):
             "grad_norm": logs.get("grad_norm"),
             "tokens_per_s": rate,
             "epoch": logs.get("epoch"),
+            **{k: v for k, v in logs.items() if k.startswith("distill_")},
         }
         self._write(rec)
         if self.progress is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -13,6 +13,7 @@ from ..config import VocabAdaptationConfig
 from ..errors import StageError
 from .callbacks import EmbeddingHealth, StageMonitor
 from .checkpoints import CheckpointSeal, valid_checkpoints
+from .objective import Distiller, RowPlan, VocabTrainer
 from .packing import PackedDataset, PackedSequences, SequenceOrder, collate
 from .settings import StageSettings
 
@@ -72,30 +73,39 @@ def fit(
     monitor: StageMonitor,
     callbacks: list[Any],
     resume_from: Path | None,
+    collator: Callable[[list[dict[str, torch.Tensor]]], dict[str, Any]] = collate,
+    distiller: Distiller | None = None,
+    row_plan: RowPlan | None = None,
 ) -> None:
     """Run HF Trainer over the stage's sequences; the monitor watches every step, the seal closes checkpoints.
+
+    With a distiller the collator is byte_align.DistillCollator and the loss is VocabTrainer's; with a
+    row plan the embeddings and head get their own optimiser group (vocabadapt.training.rows).
 
     Raises:
         StageError: a micro-batch does not fit in memory; the loss became NaN/Inf (the last good checkpoint
             is kept and named).
     """
-    from transformers import Trainer
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     args = training_arguments(settings, cfg, checkpoint_dir, bf16, world_size)
-    trainer = Trainer(
+    trainer = VocabTrainer(
         model=model,
         args=args,
         train_dataset=dataset,
-        data_collator=collate,
-        callbacks=[monitor, *callbacks, CheckpointSeal()],
-    )  # the seal must come last
+        data_collator=collator,
+        callbacks=[monitor, *callbacks, CheckpointSeal()],  # the seal must come last
+        distiller=distiller,
+        row_plan=row_plan,
+        # distillation's loss is computed outside the model's forward: the trainer hands it to the monitor
+        loss_sink=monitor.add_loss if distiller is not None else None,
+    )
     for cb in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(cb)
     # Every micro-batch has exactly batch x (seq_len - 1) targets (no padding), so the per-micro-batch mean
     # loss the model returns is already correctly weighted; this also makes outputs.loss that mean.
     trainer.model_accepts_loss_kwargs = False
-    hook = model.register_forward_hook(monitor.hook)
+    hook = model.register_forward_hook(monitor.hook) if distiller is None else None
     try:
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     except torch.OutOfMemoryError as e:
@@ -106,7 +116,8 @@ def fit(
             f"gradient_checkpointing ({str(e).splitlines()[0][:120]})"
         ) from None
     finally:
-        hook.remove()
+        if hook is not None:
+            hook.remove()
     if monitor.nonfinite_step is not None:
         good = valid_checkpoints(checkpoint_dir, need_rows=settings.trainable == "lora")
         kept = str(good[-1][1]) if good else "none (no checkpoint was written before it)"
@@ -177,6 +188,12 @@ def stage_summary(
         "resumed_from": str(resume_from) if resume_from else None,
         "wall_s": wall_s,
     }
+    distill = sorted({k for r in train_recs for k in r if k.startswith("distill_")})
+    if distill:  # the means over the stage's logging steps (loss components, teacher-signal fractions)
+        summary["objective"] = settings.objective
+        summary["distill"] = {
+            k[len("distill_") :]: float(np.mean([r[k] for r in train_recs if r.get(k) is not None])) for k in distill
+        }
     if health:
         summary["embedding_health"] = EmbeddingHealth.verdict(
             [r for r in records if r.get("type") == "health"], matrix_names

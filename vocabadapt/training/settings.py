@@ -37,8 +37,12 @@ _SHARED = (
 METRICS_FILE = "metrics.jsonl"  # what train_stage writes into its metrics directory, one record per line
 TRAIN_STAGES = ("stage1", "stage2")  # the training stages, in order (model/<name>, train/<name>)
 _OWN = {
-    "stage1": ("stage1_steps", "lr_stage1", "stage1_optimizer"),
+    "stage1": ("stage1_steps", "lr_stage1", "stage1_optimizer", "objective_stage1", "distill", "train_rows"),
     "stage2": (
+        "objective_stage2",
+        "distill",
+        "train_rows",
+        "lr_embeddings",
         "stage1_steps",
         "stage2_steps",
         "lr_stage2",
@@ -68,15 +72,38 @@ class StageSettings:
     optimizer: str  # transformers optimiser name
     trainable: Literal["embeddings", "all", "lora"]
     start_position: int = 0  # first position of the data order this stage reads
+    objective: Literal["ce", "distill", "distill+ce"] = "ce"  # the loss (vocabadapt.training.distill)
+    lr_embeddings: float | None = None  # embeddings and head at their own rate (stage 2); None = learning_rate
+
+    @property
+    def distills(self) -> bool:
+        return self.objective != "ce"
 
 
 def stage_settings(cfg: VocabAdaptationConfig, name: str, start_position: int = 0) -> StageSettings:
     """The settings of stage `name` ("stage1" or "stage2") from the config."""
     if name == "stage1":
-        return StageSettings(name, cfg.stage1_steps, cfg.lr_stage1, cfg.stage1_optimizer, "embeddings", start_position)
+        return StageSettings(
+            name,
+            cfg.stage1_steps,
+            cfg.lr_stage1,
+            cfg.stage1_optimizer,
+            "embeddings",
+            start_position,
+            objective=cfg.objective_stage1,
+        )
     if name == "stage2":
         mode: Literal["lora", "all"] = "lora" if cfg.stage2_use_lora else "all"
-        return StageSettings(name, cfg.stage2_steps, cfg.lr_stage2, cfg.stage2_optimizer, mode, start_position)
+        return StageSettings(
+            name,
+            cfg.stage2_steps,
+            cfg.lr_stage2,
+            cfg.stage2_optimizer,
+            mode,
+            start_position,
+            objective=cfg.objective_stage2,
+            lr_embeddings=cfg.lr_embeddings,
+        )
     raise ValueError(f"unknown stage {name!r}")
 
 
@@ -98,7 +125,8 @@ def settings_record(
     for key in OUTPUT_KEYS[settings.name]:
         section, _, name = key.partition(".")
         if section == "vocab_adaptation":
-            rec[key] = getattr(cfg, name)
+            value = getattr(cfg, name)
+            rec[key] = value.model_dump(mode="json") if hasattr(value, "model_dump") else value
     rec["bf16_in_use"] = bf16
     rec["world_size"] = world_size
     rec["input_model"] = state_fingerprint(model_dir)["digest"]

@@ -17,10 +17,17 @@ seeded order shared by every process and resume, read sequentially) and callback
 - `TrainableRowsSaver` (LoRA only): peft checkpoints hold only the adapter, so the trainable
   embedding and head matrices are saved next to it and restored on resume.
 
+The objective (vocab_adaptation.objective_stage1/2) is next-token by default; `distill` / `distill+ce` let
+the source model teach (vocabadapt.training.distill: the teacher; .byte_align: the collator that adds the
+source tokenization of the same bytes; .objective: the Trainer subclass whose compute_loss combines them).
+`train_rows: new` masks the gradients of the copied rows and `lr_embeddings` gives the embeddings and
+head their own rate (vocabadapt.training.rows).
+
 Library entry (tests, benchmarks, other drivers):
 
     train_stage(settings, cfg, model_dir, train_shards, output_dir, metrics_dir, checkpoint_dir,
-                heldout_texts=None, models=None, row_groups=None, callbacks=()) -> summary dict
+                heldout_texts=None, models=None, row_groups=None, callbacks=(), teacher=None,
+                frozen_rows=None) -> summary dict
 
 vocabadapt.stages.train is the pipeline's recipe around it.
 """
@@ -44,6 +51,7 @@ from ..errors import InputError, StageError
 from ..io import atomic_dir, read_json, read_jsonl, write_json
 from ..model.keys import lora_targets as resolve_lora_targets
 from ..text.shards import ShardReader
+from .byte_align import DistillCollator
 from .callbacks import EmbeddingHealth, StageMonitor, heldout_sample, heldout_scorer
 from .checkpoints import (
     STATE_FILE,
@@ -54,8 +62,11 @@ from .checkpoints import (
     truncate_metrics,
     valid_checkpoints,
 )
+from .distill import LOSSES, TeacherSource, build_teacher, shared_vocabulary
 from .loop import fit, stage_summary
-from .packing import PackedDataset, PackedSequences, SequenceOrder
+from .objective import Distiller, RowPlan
+from .packing import PackedDataset, PackedSequences, SequenceOrder, collate
+from .rows import RowMask
 from .settings import METRICS_FILE, StageSettings, settings_record
 from .world import world
 
@@ -220,6 +231,8 @@ def train_stage(
     row_groups: dict[str, np.ndarray] | None = None,
     callbacks: Sequence[Any] = (),
     progress: Any = None,
+    teacher: TeacherSource | None = None,
+    frozen_rows: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Train one stage and write the model to `output_dir` (plain HF directory + tokenizer).
 
@@ -236,6 +249,8 @@ def train_stage(
         row_groups: stage 1 health: {"built": target ids, "copied": target ids}.
         callbacks: extra TrainerCallbacks (tests use them to interrupt a run).
         progress: a tqdm-like bar (reset/update/set_postfix); None = no bar.
+        teacher: the source model and tokenizer; required when settings.objective distils.
+        frozen_rows: target ids whose embedding/head rows stay unchanged (train_rows: new); None = all train.
     Returns:
         The stage summary (steps, tokens, sequence ranges, losses, spikes, bpb before/after, ...).
     Raises:
@@ -255,9 +270,21 @@ def train_stage(
     plan = _plan_stage(
         settings, cfg, model_dir, train_shards, metrics_dir, checkpoint_dir, heldout_texts, models, world_size, main
     )
+    collator = _distill_collator(settings, cfg, plan, teacher)
 
-    # ---- the model
+    # ---- the model (and the teacher beside it)
     model, matrices, lora_targets = _prepare_model(model_dir, settings, cfg, models, plan.attn, plan.resume.checkpoint)
+    distiller = (
+        _distiller(model, settings, cfg, plan, teacher, models)
+        if teacher is not None and collator is not None
+        else None
+    )
+    mask = RowMask(matrices, frozen_rows) if frozen_rows is not None else None
+    row_plan = (
+        RowPlan(matrices, settings.lr_embeddings, mask is not None)
+        if mask is not None or settings.lr_embeddings is not None
+        else None
+    )
     save_dtype = _checkpoint_dtype(model_dir)
     trainee = _Trainee(
         matrix_names=["embeddings" if i == 0 else "head" for i in range(len(matrices))],
@@ -270,7 +297,25 @@ def train_stage(
 
     # ---- the trainer
     health = EmbeddingHealth(matrices, trainee.matrix_names, row_groups) if settings.trainable == "embeddings" else None
-    _fit_stage(model, settings, cfg, plan, checkpoint_dir, health, matrices, callbacks, progress if main else None)
+    try:
+        _fit_stage(
+            model,
+            settings,
+            cfg,
+            plan,
+            checkpoint_dir,
+            health,
+            matrices,
+            callbacks,
+            progress if main else None,
+            _Objective(collator or collate, distiller, row_plan),
+        )
+    finally:
+        if mask is not None:
+            mask.remove()
+    if collator is not None and distiller is not None:
+        distiller.flush()  # count the micro-batches after the last logging step too
+        _warn_signal(settings, collator, distiller)
 
     # ---- finish: merge, score, write
     final = model.merge_and_unload() if settings.trainable == "lora" else model
@@ -281,7 +326,112 @@ def train_stage(
     with atomic_dir(output_dir) as tmp:
         final.save_pretrained(str(tmp), safe_serialization=True)
         plan.tokenizer.save_pretrained(str(tmp))
-    return _summarise(settings, cfg, plan, trainee, health is not None, bpb_after, round(time.perf_counter() - t0, 3))
+    summary = _summarise(
+        settings, cfg, plan, trainee, health is not None, bpb_after, round(time.perf_counter() - t0, 3)
+    )
+    summary["train_rows"] = {"frozen_rows": mask.count if mask is not None else 0}
+    summary["lr_embeddings"] = settings.lr_embeddings
+    if distiller is not None and collator is not None:
+        summary.setdefault("distill", {})
+        summary["distill"]["segments_unaligned"] = collator.unaligned_total
+        summary["distill"]["batches_without_signal"] = distiller.batches_without_signal
+        log.info(
+            "%s: %.1f%% of target positions had a teacher signal (%.1f%% at a shared boundary, %.1f%% with a KL pair)",
+            settings.name,
+            100 * summary["distill"].get("signal_fraction", 0.0),
+            100 * summary["distill"].get("boundaries_fraction", 0.0),
+            100 * summary["distill"].get("kl_fraction", 0.0),
+        )
+    return summary
+
+
+def _distill_collator(
+    settings: StageSettings, cfg: VocabAdaptationConfig, plan: _Plan, teacher: TeacherSource | None
+) -> DistillCollator | None:
+    """The collator that adds the teacher's side, built (and its tokenizers checked) before weights load.
+
+    Raises:
+        InputError: a distillation objective without a teacher; a tokenizer family that cannot be aligned by bytes.
+    """
+    if not settings.distills:
+        return None
+    if teacher is None:
+        raise InputError(
+            f"vocab_adaptation.objective_{settings.name} is {settings.objective} but no teacher was given; "
+            f"set models.source_model (the teacher is the source model) or use objective ce"
+        )
+    max_source = int(cfg.max_seq_length * 4)  # a worse source tokenization needs more tokens for the same bytes
+    with contextlib.suppress(OSError, ValueError):
+        src_cfg = read_json(teacher.model_dir / "config.json")
+        max_source = int(src_cfg.get("max_position_embeddings") or src_cfg.get("n_positions") or max_source)
+    return DistillCollator(
+        plan.tokenizer,
+        teacher.tokenizer,
+        plan.packed.eos_id,
+        max_source,
+        with_labels=settings.objective == "distill+ce",
+    )
+
+
+def _distiller(
+    model: Any,
+    settings: StageSettings,
+    cfg: VocabAdaptationConfig,
+    plan: _Plan,
+    teacher: TeacherSource,
+    models: ModelsConfig,
+) -> Distiller:
+    """Load the teacher (the source model) and check it matches the run's source tokenizer.
+
+    Raises:
+        InputError: the source model cannot be loaded, or its vocabulary is smaller than the source tokenizer's.
+        StageError: stage 1 shares the body, but model/init's body is not the source model's.
+    """
+    from ..model.hub import load_model
+
+    shared_body = settings.trainable == "embeddings"
+    # A separate teacher runs in bf16 where training does (half the memory, as the audit counts it); a shared
+    # body is the student's fp32 one, and the source rows kept beside it stay fp32.
+    dtype = torch.bfloat16 if plan.bf16 and not shared_body else torch.float32
+    source = load_model(str(teacher.model_dir), models, dtype=dtype, attn_implementation=plan.attn)
+    rows = source.get_input_embeddings().weight.shape[0]
+    if rows < len(teacher.tokenizer):
+        raise InputError(
+            f"the teacher {teacher.model_dir} has {rows} embedding rows but the run's source tokenizer has "
+            f"{len(teacher.tokenizer)} tokens: models.source_tokenizer is not this model's tokenizer, so the "
+            f"teacher would read ids it never learned; use the model's own tokenizer or objective ce"
+        )
+    shared = build_teacher(model, source, shared_body=shared_body)
+    if shared_body:
+        del source  # only its embedding and head rows are kept; the body is the student's
+    d = cfg.distill
+    shared_t, shared_s = (
+        shared_vocabulary(plan.tokenizer, teacher.tokenizer, rows)
+        if d.kl_weight
+        else (torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64))
+    )
+    log.info(
+        "%s: distilling from %s (%s), losses %s, KL vocabulary %d tokens",
+        settings.name,
+        teacher.model_dir,
+        "shared frozen body" if shared_body else "separate frozen copy",
+        {k: getattr(d, w) for k, (_, w) in LOSSES.items()},
+        shared_t.numel(),
+    )
+    return Distiller(shared, d, settings.objective == "distill+ce", shared_t, shared_s)
+
+
+def _warn_signal(settings: StageSettings, collator: DistillCollator, distiller: Distiller) -> None:
+    """One counted warning for text the teacher could not be aligned with (no shared boundary, other bytes)."""
+    if distiller.batches_without_signal or collator.unaligned_total:
+        log.warning(
+            "%s: %d micro-batches had no position with a teacher signal and %d document segments could not be "
+            "aligned by bytes (the source tokenizer spells other bytes: a normaliser, or a cut character); "
+            "those positions trained without the teacher",
+            settings.name,
+            distiller.batches_without_signal,
+            collator.unaligned_total,
+        )
 
 
 def _skip_stage(settings: StageSettings, model_dir: Path, output_dir: Path, main: bool) -> dict[str, Any]:
@@ -368,6 +518,15 @@ def _plan_stage(
 
 
 @dataclass
+class _Objective:
+    """How a stage computes its loss and groups its parameters (see vocabadapt.training.objective)."""
+
+    collator: Callable[[list[dict[str, torch.Tensor]]], dict[str, Any]]
+    distiller: Distiller | None
+    row_plan: RowPlan | None
+
+
+@dataclass
 class _Trainee:
     """What the summary reports about the model a stage trains."""
 
@@ -387,6 +546,7 @@ def _fit_stage(
     matrices: list[torch.nn.Parameter],
     callbacks: Sequence[Any],
     progress: Any,
+    objective: _Objective,
 ) -> None:
     """Train `model` in place through HF Trainer (vocabadapt.training.loop.fit), watched by a StageMonitor."""
     monitor = StageMonitor(
@@ -411,6 +571,9 @@ def _fit_stage(
         monitor,
         [*([TrainableRowsSaver(matrices)] if settings.trainable == "lora" else []), *callbacks],
         plan.resume.checkpoint,
+        collator=objective.collator,
+        distiller=objective.distiller,
+        row_plan=objective.row_plan,
     )
 
 
