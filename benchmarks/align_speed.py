@@ -1,7 +1,7 @@
 """Align speed and memory: the stage's blockwise top-k against a dense float64 reference and a floor.
 
-    python benchmarks/align_speed.py --run-dir runs/neox_biogpt_a            # real pair + synthetic sizes
-    python benchmarks/align_speed.py --run-dir runs/neox_biogpt_a --skip-synthetic
+    python -m benchmarks.align_speed --run-dir runs/neox_biogpt_a            # real pair + synthetic sizes
+    python -m benchmarks.align_speed --run-dir runs/neox_biogpt_a --skip-synthetic
 
 Three implementations of the same search, each in its own process so its peak memory (VmHWM) is its own:
   dense     the paper's reference algorithm as commonly written: relative representations in float64,

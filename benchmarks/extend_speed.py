@@ -1,6 +1,6 @@
 """Cost of learning a tokenizer extension against training a from-scratch BPE on the same text.
 
-    python benchmarks/extend_speed.py --mb 10 50 [--new-tokens 8000] [--vocab 32000] [--work DIR]
+    python -m benchmarks.extend_speed --mb 10 50 [--new-tokens 8000] [--vocab 32000] [--work DIR]
 
 For each size, the text is scale.py's pool (biomedical abstracts and full texts, general English blocks)
 in shuffled copies, each document prefixed with its copy number (so copies are distinct words to neither
@@ -99,7 +99,7 @@ def main() -> None:
     res = {
         "commit": git_head(),
         "machine": machine(),
-        "command": "python benchmarks/extend_speed.py " + " ".join(sys.argv[1:]),
+        "command": "python -m benchmarks.extend_speed " + " ".join(sys.argv[1:]),
         "rows": rows,
     }
     (RESULTS / "extend_speed.json").write_text(json.dumps(res, indent=1))

@@ -1,7 +1,7 @@
 """Extension against replacement on one setup: SmolLM2-135M, the quality benchmark's corpus and held-out documents.
 
-    python benchmarks/extension.py --work W [--rows ext-8k,repl-16k,...] [--jobs 2] [--init-only]
-    python benchmarks/extension.py --render            # rewrite the results file from its JSON
+    python -m benchmarks.extension --work W [--rows ext-8k,repl-16k,...] [--jobs 2] [--init-only]
+    python -m benchmarks.extension --render            # rewrite the results file from its JSON
 
 Each row is one `vocabadapt run benchmarks/configs/smollm2_biomed.yaml` through evaluate with its own
 `models.target_tokenizer`, the quality benchmark's SmolLM2 budget (quality.REAL_BUDGETS["full"]: 10 + 10 steps
@@ -175,7 +175,7 @@ def main() -> None:
         "commit": git_head(),
         "machine": machine(),
         "date": time.strftime("%Y-%m-%d"),
-        "command": "python benchmarks/extension.py " + " ".join(sys.argv[1:]),
+        "command": "python -m benchmarks.extension " + " ".join(sys.argv[1:]),
         "budget": "init only" if args.init_only else "10 + 10 steps of 8 x 256 tokens (lr 5e-4 / 5e-5)",
         "wall_s": round(time.time() - t0),
         "rows": rows,

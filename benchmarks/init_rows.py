@@ -1,6 +1,6 @@
 """Held-out bits per byte right after the transplant, one row per initialiser, on one run directory.
 
-    python benchmarks/init_rows.py RUN_DIR [--inits fvt_prior,fvt,chain,tokalign,mean,random] [--docs 40]
+    python -m benchmarks.init_rows RUN_DIR [--inits fvt_prior,fvt,chain,tokalign,mean,random] [--docs 40]
                                    [--source] [--out FILE.md]
 
 RUN_DIR is a run that went as far as the align stage (`vocabadapt run CONFIG --until align`); its source

@@ -1,6 +1,6 @@
 """Quality benchmark: does the adapted model beat the source model and every other initialisation?
 
-    python benchmarks/quality.py [--quick] [--seeds 3] [--source-model DIR] [--work DIR] [--no-pair]
+    python -m benchmarks.quality [--quick] [--seeds 3] [--source-model DIR] [--work DIR] [--no-pair]
 
 Setting: the bundled smoke demo (configs/demo-tiny.yaml): the GPT-NeoX source model of examples/pubmed_demo
 (built by `python examples/pubmed_demo/build.py` when examples/pubmed_demo/model is missing; seeded,

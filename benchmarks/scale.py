@@ -1,6 +1,6 @@
 """Scale benchmark: corpus -> tokenize -> embed -> align over N GB on one machine, each stage beside its anchor.
 
-    python benchmarks/scale.py --sizes 0.05 0.25 1 2 [--epochs 1] [--work benchmarks/cache/scale]
+    python -m benchmarks.scale --sizes 0.05 0.25 1 2 [--epochs 1] [--work benchmarks/cache/scale]
 
 For each size (GB of training text, 1e9 bytes), in order, and written out after every step (a run cut
 short leaves its finished rows in benchmarks/results/scale.md, marked partial):
@@ -46,7 +46,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import cpu_seconds, du, git_commit, log, module_command, utc_now
+from benchmarks.harness import (
+    Block,
+    cpu_seconds,
+    du,
+    git_commit,
+    log,
+    markdown_text,
+    module_command,
+    read_json,
+    utc_now,
+    write_markdown,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -382,7 +393,7 @@ def write_results(res: dict, partial: bool, stamp: bool = True) -> None:
         res["updated"] = utc_now()
     (RESULTS / "scale.json").write_text(json.dumps(res, indent=2))
     try:  # the JSON is the record; a rendering bug must not end a run of hours (fix it, then --render)
-        (RESULTS / "scale.md").write_text(render(res))
+        write_markdown(RESULTS / "scale.md", render(res))
     except Exception as e:
         log(f"render failed: {e!r}; the JSON is complete, rerun with --render")
     try:
@@ -395,36 +406,92 @@ def _ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}" if a and b else "-"
 
 
-def render(res: dict) -> str:
+def render(res: dict) -> list[Block]:
+    """scale.md of record `res` as Markdown blocks (the record alone decides every byte)."""
     sizes = sorted(res["sizes"].values(), key=lambda r: r["size_gb"])
+    return [
+        ("h", 1, "Scale: corpus -> align over growing corpora, each stage beside its anchor"),
+        *_intro_blocks(res, sizes),
+        ("h", 2, "Per stage and size"),
+        (
+            "p",
+            "Process = the whole `vocabadapt run --from S --until S` process; work = from its first log line to the "
+            "stage's last marker line (without interpreter start-up, imports, config load and the manifest's output "
+            "fingerprints, which are a fixed cost per process).",
+        ),
+        ("table", STAGE_COLUMNS, _stage_rows(sizes)),
+        ("h", 2, "Anchors side by side (same data, same run)"),
+        (
+            "p",
+            "Ratio = anchor / vocabadapt (1.0 = as fast as the bare library; goal >= 0.9), by CPU seconds (work "
+            "done) and by wall seconds (throughput, what a user waits for); on a shared machine CPU seconds are the "
+            "fairer of the two. vocabadapt's side is the stage's work from its log markers, without process "
+            "start-up.",
+        ),
+        ("table", ANCHOR_COLUMNS, [row for r in sizes for row in _anchor_rows(r)]),
+        ("h", 2, "Sub-steps (from the stages' own log lines: wall s / CPU s)"),
+        ("table", ["size", "stage", "sub-step", "wall s", "CPU s", "MB/s (wall)"], _substep_rows(sizes)),
+        *verdict(sizes),
+        *MEMORY_TERMS,
+        *projection(res, sizes),
+        ("img", "scale.png", "time and memory vs size"),
+    ]
+
+
+def _intro_blocks(res: dict, sizes: list[dict]) -> list[Block]:
     ran = [f"{r['size_gb']:g} GB" for r in sizes if all(s in r["stages"] for s in STAGES)]
     started = [f"{r['size_gb']:g} GB (commit {r.get('commit', '?')})" for r in sizes]
-    lines = [
-        "# Scale: corpus -> align over growing corpora, each stage beside its anchor",
-        "",
-        f"Command: `{res['command']}`  ",
-        f"Commit {res['commit']}, {res['machine']}, {res['updated']}{' (PARTIAL: still running or cut short)' if res['partial'] else ''}.  ",
-        f"Sizes run to the end of align: {', '.join(ran) or 'none yet'}; sizes started: "
-        f"{', '.join(started)}. Nothing else was run.",
-        "",
-        "How the corpus is made, what each anchor is and how sub-steps are timed: see the docstring of "
-        "benchmarks/scale.py. The pool is ~10 MB of shared text repeated (shuffled per copy, copy-index prefix "
-        "so dedup keeps every copy), so vocabulary growth is that of 10 MB.",
-        f"fastText: {res['epochs']} epoch(s) (research config: 30; its time is linear in epochs).",
-        "Load: each measured process records the machine's 1-minute load average while it ran (mean of samples "
-        "every 10 s; in the JSON per stage and anchor, and beside each ratio below). Rows measured before that was "
-        "recorded show -; they ran on a machine shared with other jobs (load 3-4 at times), where wall times "
-        "are noisy and CPU seconds less so.",
-        "",
-        "## Per stage and size",
-        "",
-        "Process = the whole `vocabadapt run --from S --until S` process; work = from its first log line to the "
-        "stage's last marker line (without interpreter start-up, imports, config load and the manifest's output "
-        "fingerprints, which are a fixed cost per process).",
-        "",
-        "| size | stage | process wall s | process CPU s | work wall s | work CPU s | MB/s (work wall) | peak RSS MB | disk after (MB) |",
-        "|---|---|---|---|---|---|---|---|---|",
+    partial = " (PARTIAL: still running or cut short)" if res["partial"] else ""
+    return [
+        (
+            "p",
+            f"Command: `{res['command']}`  \n"
+            f"Commit {res['commit']}, {res['machine']}, {res['updated']}{partial}.  \n"
+            f"Sizes run to the end of align: {', '.join(ran) or 'none yet'}; sizes started: "
+            f"{', '.join(started)}. Nothing else was run.",
+        ),
+        (
+            "p",
+            "How the corpus is made, what each anchor is and how sub-steps are timed: see the docstring of "
+            "benchmarks/scale.py. The pool is ~10 MB of shared text repeated (shuffled per copy, copy-index prefix "
+            "so dedup keeps every copy), so vocabulary growth is that of 10 MB.\n"
+            f"fastText: {res['epochs']} epoch(s) (research config: 30; its time is linear in epochs).\n"
+            "Load: each measured process records the machine's 1-minute load average while it ran (mean of samples "
+            "every 10 s; in the JSON per stage and anchor, and beside each ratio below). Rows measured before that "
+            "was recorded show -; they ran on a machine shared with other jobs (load 3-4 at times), where wall "
+            "times are noisy and CPU seconds less so.",
+        ),
     ]
+
+
+STAGE_COLUMNS = [
+    "size",
+    "stage",
+    "process wall s",
+    "process CPU s",
+    "work wall s",
+    "work CPU s",
+    "MB/s (work wall)",
+    "peak RSS MB",
+    "disk after (MB)",
+]
+ANCHOR_COLUMNS = [
+    "size",
+    "what",
+    "vocabadapt CPU s",
+    "anchor CPU s",
+    "ratio (CPU)",
+    "vocabadapt wall s",
+    "anchor wall s",
+    "ratio (wall)",
+    "load while run: vocabadapt / anchor",
+    "vocabadapt peak RSS MB",
+    "anchor peak RSS MB",
+]
+
+
+def _stage_rows(sizes: list[dict]) -> list[list[str]]:
+    rows = []
     for r in sizes:
         mb = r["corpus"]["text_bytes"] / 1e6
         for s in STAGES:
@@ -433,156 +500,140 @@ def render(res: dict) -> str:
                 disk = sum(m["disk_bytes"].values()) / 1e6
                 ww = sum(v["wall_s"] for v in m["substeps"].values())
                 wc = sum(v["cpu_s"] for v in m["substeps"].values())
-                lines.append(
-                    f"| {r['size_gb']:g} GB | {s} | {m['wall_s']:.1f} | {m['cpu_s']:.1f} | {ww:.1f} | {wc:.1f} | "
-                    f"{mb / ww if ww else 0:.2f} | {m['peak_rss_mb']:.0f} | {disk:.0f} |"
+                rows.append(
+                    [f"{r['size_gb']:g} GB", s, f"{m['wall_s']:.1f}", f"{m['cpu_s']:.1f}", f"{ww:.1f}", f"{wc:.1f}"]
+                    + [f"{mb / ww if ww else 0:.2f}", f"{m['peak_rss_mb']:.0f}", f"{disk:.0f}"]
                 )
-    lines += [
-        "",
-        "## Anchors side by side (same data, same run)",
-        "",
-        "Ratio = anchor / vocabadapt (1.0 = as fast as the bare library; goal >= 0.9), by CPU seconds (work "
-        "done) and by wall seconds (throughput, what a user waits for); on a shared machine CPU seconds are the "
-        "fairer of the two. vocabadapt's side is the stage's work from its log markers, without process start-up.",
-        "",
-        "| size | what | vocabadapt CPU s | anchor CPU s | ratio (CPU) | vocabadapt wall s | anchor wall s | "
-        "ratio (wall) | load while run: vocabadapt / anchor | vocabadapt peak RSS MB | anchor peak RSS MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+    return rows
+
+
+def _anchor_row(size, what, ours, theirs, rss_ours, rss_theirs, load) -> list[str]:
+    """One row of the anchors table: vocabadapt's work (`ours`) beside the bare library's (`theirs`)."""
+    return [
+        f"{size:g} GB",
+        what,
+        f"{ours['cpu_s']:.1f}",
+        f"{theirs['cpu_s']:.1f}",
+        _ratio(theirs["cpu_s"], ours["cpu_s"]),
+        f"{ours['wall_s']:.1f}",
+        f"{theirs['wall_s']:.1f}",
+        _ratio(theirs["wall_s"], ours["wall_s"]),
+        load,
+        rss_ours,
+        f"{rss_theirs:.0f}",
     ]
 
-    def row(size, what, ours, theirs, rss_ours, rss_theirs, load):
-        return (
-            f"| {size:g} GB | {what} | {ours['cpu_s']:.1f} | {theirs['cpu_s']:.1f} | "
-            f"{_ratio(theirs['cpu_s'], ours['cpu_s'])} | {ours['wall_s']:.1f} | {theirs['wall_s']:.1f} | "
-            f"{_ratio(theirs['wall_s'], ours['wall_s'])} | {load} | {rss_ours} | {rss_theirs:.0f} |"
-        )
 
-    def loads(stage: dict, anchor: dict) -> str:
-        return " / ".join(f"{m['load']['mean']:.1f}" if "load" in m else "-" for m in (stage, anchor))
+def _loads(stage: dict, anchor: dict) -> str:
+    return " / ".join(f"{m['load']['mean']:.1f}" if "load" in m else "-" for m in (stage, anchor))
 
-    for r in sizes:
-        st, an, g = r["stages"], r["anchors"], r["size_gb"]
-        if "corpus" in st and "corpus" in an and "cpu_s" in an["corpus"]["result"]:
-            ours = next(iter(st["corpus"]["substeps"].values()), None)
-            if ours:
-                lines.append(
-                    row(
-                        g,
-                        "corpus: dedup + split + write vs streaming read + json.loads",
-                        ours,
-                        an["corpus"]["result"],
-                        f"{st['corpus']['peak_rss_mb']:.0f}",
-                        an["corpus"]["peak_rss_mb"],
-                        loads(st["corpus"], an["corpus"]),
-                    )
-                )
-        if "tokenize" in st and "tokenize" in an and "cpu_s" in an["tokenize"]["result"]["source"]:
-            a = an["tokenize"]
-            for side in ("source", "target"):
-                ours = st["tokenize"]["substeps"].get(f"shards {side}")
-                if ours:
-                    lines.append(
-                        row(
-                            g,
-                            f"tokenize {side}: read + encode + write shards vs read + encode_batch",
-                            ours,
-                            a["result"][side],
-                            f"{st['tokenize']['peak_rss_mb']:.0f} (whole stage)",
-                            a["peak_rss_mb"],
-                            loads(st["tokenize"], a),
-                        )
-                    )
-            whole = {k: sum(v[k] for v in st["tokenize"]["substeps"].values()) for k in ("cpu_s", "wall_s")}
-            both = {k: sum(a["result"][s][k] for s in ("source", "target")) for k in ("cpu_s", "wall_s")}
-            subs = st["tokenize"]["substeps"]
-            shards = ["shards source", "shards target"]
-            if all(n in subs for n in [*shards, "term mining"]):
-                mined = {
-                    "cpu_s": _piece_cpu(r, "tokenize", shards) + _piece_cpu(r, "tokenize", ["term mining"]),
-                    "wall_s": sum(subs[n]["wall_s"] for n in [*shards, "term mining"]),
-                }
-                lines.append(
-                    row(
-                        g,
-                        "tokenize shards of both sides + term mining (its CPU: wall x worker processes) vs "
-                        "encode_batch of both sides",
-                        mined,
-                        both,
-                        "",
-                        a["peak_rss_mb"],
-                        loads(st["tokenize"], a),
-                    )
-                )
-            lines.append(
-                row(
+
+def _anchor_rows(r: dict) -> list[list[str]]:
+    """The anchor rows of one size: corpus, tokenize (per side, with term mining, whole stage), embed."""
+    st, an, g = r["stages"], r["anchors"], r["size_gb"]
+    rows = []
+    if "corpus" in st and "corpus" in an and "cpu_s" in an["corpus"]["result"]:
+        ours = next(iter(st["corpus"]["substeps"].values()), None)
+        if ours:
+            rows.append(
+                _anchor_row(
                     g,
-                    "tokenize whole stage (source load, BPE training, term mining included) vs "
-                    "encode_batch of both sides",
-                    whole,
-                    both,
-                    "",
-                    a["peak_rss_mb"],
-                    loads(st["tokenize"], a),
+                    "corpus: dedup + split + write vs streaming read + json.loads",
+                    ours,
+                    an["corpus"]["result"],
+                    f"{st['corpus']['peak_rss_mb']:.0f}",
+                    an["corpus"]["peak_rss_mb"],
+                    _loads(st["corpus"], an["corpus"]),
                 )
             )
-        if "embed" in st and "embed" in an and "fasttext_cpu_s" in an["embed"]["result"]:
-            a = an["embed"]["result"]
-            ours = st["embed"]["substeps"].get("target side (id file + fastText)")
-            if ours:
-                lines.append(
-                    row(
-                        g,
-                        f"embed target: id file + fastText vs train_unsupervised (the anchor's id file "
-                        f"written apart: {a['write_id_file_cpu_s']:.1f} CPU s)",
-                        ours,
-                        {"cpu_s": a["fasttext_cpu_s"], "wall_s": a["fasttext_s"]},
-                        f"{st['embed']['peak_rss_mb']:.0f} (whole stage)",
-                        an["embed"]["peak_rss_mb"],
-                        loads(st["embed"], an["embed"]),
-                    )
+    if "tokenize" in st and "tokenize" in an and "cpu_s" in an["tokenize"]["result"]["source"]:
+        rows += _tokenize_anchor_rows(r)
+    if "embed" in st and "embed" in an and "fasttext_cpu_s" in an["embed"]["result"]:
+        a = an["embed"]["result"]
+        ours = st["embed"]["substeps"].get("target side (id file + fastText)")
+        if ours:
+            rows.append(
+                _anchor_row(
+                    g,
+                    f"embed target: id file + fastText vs train_unsupervised (the anchor's id file "
+                    f"written apart: {a['write_id_file_cpu_s']:.1f} CPU s)",
+                    ours,
+                    {"cpu_s": a["fasttext_cpu_s"], "wall_s": a["fasttext_s"]},
+                    f"{st['embed']['peak_rss_mb']:.0f} (whole stage)",
+                    an["embed"]["peak_rss_mb"],
+                    _loads(st["embed"], an["embed"]),
                 )
-    lines += [
-        "",
-        "## Sub-steps (from the stages' own log lines: wall s / CPU s)",
-        "",
-        "| size | stage | sub-step | wall s | CPU s | MB/s (wall) |",
-        "|---|---|---|---|---|---|",
-    ]
+            )
+    return rows
+
+
+def _tokenize_anchor_rows(r: dict) -> list[list[str]]:
+    st, a, g = r["stages"], r["anchors"]["tokenize"], r["size_gb"]
+    load = _loads(st["tokenize"], a)
+    rows = []
+    for side in ("source", "target"):
+        ours = st["tokenize"]["substeps"].get(f"shards {side}")
+        if ours:
+            rows.append(
+                _anchor_row(
+                    g,
+                    f"tokenize {side}: read + encode + write shards vs read + encode_batch",
+                    ours,
+                    a["result"][side],
+                    f"{st['tokenize']['peak_rss_mb']:.0f} (whole stage)",
+                    a["peak_rss_mb"],
+                    load,
+                )
+            )
+    whole = {k: sum(v[k] for v in st["tokenize"]["substeps"].values()) for k in ("cpu_s", "wall_s")}
+    both = {k: sum(a["result"][s][k] for s in ("source", "target")) for k in ("cpu_s", "wall_s")}
+    subs = st["tokenize"]["substeps"]
+    shards = ["shards source", "shards target"]
+    if all(n in subs for n in [*shards, "term mining"]):
+        mined = {
+            "cpu_s": _piece_cpu(r, "tokenize", shards) + _piece_cpu(r, "tokenize", ["term mining"]),
+            "wall_s": sum(subs[n]["wall_s"] for n in [*shards, "term mining"]),
+        }
+        what = (
+            "tokenize shards of both sides + term mining (its CPU: wall x worker processes) vs "
+            "encode_batch of both sides"
+        )
+        rows.append(_anchor_row(g, what, mined, both, "", a["peak_rss_mb"], load))
+    what = "tokenize whole stage (source load, BPE training, term mining included) vs encode_batch of both sides"
+    return rows + [_anchor_row(g, what, whole, both, "", a["peak_rss_mb"], load)]
+
+
+def _substep_rows(sizes: list[dict]) -> list[list[str]]:
+    rows = []
     for r in sizes:
         mb = r["corpus"]["text_bytes"] / 1e6
         for s in STAGES:
             for name, v in r["stages"].get(s, {}).get("substeps", {}).items():
-                lines.append(
-                    f"| {r['size_gb']:g} GB | {s} | {name} | {v['wall_s']:.1f} | {v['cpu_s']:.1f} | "
-                    f"{mb / v['wall_s'] if v['wall_s'] else 0:.2f} |"
-                )
-    lines += [
-        "",
-        *verdict(sizes),
-        "",
-        *MEMORY_TERMS,
-        "",
-        *projection(res, sizes),
-        "",
-        "![time and memory vs size](scale.png)",
-        "",
-    ]
-    return "\n".join(lines)
+                rate = mb / v["wall_s"] if v["wall_s"] else 0
+                rows.append([f"{r['size_gb']:g} GB", s, name, f"{v['wall_s']:.1f}", f"{v['cpu_s']:.1f}", f"{rate:.2f}"])
+    return rows
+
+
+def rendered_files(results: Path) -> dict[str, str]:
+    """{"scale.md": its Markdown} from results/scale.json (what --render writes)."""
+    return {"scale.md": markdown_text(render(read_json(results / "scale.json")))}
 
 
 # What holds memory in each stage, by construction (read from the code, not measured here).
-MEMORY_TERMS = [
-    "## What can grow with corpus size (from the code)",
-    "",
-    "- corpus: the dedup set, one 20-byte digest per document in a Python set (about 100 B a document: "
-    "about 0.4 GB at 4M PubMed abstracts). The only term that grows linearly.",
-    "- tokenize: one shard buffer of `tokenization.shard_tokens` x 4 B (200 MB at the default 50M ids; it "
-    "fills until the first shard is written, so sizes below one shard still see it grow; filled in place, "
-    "so the flush needs no second copy), document offsets 8 B a document, term mining "
-    "capped at 2M distinct words; the `tokenizers` BPE trainer's word table grows with the distinct "
-    "pre-tokenized words (sub-linear; not bounded by vocabadapt).",
-    "- embed: fastText's matrices are vocabulary x dim; the id file is streamed from disk.",
-    "- align: vocabulary-sized blocks; independent of the corpus.",
+MEMORY_TERMS: list[Block] = [
+    ("h", 2, "What can grow with corpus size (from the code)"),
+    (
+        "p",
+        "- corpus: the dedup set, one 20-byte digest per document in a Python set (about 100 B a document: "
+        "about 0.4 GB at 4M PubMed abstracts). The only term that grows linearly.\n"
+        "- tokenize: one shard buffer of `tokenization.shard_tokens` x 4 B (200 MB at the default 50M ids; it "
+        "fills until the first shard is written, so sizes below one shard still see it grow; filled in place, "
+        "so the flush needs no second copy), document offsets 8 B a document, term mining "
+        "capped at 2M distinct words; the `tokenizers` BPE trainer's word table grows with the distinct "
+        "pre-tokenized words (sub-linear; not bounded by vocabadapt).\n"
+        "- embed: fastText's matrices are vocabulary x dim; the id file is streamed from disk.\n"
+        "- align: vocabulary-sized blocks; independent of the corpus.",
+    ),
 ]
 
 
@@ -605,34 +656,19 @@ def _ran(sizes: list[dict], stage: str, vectors: bool | None = None) -> list[dic
     ]
 
 
-def verdict(sizes: list[dict]) -> list[str]:
+def verdict(sizes: list[dict]) -> list[Block]:
     """Per stage and size: CPU seconds per MB (constant = linear) and peak RSS (constant = flat), then the
     two goals read between the two largest sizes."""
-    out = [
-        "## Linearity and memory",
-        "",
-        "Per stage and size: the stage's work CPU seconds per MB of text (constant across sizes = time linear in "
-        "size) and the stage process's peak RSS (constant = flat memory). Stages that ran without vectors "
-        "(embed is then empty, align maps identical tokens) are marked.",
-        "",
-        "| stage | size | vectors | work CPU s | CPU s per MB | peak RSS MB |",
-        "|---|---|---|---|---|---|",
-    ]
+    per_size = []
     for s in STAGES:
         for r in _ran(sizes, s) or []:
             mb = r["corpus"]["text_bytes"] / 1e6
             c = _work(r["stages"][s])["cpu_s"]
-            out.append(
-                f"| {s} | {r['size_gb']:g} GB | {'yes' if _vectors(r) else 'no'} | {c:.1f} | {c / mb:.3f} | "
-                f"{r['stages'][s]['peak_rss_mb']:.0f} |"
+            per_size.append(
+                [s, f"{r['size_gb']:g} GB", "yes" if _vectors(r) else "no", f"{c:.1f}", f"{c / mb:.3f}"]
+                + [f"{r['stages'][s]['peak_rss_mb']:.0f}"]
             )
-    out += [
-        "",
-        "Between the two largest sizes each stage ran at (the same vector setting at both):",
-        "",
-        "| stage | sizes | text x | work CPU x | CPU s per MB, change | peak RSS MB | peak RSS x |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    pairs = []
     goals: list[tuple[str, bool | None, float, float, float, float]] = []
     for s in STAGES:
         for vec in (None,) if s in ("corpus", "tokenize") else (False, True):  # these two read no vectors
@@ -644,23 +680,41 @@ def verdict(sizes: list[dict]) -> list[str]:
             ca, cb = _work(lo["stages"][s])["cpu_s"], _work(hi["stages"][s])["cpu_s"]
             ra, rb = lo["stages"][s]["peak_rss_mb"], hi["stages"][s]["peak_rss_mb"]
             goals.append((s, vec, k, cb / k / ca - 1 if ca else 0.0, rb / ra, rb))
-            out.append(
-                f"| {s}{' (no vectors)' if vec is False else ''} | {lo['size_gb']:g} -> {hi['size_gb']:g} GB | {k:.2f} | "
-                f"{cb / ca if ca else 0:.2f} | {(cb / k / ca - 1) * 100 if ca else 0:+.0f} % | {ra:.0f} -> {rb:.0f} | "
-                f"{rb / ra:.2f} |"
+            pairs.append(
+                [f"{s}{' (no vectors)' if vec is False else ''}", f"{lo['size_gb']:g} -> {hi['size_gb']:g} GB"]
+                + [f"{k:.2f}", f"{cb / ca if ca else 0:.2f}", f"{(cb / k / ca - 1) * 100 if ca else 0:+.0f} %"]
+                + [f"{ra:.0f} -> {rb:.0f}", f"{rb / ra:.2f}"]
             )
+    blocks: list[Block] = [
+        ("h", 2, "Linearity and memory"),
+        (
+            "p",
+            "Per stage and size: the stage's work CPU seconds per MB of text (constant across sizes = time linear in "
+            "size) and the stage process's peak RSS (constant = flat memory). Stages that ran without vectors "
+            "(embed is then empty, align maps identical tokens) are marked.",
+        ),
+        ("table", ["stage", "size", "vectors", "work CPU s", "CPU s per MB", "peak RSS MB"], per_size),
+        ("p", "Between the two largest sizes each stage ran at (the same vector setting at both):"),
+        (
+            "table",
+            ["stage", "sizes", "text x", "work CPU x", "CPU s per MB, change", "peak RSS MB", "peak RSS x"],
+            pairs,
+        ),
+    ]
     big = [g for g in goals if g[2] >= 1.9]  # pairs a factor of ~2 apart or more: the GB-scale reading
     if big:
         worst_time = max(big, key=lambda g: g[3])
         worst_rss = max(big, key=lambda g: g[4])
-        out += [
-            "",
-            f"Goals, read from the pairs at least 2x apart: time linear in size: the largest change of CPU seconds "
-            f"per MB is {worst_time[3] * 100:+.0f} % ({worst_time[0]}; negative = cheaper per MB at the larger "
-            f"size); peak memory flat: the largest peak RSS ratio is {worst_rss[4]:.2f} ({worst_rss[0]}); the "
-            f"largest peak RSS at the largest size is {max(g[5] for g in big):.0f} MB (goal: under 4,096 MB).",
-        ]
-    return out
+        blocks.append(
+            (
+                "p",
+                f"Goals, read from the pairs at least 2x apart: time linear in size: the largest change of CPU "
+                f"seconds per MB is {worst_time[3] * 100:+.0f} % ({worst_time[0]}; negative = cheaper per MB at the "
+                f"larger size); peak memory flat: the largest peak RSS ratio is {worst_rss[4]:.2f} ({worst_rss[0]}); "
+                f"the largest peak RSS at the largest size is {max(g[5] for g in big):.0f} MB (goal: under 4,096 MB).",
+            )
+        )
+    return blocks
 
 
 # Parallel width of each piece on a machine with `cores` cores: Rust tokenizers, BPE training and fastText
@@ -695,7 +749,7 @@ def _piece_cpu(r: dict, stage: str, names: list[str] | None) -> float:
     return sum(m["substeps"].get(n, {}).get("cpu_s", 0.0) for n in names)
 
 
-def projection(res: dict, sizes: list[dict], target_gb: float = 5.0, cores: int = 16) -> list[str]:
+def projection(res: dict, sizes: list[dict], target_gb: float = 5.0, cores: int = 16) -> list[Block]:
     """CPU and wall seconds of corpus -> align at `target_gb` on `cores` cores, for the default's pipeline (no
     vectors) and for an initialiser that reads vectors (fastText at 1 and 30 epochs)."""
     target = target_gb * 1e9
@@ -724,30 +778,35 @@ def projection(res: dict, sizes: list[dict], target_gb: float = 5.0, cores: int 
 
     ft = next((r[3] for r in rows if r[0].startswith("embed")), 0.0)
     vec = total("vectors")
-    out = [
-        f"## {target_gb:g} GB / {cores}-core projection (an estimate from measured CPU seconds, not a measurement)",
-        "",
-        f"Each piece's CPU seconds at {target_gb:g} GB from the two largest sizes it ran at (marginal CPU per byte "
-        "between them, so fixed costs count once); align's work depends on the vocabularies, not the corpus, so "
-        f"it is taken as measured. Pieces that use every core are divided by {cores} (ideal scaling: an "
-        "optimistic bound); the corpus stage, one Python thread, is not. The shards piece includes the single-thread Python "
-        "around the Rust encoder (JSON reading, shard writing), so dividing it by 16 flatters it. Process "
-        "start-up (imports, about 10 CPU s per stage) is left out.",
-        "",
-        f"| piece | pipeline | from | uses all cores | CPU s | wall s on {cores} cores |",
-        "|---|---|---|---|---|---|",
+    table = [[n, p, how, "yes" if par else "no", f"{c:.0f}", f"{t:.0f}"] for n, how, c, t, par, p in rows]
+    table += [
+        ["**the default's corpus -> align (alignment.init fvt_prior: no vectors)**", "", "", "", ""]
+        + [f"**{total('default'):.0f} s = {total('default') / 3600:.2f} h**"],
+        [f"**an initialiser that reads vectors (tokalign, soft, null), fastText {res['epochs']} epoch(s)**"]
+        + ["", "", "", "", f"**{vec:.0f} s = {vec / 3600:.2f} h**"],
+        ["**same with the research config's 30 epochs**", "", "", "", ""]
+        + [f"**{(vec + ft * (30 / res['epochs'] - 1)) / 3600:.2f} h**"],
     ]
-    out += [f"| {n} | {p} | {how} | {'yes' if par else 'no'} | {c:.0f} | {t:.0f} |" for n, how, c, t, par, p in rows]
-    out += [
-        f"| **the default's corpus -> align (alignment.init fvt_prior: no vectors)** | | | | | "
-        f"**{total('default'):.0f} s = {total('default') / 3600:.2f} h** |",
-        f"| **an initialiser that reads vectors (tokalign, soft, null), fastText {res['epochs']} epoch(s)** | | | | | "
-        f"**{vec:.0f} s = {vec / 3600:.2f} h** |",
-        f"| **same with the research config's 30 epochs** | | | | | **{(vec + ft * (30 / res['epochs'] - 1)) / 3600:.2f} h** |",
+    blocks: list[Block] = [
+        (
+            "h",
+            2,
+            f"{target_gb:g} GB / {cores}-core projection (an estimate from measured CPU seconds, not a measurement)",
+        ),
+        (
+            "p",
+            f"Each piece's CPU seconds at {target_gb:g} GB from the two largest sizes it ran at (marginal CPU per "
+            "byte between them, so fixed costs count once); align's work depends on the vocabularies, not the "
+            f"corpus, so it is taken as measured. Pieces that use every core are divided by {cores} (ideal scaling: "
+            "an optimistic bound); the corpus stage, one Python thread, is not. The shards piece includes the "
+            "single-thread Python around the Rust encoder (JSON reading, shard writing), so dividing it by 16 "
+            "flatters it. Process start-up (imports, about 10 CPU s per stage) is left out.",
+        ),
+        ("table", ["piece", "pipeline", "from", "uses all cores", "CPU s", f"wall s on {cores} cores"], table),
     ]
     if notes:
-        out += ["", "Missing from the totals: " + "; ".join(notes) + "."]
-    return out
+        blocks.append(("p", "Missing from the totals: " + "; ".join(notes) + "."))
+    return blocks
 
 
 def plot(res: dict, out: Path) -> None:
@@ -781,7 +840,7 @@ def plot(res: dict, out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.scale", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd")
     cs = sub.add_parser("child-stage")
     cs.add_argument("--stage"), cs.add_argument("--config"), cs.add_argument("--run-dir")
@@ -812,18 +871,29 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--render",
         type=Path,
+        nargs="?",
+        const=RESULTS / "scale.json",
         default=None,
-        help="only rewrite scale.md and scale.png (into SCALE_RESULTS) from this scale.json",
+        help="only rewrite scale.md and scale.png beside this scale.json (default results/scale.json), from it alone",
+    )
+    p.add_argument(
+        "--reread",
+        action="store_true",
+        help="with --render: first read each stage's sub-steps again from the logs in --work (markers may have "
+        "been added) and rewrite the JSON (into SCALE_RESULTS)",
     )
     args = p.parse_args(argv)
-    if args.render:
-        res = json.loads(args.render.read_text())
-        for key, row in res["sizes"].items():  # sub-steps again from the kept logs (markers may have been added)
+    if args.render and args.reread:
+        res = read_json(args.render)
+        for key, row in res["sizes"].items():
             for stage, m in row["stages"].items():
                 logfile = args.work / f"{key}GB-{stage}.log"
                 if logfile.exists():
                     m["substeps"] = substeps(logfile, stage)
         return write_results(res, partial=res.get("partial", False), stamp=False)
+    if args.render:
+        write_markdown(args.render.with_name("scale.md"), render(read_json(args.render)))
+        return plot(read_json(args.render), args.render.with_name("scale.png"))
     if args.cmd == "child-stage":
         return child_stage(args)
     if args.cmd == "child-anchor":
@@ -831,7 +901,7 @@ def main(argv: list[str] | None = None) -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     old = RESULTS / "scale.json"
     res = json.loads(old.read_text()) if old.exists() else {"sizes": {}}
-    command = "python benchmarks/scale.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m benchmarks.scale " + " ".join(sys.argv[1:] if argv is None else argv)
     if res.get("command") and command not in res["command"]:  # a later run adding to the rows kept above
         command = f"{res['command']}` and then `{command}"
     res.update(

@@ -1,6 +1,6 @@
 """Speed summary: one table, each figure with the command that produced it, ratios measured in the same run.
 
-    python benchmarks/speed.py [--source-model DIR] [--skip-align] [--skip-transplant] [--skip-train]
+    python -m benchmarks.speed [--source-model DIR] [--skip-align] [--skip-transplant] [--skip-train]
                                [--skip-real | --only-real]
 
 Measured here (about 5-10 minutes on 2 cores):
@@ -293,7 +293,7 @@ def main() -> None:
     commit = git_commit()
     default_model = str(ROOT / "examples" / "pubmed_demo" / "model")
     me = (
-        "python benchmarks/speed.py"
+        "python -m benchmarks.speed"
         + (f" --source-model {args.source_model}" if args.source_model != default_model else "")
         + "".join(
             f" --{k.replace('_', '-')}" for k in ("skip_align", "skip_transplant", "skip_train") if getattr(args, k)
@@ -306,7 +306,7 @@ def main() -> None:
         log("real model: SmolLM2-135M stage costs")
         res["real"] = speed_real.measure()
         res["real"].update(
-            command="python benchmarks/speed.py --only-real",
+            command="python -m benchmarks.speed --only-real",
             commit=commit,
             machine=mach,
             date=utc_now(),
@@ -350,7 +350,7 @@ def main() -> None:
         f"- machine: {mach}",
         f"- date: {res.get('date', utc_now())}; seeds: 0 everywhere"
         + (
-            f"; figures marked * refreshed by `python benchmarks/speed.py --reuse` at {utc_now()}" if args.reuse else ""
+            f"; figures marked * refreshed by `python -m benchmarks.speed --reuse` at {utc_now()}" if args.reuse else ""
         ),
         f"- this script's wall time: {res['wall_s']:.0f} s; load average {load_average()} "
         f"when written (a shared machine: compare figures only within a row)",

@@ -1,6 +1,6 @@
 """The real model's stage costs: SmolLM2-135M (the demo's GGUF) against bare references, side by side.
 
-    python benchmarks/speed_real.py [--steps 5] [--warmup 1] [--batch 4] [--seq 128] [--docs 6] [--threads 1]
+    python -m benchmarks.speed_real [--steps 5] [--warmup 1] [--batch 4] [--seq 128] [--docs 6] [--threads 1]
 
 (benchmarks/speed.py runs this as its "real model" rows; alone it prints the JSON.)
 

@@ -1,7 +1,7 @@
 """Stage-2 training speed: vocabadapt.training.trainer.train_stage vs a bare HF Trainer on the same model and batch.
 
-    python benchmarks/train_speed.py [--steps 30] [--repeats 3] [--out benchmarks/results/train_speed.md]
-    python benchmarks/train_speed.py --distill [--steps 30] [--repeats 3]   (-> results/train_speed_distill.md)
+    python -m benchmarks.train_speed [--steps 30] [--repeats 3] [--out benchmarks/results/train_speed.md]
+    python -m benchmarks.train_speed --distill [--steps 30] [--repeats 3]   (-> results/train_speed_distill.md)
 
 `--distill`: a stage-1 step with the distillation objective against a next-token stage-1 step of the same
 tokens, side by side on the tiny demo model (examples/pubmed_demo/model, 1.8M parameters) adapted to the
@@ -227,7 +227,7 @@ def distill_main(a: argparse.Namespace) -> None:
         lines = [
             "# Stage-1 step cost: distillation vs next-token, same tokens",
             "",
-            f"- command: `python benchmarks/train_speed.py --distill --steps {a.steps} --repeats {a.repeats} "
+            f"- command: `python -m benchmarks.train_speed --distill --steps {a.steps} --repeats {a.repeats} "
             f"--batch {a.batch} --seq {a.seq}`",
             f"- commit: {git_commit()}{' (with uncommitted changes)' if git_dirty(['vocabadapt/training/']) else ''}",
             f"- date: {utc_now()}",
@@ -342,7 +342,7 @@ def main() -> None:
         lines = [
             "# Stage-2 training speed: vocabadapt vs bare HF Trainer",
             "",
-            f"- command: `python benchmarks/train_speed.py --steps {a.steps} --repeats {a.repeats} --batch {a.batch} "
+            f"- command: `python -m benchmarks.train_speed --steps {a.steps} --repeats {a.repeats} --batch {a.batch} "
             f"--seq {a.seq} --hidden {a.hidden} --layers {a.layers}`",
             f"- commit: {commit}{' (with uncommitted changes)' if dirty else ''}",
             f"- date: {utc_now()}",

@@ -1,6 +1,6 @@
 """Peak memory of a sharded transplant vs loading the whole model.
 
-    python benchmarks/transplant_memory.py [--hidden 1024] [--layers 8] [--shard-size 100MB]
+    python -m benchmarks.transplant_memory [--hidden 1024] [--layers 8] [--shard-size 100MB]
 
 Builds a Llama-architecture model with random weights sized to the GPT-NeoX tokenizer (50,277 tokens,
 50,304 rows as in Pythia; untied, so two embedding matrices), saves it once sharded and once as a
@@ -128,7 +128,7 @@ def main() -> None:
     lines = [
         "# Transplant peak memory: sharded rewrite vs loading the model",
         "",
-        f"- command: `python benchmarks/transplant_memory.py --hidden {args.hidden} --layers "
+        f"- command: `python -m benchmarks.transplant_memory --hidden {args.hidden} --layers "
         f"{' '.join(map(str, args.layers))} "
         f"--shard-size {args.shard_size}`",
         f"- commit: {commit}; date: {utc_now('%Y-%m-%d %H:%M UTC')}",

@@ -19,6 +19,7 @@ RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 CASES = {
     "faults": ("faults*.json", lambda d: ["--render", "--out", str(d / "faults.md")]),
     "quality": ("quality*.json", lambda d: ["--render", "--results", str(d)]),
+    "scale": ("scale.json", lambda d: ["--render", str(d / "scale.json")]),
 }
 
 
