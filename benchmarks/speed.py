@@ -36,7 +36,20 @@ import time
 from pathlib import Path
 
 from benchmarks import align_speed, speed_real, transplant_memory  # reused: spawn, measure
-from benchmarks.harness import ROOT, git_commit, load_average, log, module_command, read_json, run_cli, utc_now
+from benchmarks.harness import (
+    RESULTS,
+    ROOT,
+    Block,
+    git_commit,
+    load_average,
+    log,
+    module_command,
+    read_json,
+    run_cli,
+    utc_now,
+    write_json,
+    write_markdown,
+)
 
 CACHE = ROOT / "benchmarks" / "cache" / "speed"
 QUALITY = ROOT / "benchmarks" / "cache" / "quality"
@@ -228,7 +241,7 @@ def from_quality() -> dict:
     return out
 
 
-def real_rows(r: dict | None) -> list[str]:
+def _real_blocks(r: dict | None) -> list[Block]:
     """The SmolLM2-135M section: each figure beside its bare reference, measured in the same run."""
     if not r:
         return []
@@ -237,39 +250,46 @@ def real_rows(r: dict | None) -> list[str]:
         f"`{r['command']}` at commit {r['commit']}, {r['date']}, torch threads {r['threads']}, load average "
         f"{', '.join(f'{x:.1f}' for x in r['load_avg_end'])} at the end; benchmarks/speed_real.py"
     )
-    L = [
-        "",
-        f"## The real model: SmolLM2-135M-Instruct (`{Path(r['model']).name}`, dequantised to float32)",
-        "",
-        f"Measured in one run of {r['wall_s']:.0f} s ({how}); each pair back to back on the same inputs. "
-        f"Training: {r['batch']} x {r['seq']} tokens per step, {r['stage1']['steps']} steps, the first "
-        f"{r['stage1']['warmup']} untimed, model/init of the demo run (16,000-token target).",
-        "",
-        "| what | vocabadapt | reference | ratio |",
-        "|---|---|---|---|",
+    rows = [
+        [
+            f"{what} training",
+            f"{r[stage]['ours_tok_s']:.0f} tokens/s",
+            f"bare HF Trainer: {r[stage]['bare_tok_s']:.0f} tokens/s",
+            f"{r[stage]['ours_tok_s'] / r[stage]['bare_tok_s']:.2f}x",
+        ]
+        for stage, what in (("stage1", "stage 1 (embeddings + head)"), ("stage2", "stage 2 (all parameters)"))
     ]
-    for stage, what in (("stage1", "stage 1 (embeddings + head)"), ("stage2", "stage 2 (all parameters)")):
-        s = r[stage]
-        L.append(
-            f"| {what} training | {s['ours_tok_s']:.0f} tokens/s | bare HF Trainer: {s['bare_tok_s']:.0f} tokens/s | "
-            f"{s['ours_tok_s'] / s['bare_tok_s']:.2f}x |"
-        )
-    L.append(
-        f"| evaluate: held-out bits per byte ({ev['documents']} documents, {ev['context']}-token windows) | "
-        f"{ev['ours_tok_s']:.0f} tokens/s (batch {ev['batch']}), {ev['ours_bpb']:.4f} bpb | bare loop, one window per "
-        f"forward: {ev['bare_tok_s']:.0f} tokens/s, {ev['bare_bpb']:.4f} bpb | {ev['ours_tok_s'] / ev['bare_tok_s']:.2f}x |"
+    rows.append(
+        [
+            f"evaluate: held-out bits per byte ({ev['documents']} documents, {ev['context']}-token windows)",
+            f"{ev['ours_tok_s']:.0f} tokens/s (batch {ev['batch']}), {ev['ours_bpb']:.4f} bpb",
+            f"bare loop, one window per forward: {ev['bare_tok_s']:.0f} tokens/s, {ev['bare_bpb']:.4f} bpb",
+            f"{ev['ours_tok_s'] / ev['bare_tok_s']:.2f}x",
+        ]
     )
     t, ls = tr["transplant"], tr["load_save"]
-    L.append(
-        f"| transplant SmolLM2 -> 16,000-token target (subprocess) | {t['wall_s']:.1f} s, peak {t['peak_mb']:.0f} MB | "
-        f"from_pretrained + save_pretrained: {ls['wall_s']:.1f} s, peak {ls['peak_mb']:.0f} MB | "
-        f"{t['wall_s'] / ls['wall_s']:.2f}x the time, {t['peak_mb'] / ls['peak_mb']:.2f}x the memory |"
+    rows.append(
+        [
+            "transplant SmolLM2 -> 16,000-token target (subprocess)",
+            f"{t['wall_s']:.1f} s, peak {t['peak_mb']:.0f} MB",
+            f"from_pretrained + save_pretrained: {ls['wall_s']:.1f} s, peak {ls['peak_mb']:.0f} MB",
+            f"{t['wall_s'] / ls['wall_s']:.2f}x the time, {t['peak_mb'] / ls['peak_mb']:.2f}x the memory",
+        ]
     )
-    return L
+    return [
+        ("h", 2, f"The real model: SmolLM2-135M-Instruct (`{Path(r['model']).name}`, dequantised to float32)"),
+        (
+            "p",
+            f"Measured in one run of {r['wall_s']:.0f} s ({how}); each pair back to back on the same inputs. "
+            f"Training: {r['batch']} x {r['seq']} tokens per step, {r['stage1']['steps']} steps, the first "
+            f"{r['stage1']['warmup']} untimed, model/init of the demo run (16,000-token target).",
+        ),
+        ("table", ["what", "vocabadapt", "reference", "ratio"], rows),
+    ]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.speed", description=__doc__.splitlines()[0])
     ap.add_argument("--source-model", default=str(ROOT / "examples" / "pubmed_demo" / "model"))
     ap.add_argument("--skip-align", action="store_true")
     ap.add_argument("--skip-transplant", action="store_true")
@@ -286,7 +306,27 @@ def main() -> None:
         help="keep the measurements of the last run (results/speed.json, its command and date are kept) "
         "and only refresh the figures read from quality.py's runs",
     )
-    args = ap.parse_args()
+    ap.add_argument("--render", action="store_true", help="only rewrite results/speed.md from results/speed.json")
+    ap.add_argument("--results", type=Path, default=RESULTS, help="the folder of speed.json and speed.md")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.render:
+        write_markdown(args.results / "speed.md", render(read_json(args.results / "speed.json")))
+        return
+    res = measure(args)
+    res["quality"] = from_quality()
+    res["load_when_written"] = load_average()
+    res["refreshed"] = utc_now() if args.reuse else None
+    write_markdown(RESULTS / "speed.md", render(res))
+    write_json(RESULTS / "speed.json", res)
+    log(f"wrote {RESULTS / 'speed.md'}")
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """The record: every section measured now, or (--only-real, --reuse) kept from the last speed.json."""
     t0 = time.perf_counter()
     CACHE.mkdir(parents=True, exist_ok=True)
     mach = align_speed.machine()
@@ -299,74 +339,146 @@ def main() -> None:
             f" --{k.replace('_', '-')}" for k in ("skip_align", "skip_transplant", "skip_train") if getattr(args, k)
         )
     )
-    res: dict = {}
-    prev = ROOT / "benchmarks" / "results" / "speed.json"
+    prev = RESULTS / "speed.json"
     if args.only_real:
         res = read_json(prev) if prev.exists() else {}
         log("real model: SmolLM2-135M stage costs")
         res["real"] = speed_real.measure()
+        real_command = "python -m benchmarks.speed --only-real"
         res["real"].update(
-            command="python -m benchmarks.speed --only-real",
-            commit=commit,
-            machine=mach,
-            date=utc_now(),
-            load_avg_end=os.getloadavg(),
+            command=real_command, commit=commit, machine=mach, date=utc_now(), load_avg_end=os.getloadavg()
         )
         res.setdefault("wall_s", res["real"]["wall_s"])
-        me, commit, mach = res.get("command", me), res.get("commit", commit), res.get("machine", mach)
-    elif args.reuse and prev.exists():
+        for key, value in (("command", me), ("commit", commit), ("machine", mach)):
+            res.setdefault(key, value)
+        return res
+    if args.reuse and prev.exists():
         res = read_json(prev)
-        res.setdefault("command", me)
-        res.setdefault("commit", commit)
-        res.setdefault("machine", mach)
-        me, commit, mach = res["command"], res["commit"], res["machine"]
-    else:
-        res.update(command=me, commit=commit, machine=mach, date=utc_now())
-        log("corpus + tokenize")
-        res["corpus_tokenize"] = corpus_tokenize(Path(args.source_model).resolve())
-        log("fast vs slow tokenizers")
-        res["fast_slow"] = fast_vs_slow()
-        if not args.skip_align:
-            log("align vs dense reference")
-            res["align"] = align_vs_dense()
-        if not args.skip_transplant:
-            log("transplant vs load + save")
-            res["transplant"] = transplant_vs_load()
-        if not args.skip_train:
-            log("stage 2 vs bare Trainer")
-            res["train"] = train_vs_bare()
-        if not args.skip_real:
-            log("real model: SmolLM2-135M stage costs")
-            res["real"] = speed_real.measure()
-            res["real"].update(command=me, commit=commit, machine=mach, date=res["date"], load_avg_end=os.getloadavg())
-        res["wall_s"] = time.perf_counter() - t0
-    res["quality"] = from_quality()
+        for key, value in (("command", me), ("commit", commit), ("machine", mach)):
+            res.setdefault(key, value)
+        return res
+    res = {"command": me, "commit": commit, "machine": mach, "date": utc_now()}
+    log("corpus + tokenize")
+    res["corpus_tokenize"] = corpus_tokenize(Path(args.source_model).resolve())
+    log("fast vs slow tokenizers")
+    res["fast_slow"] = fast_vs_slow()
+    if not args.skip_align:
+        log("align vs dense reference")
+        res["align"] = align_vs_dense()
+    if not args.skip_transplant:
+        log("transplant vs load + save")
+        res["transplant"] = transplant_vs_load()
+    if not args.skip_train:
+        log("stage 2 vs bare Trainer")
+        res["train"] = train_vs_bare()
+    if not args.skip_real:
+        log("real model: SmolLM2-135M stage costs")
+        res["real"] = speed_real.measure()
+        res["real"].update(command=me, commit=commit, machine=mach, date=res["date"], load_avg_end=os.getloadavg())
+    res["wall_s"] = time.perf_counter() - t0
+    return res
 
-    L = [
-        "# Speed summary",
-        "",
-        f"- command: `{me}` (figures marked * are read from another run; its command is given)",
-        f"- commit: {commit}",
-        f"- machine: {mach}",
-        f"- date: {res.get('date', utc_now())}; seeds: 0 everywhere"
-        + (
-            f"; figures marked * refreshed by `python -m benchmarks.speed --reuse` at {utc_now()}" if args.reuse else ""
-        ),
-        f"- this script's wall time: {res['wall_s']:.0f} s; load average {load_average()} "
+
+def render(res: dict) -> list[Block]:
+    """speed.md of record `res` as Markdown blocks (the record alone decides every byte)."""
+    refreshed = (
+        f"; figures marked * refreshed by `python -m benchmarks.speed --reuse` at {res['refreshed']}"
+        if res.get("refreshed")
+        else ""
+    )
+    items = [
+        f"command: `{res['command']}` (figures marked * are read from another run; its command is given)",
+        f"commit: {res['commit']}",
+        f"machine: {res['machine']}",
+        f"date: {res.get('date', '?')}; seeds: 0 everywhere{refreshed}",
+        f"this script's wall time: {res['wall_s']:.0f} s; load average {res.get('load_when_written', '?')} "
         f"when written (a shared machine: compare figures only within a row)",
-        "",
-        "| what | vocabadapt | reference | ratio | how measured |",
-        "|---|---|---|---|---|",
     ]
+    return [
+        ("h", 1, "Speed summary"),
+        ("p", "\n".join(f"- {x}" for x in items)),
+        ("table", ["what", "vocabadapt", "reference", "ratio", "how measured"], _summary_rows(res)),
+        *_real_blocks(res.get("real")),
+        (
+            "p",
+            "Earlier, larger measurements: [align_speed.md](align_speed.md), "
+            "[transplant_memory.md](transplant_memory.md), [train_speed.md](train_speed.md).",
+        ),
+    ]
+
+
+def _summary_rows(res: dict) -> list[list[str]]:
+    """The main table: one row per figure, each beside its reference where it has one."""
     ct = res["corpus_tokenize"]
-    L.append(
-        f"| corpus stage throughput | {ct['corpus_mb_s']:.1f} MB/s ({ct['corpus_wall_s']:.1f} s) | - | - | `{ct['command']}`, manifest wall_s, {ct['jsonl_bytes'] / 1e6:.1f} MB of corpus jsonl |"
-    )
-    L.append(
-        f"| tokenize stage throughput (term mining + both fast tokenizers) | {ct['tokenize_mb_s']:.2f} MB/s ({ct['tokenize_wall_s']:.1f} s) | - | - | same run |"
-    )
-    fs = res["fast_slow"]["tokenizers"]
+    rows = [
+        [
+            "corpus stage throughput",
+            f"{ct['corpus_mb_s']:.1f} MB/s ({ct['corpus_wall_s']:.1f} s)",
+            "-",
+            "-",
+            f"`{ct['command']}`, manifest wall_s, {ct['jsonl_bytes'] / 1e6:.1f} MB of corpus jsonl",
+        ],
+        [
+            "tokenize stage throughput (term mining + both fast tokenizers)",
+            f"{ct['tokenize_mb_s']:.2f} MB/s ({ct['tokenize_wall_s']:.1f} s)",
+            "-",
+            "-",
+            "same run",
+        ],
+    ]
+    rows += _tokenizer_rows(res["fast_slow"])
+    q = res["quality"]
+    if q.get("embed_wall_s") is not None:
+        rows.append(
+            [
+                "embed stage, demo (fastText, both tokenizers) *",
+                f"{q['embed_wall_s']:.0f} s, peak {q.get('embed_peak_mb') or 0:.0f} MB",
+                "-",
+                "-",
+                f"`{q.get('quality_command')}` (benchmarks/cache/quality/base manifest)",
+            ]
+        )
+    rows += _align_transplant_rows(res.get("align"), res.get("transplant"))
+    tr = res.get("train")
+    if tr:
+        rows.append(
+            [
+                "stage-2 training, GPT-NeoX 2 x 128",
+                f"{tr['ours_tok_s']} tokens/s",
+                f"bare HF Trainer: {tr['bare_tok_s']} tokens/s",
+                f"{tr['ours_tok_s'] / tr['bare_tok_s']:.2f}x",
+                f"`{tr['command']}` (one repeat: noisy on a shared machine)",
+            ]
+        )
+        rows.append(
+            [
+                "real tokens per batch",
+                f"{tr['real_share']:.1f} % (packed)",
+                f"{tr['padded_share']:.1f} % (one abstract per row, padded)",
+                f"{tr['real_share'] / tr['padded_share']:.2f}x",
+                "same run",
+            ]
+        )
+    if q.get("demo_wall_s") is not None:
+        stages = ", ".join(f"{k} {v:.0f}" for k, v in q["demo_stage_wall_s"].items() if v is not None)
+        rows.append(
+            [
+                f"whole demo pipeline, corpus..evaluate, at quality.py's budget ({q.get('demo_budget')}; "
+                "demo-tiny.yaml has 200 + 200, 50) *",
+                f"{q['demo_wall_s']:.0f} s",
+                "-",
+                "-",
+                "sum of manifest wall_s of quality.py's base run and its default row "
+                f"(`{q.get('quality_command')}`); stages: {stages}",
+            ]
+        )
+    return rows
+
+
+def _tokenizer_rows(fast_slow: dict) -> list[list[str]]:
+    fs = fast_slow["tokenizers"]
     fast_name = "demo target (fast byte-level BPE)"
+    rows = []
     for name, r in fs.items():
         ratio = (
             ""
@@ -375,58 +487,40 @@ def main() -> None:
             if r["mb_s"] < fs[fast_name]["mb_s"]
             else f"{r['mb_s'] / fs[fast_name]['mb_s']:.1f}x"
         )
-        L.append(
-            f"| encode_texts, {name} | {r['mb_s']:.2f} MB/s | - | {ratio} | vocabadapt.tokenize.encode_texts on the {res['fast_slow']['text_mb']:.2f} MB of held-out demo text, one process |"
+        how = (
+            f"vocabadapt.tokenize.encode_texts on the {fast_slow['text_mb']:.2f} MB of held-out demo text, one process"
         )
-    q = res["quality"]
-    if q.get("embed_wall_s") is not None:
-        L.append(
-            f"| embed stage, demo (fastText, both tokenizers) * | {q['embed_wall_s']:.0f} s, peak {q.get('embed_peak_mb') or 0:.0f} MB | - | - | `{q.get('quality_command')}` (benchmarks/cache/quality/base manifest) |"
-        )
-    a = res.get("align")
+        rows.append([f"encode_texts, {name}", f"{r['mb_s']:.2f} MB/s", "-", ratio, how])
+    return rows
+
+
+def _align_transplant_rows(a: dict | None, t: dict | None) -> list[list[str]]:
+    rows = []
     if a:
-        L.append(
-            f"| align top-k, GPT-NeoX -> BioGPT ({a['blockwise']['n_t']} x {a['blockwise']['n_s']}, 300 pivots) | "
-            f"{a['blockwise']['wall_s']:.1f} s, peak {a['blockwise']['peak_mb']:.0f} MB | dense float64: {a['dense']['wall_s']:.1f} s, "
-            f"peak {a['dense']['peak_mb']:.0f} MB | {a['dense']['wall_s'] / a['blockwise']['wall_s']:.1f}x faster, "
-            f"{a['dense']['peak_mb'] / a['blockwise']['peak_mb']:.1f}x less memory | benchmarks/align_speed.py spawn() on {a['run_dir']} |"
+        b, d = a["blockwise"], a["dense"]
+        rows.append(
+            [
+                f"align top-k, GPT-NeoX -> BioGPT ({b['n_t']} x {b['n_s']}, 300 pivots)",
+                f"{b['wall_s']:.1f} s, peak {b['peak_mb']:.0f} MB",
+                f"dense float64: {d['wall_s']:.1f} s, peak {d['peak_mb']:.0f} MB",
+                f"{d['wall_s'] / b['wall_s']:.1f}x faster, {d['peak_mb'] / b['peak_mb']:.1f}x less memory",
+                f"benchmarks/align_speed.py spawn() on {a['run_dir']}",
+            ]
         )
-    t = res.get("transplant")
     if t:
-        L.append(
-            f"| transplant, Llama hidden {t['hidden']} x {t['layers']} layers ({t['model_mb']:.0f} MiB, {t['shards']} shards) | "
-            f"{t['transplant']['wall_s']:.1f} s, peak growth {t['transplant']['peak_delta_mb']:.0f} MiB | load + save: "
-            f"{t['load_save']['wall_s']:.1f} s, {t['load_save']['peak_delta_mb']:.0f} MiB | "
-            f"{t['load_save']['peak_delta_mb'] / t['transplant']['peak_delta_mb']:.2f}x less memory, "
-            f"{t['transplant']['wall_s'] / t['load_save']['wall_s']:.2f}x the time | benchmarks/transplant_memory.py measure() |"
+        ours, ref = t["transplant"], t["load_save"]
+        rows.append(
+            [
+                f"transplant, Llama hidden {t['hidden']} x {t['layers']} layers ({t['model_mb']:.0f} MiB, "
+                f"{t['shards']} shards)",
+                f"{ours['wall_s']:.1f} s, peak growth {ours['peak_delta_mb']:.0f} MiB",
+                f"load + save: {ref['wall_s']:.1f} s, {ref['peak_delta_mb']:.0f} MiB",
+                f"{ref['peak_delta_mb'] / ours['peak_delta_mb']:.2f}x less memory, "
+                f"{ours['wall_s'] / ref['wall_s']:.2f}x the time",
+                "benchmarks/transplant_memory.py measure()",
+            ]
         )
-    tr = res.get("train")
-    if tr:
-        L.append(
-            f"| stage-2 training, GPT-NeoX 2 x 128 | {tr['ours_tok_s']} tokens/s | bare HF Trainer: {tr['bare_tok_s']} tokens/s | "
-            f"{tr['ours_tok_s'] / tr['bare_tok_s']:.2f}x | `{tr['command']}` (one repeat: noisy on a shared machine) |"
-        )
-        L.append(
-            f"| real tokens per batch | {tr['real_share']:.1f} % (packed) | {tr['padded_share']:.1f} % (one abstract per row, padded) | "
-            f"{tr['real_share'] / tr['padded_share']:.2f}x | same run |"
-        )
-    if q.get("demo_wall_s") is not None:
-        L.append(
-            f"| whole demo pipeline, corpus..evaluate, at quality.py's budget ({q.get('demo_budget')}; demo-tiny.yaml has 200 + 200, 50) * | {q['demo_wall_s']:.0f} s | - | - | sum of manifest wall_s of quality.py's base run and its default row (`{q.get('quality_command')}`); stages: "
-            + ", ".join(f"{k} {v:.0f}" for k, v in q["demo_stage_wall_s"].items() if v is not None)
-            + " |"
-        )
-    L += real_rows(res.get("real"))
-    L += [
-        "",
-        "Earlier, larger measurements: [align_speed.md](align_speed.md), [transplant_memory.md](transplant_memory.md), "
-        "[train_speed.md](train_speed.md).",
-        "",
-    ]
-    out = ROOT / "benchmarks" / "results"
-    (out / "speed.md").write_text("\n".join(L))
-    (out / "speed.json").write_text(json.dumps(res, indent=1, default=str))
-    print("\n".join(L))
+    return rows
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ CASES = {
     "faults": ("faults*.json", lambda d: ["--render", "--out", str(d / "faults.md")]),
     "quality": ("quality*.json", lambda d: ["--render", "--results", str(d)]),
     "scale": ("scale.json", lambda d: ["--render", str(d / "scale.json")]),
+    "speed": ("speed.json", lambda d: ["--render", "--results", str(d)]),
 }
 
 
