@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from benchmarks import quality  # the SmolLM2 budget and the row readers
-from benchmarks.harness import ROOT, git_head, log, machine, read_json, run_cli
+from benchmarks.harness import ROOT, Block, git_head, log, machine, read_json, run_cli, write_markdown
 
 RESULTS = ROOT / "benchmarks" / "results"
 ROWS = {
@@ -74,42 +74,51 @@ def fmt(x, nd: int = 4) -> str:
     return "-" if x is None else f"{x:.{nd}f}"
 
 
-def write_md(res: dict, path: Path) -> None:
+def render(res: dict, stem: str) -> list[Block]:
+    """The results file STEM.md of record `res` as Markdown blocks (the record alone decides every byte)."""
     rows = res["rows"]
     src = next(iter(rows.values()))["source"]
     src_bpt = next(iter(rows.values()))["heldout_bytes_per_token"]["source"]
     best_repl = min(
         (r["stage2"]["bpb"] for n, r in rows.items() if n.startswith("repl") and r["stage2"]["bpb"]), default=None
     )
-    L = [
-        "# Extension against replacement (SmolLM2-135M, 40 held-out documents)",
-        "",
-        f"Commit {res['commit']}; {res['machine']}; {res['date']}.",
-        f"Command: `{res['command']}`",
-        "",
-        f"Source SmolLM2-135M on the same bytes: **{fmt(src['bpb'])}** bits per byte, {src_bpt:.3f} bytes per token. "
-        f"Budget per row: {res['budget']}. Initialiser: the schema's default.",
-        "",
-        "| row | vocab rows | held-out bytes/token (x source) | bpb init (x source) | bpb stage 1 | bpb stage 2 | wall s |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    table = []
     for name, r in rows.items():
-        bpt = r["heldout_bytes_per_token"]["target"]
-        init = r["init"]["bpb"]
-        L.append(
-            f"| {name} | {r['vocab_rows']:,} | {bpt:.3f} ({bpt / src_bpt:.3f}x) | {fmt(init)} "
-            f"({init / src['bpb']:.3f}x) | {fmt(r['stage1']['bpb'])} | {fmt(r['stage2']['bpb'])} | {r['wall_s']:.0f} |"
+        bpt, init = r["heldout_bytes_per_token"]["target"], r["init"]["bpb"]
+        table.append(
+            [
+                name,
+                f"{r['vocab_rows']:,}",
+                f"{bpt:.3f} ({bpt / src_bpt:.3f}x)",
+                f"{fmt(init)} ({init / src['bpb']:.3f}x)",
+            ]
+            + [fmt(r["stage1"]["bpb"]), fmt(r["stage2"]["bpb"]), f"{r['wall_s']:.0f}"]
         )
-    L += ["", "Goal (issue 25): an extension row with >= 1.15x the source's bytes per token, <= 1.15x its bpb at init,"]
-    L += [f"and <= the best replacement row after stage 2 ({fmt(best_repl)}).", ""]
-    for name, r in rows.items():
-        if r.get("extension"):
-            e = r["extension"]
-            L.append(
-                f"- {name}: learned {e['learned']} of {e['requested']}; first new tokens {', '.join(e['examples'][:8])}"
-            )
-    L += ["", f"![bpb against bytes per token]({path.stem}_pareto.png)", ""]
-    path.write_text("\n".join(L))
+    headers = ["row", "vocab rows", "held-out bytes/token (x source)", "bpb init (x source)", "bpb stage 1"]
+    headers += ["bpb stage 2", "wall s"]
+    learned = [
+        f"- {name}: learned {e['learned']} of {e['requested']}; first new tokens {', '.join(e['examples'][:8])}"
+        for name, r in rows.items()
+        if (e := r.get("extension"))
+    ]
+    blocks: list[Block] = [
+        ("h", 1, "Extension against replacement (SmolLM2-135M, 40 held-out documents)"),
+        ("p", f"Commit {res['commit']}; {res['machine']}; {res['date']}.\nCommand: `{res['command']}`"),
+        (
+            "p",
+            f"Source SmolLM2-135M on the same bytes: **{fmt(src['bpb'])}** bits per byte, {src_bpt:.3f} bytes per "
+            f"token. Budget per row: {res['budget']}. Initialiser: the schema's default.",
+        ),
+        ("table", headers, table),
+        (
+            "p",
+            "Goal (issue 25): an extension row with >= 1.15x the source's bytes per token, <= 1.15x its bpb at "
+            f"init,\nand <= the best replacement row after stage 2 ({fmt(best_repl)}).",
+        ),
+    ]
+    if learned:
+        blocks.append(("p", "\n".join(learned)))
+    return blocks + [("img", f"{stem}_pareto.png", "bpb against bytes per token")]
 
 
 def plot(res: dict, path: Path) -> None:
@@ -137,14 +146,15 @@ def plot(res: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def render(out: Path) -> None:
+def write_results(out: Path) -> None:
+    """OUT.md and OUT_pareto.png from the record OUT.json."""
     res = read_json(out.with_suffix(".json"))
-    write_md(res, out.with_suffix(".md"))
+    write_markdown(out.with_suffix(".md"), render(res, out.stem))
     plot(res, out.parent / f"{out.stem}_pareto.png")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.extension", description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "extension")
     ap.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, of {', '.join(ROWS)}")
     ap.add_argument("--jobs", type=int, default=1, help="rows run at once (one core each)")
@@ -152,10 +162,11 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="KEY=VALUE for every row (e.g. alignment.init=fvt)")
     ap.add_argument("--tag", default="", help="results file suffix")
     ap.add_argument("--render", action="store_true", help="rewrite the results file from its JSON only")
-    args = ap.parse_args()
-    out = RESULTS / f"extension{'-' + args.tag if args.tag else ''}"
+    ap.add_argument("--results", type=Path, default=RESULTS, help="the folder of the results files")
+    args = ap.parse_args(argv)
+    out = args.results / f"extension{'-' + args.tag if args.tag else ''}"
     if args.render:
-        return render(out)
+        return write_results(out)
     quality.CONFIG = quality.REAL_CONFIG  # row_result reads curves the SmolLM2 way
     names = args.rows.split(",")
     unknown = [n for n in names if n not in ROWS]
@@ -181,7 +192,7 @@ def main() -> None:
         "rows": rows,
     }
     out.with_suffix(".json").write_text(json.dumps(res, indent=1))
-    render(out)
+    write_results(out)
     log(f"wrote {out.with_suffix('.md')}")
 
 
