@@ -4,6 +4,8 @@ Every later stage loads the tokenizers saved here, never the ones named in the c
 self-contained and a changed tokenizer shows up as a changed fingerprint.
 
 Reads:   corpus/{train,heldout}.jsonl; models.source_tokenizer (or source_model), models.target_tokenizer
+Target:  a file or id; {train: ...} (a new BPE/Unigram on corpus/train); {extend: ...} (the source tokenizer
+         plus merges learned on corpus/train over its own tokens: vocabadapt.text.extend)
 Writes:  tokenizers/{source,target}/ (a target naming no EOS token gets its end-of-text token: ensure_eos), terms/terms.txt, tokens/{source,target}/{train,heldout}/, tokens/stats.json
 Keeps:   partial/tokenize/ while it runs: finished shards, so a killed run resumes after the last one
 Changed by: models.*tokenizer / source_model, term_mining, tokenization.batch_size, tokenization.shard_tokens
@@ -31,6 +33,7 @@ def prepare_tokenizers(ctx: StageContext) -> dict[str, Any]:
     """
     from ..model.gguf import gguf_record
     from ..model.hub import load_tokenizer
+    from ..text.extend import learn_extension
     from ..text.terms import add_terms, mine_terms
     from ..text.tokenizers import (
         available_cpus,
@@ -48,6 +51,7 @@ def prepare_tokenizers(ctx: StageContext) -> dict[str, Any]:
     if spec is None:
         raise InputError("models.target_tokenizer must be set: a tokenizer path/id, or {train: {...}}")
     eos_inferred = None
+    extension = None
     if isinstance(spec, str):
         tgt = load_tokenizer(spec, cfg.models, cache, ctx.download_retry)
         if eos_inferred := ensure_eos(tgt, src):
@@ -56,7 +60,18 @@ def prepare_tokenizers(ctx: StageContext) -> dict[str, Any]:
                 spec,
                 eos_inferred,
             )
+    elif spec.extend is not None:  # the source plus merges learned on the training split only
+        extension = learn_extension(
+            src,
+            layout.corpus_texts("train"),
+            spec.extend.new_tokens,
+            min_frequency=spec.extend.min_frequency,
+            name=source_tokenizer_name(cfg.models),
+            batch_size=cfg.tokenization.batch_size,
+        )
+        tgt = extension.tokenizer
     else:  # trained on the training split only, never the held-out text
+        assert spec.train is not None  # the schema allows exactly one of train / extend
         tgt = train_tokenizer(batches(layout.corpus_texts("train"), 1000), spec.train)
     terms_added = 0
     if cfg.term_mining.enabled:
@@ -82,6 +97,8 @@ def prepare_tokenizers(ctx: StageContext) -> dict[str, Any]:
         "target_trained": not isinstance(spec, str),
         "terms_added": terms_added,
     }
+    if extension is not None:
+        summary["target_extension"] = extension.summary()
     if eos_inferred:
         summary["target_eos_inferred"] = eos_inferred
     if record := gguf_record(source_tokenizer_name(cfg.models)):
