@@ -16,11 +16,11 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import common  # noqa: E402
-import torch  # noqa: E402
-from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+import common
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from vocabadapt.evaluation.cloze import load_cloze, score_cloze  # noqa: E402
+from vocabadapt.evaluation.cloze import load_cloze, score_cloze
 
 QUESTIONS = common.ROOT / "examples" / "bc5cdr_cloze" / "bc5cdr_cloze.jsonl"
 
