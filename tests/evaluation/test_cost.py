@@ -65,3 +65,49 @@ def test_measure_speed_generates_the_same_bytes_for_every_model():
     ratio = cost.ratios(r, "source", ["generate_bytes_per_s"])["adapted"]["generate_bytes_per_s"]
     assert ratio == pytest.approx(r["adapted"]["generate_bytes_per_s"] / r["source"]["generate_bytes_per_s"])
     assert torch.get_num_threads() >= 1
+
+
+def test_cost_task_times_every_model_beside_the_first_and_gives_ratios(tmp_path):
+    import json
+
+    from vocabadapt.config import EvaluationConfig
+    from vocabadapt.evaluation import cost_task
+
+    held = tmp_path / "heldout.jsonl"
+    held.write_text("".join(json.dumps({"text": TEXT[i : i + 200]}) + "\n" for i in (0, 200, 400)))
+    cfg = EvaluationConfig(cost={"prompts": 2, "prompt_bytes": 60, "new_bytes": 16})
+    setup = cost_task.prepare("cost", cfg, held)
+    assert len(setup.prompts) == 2 and len(setup.texts) == 3
+    tok_s = train_bpe_tokenizer([TEXT], vocab_size=300)
+    tok_t = train_bpe_tokenizer([TEXT], vocab_size=500)  # more bytes per token
+    src = tiny_model("llama", vocab_size=len(tok_s), seed=1)
+    tgt = tiny_model("llama", vocab_size=len(tok_t), seed=2)
+    results = {
+        "source": cost_task.score("cost", src, tok_s, setup, cfg, 128),
+        "stage2": cost_task.score("cost", tgt, tok_t, setup, cfg, 128),
+    }
+    assert results["source"]["cost"]["speed"] is None and results["stage2"]["cost"]["speed"]["prompts"] == 2
+    summary = cost_task.compare(results, "source", setup)["cost"]["models"]
+    body = cost.macs_per_token(src)["body"]  # the same body; heads of 300 and 500 rows of 32
+    bpt_s = sum(len(t.encode()) for t in setup.texts) / sum(
+        len(tok_s(t, add_special_tokens=False)["input_ids"]) for t in setup.texts
+    )
+    bpt_t = sum(len(t.encode()) for t in setup.texts) / sum(
+        len(tok_t(t, add_special_tokens=False)["input_ids"]) for t in setup.texts
+    )
+    assert summary["source"]["macs_per_byte"] == pytest.approx((body + len(tok_s) * 32) / bpt_s)
+    ratio = summary["stage2"]["ratio_to_source"]
+    assert ratio["macs_per_byte"] == pytest.approx(
+        ((body + len(tok_t) * 32) / bpt_t) / ((body + len(tok_s) * 32) / bpt_s)
+    )
+    assert ratio["generate_bytes_per_s"] == pytest.approx(
+        results["stage2"]["cost"]["speed"]["generate_bytes_per_s"]
+        / results["stage2"]["cost"]["reference_speed"]["generate_bytes_per_s"]
+    )
+    assert (
+        summary["source"]["generate_bytes_per_s"]
+        == results["stage2"]["cost"]["reference_speed"]["generate_bytes_per_s"]
+    )
+    assert cost_task.summary_lines({"cost": {"models": summary}}, ["source", "stage2"])[0].startswith(
+        "cost per byte (vs source): source "
+    )

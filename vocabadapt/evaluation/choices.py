@@ -106,10 +106,11 @@ def choice_loglikelihoods(
     return ChoiceScores(lls, skipped, truncated)
 
 
-def mean_interval(correct: np.ndarray, bootstrap: int = 1000, seed: int = 0) -> list[float] | None:
-    """95 % percentile bootstrap interval of the mean of a 0/1 vector (resampling items); None when empty."""
-    if not bootstrap or not len(correct):
+def mean_interval(values: np.ndarray, bootstrap: int = 1000, seed: int = 0) -> list[float] | None:
+    """95 % percentile bootstrap interval of the mean of per-item values (0/1 correct, paired differences),
+    resampling items; None when empty or bootstrap is 0."""
+    if not bootstrap or not len(values):
         return None
-    idx = np.random.default_rng(seed).integers(0, len(correct), size=(bootstrap, len(correct)))  # (B, n)
-    means = correct[idx].mean(axis=1)
+    idx = np.random.default_rng(seed).integers(0, len(values), size=(bootstrap, len(values)))  # (B, n)
+    means = values[idx].mean(axis=1)
     return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
