@@ -19,7 +19,7 @@ import numpy as np
 from ..config import EvaluationConfig
 from . import cloze
 from .choices import mean_interval
-from .tasks import Skip
+from .tasks import Skip, Task, register
 
 log = logging.getLogger(__name__)
 
@@ -117,3 +117,17 @@ def report_columns(summary: dict[str, Any], name: str) -> list[tuple[str, str]]:
         ("cloze acc_norm", _ci(c.get("acc_norm"), c.get("acc_norm_ci95"))),
         ("Δcloze vs source", _ci(d.get("acc_diff"), d.get("acc_diff_ci95")) if d else "–"),
     ]
+
+
+CLOZE = register(
+    Task(
+        "cloze",
+        "multiple-choice entity cloze (evaluation.cloze.file): lm-eval's acc, acc_norm, acc_bytes, paired Δ vs source",
+        prepare,
+        score,
+        compare=compare,
+        slim=slim,
+        summary_lines=summary_lines,
+        report_columns=report_columns,
+    )
+)

@@ -21,7 +21,7 @@ from typing import Any
 
 from ..config import EvaluationConfig
 from . import cost
-from .tasks import Skip
+from .tasks import Skip, Task, register
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,9 @@ def compare(results: dict[str, dict], baseline: str, setup: CostSetup) -> dict[s
         ratio = {k: row[k] / ref[k] for k in ("macs_per_byte", "parameter_bytes") if row.get(k) and ref.get(k)}
         ratio.update(measured)
         row["ratio_to_source"] = ratio
-    first = next((r[RESULT_KEY].get("speed") for r in results.values() if (r.get(RESULT_KEY) or {}).get("speed")), {})
+    first: dict[str, Any] = next(
+        (r[RESULT_KEY].get("speed") for r in results.values() if (r.get(RESULT_KEY) or {}).get("speed")), {}
+    )
     return {
         "cost": {
             "models": rows,
@@ -162,3 +164,16 @@ def report_columns(summary: dict[str, Any], name: str) -> list[tuple[str, str]]:
         ("generate B/s", cell("generate_bytes_per_s", 1, "")),
         ("score B/s", cell("score_bytes_per_s", 1, "")),
     ]
+
+
+COST = register(
+    Task(
+        "cost",
+        "MACs per byte, parameter memory, generation and scoring bytes/s, each model timed beside the source",
+        prepare,
+        score,
+        compare=compare,
+        summary_lines=summary_lines,
+        report_columns=report_columns,
+    )
+)

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..config import EvaluationConfig
 from ..errors import ConfigError
-from .tasks import Skip
+from .tasks import Skip, Task, register
 
 log = logging.getLogger(__name__)
 
@@ -146,3 +146,16 @@ def report_columns(summary: dict[str, Any], name: str) -> list[tuple[str, str]]:
         ("general bpb", f"{b:.4f}" if isinstance(b, (int, float)) else "–"),
         ("Δ general vs source", f"{100 * rel:+.1f} %" if isinstance(rel, (int, float)) and name != "source" else "–"),
     ]
+
+
+GENERAL = register(
+    Task(
+        "general",
+        "general-English bits per byte (evaluation.general_inputs) and its difference from the source",
+        prepare,
+        score,
+        compare=compare,
+        summary_lines=summary_lines,
+        report_columns=report_columns,
+    )
+)

@@ -135,6 +135,9 @@ def gather_inputs(ev: EvaluationConfig, heldout: Path) -> tuple[Prepared, dict[s
     skips: dict[str, str] = {}
     # evaluation.lm_eval.tasks alone asks for the lm_eval task (no need to name it in datasets too)
     extra = ["lm_eval"] if ev.lm_eval.tasks and "lm_eval" not in ev.datasets else []
+    # likewise evaluation.general_inputs asks for 'general', and evaluation.cost.enabled for 'cost'
+    extra += ["general"] if ev.general_inputs and "general" not in ev.datasets else []
+    extra += ["cost"] if ev.cost.enabled and "cost" not in ev.datasets else []
     for entry in [*ev.datasets, *extra]:
         task = tasks.get(entry)
         data = task.prepare(entry, ev, heldout)
@@ -192,7 +195,7 @@ def slim(result: dict[str, Any]) -> dict[str, Any]:
     for k in ("pubmedqa", "pubmedqa_fewshot"):
         if isinstance(out.get(k), dict):
             out[k] = {kk: v for kk, v in out[k].items() if kk != "predictions"}
-    return out
+    return tasks.slim(out)
 
 
 def compare_to_baseline(results: dict[str, dict], baseline: str, bootstrap: int) -> dict[str, dict]:
@@ -226,6 +229,7 @@ def build_summary(
     tokenizers: dict[str, Any],
     terms: list[str] | None,
     align: dict[str, Any] | None,
+    prepared: Prepared | None = None,
 ) -> dict[str, Any]:
     """eval/summary.json: models side by side, tokenizer efficiency, vocabulary cost, alignment.
 
@@ -238,6 +242,7 @@ def build_summary(
         tokenizers: {"source": ..., "target": ...} for tokenizer efficiency (either may be missing).
         terms: domain words (the run's mined terms), or None to take the held-out text's frequent words.
         align: the alignment summary, or None.
+        prepared: the tasks that ran (gather_inputs); each task's `compare` hook adds its fields.
     """
     summary: dict[str, Any] = {
         "baseline": baseline,
@@ -255,6 +260,9 @@ def build_summary(
         from .lm_eval_tasks import differences
 
         summary["lm_eval_vs_source"] = differences(results, "source")
+    for task, data in (prepared or {}).values():
+        if task.compare is not None:
+            summary.update(task.compare(results, baseline, data))
 
     # Tokenizer efficiency on the held-out text (else the first text set) with the run's tokenizers.
     eval_texts = texts.get("heldout") or next(iter(texts.values()), None)

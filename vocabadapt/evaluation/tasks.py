@@ -7,6 +7,11 @@ scores one model at a time, returning the fields it adds to that model's result.
     pubmedqa   PubMedQA zero-shot and few-shot, scored as lm-eval does (vocabadapt.evaluation.pubmedqa)
     lm_eval    the lm-evaluation-harness tasks of evaluation.lm_eval (vocabadapt.evaluation.lm_eval_tasks);
                runs whenever evaluation.lm_eval.tasks is non-empty
+    cloze      a multiple-choice entity cloze, scored as lm-eval's multiple_choice (evaluation.cloze_task)
+    general    general-English bits per byte, retention (evaluation.retention); runs whenever
+               evaluation.general_inputs is non-empty
+    cost       MACs per byte, parameter memory, generation and scoring bytes/s beside the source
+               (evaluation.cost_task); runs whenever evaluation.cost.enabled
     <path>     any other entry is a text file scored in bits per byte (named after the file)
 
 A new evaluation (lm-eval tasks, another QA set) is a new module that calls `register(Task(...))`
@@ -18,7 +23,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from ..config import EvaluationConfig
 from ..errors import ConfigError
@@ -39,12 +44,21 @@ class Task:
 
     prepare(entry, cfg, heldout) -> data or Skip: read what the task needs (raise InputError on bad input).
     score(label, model, tokenizer, data, cfg, context) -> fields merged into the model's result dict.
+    Optional hooks (None = nothing to add):
+    compare(results, baseline, data) -> fields of eval/summary.json comparing the models (results: by name).
+    slim(result) -> the model's result without per-item detail (for summaries and printing).
+    summary_lines(summary, names) -> lines of the closing summary (summary has "models": {name: slim result}).
+    report_columns(summary, name) -> [(header, cell)] of the report's task table, one call per model.
     """
 
     name: str
     description: str
     prepare: Callable[[str, EvaluationConfig, Path], Any]
     score: Callable[[str, Any, Any, Any, EvaluationConfig, int], dict[str, Any]]
+    compare: Optional[Callable[[dict[str, dict], str, Any], dict[str, Any]]] = None
+    slim: Optional[Callable[[dict[str, Any]], dict[str, Any]]] = None
+    summary_lines: Optional[Callable[[dict[str, Any], list[str]], list[str]]] = None
+    report_columns: Optional[Callable[[dict[str, Any], str], list[tuple[str, str]]]] = None
 
 
 TASKS: dict[str, Task] = {}
@@ -180,4 +194,17 @@ PUBMEDQA = register(
 TEXT_FILE = Task("text file", "bits per byte on a text file", _prepare_text_file, _score_text)
 
 # Evaluations in modules of their own register themselves on import.
-from . import lm_eval_tasks  # noqa: E402,F401
+from . import cloze_task, cost_task, lm_eval_tasks, retention  # noqa: E402,F401
+
+
+def summary_lines(summary: dict[str, Any], names: list[str]) -> list[str]:
+    """Every registered task's lines for the closing summary (Task.summary_lines)."""
+    return [line for t in TASKS.values() if t.summary_lines for line in t.summary_lines(summary, names)]
+
+
+def slim(result: dict[str, Any]) -> dict[str, Any]:
+    """A model's result without the registered tasks' per-item detail (Task.slim)."""
+    for t in TASKS.values():
+        if t.slim:
+            result = t.slim(result)
+    return result

@@ -86,6 +86,9 @@ def closing_summary(facts: RunFacts, final_model: Path | None, report_html: Path
     ]
     if accs:
         lines.append("PubMedQA acc (lm-eval's scoring): " + ", ".join(accs))
+    from ..evaluation.tasks import summary_lines as task_lines
+
+    lines += task_lines(s, names)  # cloze, retention, cost per byte: each task's own lines
     lines.append(f"report: {report_html}" if report_html.is_file() else "report: not written (run the report stage)")
     if not s:
         lines.insert(0, "no evaluation found (eval/summary.json missing)")

@@ -96,7 +96,30 @@ def _model_blocks(facts: RunFacts) -> list[Block]:
         )
     for what, why in (s.get("skipped") or {}).items():
         notes.append(f"{what} skipped: {why}.")
-    return blocks + [("p", n) for n in notes] + _lm_eval_blocks(s, names)
+    return blocks + [("p", n) for n in notes] + _task_blocks(s, names) + _lm_eval_blocks(s, names)
+
+
+def _task_blocks(s: dict, names: list[str]) -> list[Block]:
+    """One table of the registered tasks' report columns (cloze, retention, cost per byte), a row per model."""
+    from ..evaluation.tasks import TASKS
+
+    hooks = [t.report_columns for t in TASKS.values() if t.report_columns]
+    rows, headers = [], None
+    for n in names:
+        cells = [c for hook in hooks for c in hook(s, n)]
+        if headers is None:
+            headers = ["model"] + [h for h, _ in cells]
+        rows.append([n] + [v for _, v in cells])
+    if not headers or all(v == "–" for r in rows for v in r[1:]):
+        return []
+    note = (
+        "Cloze: lm-eval multiple_choice accuracy on the BC5CDR entity cloze (chance 0.25), Δ a paired bootstrap "
+        "against the source. General bpb: bits per byte on general English (evaluation.general_inputs), Δ relative "
+        "to the source: what adaptation forgot. MACs/byte: multiply-adds of the linear layers (body + head) per "
+        "byte of held-out text; B/s: bytes of text per second, greedy generation with the KV cache and prompt "
+        "scoring, each model timed interleaved with the source in one run (ratios to the source in parentheses)."
+    )
+    return [("h", 3, "Domain task, retention and cost per byte"), ("table", headers, rows), ("p", note)]
 
 
 def _lm_eval_blocks(s: dict, names: list[str]) -> list[Block]:

@@ -1,13 +1,13 @@
-"""Stage evaluate: every model side by side, tokenizer efficiency, and the six-check checklist.
+"""Stage evaluate: every model side by side, tokenizer efficiency, cost per byte, and the checklist.
 
 Models: the source model with the run's source tokenizer, evaluation.baseline_model when set, then
 model/init, model/stage1, model/stage2 with their own tokenizers; one in memory at a time.
 
 Reads:   corpus/heldout.jsonl, tokenizers/, terms/terms.txt, model/*, train/<stage>/, align/summary.json,
          model/init/transplant.json; evaluation.datasets files and the PubMedQA file
-         the task YAMLs and data files of evaluation.lm_eval
-Writes:  eval/<model>.json (with per-question predictions and lm-eval task results), eval/summary.json,
-         eval/checklist.json
+         the task YAMLs and data files of evaluation.lm_eval, evaluation.cloze.file, evaluation.general_inputs
+Writes:  eval/<model>.json (with per-question predictions, lm-eval task results, cost per byte),
+         eval/summary.json (with retention and cost side by side), eval/checklist.json
 Changed by: evaluation.*, models.source_model
 """
 
@@ -67,7 +67,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     Raises:
         InputError: held-out text, a model, a tokenizer or the QA file is missing or malformed.
     """
-    from ..evaluation import checklist, efficiency
+    from ..evaluation import checklist, efficiency, retention
     from ..evaluation.suite import (
         build_summary,
         evaluate_model,
@@ -107,7 +107,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
     final = next((n for n in reversed(MODELS) if n in results), None)
     terms = efficiency.read_terms(layout.terms) if layout.terms.is_file() else None
     align = layout.read(layout.align_summary)
-    summary = build_summary(results, baseline, final, texts, qa, skips, _run_tokenizers(layout), terms, align)
+    summary = build_summary(
+        results, baseline, final, texts, qa, skips, _run_tokenizers(layout), terms, align, prepared=prepared
+    )
     checks = checklist.build_checklist(
         summary,
         layout.train_summaries(),
@@ -117,6 +119,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         start_idx_stage2=cfg.vocab_adaptation.train_start_idx_stage2,
         zero_rows_allowed=cfg.alignment.fallback == "zero",
     )
+    checks.append(retention.check(summary, ev.max_retention_loss))
     with atomic_dir(layout.eval_dir) as tmp:
         for name, r in results.items():
             write_json(layout.staged(layout.eval_model(name), layout.eval_dir, tmp), r)
