@@ -44,6 +44,7 @@ def _add_run_args(p: argparse.ArgumentParser, with_config: bool = True) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .run.layout import MODELS
     from .stages import STAGES
 
     parser = argparse.ArgumentParser(prog="vocabadapt", description=__doc__.splitlines()[0])
@@ -85,6 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("report", help="write report/report.md and report.html for a run directory")
     r.add_argument("run_dir")
+
+    x = sub.add_parser("export", help="write a run's model and tokenizer as one GGUF file (llama.cpp, ollama)")
+    x.add_argument("run_dir")
+    x.add_argument("--gguf", required=True, metavar="OUT.gguf", help="the GGUF file to write")
+    # The types are checked by export_gguf (its EXPORT_TYPES): the parser must not import torch for `audit`.
+    types = "f16 (float16 matrices) or q8_0 (8-bit blocks of 32 values with one f16 scale)"
+    x.add_argument("--type", dest="gguf_type", default="f16", help=types)
+    x.add_argument("--model", choices=tuple(reversed(MODELS)), help="which model (default: the last finished one)")
     return parser
 
 
@@ -113,6 +122,7 @@ def _quiet_libraries(verbose: bool) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if verbose:
         return
+    logging.getLogger("gguf").setLevel(logging.WARNING)  # the GGUF writer logs every file it opens at INFO
     try:
         from transformers.utils import logging as hf_logging
 
@@ -153,16 +163,14 @@ def _dispatch(args: argparse.Namespace) -> int:
             max_samples=args.max_samples,
             out=args.out,
         )
-        for name, m in result["models"].items():  # headline on stderr; stdout stays one JSON document
-            q = m.get("pubmedqa")
-            if q and q.get("acc") is not None:
-                print(
-                    f"{name}: PubMedQA acc {q['acc']:.4f} (lm-evaluation-harness pubmedqa scoring), "
-                    f"acc_bytes {q['acc_bytes']:.4f} (per byte), n={q['n']}",
-                    file=sys.stderr,
-                )
+        from .evaluation.tasks import summary_lines
+
+        for line in summary_lines(result, list(result["models"])):  # headlines on stderr; stdout stays JSON
+            print(line, file=sys.stderr)
         print(json.dumps(result, indent=2))
         return 0
+    if cmd == "export":
+        return _cmd_export(args)
     if cmd == "report":
         from .stages.report import build_report
 
@@ -237,3 +245,24 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     else:
         print(format_text(findings, args.config))
     return 1 if errors or (args.strict and warnings) else 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .model.gguf_export import export_gguf
+    from .run.layout import RunLayout
+
+    layout = RunLayout(Path(args.run_dir))
+    name, model_dir = layout.final_model(args.model)
+    # A model directory carries its tokenizer; one that does not uses the run's target tokenizer.
+    tok_dir = model_dir if (model_dir / "tokenizer.json").is_file() else layout.tokenizer_dir("target")
+    summary = export_gguf(
+        model_dir, args.gguf, args.gguf_type, tokenizer_dir=tok_dir, name=f"{layout.root.name}-{name}"
+    )
+    print(
+        f"{summary['file']}: {name} model, {summary['architecture']}, {args.gguf_type}, "
+        f"{summary['bytes'] / 1e6:.1f} MB, {summary['vocab']} tokens (pre-tokenizer {summary['pre_tokenizer']}), "
+        f"{'tied' if summary['tied_embeddings'] else 'untied'} embeddings",
+        file=sys.stderr,
+    )
+    print(json.dumps(summary, indent=2))
+    return 0

@@ -172,11 +172,12 @@ def test_fewer_identical_pairs_than_pivots_is_recorded(tiny_run):
 
 def test_fvt_fallback_builds_the_same_rows_as_the_fvt_initialiser():
     """One FVT (issue 13): align's `fallback: fvt` once re-tokenised canonical forms, init's `fvt` decoded tokens."""
-    from vocabadapt.align.rules import Embeddings, align_vocabularies
+    from vocabadapt.align.aligner import align_vocabularies
+    from vocabadapt.align.rules import Embeddings
     from vocabadapt.config import AlignmentConfig
     from vocabadapt.init import InitContext
     from vocabadapt.init import fvt as fvt_init
-    from vocabadapt.model.rows import build_rows
+    from vocabadapt.init.rows import build_rows
 
     text = TEXT + " naïve µg/kg tumour cells ≥ 5 ° ß "
     src = train_bpe_tokenizer([text], vocab_size=290)

@@ -106,6 +106,7 @@ def test_registry_lists_every_rule_tested_here():
         "token_budget",
         "stage2_memory",
         "lora",
+        "target_tokenizer",
         "vectors",
         "alignment",
         "eval_leak",
@@ -628,3 +629,12 @@ def test_audit_warns_when_a_cloze_is_scored_without_exclude_inputs(tmp_path):
     assert [(f.id, f.severity, f.key) for f in found] == [("cloze_leak", "warning", "corpus.exclude_inputs")]
     guarded = {**base, "corpus": {"inputs": ["x.jsonl"], "exclude_inputs": ["docs.jsonl"]}}
     assert run_rule("cloze_leak", validate_dict(guarded, "test")) == []
+
+
+def test_target_tokenizer_added_terms_resplit_and_extension_does_not():
+    terms = cfg(models={"target_tokenizer": {"train": {"vocab_size": 1000}}}, term_mining={"add_to_target": True})
+    f = one(run_rule("target_tokenizer", terms), "terms_resplit")
+    assert f.severity == "warning" and "extend" in f.recommendation
+    ext = cfg(models={"target_tokenizer": {"extend": {"new_tokens": 64}}})
+    got = run_rule("target_tokenizer", ext)
+    assert not by_id(got, "terms_resplit") and one(got, "target_extended").evidence["new_tokens"] == 64

@@ -200,7 +200,9 @@ def test_every_key_has_a_description():
 
 def test_initialiser_name_is_checked_at_load_against_the_registry(tmp_path):
     """alignment.init was an unchecked string: a typo failed in the transplant stage, hours in (issue 13)."""
-    from vocabadapt.init import REGISTRY
+    from vocabadapt.registry import initialiser_names
+
+    names = initialiser_names()
 
     cfg = tmp_path / "c.yaml"
     cfg.write_text("alignment:\n  init: fvtt\n")
@@ -208,19 +210,19 @@ def test_initialiser_name_is_checked_at_load_against_the_registry(tmp_path):
         load_config(cfg)
     msg = str(e.value)
     assert "alignment.init (line 2)" in msg and "did you mean 'fvt'" in msg
-    assert all(name in msg for name in REGISTRY)
-    for name in (*REGISTRY, None):
+    assert all(name in msg for name in names)
+    for name in (*names, None):
         assert load_config(cfg, [f"alignment.init={name if name else 'null'}"]).alignment.init == name
 
 
 def test_evaluation_task_names_are_checked_at_load(tmp_path):
-    from vocabadapt.evaluation.tasks import TASKS
+    from vocabadapt.registry import task_names
 
     cfg = tmp_path / "c.yaml"
     cfg.write_text("evaluation:\n  datasets: [heldout, pubmedq, extra/notes.txt]\n")
     with pytest.raises(ConfigError) as e:
         load_config(cfg)
     assert "unknown evaluation task 'pubmedq' (did you mean 'pubmedqa'?)" in str(e.value)
-    assert all(name in str(e.value) for name in TASKS)
+    assert all(name in str(e.value) for name in task_names())
     cfg.write_text("evaluation:\n  datasets: [heldout, pubmedqa, extra/notes.txt]\n")
     assert load_config(cfg).evaluation.datasets[-1].endswith("notes.txt")

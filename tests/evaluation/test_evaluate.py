@@ -380,33 +380,6 @@ def test_checklist_reads_the_train_stage_format(tmp_path):
     assert _checklist(tmp_path, {"models": {}})[2]["status"] == "pass"
 
 
-def test_a_new_task_is_a_registry_entry(tmp_path, tok, monkeypatch):
-    """Adding an evaluation is one Task registered in vocabadapt.evaluation.tasks (issue 13: it was eight functions)."""
-    from vocabadapt.config import EvaluationConfig
-    from vocabadapt.evaluation import tasks
-    from vocabadapt.evaluation.suite import evaluate_model, gather_inputs
-
-    seen = []
-    monkeypatch.setitem(
-        tasks.TASKS,
-        "count_tokens",
-        tasks.Task(
-            "count_tokens",
-            "tokens of a fixed text",
-            lambda entry, cfg, heldout: "the patient",
-            lambda label, model, tokenizer, data, cfg, context: (
-                seen.append(label) or {label: {"tokens": len(tokenizer(data)["input_ids"])}}
-            ),
-        ),
-    )
-    ev = EvaluationConfig(datasets=["count_tokens", "pubmedqa"], qa={"enabled": False}, cost={"enabled": False})
-    prepared, skips = gather_inputs(ev, tmp_path / "none.jsonl")
-    assert list(prepared) == ["count_tokens"] and skips == {"pubmedqa": "evaluation.qa.enabled is false"}
-    model = tiny_model("gpt_neox", vocab_size=len(tok))
-    result = evaluate_model("m", model, tok, prepared, ev)
-    assert seen == ["count_tokens"] and result["count_tokens"]["tokens"] == len(tok("the patient")["input_ids"])
-
-
 def test_cli_eval_prints_lm_eval_comparable_acc(tmp_path, tok, capsys):
     from vocabadapt.cli import main
 
@@ -415,10 +388,9 @@ def test_cli_eval_prints_lm_eval_comparable_acc(tmp_path, tok, capsys):
     assert main(["eval", str(mdir), "--pubmedqa", str(tmp_path / "qa.json")]) == 0
     out = capsys.readouterr()
     q = json.loads(out.out)["models"]["model"]["pubmedqa"]
-    assert (
-        f"model: PubMedQA acc {q['acc']:.4f} (lm-evaluation-harness pubmedqa scoring), "
-        f"acc_bytes {q['acc_bytes']:.4f} (per byte), n=4" in out.err
-    )
+    # The task's summary_lines hook: lm-eval's acc with its interval, acc_bytes and the question count.
+    assert f"PubMedQA acc (lm-eval's scoring): model {q['acc']:.3f} [" in out.err
+    assert f"(acc_bytes {q['acc_bytes']:.4f}, n=4)" in out.err
 
 
 def test_row_coverage_counts_decomposition_as_evidence_and_reports_the_parts():
@@ -492,5 +464,5 @@ def test_evaluate_stage_reports_cloze_retention_and_cost_for_every_model(tmp_pat
 
     build_report(run)
     md = (run / "report" / "report.md").read_text()
-    assert "### Domain task, retention and cost per byte" in md
-    assert "| model | cloze acc [95% CI] |" in md and "general bpb" in md and "generate B/s" in md
+    assert "cloze acc§ [95% CI]" in md and "general bits/byte¶" in md and "§Cloze:" in md
+    assert "### Cost per byte" in md and "| model | bytes/token | MACs/token body + head |" in md

@@ -217,3 +217,21 @@ def test_the_committed_cloze_exclusion_drops_exactly_the_bc5cdr_test_abstracts(t
     stats = run_stage(_ctx(tmp_path, {**cfg, "exclude_inputs": [str(excl)]}))
     # 500 test abstracts, and dev abstract 19370593, a Cochrane review that shares its title with a test one.
     assert stats["excluded"] == 501 and stats["documents"] == 999
+
+
+def test_texts_within_keeps_cuts_or_drops_the_document_that_crosses_the_limit():
+    """One definition of 'texts up to N bytes', with the three cut rules its callers use (issue 24)."""
+    from vocabadapt.text.corpus import texts_within
+    from vocabadapt.training.callbacks import heldout_sample
+
+    docs = ["aaaa", "bé", "cccccc"]  # 4, 3 and 6 UTF-8 bytes
+    assert texts_within(docs, 6, last="cut") == ["aaaa", "b"]  # "é" would be split by the cut: dropped
+    assert texts_within(docs, 8, last="cut") == ["aaaa", "bé", "c"]
+    assert texts_within(docs, 0, last="cut") == []
+    assert texts_within(docs, 6, last="keep") == ["aaaa", "bé"]  # 7 bytes: the crossing one kept whole
+    assert texts_within(docs, 4, last="keep") == ["aaaa"]
+    assert texts_within(docs, 6, last="drop") == ["aaaa"]
+    assert texts_within(docs, 2, last="drop") == ["aaaa"]  # the first is always taken
+    assert texts_within(docs, None, last="keep") == docs
+    for limit in (1, 4, 6, 7, 12, 13, 100):  # training's held-out sample follows the "drop" rule
+        assert texts_within(docs, limit, last="drop") == heldout_sample(docs, limit)

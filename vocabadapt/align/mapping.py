@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
 from ..io import read_json, write_json
+
+log = logging.getLogger(__name__)
 
 METHODS = ("special", "identical", "aligned", "soft", "fvt", "mean", "random", "zero")
 
@@ -82,6 +85,37 @@ class TokenMapping:
 
     def save(self, path: str | Path) -> None:
         write_json(path, self.to_json(), indent=None)
+
+    def check_tokenizers(self, source_tokenizer: Any, target_tokenizer: Any) -> None:
+        """Raise InputError unless this mapping was made for these two tokenizers (sizes, then checksums
+        when the mapping has them; without one a warning says it cannot be verified)."""
+        n_tgt = len(target_tokenizer)
+        if n_tgt != self.target_vocab_size:
+            raise InputError(
+                f"the target tokenizer has {n_tgt} tokens but the mapping has {self.target_vocab_size} entries; "
+                f"the mapping was made for another target tokenizer. Rerun the align stage with this tokenizer."
+            )
+        if self.source_vocab_size != len(source_tokenizer):
+            raise InputError(
+                f"the mapping was made for a source tokenizer of {self.source_vocab_size} tokens, this one has "
+                f"{len(source_tokenizer)}; rerun the align stage with the run's source tokenizer."
+            )
+        for side, tok, want in (
+            ("target", target_tokenizer, self.target_checksum),
+            ("source", source_tokenizer, self.source_checksum),
+        ):
+            if not want:
+                log.warning(
+                    "the mapping has no %s tokenizer checksum; cannot verify it was made for this tokenizer", side
+                )
+                continue
+            have = tokenizer_checksum(tok)
+            if have != want:
+                raise InputError(
+                    f"the mapping was made for another {side} tokenizer (checksum {want[:12]}..., this one "
+                    f"{have[:12]}...). Rerun the align stage (vocabadapt run CONFIG --from align) so mapping and "
+                    f"tokenizers match."
+                )
 
     @classmethod
     def load(cls, path: str | Path) -> TokenMapping:

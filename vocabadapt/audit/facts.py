@@ -12,6 +12,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -93,6 +95,34 @@ def read_model_config(path: str | Path) -> tuple[dict, str]:
     return data, str(p)
 
 
+# Asked in a child process so that the audit itself never imports torch (a config check must not need it;
+# tests/house pins this). Prints {"cuda": bool, "bf16": bool, "memory_bytes": int | null}.
+_GPU_PROBE = (
+    "import json, torch\n"
+    "c = torch.cuda.is_available()\n"
+    "print(json.dumps({'cuda': c, 'bf16': c and torch.cuda.is_bf16_supported(), "
+    "'memory_bytes': torch.cuda.get_device_properties(0).total_memory if c else None}))\n"
+)
+
+
+def probe_gpu() -> dict[str, Any]:
+    """Whether this machine has a CUDA GPU, bf16 on it and its memory, asked of torch in a child process.
+
+    Returns {} when torch is not installed or the probe fails (then the audit assumes no GPU).
+    """
+    if importlib.util.find_spec("torch") is None:
+        return {}
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", _GPU_PROBE], capture_output=True, text=True, timeout=120, check=True
+        ).stdout
+        found = json.loads(out.strip().splitlines()[-1])
+    except (subprocess.SubprocessError, OSError, ValueError, IndexError) as e:
+        log.warning("could not ask torch about the GPU (%s); auditing as if there were none", e)
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
 def gather_facts(
     corpus_stats: str | None = None, model_config: str | None = None, gpu_memory_gb: float | None = None
 ) -> Facts:
@@ -119,16 +149,12 @@ def gather_facts(
         facts.model_config, facts.model_config_path = read_model_config(model_config)
     if gpu_memory_gb is not None and gpu_memory_gb <= 0:
         raise InputError(f"--gpu-memory {gpu_memory_gb}: give the memory of one GPU in GiB, e.g. 80")
-    try:
-        import torch
-
-        facts.cuda_available = bool(torch.cuda.is_available())
-        if facts.cuda_available:
-            facts.bf16_supported = bool(torch.cuda.is_bf16_supported())
-            if gpu_memory_gb is None:
-                facts.gpu_memory_gb = torch.cuda.get_device_properties(0).total_memory / GIB
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
+    gpu = probe_gpu()
+    facts.cuda_available = bool(gpu.get("cuda"))
+    if facts.cuda_available:
+        facts.bf16_supported = bool(gpu.get("bf16"))
+        if gpu_memory_gb is None and gpu.get("memory_bytes"):
+            facts.gpu_memory_gb = gpu["memory_bytes"] / GIB
     facts.flash_attn_installed = importlib.util.find_spec("flash_attn") is not None
     return facts
 

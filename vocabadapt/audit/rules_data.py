@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import Config
+from ..config import Config, TargetTokenizerSpec
 from ..config.schema import VECTOR_ALIGNMENT_KEYS
+from ..registry import reads_vectors
 from .arithmetic import (
     THRESHOLD_RANGE,
 )
@@ -22,8 +23,6 @@ VECTOR_ONLY_KEYS = ("embedding.fasttext", *VECTOR_ALIGNMENT_KEYS)
 @rule("vectors", order=69)
 def check_vectors(config: Config, facts: Facts) -> list[Finding]:
     """Whether embed trains co-occurrence vectors: say so when it does not, or trains them for nothing."""
-    from ..init import reads_vectors
-
     plan, init = config.vector_plan(), config.alignment.init
     enabled = config.embedding.enabled
     ev = {"alignment.init": init, "embedding.enabled": enabled, "vectors_trained": plan.trained}
@@ -186,3 +185,39 @@ def check_cloze_leak(config: Config, facts: Facts) -> list[Finding]:
             {"cloze_file": ev.cloze.file},
         )
     ]
+
+
+@rule("target_tokenizer", order=68)
+def check_target_tokenizer(config: Config, facts: Facts) -> list[Finding]:
+    """Mined terms added as whole tokens re-split the words around them; extension adds domain tokens without that."""
+    spec = config.models.target_tokenizer
+    extend = spec.extend if isinstance(spec, TargetTokenizerSpec) else None
+    out = []
+    if config.term_mining.enabled and config.term_mining.add_to_target:
+        out.append(
+            Finding(
+                "terms_resplit",
+                "warning",
+                "term_mining.add_to_target",
+                "mined terms are added as whole-word tokens, which the tokenizer matches before its BPE: a word that "
+                "contains one (a plural, a compound, a hyphenated form) is cut around it into pieces the model "
+                "never saw, and text the source tokenizer kept whole is re-split.",
+                "add domain tokens with models.target_tokenizer: {extend: {new_tokens: N}} instead (new merges "
+                "only join finished source tokens), and set term_mining.add_to_target: false",
+                {"add_to_target": True, "target_extended": extend is not None},
+            )
+        )
+    if extend is not None:
+        out.append(
+            Finding(
+                "target_extended",
+                "info",
+                "models.target_tokenizer",
+                f"the target is the source tokenizer plus {extend.new_tokens} tokens learned on corpus/train: "
+                "every source token keeps its id and row, text the new merges do not touch is segmented as the "
+                "source segments it, and every target token boundary is a source token boundary.",
+                "nothing to do",
+                {"new_tokens": extend.new_tokens, "min_frequency": extend.min_frequency},
+            )
+        )
+    return out

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Literal, Optional, Union
 
 from pydantic import Field, field_validator
 
+from .. import registry
 from .common import Section
 
 
@@ -77,8 +77,8 @@ class AlignmentConfig(Section):
         description="Rows for tokens below the threshold or unseen: fvt (then mean), mean, random or zero.",
     )
     init: Optional[str] = Field(
-        "fvt_prior",
-        description="Row initialiser for every row (fvt_prior, tokalign, soft, fvt, mean, random); null = the "
+        registry.DEFAULT_INITIALISER,
+        description=f"Row initialiser for every row ({', '.join(registry.initialiser_names())}); null = the "
         "mapping's per-token method (TokAlign match above the threshold, else the fallback).",
     )
     calibration_bytes: int = Field(
@@ -100,16 +100,9 @@ class AlignmentConfig(Section):
     @field_validator("init")
     @classmethod
     def _known_initialiser(cls, v: Optional[str]) -> Optional[str]:
-        # Checked against the registry at load, so a typo fails here, not in the fifth stage.
-        from ..init import REGISTRY
-
-        if v is not None and v not in REGISTRY:
-            near = difflib.get_close_matches(v, list(REGISTRY), n=1)
-            hint = f" (did you mean '{near[0]}'?)" if near else ""
-            raise ValueError(
-                f"unknown initialiser '{v}'{hint}; valid: {', '.join(REGISTRY)}, or null for the "
-                f"mapping's per-token method"
-            )
+        # Checked against the registry's torch-free table at load, so a typo fails here, not in the fifth stage.
+        if v is not None and v not in registry.initialiser_names():
+            raise ValueError(registry.unknown_initialiser(v))
         return v
 
 

@@ -6,6 +6,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
+from .. import registry
 from .common import PATH, PATH_OR_ID, Section
 
 
@@ -117,10 +118,9 @@ class EvaluationConfig(Section):
     @field_validator("datasets")
     @classmethod
     def _known_tasks(cls, v: list[str]) -> list[str]:
-        # Checked against the evaluation task registry at load, so a typo fails here, not after training.
-        from ..evaluation import tasks
-
-        bad = [tasks.unknown_message(e) for e in v if e not in tasks.TASKS and not tasks.looks_like_path(e)]
+        # Checked against the registry's torch-free task table at load, so a typo fails here, not after training.
+        names = registry.task_names()
+        bad = [registry.unknown_task(e) for e in v if e not in names and not registry.looks_like_path(e)]
         if bad:
             raise ValueError("; ".join(bad))
         return v

@@ -16,6 +16,7 @@ from typing import Any, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .. import registry
 from .alignment import (
     VECTOR_ALIGNMENT_KEYS,
     AlignmentConfig,
@@ -102,7 +103,7 @@ class Config(BaseModel):
             raise ValueError(
                 f"embedding.enabled is false but alignment.init = {_init_name(init)} reads the vector alignment "
                 "(aligned tokens from co-occurrence vectors): set embedding.enabled: auto (or true) to train the "
-                "vectors, or choose an alignment.init that reads none (fvt_prior, fvt, mean, random)"
+                f"vectors, or choose an alignment.init that reads none ({', '.join(registry.initialiser_names(False))})"
             )
         if self.embedding_warmup.enabled and self.vocab_adaptation.enabled:
             raise ValueError(
@@ -127,7 +128,7 @@ class Config(BaseModel):
         """Whether co-occurrence vectors are trained (embed) and aligned with (align), and why.
 
         `embedding.enabled: auto` trains them only for an alignment.init that reads them
-        (vocabadapt.init.READS_VECTORS); true and false decide alone (false with such an init is refused at
+        (vocabadapt.registry.reads_vectors); true and false decide alone (false with such an init is refused at
         load). The embed and align stages, their fingerprints and the audit all ask this one method.
         """
         enabled, init = self.embedding.enabled, _init_name(self.alignment.init)
@@ -157,9 +158,7 @@ class Config(BaseModel):
 
 
 def _reads_vectors(init: Optional[str]) -> bool:
-    from ..init import reads_vectors
-
-    return reads_vectors(init)
+    return registry.reads_vectors(init)
 
 
 def _init_name(init: Optional[str]) -> str:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ..training.settings import TRAIN_STAGES
+from ..values import number
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +42,6 @@ def _check(cid: int, status: str, evidence: dict, reason: str) -> dict[str, Any]
     return {"id": cid, "name": NAMES[cid], "status": status, "evidence": evidence, "reason": reason}
 
 
-def _num(x: Any) -> float | None:
-    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else None
-
-
 def loss_windows(losses: list[float]) -> tuple[float, float, int]:
     """Mean of the first and the last 10 % of the logged losses (3 values at least, half at most)."""
     w = max(1, min(len(losses) // 2, max(len(losses) // 10, 3)))
@@ -57,7 +53,7 @@ def check_loss(train: dict | None, metrics: dict[str, list[dict]]) -> dict[str, 
         return _check(1, "not-run", {}, "no training stage recorded a summary (train/<stage>/summary.json)")
     evidence: dict[str, Any] = {}
     verdicts = []
-    for stage in TRAIN_STAGES:
+    for stage in metrics:  # every training stage, in order
         s = train.get(stage)
         if not isinstance(s, dict) or s.get("skipped"):
             evidence[stage] = {"status": "skipped" if isinstance(s, dict) else "missing"}
@@ -66,7 +62,7 @@ def check_loss(train: dict | None, metrics: dict[str, list[dict]]) -> dict[str, 
         losses = [
             float(r["loss"])
             for r in metrics.get(stage, [])
-            if _num(r.get("loss")) is not None and r.get("type", "train") == "train"
+            if number(r.get("loss")) is not None and r.get("type", "train") == "train"
         ]
         if len(losses) >= 2:
             first, last, w = loss_windows(losses)
@@ -76,7 +72,7 @@ def check_loss(train: dict | None, metrics: dict[str, list[dict]]) -> dict[str, 
                 "window": w,
                 "logged_steps": len(losses),
             }
-        elif _num(s.get("first_loss")) is not None and _num(s.get("last_loss")) is not None:
+        elif number(s.get("first_loss")) is not None and number(s.get("last_loss")) is not None:
             first, last = float(s["first_loss"]), float(s["last_loss"])
             e = {"first_loss": first, "last_loss": last}
         else:
@@ -99,8 +95,8 @@ def check_loss(train: dict | None, metrics: dict[str, list[dict]]) -> dict[str, 
     return _check(1, "fail", evidence, "a stage had loss spikes or did not end below where it started")
 
 
-def check_embeddings(train: dict | None) -> dict[str, Any]:
-    s = train.get(TRAIN_STAGES[0]) if isinstance(train, dict) else None
+def check_embeddings(train: dict | None, first_stage: str) -> dict[str, Any]:
+    s = train.get(first_stage) if isinstance(train, dict) else None
     if not isinstance(s, dict):
         return _check(2, "not-run", {}, "no stage-1 summary (train/stage1/summary.json)")
     if s.get("skipped"):
@@ -126,17 +122,17 @@ def _ranges(stage: dict) -> list[tuple[int, int, int]] | None:
         rs = seq.get("ranges")
         if isinstance(rs, list) and all(isinstance(r, dict) and {"start", "stop"} <= set(r) for r in rs):
             return [(int(r.get("epoch", 0)), int(r["start"]), int(r["stop"])) for r in rs]
-        if _num(seq.get("start")) is not None and _num(seq.get("stop")) is not None:
+        if number(seq.get("start")) is not None and number(seq.get("stop")) is not None:
             return [(0, int(seq["start"]), int(seq["stop"]))]
     value = stage.get("sequence_range")
-    if isinstance(value, (list, tuple)) and len(value) == 2 and all(_num(v) is not None for v in value):
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(number(v) is not None for v in value):
         return [(0, int(value[0]), int(value[1]))]
     if isinstance(value, (list, tuple)) and value and all(isinstance(v, (list, tuple)) and len(v) == 2 for v in value):
         return [(0, int(a), int(b)) for a, b in value]
     return None
 
 
-def check_data_range(train: dict | None, start_idx_stage2: Any) -> dict[str, Any]:
+def check_data_range(train: dict | None, start_idx_stage2: Any, stages: tuple[str, ...]) -> dict[str, Any]:
     """Stage 2's positions in the data order must not repeat stage 1's.
 
     Ranges are epoch-local positions of the seeded order; the same epoch's positions are the same
@@ -144,7 +140,7 @@ def check_data_range(train: dict | None, start_idx_stage2: Any) -> dict[str, Any
     """
     if not isinstance(train, dict):
         return _check(3, "not-run", {}, "no training stage recorded a summary (train/<stage>/summary.json)")
-    s1, s2 = (train.get(s) for s in TRAIN_STAGES)
+    s1, s2 = (train.get(s) for s in stages)
     if not isinstance(s2, dict) or s2.get("skipped"):
         return _check(3, "not-run", {}, "stage 2 did not run")
     r1 = _ranges(s1) if isinstance(s1, dict) and not s1.get("skipped") else []
@@ -179,12 +175,12 @@ def coverage_of(align: dict) -> float | None:
     v = align.get("coverage")
     if isinstance(v, dict):
         for k in ("fraction", "aligned_fraction", "overall", "total", "aligned"):
-            if _num(v.get(k)) is not None:
+            if number(v.get(k)) is not None:
                 v = v[k]
                 break
-    if _num(v) is None:
+    if number(v) is None:
         v = align.get("aligned_fraction")
-    share = _num(v)
+    share = number(v)
     if share is None:
         return None
     return share / 100.0 if share > 1.0 else share  # a percentage
@@ -212,11 +208,11 @@ def zero_rows_of(transplant: dict) -> int | None:
         v = transplant.get(k)
         if isinstance(v, list):
             return len(v)
-        count = _num(v)
+        count = number(v)
         if count is not None:
             return int(count)
     methods = transplant.get("rows_per_method") or transplant.get("methods")
-    if isinstance(methods, dict) and "zero" in methods and _num(methods["zero"]) is not None:
+    if isinstance(methods, dict) and "zero" in methods and number(methods["zero"]) is not None:
         return int(methods["zero"])
     return None
 
@@ -266,7 +262,7 @@ def check_alignment(align: dict | None, transplant: dict | None, zero_allowed: b
 
 def _dataset_bpb(model_entry: dict, dataset: str = "heldout") -> float | None:
     v = (model_entry.get("bpb") or {}).get(dataset)
-    return _num(v.get("bits_per_byte")) if isinstance(v, dict) else None
+    return number(v.get("bits_per_byte")) if isinstance(v, dict) else None
 
 
 def check_bpb(summary: dict) -> dict[str, Any]:
@@ -331,17 +327,19 @@ def build_checklist(
     Args:
         summary: eval/summary.json's content ("models", "final", "baseline", "pubmedqa_vs_baseline").
         train: {stage: summary} of the training stages (None or {} when none finished).
-        metrics: {stage: metrics.jsonl records}.
+        metrics: {stage: metrics.jsonl records} for every training stage in pipeline order (the caller
+            lists them, from vocabadapt.training.settings.TRAIN_STAGES; this module imports no training code).
         align: the alignment summary (None when missing).
         transplant: the transplant summary (None when missing).
         start_idx_stage2: vocab_adaptation.train_start_idx_stage2 (an int means overlap is intended).
         zero_rows_allowed: the config asks for zero rows (alignment.fallback == "zero").
     """
     train = train or None
+    stages = tuple(metrics)
     return [
         check_loss(train, metrics),
-        check_embeddings(train),
-        check_data_range(train, start_idx_stage2),
+        check_embeddings(train, stages[0]),
+        check_data_range(train, start_idx_stage2, stages),
         check_alignment(align, transplant, zero_rows_allowed),
         check_bpb(summary),
         check_pubmedqa(summary),

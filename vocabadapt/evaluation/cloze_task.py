@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 
 from ..config import EvaluationConfig
+from ..values import ci, get
 from . import cloze
 from .choices import mean_interval
-from .tasks import Skip, Task, register
+from .tasks import Skip, Task
 
 log = logging.getLogger(__name__)
 
@@ -82,19 +83,11 @@ def slim(result: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _ci(value: Any, interval: Any) -> str:
-    if not isinstance(value, (int, float)):
-        return "–"
-    if isinstance(interval, list) and len(interval) == 2:
-        return f"{value:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"
-    return f"{value:.3f}"
-
-
 def summary_lines(summary: dict[str, Any], names: list[str]) -> list[str]:
     """'cloze acc (lm-eval multiple_choice, chance 0.25): source 0.512 [0.47, 0.55] (n=600), ...'."""
     models = summary.get("models") or {}
     parts = [
-        f"{n} {_ci(models[n][RESULT_KEY].get('acc'), models[n][RESULT_KEY].get('acc_ci95'))}"
+        f"{n} {ci(models[n][RESULT_KEY].get('acc'), models[n][RESULT_KEY].get('acc_ci95'))}"
         for n in names
         if isinstance((models.get(n) or {}).get(RESULT_KEY), dict)
     ]
@@ -110,24 +103,40 @@ def summary_lines(summary: dict[str, Any], names: list[str]) -> list[str]:
 
 
 def report_columns(summary: dict[str, Any], name: str) -> list[tuple[str, str]]:
+    if not summary.get("cloze_file"):
+        return []  # the cloze did not run: no columns
     c = ((summary.get("models") or {}).get(name) or {}).get(RESULT_KEY) or {}
     d = (summary.get("cloze_vs_source") or {}).get(name) or {}
     return [
-        ("cloze acc [95% CI]", _ci(c.get("acc"), c.get("acc_ci95"))),
-        ("cloze acc_norm", _ci(c.get("acc_norm"), c.get("acc_norm_ci95"))),
-        ("Δcloze vs source", _ci(d.get("acc_diff"), d.get("acc_diff_ci95")) if d else "–"),
+        ("cloze acc§ [95% CI]", ci(c.get("acc"), c.get("acc_ci95"))),
+        ("cloze acc_norm", ci(c.get("acc_norm"), c.get("acc_norm_ci95"))),
+        ("Δcloze vs source", ci(d.get("acc_diff"), d.get("acc_diff_ci95")) if d else "–"),
     ]
 
 
-CLOZE = register(
-    Task(
-        "cloze",
-        "multiple-choice entity cloze (evaluation.cloze.file): lm-eval's acc, acc_norm, acc_bytes, paired Δ vs source",
-        prepare,
-        score,
-        compare=compare,
-        slim=slim,
-        summary_lines=summary_lines,
-        report_columns=report_columns,
+def report_notes(summary: dict[str, Any], names: list[str]) -> list[str]:
+    if not summary.get("cloze_file"):
+        return []
+    first: dict[str, Any] = next(
+        (get(summary, "models", n, RESULT_KEY) for n in names if get(summary, "models", n, RESULT_KEY)), {}
     )
+    return [
+        f"§Cloze: {summary['cloze_file']} ({first.get('n')} questions, chance {first.get('chance') or 0:.2f}): a masked "
+        "chemical or disease mention of an abstract, the gold mention against mentions of the same type from other "
+        "abstracts; acc is lm-evaluation-harness's multiple_choice accuracy (highest summed log-likelihood of ' ' + "
+        "choice after the text before the mention), acc_norm divides by the choice's characters; Δ is a paired "
+        "bootstrap against the source."
+    ]
+
+
+CLOZE = Task(
+    "cloze",
+    "multiple-choice entity cloze (evaluation.cloze.file): lm-eval's acc, acc_norm, acc_bytes, paired Δ vs source",
+    prepare,
+    score,
+    compare=compare,
+    slim=slim,
+    summary_lines=summary_lines,
+    report_columns=report_columns,
+    report_notes=report_notes,
 )

@@ -21,7 +21,7 @@ from typing import Any
 
 from ..config import EvaluationConfig
 from . import cost
-from .tasks import Skip, Task, register
+from .tasks import Skip, Task
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,8 @@ def _flat(r: dict[str, Any]) -> dict[str, Any]:
         "body_macs_per_byte": c.get("body_macs_per_byte"),
         "head_macs_per_byte": c.get("head_macs_per_byte"),
         "macs_per_token": c.get("macs_per_token"),
+        "body_macs_per_token": c.get("body_macs_per_token"),
+        "head_macs_per_token": c.get("head_macs_per_token"),
         "bytes_per_token": c.get("bytes_per_token"),
         "parameter_bytes": c.get("parameter_bytes"),
         "generate_bytes_per_s": s.get("generate_bytes_per_s"),
@@ -148,32 +150,56 @@ def summary_lines(summary: dict[str, Any], names: list[str]) -> list[str]:
     return ["cost per byte (vs source): " + "; ".join(parts)] if parts else []
 
 
-def report_columns(summary: dict[str, Any], name: str) -> list[tuple[str, str]]:
-    r = ((summary.get("cost") or {}).get("models") or {}).get(name) or {}
-    ratio = r.get("ratio_to_source") or {}
+def report_blocks(summary: dict[str, Any], names: list[str]) -> list[tuple]:
+    """A 'Cost per byte' table (a row per model, ratios to the source in parentheses) and how it was measured."""
+    rows_in = (summary.get("cost") or {}).get("models") or {}
+    if not rows_in:
+        return []
 
-    def cell(key: str, scale: float, unit: str) -> str:
+    def cell(r: dict[str, Any], key: str, scale: float, unit: str, digits: int = 1) -> str:
         v = r.get(key)
         if not isinstance(v, (int, float)):
             return "–"
-        return f"{v / scale:.1f}{unit}" + (f" (x{ratio[key]:.2f})" if key in ratio else "")
+        ratio = (r.get("ratio_to_source") or {}).get(key)
+        return f"{v / scale:.{digits}f}{unit}" + (f" (x{ratio:.2f})" if isinstance(ratio, (int, float)) else "")
 
-    return [
-        ("MACs/byte", cell("macs_per_byte", 1e6, "M")),
-        ("params", cell("parameter_bytes", 1e6, " MB")),
-        ("generate B/s", cell("generate_bytes_per_s", 1, "")),
-        ("score B/s", cell("score_bytes_per_s", 1, "")),
-    ]
-
-
-COST = register(
-    Task(
-        "cost",
-        "MACs per byte, parameter memory, generation and scoring bytes/s, each model timed beside the source",
-        prepare,
-        score,
-        compare=compare,
-        summary_lines=summary_lines,
-        report_columns=report_columns,
+    headers = ["model", "bytes/token", "MACs/token body + head", "MACs/byte", "parameters", "generate B/s", "score B/s"]
+    rows = []
+    for n in names:
+        r = rows_in.get(n)
+        if not r:
+            continue
+        body, head = r.get("body_macs_per_token"), r.get("head_macs_per_token")
+        split = f"{body / 1e6:.1f}M + {head / 1e6:.1f}M" if body is not None and head is not None else "–"
+        rows.append(
+            [
+                n,
+                cell(r, "bytes_per_token", 1, "", 3),
+                split,
+                cell(r, "macs_per_byte", 1e6, "M"),
+                cell(r, "parameter_bytes", 1e6, " MB", 0),
+                cell(r, "generate_bytes_per_s", 1, "", 0),
+                cell(r, "score_bytes_per_s", 1, "", 0),
+            ]
+        )
+    setup = (summary.get("cost") or {}).get("speed_setup") or {}
+    note = (
+        "MACs/byte: multiply-adds of the linear layers (body + head, counted on a meta-device model) per token, "
+        "over the model's bytes per token on the held-out text. B/s: bytes of text per second, greedy generation "
+        f"with the KV cache ({setup.get('prompts')} held-out prompts, {setup.get('new_bytes_per_prompt')} new bytes "
+        f"each, {setup.get('threads')} thread(s)) and prompt scoring; each model was timed interleaved with the "
+        "source in one run, and its ratio (in parentheses) is to the source of that run; the source's row is the "
+        "mean of its runs."
     )
+    return [("h", 3, "Cost per byte"), ("table", headers, rows), ("p", note)]
+
+
+COST = Task(
+    "cost",
+    "MACs per byte, parameter memory, generation and scoring bytes/s, each model timed beside the source",
+    prepare,
+    score,
+    compare=compare,
+    summary_lines=summary_lines,
+    report_blocks=report_blocks,
 )

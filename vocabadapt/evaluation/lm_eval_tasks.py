@@ -21,7 +21,8 @@ from typing import Any, Sequence
 
 from ..config import EvaluationConfig
 from ..errors import ConfigError, InputError
-from .tasks import Skip, Task, register
+from ..values import fmt, get, number
+from .tasks import Skip, Task
 
 log = logging.getLogger(__name__)
 
@@ -137,13 +138,9 @@ def run_tasks(
             metric, filt = key.split(",", 1)
             label = metric if filt == "none" else f"{metric} ({filt})"
             stderr = values.get(f"{metric}_stderr,{filt}")
-            metrics[label] = {"value": _num(v), "stderr": _num(stderr)}
+            metrics[label] = {"value": number(v), "stderr": number(stderr)}
         out[name] = {"metrics": metrics, "samples": (res.get("n-samples") or {}).get(name, {}).get("effective")}
     return {"tasks": out, "versions": res.get("versions", {}), "n_shot": res.get("n-shot", {}), "limit": limit}
-
-
-def _num(v: Any) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
 def differences(results: dict[str, dict], reference: str = "source") -> dict[str, dict]:
@@ -200,4 +197,53 @@ def _score(
     return {"lm_eval": r}
 
 
-LM_EVAL = register(Task("lm_eval", "lm-evaluation-harness tasks of evaluation.lm_eval", _prepare, _score))
+def _compare(results: dict[str, dict], baseline: str, setup: LmEvalSetup) -> dict[str, Any]:
+    # Against the source model (same tokenizer family as the published figures), not the baseline.
+    if not any("lm_eval" in r for r in results.values()):
+        return {}
+    return {"lm_eval_vs_source": differences(results, "source")}
+
+
+def _report_blocks(s: dict[str, Any], names: list[str]) -> list[tuple]:
+    """One row per lm-eval task and metric: each model's value ± stderr, and its difference from the source."""
+    if not any(get(s, "models", n, "lm_eval") for n in names):
+        return []
+    pairs = sorted(
+        {
+            (task, metric)
+            for n in names
+            for task, t in (get(s, "models", n, "lm_eval", "tasks") or {}).items()
+            for metric in t.get("metrics", {})
+        }
+    )
+    rows = []
+    for task, metric in pairs:
+        row = [task, metric]
+        for n in names:
+            v = get(s, "models", n, "lm_eval", "tasks", task, "metrics", metric) or {}
+            d = get(s, "lm_eval_vs_source", n, task, metric)
+            row.append(
+                fmt(v.get("value"))
+                + (f" ± {fmt(v.get('stderr'))}" if v.get("stderr") is not None else "")
+                + (f" ({d:+.4f})" if isinstance(d, (int, float)) else "")
+            )
+        rows.append(row)
+    return [
+        ("h", 3, "lm-evaluation-harness tasks"),
+        ("table", ["task", "metric"] + names, rows),
+        (
+            "p",
+            "Value ± lm-eval's standard error; in brackets the difference from the source model. Run by "
+            "lm-eval's own code on each model (evaluation.lm_eval).",
+        ),
+    ]
+
+
+LM_EVAL = Task(
+    "lm_eval",
+    "lm-evaluation-harness tasks of evaluation.lm_eval",
+    _prepare,
+    _score,
+    compare=_compare,
+    report_blocks=_report_blocks,
+)

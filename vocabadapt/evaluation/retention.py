@@ -20,7 +20,7 @@ from typing import Any
 
 from ..config import EvaluationConfig
 from ..errors import ConfigError
-from .tasks import Skip, Task, register
+from .tasks import Skip, Task
 
 log = logging.getLogger(__name__)
 
@@ -139,23 +139,34 @@ def summary_lines(summary: dict[str, Any], names: list[str]) -> list[str]:
 
 
 def report_columns(summary: dict[str, Any], name: str) -> list[tuple[str, str]]:
+    if not summary.get("retention"):
+        return []  # no general text scored: no columns
     r = (summary.get("retention") or {}).get(name) or {}
     b = r.get("general_bpb")
     rel = r.get("relative")
     return [
-        ("general bpb", f"{b:.4f}" if isinstance(b, (int, float)) else "–"),
+        ("general bits/byte¶", f"{b:.4f}" if isinstance(b, (int, float)) else "–"),
         ("Δ general vs source", f"{100 * rel:+.1f} %" if isinstance(rel, (int, float)) and name != "source" else "–"),
     ]
 
 
-GENERAL = register(
-    Task(
-        "general",
-        "general-English bits per byte (evaluation.general_inputs) and its difference from the source",
-        prepare,
-        score,
-        compare=compare,
-        summary_lines=summary_lines,
-        report_columns=report_columns,
-    )
+def report_notes(summary: dict[str, Any], names: list[str]) -> list[str]:
+    if not summary.get("retention"):
+        return []
+    return [
+        "¶General bits/byte: general-English text (evaluation.general_inputs) scored like the held-out text; Δ is "
+        "the change from the source, what adaptation made the model forget (checklist line 7 allows "
+        "evaluation.max_retention_loss)."
+    ]
+
+
+GENERAL = Task(
+    "general",
+    "general-English bits per byte (evaluation.general_inputs) and its difference from the source",
+    prepare,
+    score,
+    compare=compare,
+    summary_lines=summary_lines,
+    report_columns=report_columns,
+    report_notes=report_notes,
 )

@@ -1,10 +1,9 @@
 """Evaluating models side by side: the per-model measurements, the run summary, and `vocabadapt eval`.
 
-Each model gets bits per byte on every text set (vocabadapt.evaluation.bpb), PubMedQA zero-shot
-and few-shot scored as lm-evaluation-harness does (vocabadapt.evaluation.pubmedqa) with a paired
-bootstrap against the baseline, and the lm-eval tasks of evaluation.lm_eval
-(vocabadapt.evaluation.lm_eval_tasks) with their difference from the source model; once per
-run: tokenizer efficiency and the vocabulary's cost (evaluation.efficiency) and alignment quality.
+Each model gets every task evaluation.datasets names (vocabadapt.evaluation.tasks: bits per byte on
+each text set, PubMedQA, lm-eval tasks, ...), each task's comparison of the models (its `compare`
+hook), and once per run: tokenizer efficiency and the vocabulary's cost (evaluation.efficiency) and
+alignment quality.
 The evaluate stage (vocabadapt.stages.evaluate) chooses the models and writes the results.
 """
 
@@ -13,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -23,7 +21,6 @@ from ..io import write_json
 from . import bpb as bpb_mod
 from . import checklist as checklist_mod
 from . import efficiency as eff
-from . import pubmedqa as qa_mod
 from . import tasks
 
 if TYPE_CHECKING:
@@ -92,30 +89,6 @@ def check_vocab(model: Any, tokenizer: Any, name: str) -> None:
         )
 
 
-@dataclass
-class QASetup:
-    """PubMedQA questions and few-shot examples, fixed once for all models of a run."""
-
-    questions: list[qa_mod.Question]
-    shots: list[qa_mod.Question] = field(default_factory=list)
-    bootstrap: int = 1000
-    source: str = ""
-
-
-def qa_setup(
-    file: str, split_ids: str | None, fewshot_file: str | None, fewshot_k: int, bootstrap: int, max_samples: int | None
-) -> QASetup:
-    ids = qa_mod.load_split_ids(split_ids) if split_ids else None
-    questions = qa_mod.load_questions(file, ids=ids, max_samples=max_samples)
-    shots: list[qa_mod.Question] = []
-    if fewshot_k:
-        # Few-shot examples never come from the evaluated questions (nor, with a split, from the split).
-        exclude = set(ids or []) | {q.id for q in questions}
-        pool = qa_mod.load_questions(fewshot_file or file, exclude=sorted(exclude))
-        shots = qa_mod.choose_shots(pool, fewshot_k)
-    return QASetup(questions, shots, bootstrap, str(file))
-
-
 Prepared = dict[str, tuple["tasks.Task", Any]]  # result label -> (task, its prepared data)
 
 
@@ -152,12 +125,7 @@ def gather_inputs(ev: EvaluationConfig, heldout: Path) -> tuple[Prepared, dict[s
 
 def text_sets(prepared: Prepared) -> dict[str, list[str]]:
     """The text sets among the prepared tasks (scored in bits per byte), by label."""
-    return {label: data for label, (task, data) in prepared.items() if task.score is tasks.TEXT_FILE.score}
-
-
-def qa_of(prepared: Prepared) -> QASetup | None:
-    found = prepared.get(tasks.PUBMEDQA.name)
-    return found[1] if found else None
+    return {label: data for label, (task, data) in prepared.items() if tasks.is_text(task)}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -189,78 +157,39 @@ def evaluate_model(
     return result
 
 
-def slim(result: dict[str, Any]) -> dict[str, Any]:
-    """A model's result without per-question predictions (for summaries and printing)."""
-    out = dict(result)
-    for k in ("pubmedqa", "pubmedqa_fewshot"):
-        if isinstance(out.get(k), dict):
-            out[k] = {kk: v for kk, v in out[k].items() if kk != "predictions"}
-    return tasks.slim(out)
-
-
-def compare_to_baseline(results: dict[str, dict], baseline: str, bootstrap: int) -> dict[str, dict]:
-    """Paired bootstrap of every model's PubMedQA against the baseline's, on the same questions."""
-    out: dict[str, dict] = {}
-    base = results.get(baseline, {})
-    for name, r in results.items():
-        if name == baseline:
-            continue
-        for key, label in (("pubmedqa", name), ("pubmedqa_fewshot", f"{name}/fewshot")):
-            if key in r and key in base:
-                out[label] = qa_mod.paired_difference(r[key]["predictions"], base[key]["predictions"], bootstrap)
-    return out
-
-
-def get(d: Any, *keys: str) -> Any:
-    for k in keys:
-        if not isinstance(d, dict):
-            return None
-        d = d.get(k)
-    return d
-
-
 def build_summary(
     results: dict[str, dict],
     baseline: str,
     final: str | None,
-    texts: dict[str, list[str]],
-    qa: QASetup | None,
+    prepared: Prepared,
     skips: dict[str, str],
     tokenizers: dict[str, Any],
     terms: list[str] | None,
     align: dict[str, Any] | None,
-    prepared: Prepared | None = None,
 ) -> dict[str, Any]:
     """eval/summary.json: models side by side, tokenizer efficiency, vocabulary cost, alignment.
 
     Args:
         results: per-model results (evaluate_model), in evaluation order.
         baseline, final: the names of the baseline and of the final adapted model (None: none).
-        texts: the scored text sets.
-        qa: the PubMedQA setup, or None.
+        prepared: the tasks that ran and their data (gather_inputs); each task's `compare` hook adds
+            its fields (e.g. PubMedQA's paired difference from the baseline).
         skips: what was skipped and why.
         tokenizers: {"source": ..., "target": ...} for tokenizer efficiency (either may be missing).
         terms: domain words (the run's mined terms), or None to take the held-out text's frequent words.
         align: the alignment summary, or None.
-        prepared: the tasks that ran (gather_inputs); each task's `compare` hook adds its fields.
     """
+    texts = text_sets(prepared)
     summary: dict[str, Any] = {
         "baseline": baseline,
         "final": final,
-        "models": {n: slim(r) for n, r in results.items()},
+        "models": {n: tasks.slim(r) for n, r in results.items()},
         "datasets": {
             ds: {"documents": len(d), "bytes": sum(len(t.encode("utf-8")) for t in d)} for ds, d in texts.items()
         },
         "skipped": skips,
     }
-    if qa is not None:
-        summary["pubmedqa_file"] = qa.source
-        summary["pubmedqa_vs_baseline"] = compare_to_baseline(results, baseline, qa.bootstrap)
-    if any("lm_eval" in r for r in results.values()):
-        from .lm_eval_tasks import differences
-
-        summary["lm_eval_vs_source"] = differences(results, "source")
-    for task, data in (prepared or {}).values():
+    for task, data in prepared.values():
         if task.compare is not None:
             summary.update(task.compare(results, baseline, data))
 
@@ -321,14 +250,10 @@ def eval_command(
     prepared: Prepared = {
         Path(t).name.split(".")[0] or str(t): (tasks.TEXT_FILE, read_texts(t, max_samples)) for t in texts
     }
-    qa = None
     if pubmedqa:
-        split = Path(pubmedqa).with_name("test_ground_truth.json")
-        use_split = Path(pubmedqa).name == "ori_pqal.json" and split.is_file()
-        if use_split:
-            log.info("using the official test split %s", split)
-        qa = qa_setup(pubmedqa, str(split) if use_split else None, None, 0, cfg.qa.bootstrap, max_samples)
-        prepared[tasks.PUBMEDQA.name] = (tasks.PUBMEDQA, qa)
+        from .pubmedqa_task import PUBMEDQA, cli_setup
+
+        prepared[PUBMEDQA.name] = (PUBMEDQA, cli_setup(pubmedqa, cfg.qa.bootstrap, max_samples))
 
     results: dict[str, dict] = {}
     for name, path in (("model", model), ("baseline", baseline)):
@@ -347,12 +272,13 @@ def eval_command(
         del m
     full: dict[str, Any] = {"models": results}
     if baseline is not None:
-        if qa is not None:
-            full["pubmedqa_vs_baseline"] = compare_to_baseline(results, "baseline", cfg.qa.bootstrap)
+        for task, data in prepared.values():
+            if task.compare is not None:
+                full.update(task.compare(results, "baseline", data))
         full["bits_per_byte_difference"] = {
             ds: results["model"]["bpb"][ds]["bits_per_byte"] - results["baseline"]["bpb"][ds]["bits_per_byte"]
             for ds in text_sets(prepared)
         }
     if out:
         write_json(Path(out), full)
-    return {**full, "models": {n: slim(r) for n, r in results.items()}}
+    return {**full, "models": {n: tasks.slim(r) for n, r in results.items()}}

@@ -1,21 +1,20 @@
-"""Evaluation tasks: what `evaluation.datasets` may name, behind an explicit registry.
+"""Evaluation tasks: what `evaluation.datasets` may name, one object each, listed in vocabadapt.registry.
 
 A task prepares its data once per run, before any model is loaded (so a bad file fails first), and
-scores one model at a time, returning the fields it adds to that model's result. Built in:
+scores one model at a time, returning the fields it adds to that model's result. Its optional hooks
+say what it adds elsewhere, so nothing outside its module names it: the fields of eval/summary.json
+that compare models (`compare`), a model's result without per-item detail (`slim`), lines of the
+closing summary and of `vocabadapt eval` (`summary_lines`), and its columns, notes and blocks in the
+report (`report_columns`, `report_notes`, `report_blocks`). Built in (vocabadapt.registry.TASKS):
 
     heldout    bits per byte on the run's held-out split (vocabadapt.evaluation.bpb)
-    pubmedqa   PubMedQA zero-shot and few-shot, scored as lm-eval does (vocabadapt.evaluation.pubmedqa)
+    pubmedqa   PubMedQA zero-shot and few-shot, scored as lm-eval does (vocabadapt.evaluation.pubmedqa_task)
     lm_eval    the lm-evaluation-harness tasks of evaluation.lm_eval (vocabadapt.evaluation.lm_eval_tasks);
                runs whenever evaluation.lm_eval.tasks is non-empty
-    cloze      a multiple-choice entity cloze, scored as lm-eval's multiple_choice (evaluation.cloze_task)
-    general    general-English bits per byte, retention (evaluation.retention); runs whenever
-               evaluation.general_inputs is non-empty
-    cost       MACs per byte, parameter memory, generation and scoring bytes/s beside the source
-               (evaluation.cost_task); runs whenever evaluation.cost.enabled
     <path>     any other entry is a text file scored in bits per byte (named after the file)
 
-A new evaluation (lm-eval tasks, another QA set) is a new module that calls `register(Task(...))`
-and is imported at the end of this file; the config validates names against TASKS at load.
+A new evaluation is a module that defines a `Task` and one `TaskEntry` in vocabadapt.registry.TASKS
+naming it; the config validates names against that table at load (docs/extending.md).
 """
 
 from __future__ import annotations
@@ -25,10 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from .. import registry
 from ..config import EvaluationConfig
 from ..errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+Block = tuple  # a report block, as vocabadapt.report.markdown draws it: ("p", text), ("table", headers, rows), ...
 
 
 @dataclass(frozen=True)
@@ -40,15 +42,18 @@ class Skip:
 
 @dataclass(frozen=True)
 class Task:
-    """One evaluation.
+    """One evaluation and its hooks (every hook may be None).
 
     prepare(entry, cfg, heldout) -> data or Skip: read what the task needs (raise InputError on bad input).
     score(label, model, tokenizer, data, cfg, context) -> fields merged into the model's result dict.
-    Optional hooks (None = nothing to add):
     compare(results, baseline, data) -> fields of eval/summary.json comparing the models (results: by name).
     slim(result) -> the model's result without per-item detail (for summaries and printing).
-    summary_lines(summary, names) -> lines of the closing summary (summary has "models": {name: slim result}).
-    report_columns(summary, name) -> [(header, cell)] of the report's task table, one call per model.
+    summary_lines(summary, names) -> lines of the closing summary and of `vocabadapt eval` (summary has
+        "models": {name: slim result}).
+    report_columns(summary, name) -> [(header, cell)] appended to the report's models table, one call per
+        model (every call returns the same headers).
+    report_notes(summary, names) -> paragraphs under the models table; report_blocks(summary, names) ->
+        blocks after them (a heading and a table of its own).
     """
 
     name: str
@@ -59,37 +64,32 @@ class Task:
     slim: Optional[Callable[[dict[str, Any]], dict[str, Any]]] = None
     summary_lines: Optional[Callable[[dict[str, Any], list[str]], list[str]]] = None
     report_columns: Optional[Callable[[dict[str, Any], str], list[tuple[str, str]]]] = None
+    report_notes: Optional[Callable[[dict[str, Any], list[str]], list[str]]] = None
+    report_blocks: Optional[Callable[[dict[str, Any], list[str]], list[Block]]] = None
 
 
-TASKS: dict[str, Task] = {}
-
-
-def register(task: Task) -> Task:
-    if task.name in TASKS:
-        raise AssertionError(f"duplicate evaluation task {task.name}")
-    TASKS[task.name] = task
+def load(name: str) -> Task:
+    """The registered task `name`, its module imported. Raises KeyError for an unknown name."""
+    entry = registry.task_entry(name)
+    task = registry.load_ref(entry.task)
+    if not isinstance(task, Task) or task.name != name:
+        raise AssertionError(f"registry entry {name} names {entry.task}, which is not Task '{name}'")
     return task
 
 
+def registered() -> list[Task]:
+    """Every registered task, in registry order (their modules imported)."""
+    return [load(name) for name in registry.task_names()]
+
+
 def looks_like_path(entry: str) -> bool:
-    """An evaluation.datasets entry that names a file rather than a task."""
-    return "/" in entry or "\\" in entry or Path(entry).suffix != ""
+    return registry.looks_like_path(entry)
 
 
 def label_of(entry: str) -> str:
     """The name results are filed under: the task name, or a text file's name without suffixes."""
-    return entry if entry in TASKS or not looks_like_path(entry) else (Path(entry).name.split(".")[0] or entry)
-
-
-def unknown_message(entry: str) -> str:
-    import difflib
-
-    near = difflib.get_close_matches(entry, list(TASKS), n=1)
-    hint = f" (did you mean '{near[0]}'?)" if near else ""
-    return (
-        f"unknown evaluation task '{entry}'{hint}; tasks: {', '.join(TASKS)}, or the path of a text file "
-        f"(.txt/.jsonl/.parquet, optionally .gz)"
-    )
+    names = registry.task_names()
+    return entry if entry in names or not looks_like_path(entry) else (Path(entry).name.split(".")[0] or entry)
 
 
 def get(entry: str) -> Task:
@@ -98,15 +98,15 @@ def get(entry: str) -> Task:
     Raises:
         ConfigError: neither a registered task nor a path.
     """
-    if entry in TASKS:
-        return TASKS[entry]
+    if entry in registry.task_names():
+        return load(entry)
     if looks_like_path(entry):
         return TEXT_FILE
-    raise ConfigError("evaluation.datasets", [f"evaluation.datasets: {unknown_message(entry)}"])
+    raise ConfigError("evaluation.datasets", [f"evaluation.datasets: {registry.unknown_task(entry)}"])
 
 
 # --------------------------------------------------------------------------------------------------
-# built-in tasks
+# bits per byte on text: the held-out split and any text file
 
 
 def _score_text(
@@ -136,75 +136,24 @@ def _prepare_text_file(entry: str, cfg: EvaluationConfig, heldout: Path) -> list
     return read_texts(entry, cfg.max_samples)
 
 
-def _prepare_pubmedqa(entry: str, cfg: EvaluationConfig, heldout: Path) -> Any:
-    from .suite import qa_setup
-
-    if not cfg.qa.enabled:
-        return Skip("evaluation.qa.enabled is false")
-    if not cfg.qa.file:
-        return Skip("evaluation.qa.file is not set")
-    return qa_setup(
-        cfg.qa.file, cfg.qa.split_ids, cfg.qa.fewshot_file, cfg.qa.fewshot_k, cfg.qa.bootstrap, cfg.max_samples
-    )
-
-
-def _score_pubmedqa(
-    label: str, model: Any, tokenizer: Any, qa: Any, cfg: EvaluationConfig, context: int
-) -> dict[str, Any]:
-    from .pubmedqa import score_questions
-
-    out: dict[str, Any] = {}
-    r = score_questions(
-        model, tokenizer, qa.questions, context=context, batch_size=cfg.batch_size, bootstrap=qa.bootstrap
-    )
-    log.info(
-        "PubMedQA acc %.3f (lm-eval's), acc_bytes %.3f, macro-F1 %.3f (n=%d, skipped %d)",
-        r["acc"] or 0,
-        r["acc_bytes"] or 0,
-        r["macro_f1"] or 0,
-        r["n"],
-        r["skipped"],
-    )
-    out["pubmedqa"] = r
-    if qa.shots:
-        r = score_questions(
-            model,
-            tokenizer,
-            qa.questions,
-            shots=qa.shots,
-            context=context,
-            batch_size=cfg.batch_size,
-            bootstrap=qa.bootstrap,
-        )
-        log.info("PubMedQA %d-shot acc %.3f", len(qa.shots), r["acc"] or 0)
-        out["pubmedqa_fewshot"] = r
-    return out
-
-
-HELDOUT = register(Task("heldout", "bits per byte on the run's held-out split", _prepare_heldout, _score_text))
-PUBMEDQA = register(
-    Task(
-        "pubmedqa",
-        "PubMedQA zero-shot and few-shot: lm-eval's acc, acc_bytes, macro-F1",
-        _prepare_pubmedqa,
-        _score_pubmedqa,
-    )
-)
+HELDOUT = Task("heldout", "bits per byte on the run's held-out split", _prepare_heldout, _score_text)
 # Not registered by name: any evaluation.datasets entry that is a path.
 TEXT_FILE = Task("text file", "bits per byte on a text file", _prepare_text_file, _score_text)
 
-# Evaluations in modules of their own register themselves on import.
-from . import cloze_task, cost_task, lm_eval_tasks, retention  # noqa: E402,F401
+
+def is_text(task: Task) -> bool:
+    """Whether the task scores a text set in bits per byte (the held-out split or a text file)."""
+    return task.score is _score_text
 
 
 def summary_lines(summary: dict[str, Any], names: list[str]) -> list[str]:
-    """Every registered task's lines for the closing summary (Task.summary_lines)."""
-    return [line for t in TASKS.values() if t.summary_lines for line in t.summary_lines(summary, names)]
+    """Every registered task's lines for the closing summary and `vocabadapt eval` (Task.summary_lines)."""
+    return [line for t in registered() if t.summary_lines for line in t.summary_lines(summary, names)]
 
 
 def slim(result: dict[str, Any]) -> dict[str, Any]:
-    """A model's result without the registered tasks' per-item detail (Task.slim)."""
-    for t in TASKS.values():
+    """A model's result without the registered tasks' per-item detail (Task.slim), for summaries and printing."""
+    for t in registered():
         if t.slim:
             result = t.slim(result)
     return result

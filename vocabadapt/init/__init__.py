@@ -6,7 +6,8 @@ row kinds that use no particular source row (`mean`, `random`, `zero`). `vocabad
 applies one recipe to the input embedding and, separately, to the output head, so untied models get
 both matrices built from the same recipe and tied models get one.
 
-Registry (chosen by `alignment.init`):
+Initialisers (chosen by `alignment.init`; listed once, in vocabadapt.registry.INITIALISERS, which names
+each one's module; `get(name)` imports it):
     None       the mapping's own per-token method: every row is the weighted sum of its entry's
                source rows (mean / random / zero entries as the mapping says)
     tokalign   aligned and soft entries copy their top-1 source row (TokAlign, Li et al., ACL 2025)
@@ -19,10 +20,11 @@ Registry (chosen by `alignment.init`):
     mean       every non-special row is the mean of all source rows (what transformers' resize does)
     random     every non-special row drawn from N(mean, std) per dimension of the source rows
 
-Only None, tokalign and soft read the rows the co-occurrence vectors aligned (READS_VECTORS); with the
-others the embed stage trains no vectors unless `embedding.enabled: true` (Config.vector_plan).
+Only None, tokalign and soft read the rows the co-occurrence vectors aligned (the registry's
+reads_vectors); with the others the embed stage trains no vectors unless `embedding.enabled: true`
+(Config.vector_plan).
 
-An initialiser may also have a `refine` step (REFINERS): it runs after the recipe's rows are built, may
+An initialiser may also have a `refine` step: it runs after the recipe's rows are built, may
 load the source model and read calibration text (vocabadapt.init.calibration), and returns the input rows
 and, when the output head needs its own rows, the output rows.
 
@@ -36,13 +38,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
-import torch
-
+from .. import registry
 from ..align.mapping import TokenMapping
 from ..errors import ConfigError, InputError
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +79,19 @@ class Recipe:
 
 
 @dataclass
+class Calibration:
+    """Training text and a budget for initialisers whose refine step runs the source model
+    (vocabadapt.init.calibration reads them).
+
+    texts: documents in corpus order (already capped in bytes by the caller).
+    max_tokens: source tokens of `texts` run through the source model to collect hidden states.
+    """
+
+    texts: list[str] = field(default_factory=list)
+    max_tokens: int = 4096
+
+
+@dataclass
 class InitContext:
     """What an initialiser may read."""
 
@@ -84,9 +100,10 @@ class InitContext:
     target_tokenizer: Any
     seed: int = 0
     info: dict[str, Any] = field(default_factory=dict)  # initialisers may leave notes for transplant.json
-    source_model_dir: Optional[Path] = None  # for refine steps that run the source model
-    calibration: Any = None  # vocabadapt.init.calibration.Calibration, for refine steps
-    trust_remote_code: bool = False
+    # For refine steps that run the source model: () -> the source model in float32 eval mode, frozen
+    # (given by the transplant, which owns model loading, so this package imports no model code).
+    load_source_model: Optional[Callable[[], Any]] = None
+    calibration: Optional[Calibration] = None  # for refine steps
 
     def special_ids(self) -> set[int]:
         """Target ids that keep their mapping entry under every initialiser."""
@@ -127,8 +144,6 @@ def mapping_recipe(ctx: InitContext) -> Recipe:
     return Recipe(labels, ids, weights)
 
 
-# The registry is explicit; the modules import Recipe/InitContext from this package, so they are
-# imported here, after those are defined.
 def baseline_recipe(ctx: InitContext, label: str) -> Recipe:
     """Every non-special row gets the baseline `label` (mean / random); special tokens keep their entry."""
     special = ctx.special_ids()
@@ -141,81 +156,66 @@ def baseline_recipe(ctx: InitContext, label: str) -> Recipe:
     return Recipe(labels, ids, weights)
 
 
-from . import fvt, fvt_prior, mean, random, soft, tokalign  # noqa: E402
-
-REGISTRY: dict[str, Callable[[InitContext], Recipe]] = {
-    "fvt_prior": fvt_prior.recipe,
-    "tokalign": tokalign.recipe,
-    "soft": soft.recipe,
-    "fvt": fvt.recipe,
-    "mean": mean.recipe,
-    "random": random.recipe,
-}
-
-# (ctx, recipe, input rows (target_rows, hidden)) -> (input rows, output rows or None = same as input)
-Refiner = Callable[[InitContext, Recipe, torch.Tensor], "tuple[torch.Tensor, Optional[torch.Tensor]]"]
-REFINERS: dict[str, Refiner] = {
-    "fvt_prior": fvt_prior.refine,
-}
-
-# Whether each initialiser reads what the co-occurrence vectors produced (the mapping's aligned and soft
-# entries). Those that do not use only the identical and special entries and rebuild every other row
-# themselves, so for them the embed stage trains nothing and align maps identical tokens and the fallback
-# (Config.vector_plan). Every REGISTRY name is listed, and None (the mapping's per-token chain).
-READS_VECTORS: dict[str | None, bool] = {
-    None: True,
-    "tokalign": True,
-    "soft": True,
-    "fvt_prior": False,
-    "fvt": False,
-    "mean": False,
-    "random": False,
-}
-assert set(READS_VECTORS) == set(REGISTRY) | {None}, "every initialiser declares READS_VECTORS"  # invariant
-
-DEFAULT = "fvt_prior"  # the schema's alignment.init default (lowest held-out bpb at init, issue 18)
+# (ctx, recipe, input rows (target_rows, hidden)) -> (input rows, output rows). Output rows None: the head is
+# built from the source head by the recipe (an untied model); a tied model is written untied and needs them.
+Refiner = Callable[[InitContext, Recipe, "torch.Tensor"], "tuple[torch.Tensor, Optional[torch.Tensor]]"]
 
 
-def get(name: str | None) -> Callable[[InitContext], Recipe]:
-    """The recipe function for `alignment.init` (None = the mapping's per-token method).
+@dataclass(frozen=True)
+class Initialiser:
+    """One row initialiser, loaded: its registry facts and its code.
+
+    name, reads_vectors: as vocabadapt.registry.INITIALISERS lists them (None = the mapping's own
+        per-token method, which reads the vectors).
+    recipe: (InitContext) -> Recipe, the source ids and weights of every target row.
+    refine: run after the recipe's rows are built; returns (input rows, head rows), both
+        (target_rows, hidden) (see Refiner). None when the recipe's rows are final.
+    """
+
+    name: Optional[str]
+    reads_vectors: bool
+    recipe: Callable[[InitContext], Recipe]
+    refine: Optional[Refiner] = None
+
+    @property
+    def untie_output(self) -> bool:
+        """Whether the head gets rows of its own (a refine step), so a tied model is written untied (decided
+        before any row is built: vocabadapt.model.transplant.head_mode)."""
+        return self.refine is not None
+
+
+MAPPING = Initialiser(None, registry.MAPPING_READS_VECTORS, mapping_recipe)
+DEFAULT = registry.DEFAULT_INITIALISER
+reads_vectors = registry.reads_vectors
+
+
+def get(name: Optional[str]) -> Initialiser:
+    """The initialiser `alignment.init` names (None = the mapping's per-token method), its code imported.
 
     Raises:
         ConfigError: unknown name; the message lists the valid names.
     """
     if name is None:
-        return mapping_recipe
-    if name not in REGISTRY:
-        raise ConfigError(
-            "alignment.init",
-            [
-                f"alignment.init: unknown initialiser '{name}'; valid: {', '.join(REGISTRY)} (or null for the "
-                f"mapping's per-token method)"
-            ],
-        )
-    return REGISTRY[name]
-
-
-def reads_vectors(name: str | None) -> bool:
-    """Whether initialiser `name` (None = the mapping's per-token chain) reads the vector alignment."""
-    return READS_VECTORS[name]
-
-
-def refiner(name: str | None) -> Refiner | None:
-    """The refine step of initialiser `name`, or None when its rows are its recipe's alone."""
-    return REFINERS.get(name) if name is not None else None
+        return MAPPING
+    try:
+        e = registry.initialiser_entry(name)
+    except KeyError:
+        raise ConfigError("alignment.init", [f"alignment.init: {registry.unknown_initialiser(name)}"]) from None
+    refine = registry.load_ref(e.refine) if e.refine else None
+    return Initialiser(e.name, e.reads_vectors, registry.load_ref(e.recipe), refine)
 
 
 __all__ = [
-    "Recipe",
-    "InitContext",
-    "REGISTRY",
-    "REFINERS",
-    "READS_VECTORS",
-    "reads_vectors",
     "DEFAULT",
-    "get",
-    "refiner",
-    "mapping_recipe",
-    "entry",
+    "MAPPING",
     "NO_SOURCE_KINDS",
+    "InitContext",
+    "Calibration",
+    "Initialiser",
+    "Recipe",
+    "Refiner",
+    "entry",
+    "get",
+    "mapping_recipe",
+    "reads_vectors",
 ]

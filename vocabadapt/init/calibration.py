@@ -1,6 +1,6 @@
 """What initialisers that look at the source model's behaviour read: corpus counts and hidden states.
 
-An initialiser with a `refine` step (see vocabadapt.init.REFINERS) receives `Calibration` in its context:
+An initialiser with a `refine` step (Initialiser.refine) receives `Calibration` in its context:
 training text (capped by alignment.calibration_bytes) and a token budget (alignment.calibration_tokens)
 for forward passes of the source model. Everything here is deterministic: texts in corpus order, the
 model in eval mode, float32 on the CPU unless a GPU is present.
@@ -10,44 +10,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from . import Calibration
+
+__all__ = ["Calibration", "head_inputs", "token_counts"]
+
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Calibration:
-    """Training text and budgets for initialisers that run the source model.
-
-    texts: documents in corpus order (already capped in bytes by the caller).
-    max_tokens: source tokens of `texts` run through the source model to collect hidden states.
-    distill_tokens: new target tokens refined by Token Distillation (most frequent first; 0 = none).
-    distill_contexts: corpus contexts per distilled token.
-    """
-
-    texts: list[str] = field(default_factory=list)
-    max_tokens: int = 4096
-    distill_tokens: int = 0
-    distill_contexts: int = 2
-
-
-def load_source_model(model_dir: str | Path, trust_remote_code: bool = False) -> Any:
-    """The source model in float32 eval mode (loaded by vocabadapt.model.hub, safetensors only; on the GPU
-    when there is one)."""
-    from ..config import ModelsConfig
-    from ..model.hub import load_model
-
-    model = load_model(str(model_dir), ModelsConfig(trust_remote_code=trust_remote_code), dtype=torch.float32)
-    if torch.cuda.is_available():
-        model = model.to("cuda")
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
 
 
 def token_counts(tokenizer: Any, texts: Sequence[str], vocab_size: int, batch: int = 256) -> torch.Tensor:

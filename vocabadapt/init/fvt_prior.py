@@ -30,6 +30,7 @@ import logging
 import torch
 
 from . import InitContext, Recipe, fvt
+from .rows import build_rows
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ def refine(ctx: InitContext, recipe: Recipe, input_rows: torch.Tensor) -> tuple[
     """Output rows from the source model's head, its hidden states and the corpus counts.
 
     Args:
-        ctx: needs source_model_dir and calibration (texts and the hidden-state budget).
+        ctx: needs load_source_model and calibration (texts and the hidden-state budget).
         recipe: the FVT recipe this module's `recipe` returned.
         input_rows: (target_rows, hidden) rows built from it (returned unchanged).
     Returns:
@@ -135,12 +136,12 @@ def refine(ctx: InitContext, recipe: Recipe, input_rows: torch.Tensor) -> tuple[
     from ..errors import InputError
     from . import calibration as cal
 
-    if ctx.source_model_dir is None or ctx.calibration is None or not ctx.calibration.texts:
+    if ctx.load_source_model is None or ctx.calibration is None or not ctx.calibration.texts:
         raise InputError(
             "alignment.init = fvt_prior needs the source model and training text (the corpus stage's "
             "corpus/train.jsonl); run the corpus stage first or choose another alignment.init"
         )
-    model = cal.load_source_model(ctx.source_model_dir, ctx.trust_remote_code)
+    model = ctx.load_source_model()
     src_out = model.get_output_embeddings().weight.detach().cpu()  # (source_rows, hidden)
     texts = ctx.calibration.texts
     ids = ctx.source_tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
@@ -151,8 +152,6 @@ def refine(ctx: InitContext, recipe: Recipe, input_rows: torch.Tensor) -> tuple[
     counts = cal.token_counts(ctx.target_tokenizer, texts, ctx.mapping.target_vocab_size)
     first = first_pieces(ctx, recipe)
     shares = log_shares(first, counts)
-    from ..model.rows import build_rows
-
     fvt_out = build_rows(src_out, recipe, n_used=len(ctx.source_tokenizer), n_rows=input_rows.shape[0])
     multi = [label == "fvt" and len(ids) > 1 for label, ids in zip(recipe.labels, recipe.source_ids)]
     out = output_rows(src_out, input_rows, first, shares, u, fvt_out, multi, MIX)

@@ -301,6 +301,34 @@ def load_model(
     )
 
 
+def convert_to_safetensors(model_dir: Path, models_cfg: ModelsConfig, scratch: Path) -> Path:
+    """An allowed pickle checkpoint loaded once (weights_only) and re-saved as safetensors under scratch;
+    returns the new directory."""
+    log.warning(
+        "%s has only pickle weights; loading the whole model once to convert it to safetensors (memory = model size)",
+        model_dir,
+    )
+    model = load_model(str(model_dir), models_cfg)
+    converted = scratch / "converted"
+    model.save_pretrained(str(converted))
+    del model
+    return converted
+
+
+def load_frozen_model(model_dir: str | Path, trust_remote_code: bool = False) -> Any:
+    """A local model in float32 eval mode with no gradients, on the GPU when there is one (load_model: safe,
+    safetensors only). What initialisers that run the source model receive (InitContext.load_source_model)."""
+    import torch
+
+    model = load_model(str(model_dir), ModelsConfig(trust_remote_code=trust_remote_code), dtype=torch.float32)
+    if torch.cuda.is_available():
+        model = model.to("cuda")
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
 def resolve_model_dir(name: str, cache_dir: str | None = None, retry: DownloadRetry = DownloadRetry()) -> Path:
     """A local directory for `name`: itself, its dequantised copy (a .gguf file), or its snapshot in the HF
     cache (downloading when online, retried after network errors as `retry` says)."""

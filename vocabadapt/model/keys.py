@@ -8,8 +8,9 @@ model family.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
@@ -65,8 +66,45 @@ def checkpoint_key(model: Any, param_name: str, keys: list[str]) -> str | None:
     return None
 
 
-def locate_embeddings(model_dir: Path, config: Any, weight_keys: list[str], trust_remote_code: bool) -> dict[str, Any]:
-    """Checkpoint keys of the input embedding, output head (and its bias), and whether they are tied."""
+@dataclass(frozen=True)
+class EmbeddingLocation:
+    """Where a checkpoint keeps the tensors the transplant rewrites, and how the model uses them.
+
+    input_key: checkpoint key of the input embedding (e.g. "model.embed_tokens.weight").
+    output_key: checkpoint key of the output head; None for a tied model whose checkpoint stores only
+        the input embedding.
+    bias_key: checkpoint key of the head's bias, when the head has one.
+    tied: the head's weight is the input embedding's parameter.
+    input_param, output_param: the parameter names (model.named_parameters); for a tied model
+        output_param is the head's own name when the architecture has one, else input_param.
+    """
+
+    input_key: str
+    output_key: Optional[str]
+    bias_key: Optional[str]
+    tied: bool
+    input_param: str
+    output_param: str
+
+    def new_head_key(self) -> str:
+        """Checkpoint key for a head tensor a tied checkpoint lacks (when an initialiser unties the model):
+        its parameter name, with the prefix convention of the input embedding's key (a checkpoint saved
+        without the base-model prefix stores 'embed_tokens.weight' for 'model.embed_tokens.weight'; the
+        head 'lm_head.weight' has no prefix)."""
+        if self.input_key == self.input_param or not self.input_param.endswith(self.input_key):
+            return self.output_param
+        dropped = self.input_param[: len(self.input_param) - len(self.input_key)]  # e.g. "model."
+        return self.output_param.removeprefix(dropped)
+
+
+def locate_embeddings(
+    model_dir: Path, config: Any, weight_keys: list[str], trust_remote_code: bool
+) -> EmbeddingLocation:
+    """Checkpoint keys of the input embedding, output head (and its bias), and whether they are tied.
+
+    Raises:
+        InputError: the architecture has no input embedding or head, or the checkpoint lacks its tensor.
+    """
     model = meta_model(config, trust_remote_code)
     emb, head = model.get_input_embeddings(), model.get_output_embeddings()
     if emb is None or head is None:
@@ -97,14 +135,7 @@ def locate_embeddings(model_dir: Path, config: Any, weight_keys: list[str], trus
     bias_key = None
     if isinstance(bias, torch.nn.Parameter):
         bias_key = checkpoint_key(model, param_name(model, bias), weight_keys)
-    return {
-        "input": in_key,
-        "output": out_key,
-        "bias": bias_key,
-        "tied": tied,
-        "input_param": in_name,
-        "output_param": out_name or in_name,
-    }
+    return EmbeddingLocation(in_key, out_key, bias_key, tied, in_name, out_name or in_name)
 
 
 def _linear_modules(model: Any) -> list[str]:

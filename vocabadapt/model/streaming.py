@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import IO, Any
 import torch
 
 from ..errors import InputError
+from ..io import write_json
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
@@ -184,3 +186,54 @@ def tensor_sizes(path: Path) -> int:
 
 def has_safetensors(model_dir: Path) -> bool:
     return (model_dir / INDEX_FILE).is_file() or (model_dir / SINGLE_FILE).is_file()
+
+
+def weight_map_of(model_dir: Path) -> tuple[list[str], dict[str, str]]:
+    """The checkpoint's safetensors files and its tensor -> file map (a single file's, from its header)."""
+    files, weight_map = checkpoint_files(model_dir)
+    if weight_map is None:
+        _, header = read_header(model_dir / SINGLE_FILE)
+        weight_map = {k: SINGLE_FILE for k in header if k != "__metadata__"}
+    return files, weight_map
+
+
+def write_checkpoint(
+    model_dir: Path,
+    tmp: Path,
+    files: list[str],
+    weight_map: dict[str, str],
+    replacements: dict[str, Spilled],
+    added: dict[str, Spilled],
+    convert: torch.dtype | None,
+    trust_remote_code: bool,
+) -> tuple[list[str], list[str]]:
+    """Write model_dir's weights into `tmp`: files with a replaced or added tensor (or all of them, for a
+    dtype change) rewritten by streaming, the others copied. Returns (files rewritten, files copied).
+
+    weight_map must name the file of every replaced and added key (an added key goes into the file the
+    caller chose). Also writes the index of a sharded checkpoint and, under trust_remote_code, the model's
+    own code.
+    """
+    by_file: dict[str, dict[str, Spilled]] = {}
+    for key, t in replacements.items():
+        by_file.setdefault(weight_map[key], {})[key] = t
+    added_by_file: dict[str, dict[str, Spilled]] = {}
+    for key, t in added.items():
+        added_by_file.setdefault(weight_map[key], {})[key] = t
+    rewritten, copied = [], []
+    for name in files:
+        if name in by_file or name in added_by_file or convert is not None:
+            stream_rewrite(model_dir / name, tmp / name, by_file.get(name, {}), convert, added=added_by_file.get(name))
+            rewritten.append(name)
+        else:
+            shutil.copyfile(model_dir / name, tmp / name)
+            copied.append(name)
+    if (model_dir / INDEX_FILE).is_file():
+        index = json.loads((model_dir / INDEX_FILE).read_text(encoding="utf-8"))
+        index["weight_map"].update({k: weight_map[k] for k in added})
+        index.setdefault("metadata", {})["total_size"] = sum(tensor_sizes(tmp / name) for name in files)
+        write_json(tmp / INDEX_FILE, index)
+    if trust_remote_code:
+        for py in model_dir.glob("*.py"):  # the model's own code travels with it (auto_map)
+            shutil.copyfile(py, tmp / py.name)
+    return rewritten, copied

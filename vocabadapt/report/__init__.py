@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from ..evaluation.tasks import summary_lines as task_summary_lines
 from ..io import atomic_dir, atomic_write
-from .facts import RunFacts, ci, get, model_names
+from .facts import RunFacts, get, model_names
 from .html import render_html
 from .markdown import build_blocks, render_markdown
 from .plots import PLOTS
@@ -79,16 +80,7 @@ def closing_summary(facts: RunFacts, final_model: Path | None, report_html: Path
     ]
     if bpt:
         lines.append("bytes per token: " + ", ".join(bpt))
-    accs = [
-        f"{n} {ci(get(s, 'models', n, 'pubmedqa', 'acc'), get(s, 'models', n, 'pubmedqa', 'acc_ci95'))}"
-        for n in names
-        if isinstance(get(s, "models", n, "pubmedqa", "acc"), (int, float))
-    ]
-    if accs:
-        lines.append("PubMedQA acc (lm-eval's scoring): " + ", ".join(accs))
-    from ..evaluation.tasks import summary_lines as task_lines
-
-    lines += task_lines(s, names)  # cloze, retention, cost per byte: each task's own lines
+    lines += task_summary_lines(s, names)
     lines.append(f"report: {report_html}" if report_html.is_file() else "report: not written (run the report stage)")
     if not s:
         lines.insert(0, "no evaluation found (eval/summary.json missing)")

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ..training.settings import TRAIN_STAGES
+from ..values import ci, fmt, get
+
+__all__ = ["MODEL_ORDER", "STAGES", "RunFacts", "ci", "fmt", "get", "model_names"]
 
 MODEL_ORDER = ("source", "baseline", "init", *TRAIN_STAGES)  # the report's row order of models
 STAGES = TRAIN_STAGES
@@ -30,35 +32,6 @@ class RunFacts:
     transplant: dict = field(default_factory=dict)  # model/init/transplant.json
     manifest: dict = field(default_factory=dict)  # manifest.json
     config_text: str | None = None  # config.yaml
-
-
-def get(d: Any, *keys: Any) -> Any:
-    for k in keys:
-        if isinstance(d, dict):
-            d = d.get(k)
-        elif isinstance(d, list) and isinstance(k, int) and -len(d) <= k < len(d):
-            d = d[k]
-        else:
-            return None
-    return d
-
-
-def fmt(x: Any, digits: int = 4) -> str:
-    if isinstance(x, bool) or x is None:
-        return "–" if x is None else str(x)
-    if isinstance(x, int):
-        return f"{x:,}"
-    if isinstance(x, float):
-        return f"{x:,.0f}" if abs(x) >= 10_000 else f"{x:.{digits}f}"
-    return str(x)
-
-
-def ci(v: Any, ci: Any, digits: int = 3) -> str:
-    if v is None:
-        return "–"
-    if isinstance(ci, list) and len(ci) == 2:
-        return f"{v:.{digits}f} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
-    return f"{v:.{digits}f}"
 
 
 def model_names(summary: dict) -> list[str]:

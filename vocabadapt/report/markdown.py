@@ -9,7 +9,8 @@ import datetime as dt
 import json
 from pathlib import Path
 
-from .facts import RunFacts, ci, fmt, get, model_names
+from ..evaluation import tasks
+from .facts import RunFacts, fmt, get, model_names
 from .plots import PLOTS
 
 Block = tuple  # ("h", level, text) | ("p", text) | ("table", headers, rows) | ("img", file, caption) | ("code", text)
@@ -37,124 +38,49 @@ def _checklist_blocks(facts: RunFacts) -> list[Block]:
 
 
 def _model_blocks(facts: RunFacts) -> list[Block]:
+    """The models table: bits per byte on each text set, token counts, then each evaluation task's columns
+    (Task.report_columns), its notes (Task.report_notes) and its own blocks (Task.report_blocks)."""
     s = facts.summary
     blocks: list[Block] = [("h", 2, "Models")]
     names = model_names(s)
     if not names:
         return blocks + [("p", "eval/summary.json is missing or lists no model: run the evaluate stage.")]
+    task_list = tasks.registered()
     datasets = list((s.get("datasets") or {}).keys()) or ["heldout"]
-    headers = (
-        ["model"]
-        + [f"{d} bits/byte" for d in datasets]
-        + [
-            "bytes/token",
-            "tokens",
-            "token ppl*",
-            "PubMedQA acc† [95% CI]",
-            "acc_bytes‡ [95% CI]",
-            "macro-F1 [95% CI]",
-            "few-shot acc",
-            "Δacc vs baseline [95% CI]",
-        ]
-    )
     rows = []
+    headers: list[str] = []
     for n in names:
-        m = s["models"][n]
-        bp = m.get("bpb") or {}
-        q = m.get("pubmedqa") or {}
-        fs = m.get("pubmedqa_fewshot") or {}
-        d = get(s, "pubmedqa_vs_baseline", n) or {}
+        bp = get(s, "models", n, "bpb") or {}
         label = n + (" (baseline)" if n == s.get("baseline") else "") + (" (final)" if n == s.get("final") else "")
-        rows.append(
-            [label]
-            + [fmt(get(bp, ds, "bits_per_byte")) for ds in datasets]
+        cells = (
+            [("model", label)]
+            + [(f"{d} bits/byte", fmt(get(bp, d, "bits_per_byte"))) for d in datasets]
             + [
-                fmt(get(bp, "heldout", "bytes_per_token") or get(bp, datasets[0], "bytes_per_token"), 3),
-                fmt(get(bp, "heldout", "tokens") or get(bp, datasets[0], "tokens")),
-                fmt(get(bp, "heldout", "token_perplexity") or get(bp, datasets[0], "token_perplexity"), 2),
-                ci(q.get("acc"), q.get("acc_ci95")),
-                ci(q.get("acc_bytes"), q.get("acc_bytes_ci95")),
-                ci(q.get("macro_f1"), q.get("macro_f1_ci95")),
-                ci(fs.get("acc"), fs.get("acc_ci95")),
-                ci(d.get("accuracy_diff"), d.get("accuracy_diff_ci95")) if d else "–",
+                (
+                    "bytes/token",
+                    fmt(get(bp, "heldout", "bytes_per_token") or get(bp, datasets[0], "bytes_per_token"), 3),
+                ),
+                ("tokens", fmt(get(bp, "heldout", "tokens") or get(bp, datasets[0], "tokens"))),
+                (
+                    "token ppl*",
+                    fmt(get(bp, "heldout", "token_perplexity") or get(bp, datasets[0], "token_perplexity"), 2),
+                ),
             ]
+            + [cell for t in task_list if t.report_columns for cell in t.report_columns(s, n)]
         )
+        headers = [h for h, _ in cells]
+        rows.append([c for _, c in cells])
     blocks.append(("table", headers, rows))
     notes = [
         "Bits per byte compares models with different tokenizers (lower is better). "
         "*Token perplexity is per token of each model's own tokenizer: compare it only between models "
         "that share a tokenizer."
     ]
-    if s.get("pubmedqa_file"):
-        n_q = get(s, "models", names[0], "pubmedqa", "n")
-        notes.append(
-            f"PubMedQA: {s['pubmedqa_file']} ({fmt(n_q)} questions). †acc is lm-evaluation-harness's pubmedqa "
-            f"accuracy (prompt 'Abstract: …\\nQuestion: …\\nAnswer:', answer = highest summed log-likelihood of "
-            f"' yes' / ' no' / ' maybe'), comparable with published figures; macro-F1, few-shot acc and Δ use "
-            f"that choice. ‡acc_bytes divides the same log-likelihoods by the answer's bytes (lm-eval's "
-            f"acc_bytes). Intervals are 95 % bootstrap, Δ is a paired bootstrap."
-        )
+    notes += [note for t in task_list if t.report_notes for note in t.report_notes(s, names)]
     for what, why in (s.get("skipped") or {}).items():
         notes.append(f"{what} skipped: {why}.")
-    return blocks + [("p", n) for n in notes] + _task_blocks(s, names) + _lm_eval_blocks(s, names)
-
-
-def _task_blocks(s: dict, names: list[str]) -> list[Block]:
-    """One table of the registered tasks' report columns (cloze, retention, cost per byte), a row per model."""
-    from ..evaluation.tasks import TASKS
-
-    hooks = [t.report_columns for t in TASKS.values() if t.report_columns]
-    rows, headers = [], None
-    for n in names:
-        cells = [c for hook in hooks for c in hook(s, n)]
-        if headers is None:
-            headers = ["model"] + [h for h, _ in cells]
-        rows.append([n] + [v for _, v in cells])
-    if not headers or all(v == "–" for r in rows for v in r[1:]):
-        return []
-    note = (
-        "Cloze: lm-eval multiple_choice accuracy on the BC5CDR entity cloze (chance 0.25), Δ a paired bootstrap "
-        "against the source. General bpb: bits per byte on general English (evaluation.general_inputs), Δ relative "
-        "to the source: what adaptation forgot. MACs/byte: multiply-adds of the linear layers (body + head) per "
-        "byte of held-out text; B/s: bytes of text per second, greedy generation with the KV cache and prompt "
-        "scoring, each model timed interleaved with the source in one run (ratios to the source in parentheses)."
-    )
-    return [("h", 3, "Domain task, retention and cost per byte"), ("table", headers, rows), ("p", note)]
-
-
-def _lm_eval_blocks(s: dict, names: list[str]) -> list[Block]:
-    """One row per lm-eval task and metric: each model's value ± stderr, and its difference from the source."""
-    if not any(get(s, "models", n, "lm_eval") for n in names):
-        return []
-    pairs = sorted(
-        {
-            (task, metric)
-            for n in names
-            for task, t in (get(s, "models", n, "lm_eval", "tasks") or {}).items()
-            for metric in t.get("metrics", {})
-        }
-    )
-    rows = []
-    for task, metric in pairs:
-        row = [task, metric]
-        for n in names:
-            v = get(s, "models", n, "lm_eval", "tasks", task, "metrics", metric) or {}
-            d = get(s, "lm_eval_vs_source", n, task, metric)
-            row.append(
-                fmt(v.get("value"))
-                + (f" ± {fmt(v.get('stderr'))}" if v.get("stderr") is not None else "")
-                + (f" ({d:+.4f})" if isinstance(d, (int, float)) else "")
-            )
-        rows.append(row)
-    return [
-        ("h", 3, "lm-evaluation-harness tasks"),
-        ("table", ["task", "metric"] + names, rows),
-        (
-            "p",
-            "Value ± lm-eval's standard error; in brackets the difference from the source model. Run by "
-            "lm-eval's own code on each model (evaluation.lm_eval).",
-        ),
-    ]
+    extra = [b for t in task_list if t.report_blocks for b in t.report_blocks(s, names)]
+    return blocks + [("p", n) for n in notes] + extra
 
 
 def _tokenizer_blocks(facts: RunFacts) -> list[Block]:

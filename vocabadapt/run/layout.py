@@ -28,6 +28,7 @@ from typing import Any, Iterator
 from ..errors import InputError, StageError
 from ..io import iter_jsonl, read_json, read_json_or_none, read_jsonl
 from ..model import TRANSPLANT_SUMMARY
+from ..text.corpus import texts_within
 from ..training.settings import METRICS_FILE, TRAIN_STAGES
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 SIDES = ("source", "target")  # the two tokenizers of a run
 SPLITS = ("train", "heldout")  # the two corpus splits
 MODELS = ("init", *TRAIN_STAGES)  # model/<name> directories, in pipeline order
+MODEL_STAGE = {"init": "transplant", **{s: s for s in TRAIN_STAGES}}  # model/<name> -> the stage that writes it
 
 
 @dataclass(frozen=True)
@@ -225,16 +227,9 @@ class RunLayout:
     def heldout_texts(self, max_bytes: int | None = None) -> list[str]:
         """Held-out documents, whole, up to about `max_bytes` (the document that crosses it is kept);
         [] when the corpus stage held nothing out (or has not run)."""
-        texts: list[str] = []
         if not self.corpus("heldout").exists():
-            return texts
-        total = 0
-        for text in self.corpus_texts("heldout"):
-            texts.append(text)
-            total += len(text.encode("utf-8"))
-            if max_bytes is not None and total >= max_bytes:
-                break
-        return texts
+            return []
+        return texts_within(self.corpus_texts("heldout"), max_bytes, last="keep")
 
     def tokenizer(self, side: str) -> Any:
         """The tokenizer the run saved (side: 'source' or 'target').
@@ -292,6 +287,43 @@ class RunLayout:
     def train_metrics(self, stage: str) -> list[dict[str, Any]]:
         """Records of train/<stage>/metrics.jsonl ([] when missing; a line cut off by a kill is skipped)."""
         return read_jsonl(self.metrics(stage))
+
+    def finished_models(self) -> list[str]:
+        """The model/<name> directories a finished stage wrote, in pipeline order (init, stage1, stage2).
+
+        A model directory is renamed into place only when complete, so config.json marks a whole one; a
+        stage whose manifest record is not "done" (failed or rerunning after a config change) does not count.
+        """
+        stages = self.manifest_data().get("stages", {})
+        done = []
+        for name in MODELS:
+            record = stages.get(MODEL_STAGE[name])
+            if (self.model_dir(name) / "config.json").is_file() and (record is None or record.get("status") == "done"):
+                done.append(name)
+        return done
+
+    def final_model(self, name: str | None = None) -> tuple[str, Path]:
+        """(name, directory) of model `name`, or of the last finished one when None (stage2, else stage1, else init).
+
+        Raises:
+            InputError: `name` is not a model of a run, or that model (any model, for None) is not finished.
+        """
+        done = self.finished_models()
+        if name is not None and name not in MODELS:
+            raise InputError(f"unknown model '{name}'; a run directory holds {', '.join(MODELS)}")
+        if name is None:
+            if not done:
+                raise InputError(
+                    f"{self.root} has no finished model (model/{{{','.join(MODELS)}}}); run the pipeline at least "
+                    f"through transplant first"
+                )
+            name = done[-1]
+        elif name not in done:
+            raise InputError(
+                f"{self.model_dir(name)} is not a finished model (finished: {', '.join(done) or 'none'}); "
+                f"run the pipeline through {MODEL_STAGE[name]} first, or choose a finished one"
+            )
+        return name, self.model_dir(name)
 
     def read(self, path: Path) -> Any:
         """A JSON artifact of this run, or None when missing or unreadable (logged)."""

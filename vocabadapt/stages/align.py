@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 
 def run(ctx: StageContext) -> dict[str, Any]:
     """Align the run's two vocabularies and write the mapping, its provenance and summary."""
-    from ..align.rules import SPAN_TEST_MAX_BYTES, Embeddings, align_vocabularies, map_without_vectors
+    from ..align.aligner import SPAN_TEST_MAX_BYTES, align_vocabularies, map_without_vectors
+    from ..align.rules import Embeddings
 
     layout, plan = ctx.layout, ctx.config.vector_plan()
     tgt, src = layout.tokenizer("target"), layout.tokenizer("source")

@@ -7,9 +7,9 @@ Changed by: whether vectors are trained (Config.vector_plan: embedding.enabled, 
             they are, embedding.backend and embedding.fasttext.*
 
 Vectors are trained only when something reads them: with `embedding.enabled: auto` (the default) and an
-alignment.init that reads no vector alignment (fvt_prior, fvt, mean, random) the stage trains nothing and
-writes embeddings/summary.json alone, saying so and why. Switching between such initialisers leaves the
-stage up to date; switching to one that reads vectors (tokalign, soft, null) reruns it.
+alignment.init that reads no vector alignment (vocabadapt.registry.INITIALISERS says which) the stage
+trains nothing and writes embeddings/summary.json alone, saying so and why. Switching between such
+initialisers leaves the stage up to date; switching to one that reads vectors (or to null) reruns it.
 
 What resumes and what does not: the unit is one tokenizer side. fastText trains all epochs inside one
 C++ call with no checkpoint or epoch callback (and Hogwild threads make a restart from saved vectors

@@ -1,13 +1,14 @@
 """Stage evaluate: every model side by side, tokenizer efficiency, cost per byte, and the checklist.
 
 Models: the source model with the run's source tokenizer, evaluation.baseline_model when set, then
-model/init, model/stage1, model/stage2 with their own tokenizers; one in memory at a time.
+model/init, model/stage1, model/stage2 with their own tokenizers; one in memory at a time (two while
+the cost task times each model beside the source).
 
 Reads:   corpus/heldout.jsonl, tokenizers/, terms/terms.txt, model/*, train/<stage>/, align/summary.json,
          model/init/transplant.json; evaluation.datasets files and the PubMedQA file
          the task YAMLs and data files of evaluation.lm_eval, evaluation.cloze.file, evaluation.general_inputs
 Writes:  eval/<model>.json (with per-question predictions, lm-eval task results, cost per byte),
-         eval/summary.json (with retention and cost side by side), eval/checklist.json
+         eval/summary.json (with retention and cost side by side), eval/checklist.json (line 7: retention)
 Changed by: evaluation.*, models.source_model
 """
 
@@ -72,11 +73,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
         build_summary,
         evaluate_model,
         gather_inputs,
-        get,
         load_model_for_eval,
-        qa_of,
-        text_sets,
     )
+    from ..values import get
 
     cfg, layout = ctx.config, ctx.layout
     ev = cfg.evaluation
@@ -88,7 +87,6 @@ def run(ctx: StageContext) -> dict[str, Any]:
             )
         return {"skipped": True}
     prepared, skips = gather_inputs(ev, layout.corpus("heldout"))
-    texts, qa = text_sets(prepared), qa_of(prepared)
     candidates = _candidates(ctx)
     baseline = "baseline" if ev.baseline_model else "source"
 
@@ -107,9 +105,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     final = next((n for n in reversed(MODELS) if n in results), None)
     terms = efficiency.read_terms(layout.terms) if layout.terms.is_file() else None
     align = layout.read(layout.align_summary)
-    summary = build_summary(
-        results, baseline, final, texts, qa, skips, _run_tokenizers(layout), terms, align, prepared=prepared
-    )
+    summary = build_summary(results, baseline, final, prepared, skips, _run_tokenizers(layout), terms, align)
     checks = checklist.build_checklist(
         summary,
         layout.train_summaries(),
@@ -119,7 +115,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         start_idx_stage2=cfg.vocab_adaptation.train_start_idx_stage2,
         zero_rows_allowed=cfg.alignment.fallback == "zero",
     )
-    checks.append(retention.check(summary, ev.max_retention_loss))
+    checks.append(retention.check(summary, ev.max_retention_loss))  # line 7: general text kept
     with atomic_dir(layout.eval_dir) as tmp:
         for name, r in results.items():
             write_json(layout.staged(layout.eval_model(name), layout.eval_dir, tmp), r)

@@ -15,8 +15,8 @@ from typing import Any
 
 from .. import init as initialisers
 from ..errors import InputError
-from ..init.calibration import Calibration
 from ..run.context import StageContext, StageSpec
+from ..text.corpus import texts_within
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
@@ -36,9 +36,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
     # a .gguf: its HF copy; a hub id: its snapshot
     model_dir = resolve_model_dir(cfg.models.source_model, cfg.tokenization.cache_dir, ctx.download_retry)
     calibration = None
-    if initialisers.refiner(cfg.alignment.init) is not None:
+    if initialisers.get(cfg.alignment.init).refine is not None:
         texts = first_bytes(layout.corpus_texts("train"), cfg.alignment.calibration_bytes)
-        calibration = Calibration(texts=texts, max_tokens=cfg.alignment.calibration_tokens)
+        calibration = initialisers.Calibration(texts=texts, max_tokens=cfg.alignment.calibration_tokens)
     summary = transplant_model(
         model_dir,
         layout.tokenizer("source"),
@@ -61,14 +61,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
 def first_bytes(texts: Iterable[str], max_bytes: int) -> list[str]:
     """Documents in order until max_bytes (UTF-8) are taken; the last one is cut to fit (streamed)."""
-    out, left = [], max_bytes
-    for text in texts:
-        if left <= 0:
-            break
-        raw = text.encode("utf-8")[:left]
-        out.append(raw.decode("utf-8", errors="ignore"))
-        left -= len(raw)
-    return out
+    return texts_within(texts, max_bytes, last="cut")
 
 
 SPEC = StageSpec(

@@ -26,7 +26,7 @@ import logging
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator, Literal
 
 from ..config import CorpusConfig
 from ..errors import InputError
@@ -49,6 +49,39 @@ class FileStats:
         self.bad_lines += 1
         if len(self.first_bad_lines) < MAX_BAD_LINES_KEPT:
             self.first_bad_lines.append(f"line {line}: {reason}")
+
+
+def texts_within(texts: Iterable[str], max_bytes: int | None, last: Literal["cut", "keep", "drop"]) -> list[str]:
+    """Documents in order until `max_bytes` of UTF-8 are taken (streamed; None = all of them).
+
+    `last` says what happens to the document that crosses the limit, the one rule the callers differ in:
+        cut   the bytes of it that fit are kept (a character split by the cut is dropped): exactly
+              max_bytes or fewer, as the calibration text of fvt_prior is taken
+        keep  it is kept whole: max_bytes or a little more, as the span test's held-out text is taken
+        drop  it is left out, unless it is the first: never more than max_bytes except for one long
+              document, as training's held-out sample is taken
+    """
+    out: list[str] = []
+    total = 0  # UTF-8 bytes taken so far
+    for text in texts:
+        if max_bytes is None:
+            out.append(text)
+            continue
+        if last == "cut":
+            if total >= max_bytes:
+                break
+            raw = text.encode("utf-8")[: max_bytes - total]
+            out.append(raw.decode("utf-8", errors="ignore"))
+            total += len(raw)
+            continue
+        size = len(text.encode("utf-8"))
+        if last == "drop" and out and total + size > max_bytes:
+            break
+        out.append(text)
+        total += size
+        if last == "keep" and total >= max_bytes:
+            break
+    return out
 
 
 def expand_inputs(patterns: list[str]) -> list[Path]:

@@ -56,17 +56,71 @@ class CanonicalToken:
 
 
 @lru_cache(maxsize=1)
-def _byte_decoder() -> dict[str, int]:
-    # GPT-2's reversible byte -> printable unicode map, inverted (the table every byte-level BPE uses).
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
+def byte_level_alphabet() -> dict[int, str]:
+    """GPT-2's reversible byte -> printable character table (the alphabet every byte-level BPE spells in)."""
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    table, extra = {}, 0
     for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return {chr(c): b for b, c in zip(bs, cs)}
+        if b in printable:
+            table[b] = chr(b)
+        else:  # unprintable bytes are moved past 255
+            table[b] = chr(256 + extra)
+            extra += 1
+    return table
+
+
+@lru_cache(maxsize=1)
+def _byte_decoder() -> dict[str, int]:
+    return {c: b for b, c in byte_level_alphabet().items()}
+
+
+def _byte_fallback(target_tok: Any, source_vocab: dict[str, int], tid: int) -> list[int] | None:
+    """Source single-byte token ids for a byte-level target token, or None when either side is not byte-level."""
+    alphabet = _byte_decoder()
+    token = target_tok.convert_ids_to_tokens(tid)
+    if not token or any(c not in alphabet for c in token):
+        return None
+    out = []
+    for c in token:  # each character spells one byte; the source's token for that byte is the same character
+        sid = source_vocab.get(c)
+        if sid is None:
+            return None
+        out.append(sid)
+    return out
+
+
+def fvt_pieces(target_tokenizer: Any, source_tokenizer: Any, target_ids: list[int]) -> list[list[int]]:
+    """Source token ids of each target token's decoded text ([] when it decodes to the empty string): FVT's
+    segmentation (vocabadapt.init.fvt; the align stage's fvt fallback uses the same one).
+
+    Byte-level BPE tokens that hold part of a multi-byte UTF-8 character decode to U+FFFD; when both
+    tokenizers are byte-level those are mapped byte by byte onto the source's single-byte tokens instead
+    of re-tokenising the replacement character.
+
+    Args:
+        target_tokenizer, source_tokenizer: transformers tokenizers.
+        target_ids: the target ids to re-tokenise.
+    Returns:
+        one list of source ids per target id, in order.
+    """
+    texts = target_tokenizer.batch_decode(
+        [[t] for t in target_ids], skip_special_tokens=False, clean_up_tokenization_spaces=False
+    )
+    encoded = source_tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+    source_vocab = source_tokenizer.get_vocab()
+    out: list[list[int]] = []
+    for tid, text, ids in zip(target_ids, texts, encoded):
+        if text == "":
+            out.append([])
+            continue
+        if "\ufffd" in text:
+            fallback = _byte_fallback(target_tokenizer, source_vocab, tid)
+            if fallback:
+                ids = fallback
+        out.append(list(ids))
+    return out
 
 
 def detect_family(vocab: dict[str, int]) -> str:

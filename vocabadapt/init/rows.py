@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import InputError
-from ..init import Recipe
+from . import Recipe
 
 
 def row_stats(src: torch.Tensor, n_used: int, block: int = 2048) -> dict[str, torch.Tensor]:
