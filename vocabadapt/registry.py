@@ -135,6 +135,22 @@ TASKS: list[TaskEntry] = [
         "vocabadapt.evaluation.lm_eval_tasks:LM_EVAL",
         "the lm-evaluation-harness tasks of evaluation.lm_eval (runs whenever evaluation.lm_eval.tasks is set)",
     ),
+    TaskEntry(
+        "cloze",
+        "vocabadapt.evaluation.cloze_task:CLOZE",
+        "multiple-choice entity cloze (evaluation.cloze.file): lm-eval's acc, acc_norm, acc_bytes, paired Δ vs source",
+    ),
+    TaskEntry(
+        "general",
+        "vocabadapt.evaluation.retention:GENERAL",
+        "general-English bits per byte and its change from the source (runs whenever evaluation.general_inputs is set)",
+    ),
+    TaskEntry(
+        "cost",
+        "vocabadapt.evaluation.cost_task:COST",
+        "MACs per byte, parameter memory, generation and scoring bytes/s beside the source "
+        "(runs whenever evaluation.cost.enabled)",
+    ),
 ]
 
 

@@ -112,6 +112,7 @@ def test_registry_lists_every_rule_tested_here():
         "vectors",
         "alignment",
         "eval_leak",
+        "cloze_leak",
         "max_positions",
         "fasttext_ngrams",
         "precision",
@@ -657,6 +658,17 @@ def test_cli_audits_research_config(capsys):
     assert main(["audit", str(REPO / "configs" / "research.yaml")]) == 0
     out = capsys.readouterr().out
     assert "0 error(s), 0 warning(s)" in out
+
+
+def test_audit_warns_when_a_cloze_is_scored_without_exclude_inputs(tmp_path):
+    base = {
+        "corpus": {"inputs": ["x.jsonl"]},
+        "evaluation": {"datasets": ["heldout", "cloze"], "cloze": {"file": "q.jsonl"}},
+    }
+    found = run_rule("cloze_leak", validate_dict(base, "test"))
+    assert [(f.id, f.severity, f.key) for f in found] == [("cloze_leak", "warning", "corpus.exclude_inputs")]
+    guarded = {**base, "corpus": {"inputs": ["x.jsonl"], "exclude_inputs": ["docs.jsonl"]}}
+    assert run_rule("cloze_leak", validate_dict(guarded, "test")) == []
 
 
 def test_target_tokenizer_added_terms_resplit_and_extension_does_not():

@@ -147,7 +147,7 @@ def test_efficiency_and_vocab_cost(tok):
     assert efficiency.frequent_words(["Aspirin aspirin aspirin of heparin heparin"], 2) == ["aspirin", "heparin"]
 
 
-def _fake_run(tmp_path, tok, with_train=True):
+def _fake_run(tmp_path, tok, with_train=True, **evaluation):
     """A run directory with tokenizers, held-out text, a source model and model/init + stage1."""
     run = tmp_path / "run"
     tgt = train_bpe_tokenizer([TEXT], vocab_size=330)
@@ -203,6 +203,7 @@ def _fake_run(tmp_path, tok, with_train=True):
             },
             "batch_size": 4,
             "context_length": 64,
+            **evaluation,
         },
     )
     return run, cfg
@@ -232,7 +233,7 @@ def test_evaluate_stage_end_to_end(tmp_path, tok):
     assert summary["vocab_cost"]["compared"] == ["source", "stage1"]
     assert summary["alignment"]["coverage_fraction"] == 0.97 and "similarity_histogram" not in summary["alignment"]
     checks = json.loads((run / "eval" / "checklist.json").read_text())
-    assert [c["id"] for c in checks] == [1, 2, 3, 4, 5, 6]
+    assert [c["id"] for c in checks] == [1, 2, 3, 4, 5, 6, 7]
     status = {c["id"]: c["status"] for c in checks}
     assert status[1] == "pass" and status[2] == "pass" and status[3] == "not-run" and status[4] == "pass"
     assert checks[0]["evidence"]["stage1"]["first_window_mean"] == pytest.approx(4.9)  # mean of 5.0, 4.9, 4.8
@@ -406,3 +407,62 @@ def test_row_coverage_counts_decomposition_as_evidence_and_reports_the_parts():
     # a run without rows_per_method keeps the align stage's figure
     c4 = checklist.check_alignment({"coverage": 0.97}, {"zero_rows": 0}, zero_allowed=False)
     assert c4["status"] == "pass" and c4["evidence"]["coverage"] == 0.97
+
+
+def test_evaluate_stage_reports_cloze_retention_and_cost_for_every_model(tmp_path, tok):
+    from vocabadapt.stages.report import closing_summary
+
+    general = tmp_path / "general.txt"
+    general.write_text(" = A heading = \n the study of tumour growth in mice .\n aspirin reduces pain .\n")
+    cloze = tmp_path / "cloze.jsonl"
+    cloze.write_text(
+        "".join(
+            json.dumps({"id": str(i), "context": ctx, "choices": ["aspirin", "heparin", "cocaine", "mice"], "gold": g})
+            + "\n"
+            for i, (ctx, g) in enumerate([("the patient received", 0), ("the study of tumour growth in", 3)])
+        )
+    )
+    run, cfg = _fake_run(
+        tmp_path,
+        tok,
+        datasets=["heldout", "cloze"],
+        general_inputs=[str(general)],
+        max_retention_loss=0.05,
+        cloze={"file": str(cloze), "bootstrap": 50},
+        cost={"prompts": 2, "prompt_bytes": 40, "new_bytes": 12},
+    )
+    run_stage(StageContext(layout=RunLayout(run), config=cfg, stage="evaluate"))
+    summary = json.loads((run / "eval" / "summary.json").read_text())
+    names = ["source", "init", "stage1"]
+    for name in names:
+        per = json.loads((run / "eval" / f"{name}.json").read_text())
+        assert per["cloze"]["n"] == 2 and set(per["cloze"]["predictions"]) == {"0", "1"}
+        assert "predictions" not in summary["models"][name]["cloze"]
+        assert per["bpb"]["general"]["bytes"] == len(general.read_bytes()) - 3  # one document per line
+        assert per["cost"]["macs_per_byte"] > 0 and per["cost"]["parameter_bytes"] > 0
+    ret = summary["retention"]
+    src = summary["models"]["source"]["bpb"]["general"]["bits_per_byte"]
+    assert ret["stage1"]["difference"] == pytest.approx(
+        summary["models"]["stage1"]["bpb"]["general"]["bits_per_byte"] - src
+    )
+    assert set(summary["cloze_vs_source"]) == {"init", "stage1"}
+    cost_rows = summary["cost"]["models"]
+    assert set(cost_rows) == set(names) and cost_rows["source"]["generate_bytes_per_s"] > 0
+    assert set(cost_rows["stage1"]["ratio_to_source"]) == {
+        "macs_per_byte",
+        "parameter_bytes",
+        "generate_bytes_per_s",
+        "score_bytes_per_s",
+    }
+    check = json.loads((run / "eval" / "checklist.json").read_text())[-1]
+    assert check["id"] == 7 and check["status"] == ("pass" if ret["stage1"]["relative"] <= 0.05 else "fail")
+    text = closing_summary(run)
+    assert "general-text bpb (retention, vs source): source " in text
+    assert "cost per byte (vs source): source " in text and " B/s generated" in text
+    assert "cloze acc (lm-eval multiple_choice, n=2, chance 0.25): source " in text
+    from vocabadapt.stages.report import build_report
+
+    build_report(run)
+    md = (run / "report" / "report.md").read_text()
+    assert "cloze acc§ [95% CI]" in md and "general bits/byte¶" in md and "§Cloze:" in md
+    assert "### Cost per byte" in md and "| model | bytes/token | MACs/token body + head |" in md

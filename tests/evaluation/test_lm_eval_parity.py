@@ -133,3 +133,39 @@ def test_bits_per_byte_equals_lm_eval_rolling(tmp_path):
     assert abs(ours["bits_per_byte"] - theirs) < 1e-3
     assert ours["bits_per_byte"] == pytest.approx(theirs, abs=1e-5)  # in fact equal up to float rounding
     assert math.isfinite(theirs)
+
+
+def test_cloze_acc_and_acc_norm_equal_lm_eval_on_the_committed_task_yaml(tmp_path):
+    """The shipped examples/bc5cdr_cloze/bc5cdr_cloze.yaml, pointed at a small local file, scored by lm-eval
+    and by vocabadapt.evaluation.cloze on the same tiny model: the same choice for every question."""
+    from vocabadapt.evaluation import cloze
+
+    repo = Path(__file__).resolve().parents[2]
+    qs = cloze.load_cloze(repo / "examples" / "bc5cdr_cloze" / "bc5cdr_cloze.jsonl", max_samples=12)
+    data = tmp_path / "cloze.jsonl"
+    data.write_text(
+        "".join(
+            json.dumps({"id": q.id, "context": q.context[-300:], "choices": list(q.choices), "gold": q.gold}) + "\n"
+            for q in qs
+        )
+    )
+    (tmp_path / "cloze_local.yaml").write_text(
+        f"include: {repo / 'examples' / 'bc5cdr_cloze' / 'bc5cdr_cloze.yaml'}\ntask: cloze_local\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {data}\n"
+    )
+    tok = train_bpe_tokenizer([TEXT] + [q.context[-300:] + " " + " ".join(q.choices) for q in qs], vocab_size=600)
+    model = tiny_model("llama", vocab_size=len(tok), max_pos=64, seed=4)  # 64 tokens: contexts are cut from the left
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(40)
+    ours = cloze.score_cloze(model, tok, cloze.load_cloze(data), batch_size=3, bootstrap=0)
+    theirs = _run_lm_eval(model, tok, tmp_path, "cloze_local")
+    assert ours["n"] == 12 and ours["truncated_questions"] > 0
+    for s in theirs["samples"]["cloze_local"]:
+        lls = np.array([float(ll) for ll, _ in s["filtered_resps"]])
+        mine = ours["predictions"][s["doc"]["id"]]
+        assert mine["loglikelihood"] == pytest.approx(lls.tolist(), abs=1e-4)
+        assert mine["pred"] == int(np.argmax(lls))
+        assert mine["pred_norm"] == int(np.argmax(lls / [len(c) for c in s["doc"]["choices"]]))
+    res = theirs["results"]["cloze_local"]
+    for metric in ("acc", "acc_norm", "acc_bytes"):
+        assert ours[metric] == pytest.approx(res[f"{metric},none"]), metric

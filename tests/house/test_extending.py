@@ -97,7 +97,7 @@ TOY = tasks.Task(
 def test_a_new_task_is_one_module_and_one_entry(tok, tmp_path, monkeypatch):
     monkeypatch.setattr(registry, "TASKS", [*registry.TASKS, registry.TaskEntry("count_tokens", f"{__name__}:TOY", "")])
 
-    ev = EvaluationConfig(datasets=["count_tokens", "pubmedqa"], qa={"enabled": False})
+    ev = EvaluationConfig(datasets=["count_tokens", "pubmedqa"], qa={"enabled": False}, cost={"enabled": False})
     prepared, skips = gather_inputs(ev, tmp_path / "none.jsonl")
     assert list(prepared) == ["count_tokens"] and skips == {"pubmedqa": "evaluation.qa.enabled is false"}
     model = tiny_model("gpt_neox", vocab_size=len(tok))

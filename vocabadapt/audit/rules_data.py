@@ -166,6 +166,27 @@ def check_fasttext_ngrams(config: Config, facts: Facts) -> list[Finding]:
     ]
 
 
+@rule("cloze_leak", order=81)
+def check_cloze_leak(config: Config, facts: Facts) -> list[Finding]:
+    """A cloze evaluation whose documents nothing keeps out of the training text."""
+    ev = config.evaluation
+    if not ev.enabled or not ev.cloze.file or config.corpus.exclude_inputs:
+        return []
+    if "cloze" not in ev.datasets:
+        return []
+    return [
+        Finding(
+            "cloze_leak",
+            "warning",
+            "corpus.exclude_inputs",
+            f"evaluation.cloze.file ({Path(ev.cloze.file).name}) is scored but corpus.exclude_inputs is empty: "
+            "if the training corpus holds the cloze's abstracts, the model is tested on text it trained on.",
+            "set corpus.exclude_inputs to the cloze's documents (examples/bc5cdr_cloze/test_documents.jsonl.gz)",
+            {"cloze_file": ev.cloze.file},
+        )
+    ]
+
+
 @rule("target_tokenizer", order=68)
 def check_target_tokenizer(config: Config, facts: Facts) -> list[Finding]:
     """Mined terms added as whole tokens re-split the words around them; extension adds domain tokens without that."""

@@ -53,6 +53,31 @@ class LmEvalConfig(Section):
         return self
 
 
+class ClozeConfig(Section):
+    """A multiple-choice cloze file (vocabadapt.evaluation.cloze), the 'cloze' evaluation task."""
+
+    file: Optional[str] = Field(
+        None,
+        description="Cloze JSONL ({context, choices, gold}), e.g. examples/bc5cdr_cloze/bc5cdr_cloze.jsonl; "
+        "null = the 'cloze' task is skipped.",
+        json_schema_extra=PATH,
+    )
+    max_questions: Optional[int] = Field(
+        None, ge=1, description="A seeded sample of this many questions; null = evaluation.max_samples, else all."
+    )
+    bootstrap: int = Field(1000, ge=0, description="Bootstrap resamples for the accuracy intervals.")
+
+
+class CostConfig(Section):
+    """Cost per byte of every model (vocabadapt.evaluation.cost): compute, memory, measured speed."""
+
+    enabled: bool = Field(True, description="Measure MACs per byte, parameter memory and speed for every model.")
+    prompts: int = Field(20, ge=1, description="Held-out prompts for the speed measurement (the same for every model).")
+    prompt_bytes: int = Field(256, ge=8, description="Bytes of each prompt (cut back to a space).")
+    new_bytes: int = Field(128, ge=1, description="Bytes of new text every model generates per prompt (greedy).")
+    threads: int = Field(1, ge=1, description="torch threads while timing (1: comparable, like a laptop core).")
+
+
 class EvaluationConfig(Section):
     enabled: bool = Field(True, description="Run the evaluate stage.")
     datasets: list[str] = Field(
@@ -75,6 +100,20 @@ class EvaluationConfig(Section):
         None, ge=2, description="Tokens per scoring window; null = the model's context (max_position_embeddings)."
     )
     lm_eval: LmEvalConfig = Field(default_factory=LmEvalConfig, description="lm-evaluation-harness tasks.")
+    general_inputs: list[str] = Field(
+        default_factory=list,
+        description="General-English text files scored in bits per byte for every model (retention: what the "
+        "adapted model forgot); [] = none.",
+        json_schema_extra=PATH,
+    )
+    max_retention_loss: float = Field(
+        0.05,
+        ge=0,
+        description="Checklist: the final model's general-text bits per byte may exceed the source's by this "
+        "fraction at most (0.05 = 5 %).",
+    )
+    cloze: ClozeConfig = Field(default_factory=ClozeConfig, description="Multiple-choice cloze task.")
+    cost: CostConfig = Field(default_factory=CostConfig, description="Cost per byte and speed.")
 
     @field_validator("datasets")
     @classmethod

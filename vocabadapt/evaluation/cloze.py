@@ -7,15 +7,14 @@ A causal LM scores each choice as a continuation of the context, which is how lm
 scores `output_type: multiple_choice`; the task ships as an lm-eval YAML over the same JSONL
 (examples/bc5cdr_cloze/), so any lm-eval user can run it.
 
-Scored as lm-eval 0.4 scores multiple_choice (lm_eval/api/task.py process_results):
-    context  the record's "context" (doc_to_text), choices its "choices" (doc_to_choice), each
-             continuation " " + choice (the default target_delimiter)
-    acc      argmax of the summed log-likelihood of each continuation's tokens (first on ties)
-    acc_norm argmax of that log-likelihood divided by the continuation's length in UTF-8 bytes,
-             delimiter included (lm-eval divides by len(choice) of the delimited string: characters,
-             equal to bytes for ASCII; bytes here keep it tokenizer-free)
-The log-likelihoods come from pubmedqa.score_choices, the one implementation of lm-eval's request
-layout (tests/evaluation/test_lm_eval_parity.py runs lm-eval itself on the YAML and compares).
+Scored as lm-eval 0.4.13 scores multiple_choice (lm_eval/api/task.py, process_results):
+    context   the record's "context" (doc_to_text); choices its "choices" (doc_to_choice), each
+              continuation " " + choice (the default target_delimiter); gold the index "gold"
+    acc       argmax of the summed log-likelihood of each continuation's tokens (first on ties)
+    acc_norm  argmax of that log-likelihood divided by the choice's length in characters
+    acc_bytes the same divided by the choice's UTF-8 bytes (equal to acc_norm for ASCII choices)
+The log-likelihoods come from choices.choice_loglikelihoods, the one implementation of lm-eval's
+request layout (tests/evaluation/test_lm_eval_parity.py runs lm-eval itself on the task YAML).
 """
 
 from __future__ import annotations
@@ -28,7 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+import numpy as np
+
 from ..errors import InputError
+from .bpb import model_context
+from .choices import choice_loglikelihoods, mean_interval
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +196,117 @@ def build_questions(
         "cloze: %d questions from %d abstracts (%d rounds)", len(questions), len({q["pmid"] for q in questions}), rounds
     )
     return questions
+
+
+@dataclass(frozen=True)
+class ClozeQuestion:
+    id: str
+    context: str
+    choices: tuple[str, ...]
+    gold: int  # index into choices
+    type: str = ""
+
+
+def load_cloze(path: str | Path, max_samples: int | None = None) -> list[ClozeQuestion]:
+    """Read a cloze JSONL file ({"id", "context", "choices", "gold", ...} per line, as build_questions writes).
+
+    Args:
+        max_samples: keep a seeded sample of N (in file order), not the first N.
+    Raises:
+        InputError: a missing file, a line that is not JSON, or a record without a valid context,
+            choices (two or more strings) or gold index; the message names the file and line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"cloze file {path} does not exist; build it with python -m benchmarks.build_bc5cdr_cloze")
+    out: list[ClozeQuestion] = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{n}"
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{where}: not valid JSON ({e.msg})") from None
+        choices, gold, context = rec.get("choices"), rec.get("gold"), rec.get("context")
+        if not isinstance(context, str) or not context:
+            raise InputError(f"{where}: 'context' must be a non-empty string")
+        if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) and c for c in choices):
+            raise InputError(f"{where}: 'choices' must be a list of two or more non-empty strings")
+        if not isinstance(gold, int) or isinstance(gold, bool) or not 0 <= gold < len(choices):
+            raise InputError(f"{where}: 'gold' must be an index into choices (0..{len(choices) - 1}), not {gold!r}")
+        out.append(ClozeQuestion(str(rec.get("id", n)), context, tuple(choices), gold, str(rec.get("type", ""))))
+    if not out:
+        raise InputError(f"{path} holds no cloze question")
+    if max_samples is not None and max_samples < len(out):
+        keep = sorted(random.Random(0).sample(range(len(out)), max_samples))
+        out = [out[i] for i in keep]
+    return out
+
+
+def score_cloze(
+    model: Any,
+    tokenizer: Any,
+    questions: Sequence[ClozeQuestion],
+    context: int | None = None,
+    batch_size: int = 8,
+    bootstrap: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Answer every question as lm-eval's multiple_choice does; return acc, acc_norm, acc_bytes with intervals.
+
+    Returns:
+        {"n", "chance", "acc", "acc_ci95", "acc_norm", "acc_norm_ci95", "acc_bytes", "acc_bytes_ci95",
+         "by_type": {type: {"n", "acc"}}, "skipped", "truncated_questions", "context", "scoring",
+         "predictions": {id: {"gold", "pred", "pred_norm", "pred_bytes", "loglikelihood": [...]}}}.
+    """
+    model.eval()
+    context = context or model_context(model)
+    items = [(q.id, q.context, [" " + c for c in q.choices]) for q in questions]  # lm-eval's target_delimiter
+    scored = choice_loglikelihoods(model, tokenizer, items, context, batch_size=batch_size)
+    preds: dict[str, dict[str, Any]] = {}
+    for q in questions:
+        if q.id not in scored.loglikelihoods:
+            continue
+        ll = np.array(scored.loglikelihoods[q.id])
+        chars = np.array([len(c) for c in q.choices], dtype=float)
+        nbytes = np.array([len(c.encode("utf-8")) for c in q.choices], dtype=float)
+        preds[q.id] = {
+            "gold": q.gold,
+            "type": q.type,
+            "pred": int(np.argmax(ll)),
+            "pred_norm": int(np.argmax(ll / chars)),
+            "pred_bytes": int(np.argmax(ll / nbytes)),
+            "loglikelihood": ll.tolist(),
+        }
+    out: dict[str, Any] = {"n": len(preds)}
+    out["chance"] = float(np.mean([1 / len(q.choices) for q in questions if q.id in preds])) if preds else None
+    for name, key in (("acc", "pred"), ("acc_norm", "pred_norm"), ("acc_bytes", "pred_bytes")):
+        correct = np.array([p[key] == p["gold"] for p in preds.values()], dtype=float)
+        out[name] = float(correct.mean()) if len(correct) else None
+        out[f"{name}_ci95"] = mean_interval(correct, bootstrap, seed)
+    types = sorted({p["type"] for p in preds.values() if p["type"]})
+    out["by_type"] = {
+        t: {
+            "n": sum(p["type"] == t for p in preds.values()),
+            "acc": float(np.mean([p["pred"] == p["gold"] for p in preds.values() if p["type"] == t])),
+        }
+        for t in types
+    }
+    out.update(
+        skipped=len(scored.skipped),
+        truncated_questions=len(scored.truncated),
+        context=context,
+        bootstrap=bootstrap,
+        scoring={
+            "acc": "lm-evaluation-harness multiple_choice: argmax of the summed log-likelihood of ' ' + choice "
+            "after the context",
+            "acc_norm": "the same log-likelihoods divided by the choice's characters (lm-eval's acc_norm)",
+            "acc_bytes": "the same divided by the choice's UTF-8 bytes (lm-eval's acc_bytes)",
+        },
+        predictions=preds,
+    )
+    return out
 
 
 def exclusion_records(docs: Iterable[Document]) -> list[dict[str, str]]:

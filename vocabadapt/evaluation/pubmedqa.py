@@ -38,7 +38,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..errors import InputError
-from .bpb import Row, model_context, score_rows, start_token
+from .bpb import model_context
+from .choices import choice_loglikelihoods, encode_pair, tok_encode  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -196,29 +197,6 @@ def doc_to_text(q: Question) -> str:
     return "Abstract: {}\nQuestion: {}\nAnswer:".format("\n".join(q.contexts), q.question)
 
 
-def tok_encode(tokenizer: Any, text: str) -> list[int]:
-    """lm-eval's HFLM.tok_encode: the tokenizer's own special tokens, none when text starts with BOS."""
-    bos = start_token(tokenizer)
-    starts_with_bos = bos is not None and text.startswith(tokenizer.decode(bos))
-    kwargs = {"add_special_tokens": False} if starts_with_bos else {}
-    return list(tokenizer(text, verbose=False, **kwargs)["input_ids"])
-
-
-def encode_pair(tokenizer: Any, context: str, continuation: str) -> tuple[list[int], list[int]]:
-    """lm-eval's TemplateLM._encode_pair (causal models): (context ids, continuation ids).
-
-    Trailing spaces of the context move to the continuation; context + continuation is encoded
-    whole and split at the length of the separately encoded context.
-    """
-    n_spaces = len(context) - len(context.rstrip())
-    if n_spaces:
-        continuation = context[-n_spaces:] + continuation
-        context = context[:-n_spaces]
-    whole = tok_encode(tokenizer, context + continuation)
-    ctx = tok_encode(tokenizer, context)
-    return ctx, whole[len(ctx) :]
-
-
 # --------------------------------------------------------------------------------------------------
 # metrics
 
@@ -344,40 +322,9 @@ def score_questions(
     """
     model.eval()
     context = context or model_context(model)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    rows: list[Row] = []
-    skipped: list[str] = []
-    truncated: set[str] = set()
-    for q in questions:
-        prompt = prompt_text(q, shots)
-        pairs = [encode_pair(tokenizer, prompt, choice) for choice in CHOICES]
-        if any(not cont or len(cont) > context for _, cont in pairs):
-            skipped.append(q.id)
-            continue
-        for c, (ctx_ids, cont_ids) in enumerate(pairs):
-            ids = ctx_ids + cont_ids
-            if len(ids) > context + 1:  # lm-eval: (context + continuation)[-(max_length + 1):]
-                ids = ids[-(context + 1) :]
-                truncated.add(q.id)
-            rows.append(Row(ids, len(ids) - len(cont_ids), (q.id, c)))
-    if skipped:
-        log.warning(
-            "PubMedQA: %d question(s) skipped: an answer has no tokens or more than the model's %d",
-            len(skipped),
-            context,
-        )
-    if truncated:
-        log.warning(
-            "PubMedQA: %d prompt(s) longer than the model's %d tokens were cut from the left (as lm-eval does)",
-            len(truncated),
-            context,
-        )
-    # vocab_limit=None: lm-eval normalises over every output row of the model.
-    scores = score_rows(model, rows, batch_size=batch_size, pad_id=pad, vocab_limit=None, on_batch=on_batch)
-    lls: dict[str, list[float]] = {}
-    for row, (nll, _) in zip(rows, scores):
-        qid, c = row.key
-        lls.setdefault(qid, [0.0] * len(CHOICES))[c] = -nll
+    items = [(q.id, prompt_text(q, shots), CHOICES) for q in questions]
+    scored = choice_loglikelihoods(model, tokenizer, items, context, batch_size=batch_size, on_batch=on_batch)
+    lls, skipped, truncated = scored.loglikelihoods, scored.skipped, scored.truncated
     preds: dict[str, dict] = {}
     for q in questions:
         if q.id not in lls:

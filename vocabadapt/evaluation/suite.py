@@ -108,6 +108,9 @@ def gather_inputs(ev: EvaluationConfig, heldout: Path) -> tuple[Prepared, dict[s
     skips: dict[str, str] = {}
     # evaluation.lm_eval.tasks alone asks for the lm_eval task (no need to name it in datasets too)
     extra = ["lm_eval"] if ev.lm_eval.tasks and "lm_eval" not in ev.datasets else []
+    # likewise evaluation.general_inputs asks for 'general', and evaluation.cost.enabled for 'cost'
+    extra += ["general"] if ev.general_inputs and "general" not in ev.datasets else []
+    extra += ["cost"] if ev.cost.enabled and "cost" not in ev.datasets else []
     for entry in [*ev.datasets, *extra]:
         task = tasks.get(entry)
         data = task.prepare(entry, ev, heldout)

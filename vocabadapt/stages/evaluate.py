@@ -1,13 +1,14 @@
-"""Stage evaluate: every model side by side, tokenizer efficiency, and the six-check checklist.
+"""Stage evaluate: every model side by side, tokenizer efficiency, cost per byte, and the checklist.
 
 Models: the source model with the run's source tokenizer, evaluation.baseline_model when set, then
-model/init, model/stage1, model/stage2 with their own tokenizers; one in memory at a time.
+model/init, model/stage1, model/stage2 with their own tokenizers; one in memory at a time (two while
+the cost task times each model beside the source).
 
 Reads:   corpus/heldout.jsonl, tokenizers/, terms/terms.txt, model/*, train/<stage>/, align/summary.json,
          model/init/transplant.json; evaluation.datasets files and the PubMedQA file
-         the task YAMLs and data files of evaluation.lm_eval
-Writes:  eval/<model>.json (with per-question predictions and lm-eval task results), eval/summary.json,
-         eval/checklist.json
+         the task YAMLs and data files of evaluation.lm_eval, evaluation.cloze.file, evaluation.general_inputs
+Writes:  eval/<model>.json (with per-question predictions, lm-eval task results, cost per byte),
+         eval/summary.json (with retention and cost side by side), eval/checklist.json (line 7: retention)
 Changed by: evaluation.*, models.source_model
 """
 
@@ -67,7 +68,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     Raises:
         InputError: held-out text, a model, a tokenizer or the QA file is missing or malformed.
     """
-    from ..evaluation import checklist, efficiency
+    from ..evaluation import checklist, efficiency, retention
     from ..evaluation.suite import (
         build_summary,
         evaluate_model,
@@ -114,6 +115,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         start_idx_stage2=cfg.vocab_adaptation.train_start_idx_stage2,
         zero_rows_allowed=cfg.alignment.fallback == "zero",
     )
+    checks.append(retention.check(summary, ev.max_retention_loss))  # line 7: general text kept
     with atomic_dir(layout.eval_dir) as tmp:
         for name, r in results.items():
             write_json(layout.staged(layout.eval_model(name), layout.eval_dir, tmp), r)
