@@ -29,15 +29,18 @@ import numpy as np
 
 from benchmarks.harness import (
     ROOT,
+    Block,
     cpu_model,
     git_commit,
     json_child,
     load_average,
+    log,
     module_command,
     peak_rss_mb,
     ram_gib,
     rss_mb,
     utc_now,
+    write_markdown,
 )
 
 RESULTS = ROOT / "benchmarks" / "results" / "align_speed.md"
@@ -168,8 +171,8 @@ def machine() -> str:
     )
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.align_speed", description=__doc__.splitlines()[0])
     ap.add_argument("--child")
     ap.add_argument("--run-dir", help="an align run directory (embeddings + tokenizers) for the real pair")
     ap.add_argument("--pivots", type=int, default=300)
@@ -190,94 +193,101 @@ def main() -> None:
         help="synthetic cases that also time the floor (each doubles that case's time)",
     )
     ap.add_argument("--out", default=str(RESULTS))
-    args = ap.parse_args()
-    if args.child:
-        print(json.dumps(run_case(json.loads(args.child))))
-        return
+    return ap
 
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.child:
+        print(json.dumps(run_case(json.loads(args.child))))  # the parent reads this one JSON line
+        return
     import tempfile
 
     tmp = Path(tempfile.mkdtemp(prefix="align_speed."))
-    lines = [
-        "# Align speed and memory",
-        "",
-        f"- command: `python {' '.join([Path(sys.argv[0]).as_posix()] + sys.argv[1:])}`",
-        f"- commit: {git_commit()}",
-        f"- machine: {machine()}; torch threads {args.threads}",
-        f"- date: {utc_now()}",
-        f"- top-k {K}; each implementation in its own process; peak = VmHWM of that process (inputs included)",
-        "",
+    argv_text = " ".join(sys.argv[1:] if argv is None else argv)
+    items = [
+        f"command: `{('python -m benchmarks.align_speed ' + argv_text).strip()}`",
+        f"commit: {git_commit()}",
+        f"machine: {machine()}; torch threads {args.threads}",
+        f"date: {utc_now()}",
+        f"top-k {K}; each implementation in its own process; peak = VmHWM of that process (inputs included)",
     ]
+    blocks: list[Block] = [("h", 1, "Align speed and memory"), ("p", "\n".join(f"- {x}" for x in items))]
     if args.run_dir:
-        rows = {}
-        for impl in ("dense", "blockwise", "floor"):
-            if impl == "dense" and args.skip_dense:
-                continue
-            spec = {
-                "kind": "real",
-                "run_dir": str(Path(args.run_dir).resolve()),
-                "pivots": args.pivots,
-                "seed": args.seed,
-                "impl": impl,
-                "threads": args.threads,
-                "out": str(tmp / f"{impl}.npy"),
-            }
-            rows[impl] = spawn(spec)
-            print(impl, rows[impl], flush=True)
-        r = rows["blockwise"]
-        lines += [
-            f"## Real pair: GPT-NeoX -> BioGPT ({r['n_t']} x {r['n_s']} tokens with vectors, {r['pivots']} pivots)",
-            "",
-            "| implementation | wall s | peak MB | inputs RSS MB |",
-            "|---|---|---|---|",
-        ]
-        for impl, row in rows.items():
-            lines.append(f"| {impl} | {row['wall_s']} | {row['peak_mb']} | {row['inputs_rss_mb']} |")
-        lines.append("")
-        if "dense" in rows:
-            d, b = np.load(tmp / "dense.npy"), np.load(tmp / "blockwise.npy")
-            same1 = float((d[:, 0] == b[:, 0]).mean())
-            same5 = float(np.mean([len(set(x) & set(y)) / K for x, y in zip(d.tolist(), b.tolist())]))
-            lines += [
-                f"- speed-up of blockwise over dense: {rows['dense']['wall_s'] / r['wall_s']:.1f}x",
-                f"- blockwise / floor: {r['wall_s'] / rows['floor']['wall_s']:.2f}x",
-                f"- agreement with the float64 reference: top-1 identical for {100 * same1:.2f}% of target tokens, "
-                f"top-5 overlap {100 * same5:.2f}% (differences are float32 vs float64 near-ties)",
-                "",
-            ]
+        blocks += real_pair_blocks(args, tmp)
     if not args.skip_synthetic:
-        lines += [
-            "## Synthetic scaling (blockwise, random vectors of dim 100)",
-            "",
-            "| V_target | V_source | pivots | wall s | ps per V_t x V_s x P element | peak MB | floor s |",
-            "|---|---|---|---|---|---|---|",
+        blocks += synthetic_blocks(args, tmp)
+    blocks.append(("p", f"Load average at the end: {load_average()}."))
+    write_markdown(Path(args.out), blocks)
+    log(f"wrote {args.out}")
+
+
+def real_pair_blocks(args: argparse.Namespace, tmp: Path) -> list[Block]:
+    """Dense reference, blockwise and floor on the real pair of --run-dir, each in its own process."""
+    rows = {}
+    for impl in ("dense", "blockwise", "floor"):
+        if impl == "dense" and args.skip_dense:
+            continue
+        spec = {
+            "kind": "real",
+            "run_dir": str(Path(args.run_dir).resolve()),
+            "pivots": args.pivots,
+            "seed": args.seed,
+            "impl": impl,
+            "threads": args.threads,
+            "out": str(tmp / f"{impl}.npy"),
+        }
+        rows[impl] = spawn(spec)
+        log(f"{impl} {rows[impl]}")
+    r = rows["blockwise"]
+    table = [[impl, row["wall_s"], row["peak_mb"], row["inputs_rss_mb"]] for impl, row in rows.items()]
+    blocks: list[Block] = [
+        ("h", 2, f"Real pair: GPT-NeoX -> BioGPT ({r['n_t']} x {r['n_s']} tokens with vectors, {r['pivots']} pivots)"),
+        ("table", ["implementation", "wall s", "peak MB", "inputs RSS MB"], table),
+    ]
+    if "dense" in rows:
+        d, b = np.load(tmp / "dense.npy"), np.load(tmp / "blockwise.npy")  # (V_t, K) source ids each
+        same1 = float((d[:, 0] == b[:, 0]).mean())
+        same5 = float(np.mean([len(set(x) & set(y)) / K for x, y in zip(d.tolist(), b.tolist())]))
+        items = [
+            f"speed-up of blockwise over dense: {rows['dense']['wall_s'] / r['wall_s']:.1f}x",
+            f"blockwise / floor: {r['wall_s'] / rows['floor']['wall_s']:.2f}x",
+            f"agreement with the float64 reference: top-1 identical for {100 * same1:.2f}% of target tokens, "
+            f"top-5 overlap {100 * same5:.2f}% (differences are float32 vs float64 near-ties)",
         ]
-        for size in args.sizes.split(","):
-            n_t, n_s, p = (int(x) for x in size.lower().split("x"))
-            spec = {
-                "kind": "synthetic",
-                "n_t": n_t,
-                "n_s": n_s,
-                "pivots": p,
-                "impl": "blockwise",
-                "threads": args.threads,
-                "out": str(tmp / "syn.npy"),
-            }
-            row = spawn(spec)
-            fl = spawn({**spec, "impl": "floor"})["wall_s"] if size in args.floor_sizes.split(",") else "-"
-            per = row["wall_s"] / (n_t * n_s * p) * 1e12
-            print(size, row, fl, flush=True)
-            lines.append(f"| {n_t} | {n_s} | {p} | {row['wall_s']} | {per:.2f} | {row['peak_mb']} | {fl} |")
-        lines += [
-            "",
+        blocks.append(("p", "\n".join(f"- {x}" for x in items)))
+    return blocks
+
+
+def synthetic_blocks(args: argparse.Namespace, tmp: Path) -> list[Block]:
+    """Blockwise top-k on random vectors of growing V_t x V_s x P, the floor at --floor-sizes."""
+    table = []
+    for size in args.sizes.split(","):
+        n_t, n_s, p = (int(x) for x in size.lower().split("x"))
+        spec = {
+            "kind": "synthetic",
+            "n_t": n_t,
+            "n_s": n_s,
+            "pivots": p,
+            "impl": "blockwise",
+            "threads": args.threads,
+            "out": str(tmp / "syn.npy"),
+        }
+        row = spawn(spec)
+        fl = spawn({**spec, "impl": "floor"})["wall_s"] if size in args.floor_sizes.split(",") else "-"
+        per = row["wall_s"] / (n_t * n_s * p) * 1e12
+        log(f"{size} {row} {fl}")
+        table.append([n_t, n_s, p, row["wall_s"], f"{per:.2f}", row["peak_mb"], fl])
+    headers = ["V_target", "V_source", "pivots", "wall s", "ps per V_t x V_s x P element", "peak MB", "floor s"]
+    return [
+        ("h", 2, "Synthetic scaling (blockwise, random vectors of dim 100)"),
+        ("table", headers, table),
+        (
+            "p",
             "Constant time per (V_t x V_s x P) element means linear growth in that product; "
             "peak memory is inputs plus fixed 64 MiB score tiles.",
-            "",
-        ]
-    lines.append(f"Load average at the end: {load_average()}.")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines))
-    print("\n".join(lines))
+        ),
+    ]
 
 
 if __name__ == "__main__":
