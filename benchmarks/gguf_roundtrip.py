@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from benchmarks import harness
+from benchmarks.harness import Block
 
 HELDOUT = harness.ROOT / "examples" / "pubmed_demo" / "corpus" / "heldout.jsonl.gz"
 SMOLLM2 = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -37,7 +38,7 @@ def smollm2_dir() -> Path:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.gguf_roundtrip", description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, help="HF model directory (default: SmolLM2-135M dequantised)")
     ap.add_argument("--type", default="f16", choices=("f16", "q8_0"))
     ap.add_argument("--docs", type=int, default=5, help="held-out documents compared")
@@ -80,36 +81,47 @@ def main() -> None:
         rows.append((i, len(text.encode()), len(ids), same_ids, x.shape[1], diff, rel, top1))
         harness.log(f"doc {i}: ids equal {same_ids}, max |dlogit| {diff:.4f}, rel {rel:.2e}, top-1 agree {top1:.3f}")
 
-    lines = [
-        f"# GGUF round trip: {summary['architecture']} exported as {args.type}, read back by transformers",
-        "",
-        f"Command: `OMP_NUM_THREADS=1 python -m benchmarks.gguf_roundtrip {' '.join(sys.argv[1:])}`".rstrip() + "  ",
-        f"Commit {commit}; {machine}; {date}.",
-        "",
-        f"Model: `{model_dir}` ({summary['tensors']} tensors, {summary['vocab']:,} tokens, pre-tokenizer "
-        f"`{summary['pre_tokenizer']}`, {'tied' if summary['tied_embeddings'] else 'untied'} embeddings).  ",
+    run = {"commit": commit, "machine": machine, "date": date, "model_dir": model_dir, "export_s": export_s}
+    harness.write_markdown(args.out, result_blocks(args, run, summary, rows, worst))
+    harness.log(f"wrote {args.out}")
+
+
+def result_blocks(args: argparse.Namespace, run: dict, summary: dict, rows: list[tuple], worst: float) -> list[Block]:
+    """gguf_roundtrip.md: the run, the exported file, then one row per held-out document."""
+    argv = " ".join(sys.argv[1:])
+    head = (
+        f"Command: `OMP_NUM_THREADS=1 python -m benchmarks.gguf_roundtrip {argv}`".rstrip()
+        + f"  \nCommit {run['commit']}; {run['machine']}; {run['date']}."
+    )
+    model = (
+        f"Model: `{run['model_dir']}` ({summary['tensors']} tensors, {summary['vocab']:,} tokens, pre-tokenizer "
+        f"`{summary['pre_tokenizer']}`, {'tied' if summary['tied_embeddings'] else 'untied'} embeddings).  \n"
         f"GGUF file: {summary['bytes']:,} bytes ({summary['bytes'] / 1e6:.1f} MB; tensor types "
-        f"{summary['tensor_types']}), written in {export_s:.1f} s.",
-        "",
-        f"Held-out text: the first {args.docs} documents of `examples/pubmed_demo/corpus/heldout.jsonl.gz`; token "
-        "ids compared on the whole document, logits on its first "
-        f"{args.tokens} tokens (float32 reference vs the GGUF dequantised to float32).",
-        "",
-        "| doc | bytes | tokens | same token ids | tokens scored | max abs logit diff | relative error | top-1 agreement |",
-        "|---:|---:|---:|:---:|---:|---:|---:|---:|",
+        f"{summary['tensor_types']}), written in {run['export_s']:.1f} s."
+    )
+    table = [
+        [i, f"{nbytes:,}", f"{ntok:,}", "yes" if same else "NO", scored, f"{diff:.4f}", f"{rel:.2e}", f"{top1:.3f}"]
+        for i, nbytes, ntok, same, scored, diff, rel, top1 in rows
     ]
-    for i, nbytes, ntok, same, scored, diff, rel, top1 in rows:
-        lines.append(
-            f"| {i} | {nbytes:,} | {ntok:,} | {'yes' if same else 'NO'} | {scored} | {diff:.4f} | {rel:.2e} | {top1:.3f} |"
-        )
-    lines += [
-        "",
-        f"Max abs logit difference over all documents: **{worst:.4f}**; token ids equal on "
-        f"{sum(r[3] for r in rows)}/{len(rows)} documents.",
-        "",
+    headers = ["doc", "bytes", "tokens", "same token ids", "tokens scored", "max abs logit diff", "relative error"]
+    headers.append("top-1 agreement")
+    return [
+        ("h", 1, f"GGUF round trip: {summary['architecture']} exported as {args.type}, read back by transformers"),
+        ("p", head),
+        ("p", model),
+        (
+            "p",
+            f"Held-out text: the first {args.docs} documents of `examples/pubmed_demo/corpus/heldout.jsonl.gz`; "
+            f"token ids compared on the whole document, logits on its first {args.tokens} tokens (float32 "
+            "reference vs the GGUF dequantised to float32).",
+        ),
+        ("table", headers, table, "rrrcrrrr"),
+        (
+            "p",
+            f"Max abs logit difference over all documents: **{worst:.4f}**; token ids equal on "
+            f"{sum(r[3] for r in rows)}/{len(rows)} documents.",
+        ),
     ]
-    args.out.write_text("\n".join(lines), encoding="utf-8")
-    print(args.out)
 
 
 if __name__ == "__main__":

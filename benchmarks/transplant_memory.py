@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.harness import ROOT, git_commit, json_child, utc_now
+from benchmarks.harness import ROOT, Block, git_commit, json_child, log, utc_now, write_markdown
 
 NEOX = ROOT.parent / "shared" / "data" / "tokenizers" / "gpt-neox-20b" / "tokenizer.json"
 RESULTS = ROOT / "benchmarks" / "results" / "transplant_memory.md"
@@ -79,12 +79,16 @@ def measure(what: str, model_dir: Path, out_dir: Path, tok_path: Path) -> dict:
     return json_child([sys.executable, "-c", CHILD, what, str(model_dir), str(out_dir), str(tok_path)], what, env=env)
 
 
+ROWS = 50304  # vocabulary rows of the models measured (GPT-NeoX's padded vocabulary)
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.transplant_memory", description=__doc__.splitlines()[0])
     ap.add_argument("--hidden", type=int, default=1024)
     ap.add_argument("--layers", type=int, nargs="+", default=[8, 24], help="one model per layer count")
     ap.add_argument("--shard-size", default="100MB")
     ap.add_argument("--workdir", default=None, help="where the models are written (default: a temp dir)")
+    ap.add_argument("--out", type=Path, default=RESULTS, help="the results file (default results/transplant_memory.md)")
     args = ap.parse_args()
 
     import torch
@@ -93,9 +97,8 @@ def main() -> None:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="transplant-memory-"))
     work.mkdir(parents=True, exist_ok=True)
     tok_path = NEOX if NEOX.is_file() else synthetic_tokenizer(work / "tokenizer.json")
-    rows = 50304
     cfg = tf.LlamaConfig(
-        vocab_size=rows,
+        vocab_size=ROWS,
         hidden_size=args.hidden,
         intermediate_size=int(args.hidden * 2.75),
         num_hidden_layers=args.layers[0],
@@ -103,7 +106,7 @@ def main() -> None:
         num_key_value_heads=max(args.hidden // 64, 1),
         tie_word_embeddings=False,
     )
-    emb_mb = 2 * rows * args.hidden * 4 / 2**20
+    emb_mb = 2 * ROWS * args.hidden * 4 / 2**20  # embedding + untied head, float32
     table = []
     for layers in args.layers:
         cfg.num_hidden_layers = layers
@@ -124,46 +127,51 @@ def main() -> None:
         table.append((layers, params, model_mb, results))
         for d in (sharded, single, work / "out-sharded", work / "out-single", work / "out-naive"):
             shutil.rmtree(d, ignore_errors=True)
-    commit = git_commit()
-    lines = [
-        "# Transplant peak memory: sharded rewrite vs loading the model",
-        "",
-        f"- command: `python -m benchmarks.transplant_memory --hidden {args.hidden} --layers "
-        f"{' '.join(map(str, args.layers))} "
-        f"--shard-size {args.shard_size}`",
-        f"- commit: {commit}; date: {utc_now('%Y-%m-%d %H:%M UTC')}",
-        f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, {platform.platform()}, Python "
-        f"{platform.python_version()}, torch {torch.__version__}, transformers {tf.__version__}",
-        f"- models: Llama architecture, hidden {args.hidden}, {rows} rows (untied), float32, shards of "
-        f"<= {args.shard_size}; layers as in the table",
-        f"- embedding + output head: {emb_mb:.0f} MiB; tokenizer: "
-        f"{'GPT-NeoX (shared data)' if tok_path == NEOX else 'synthetic 50,277 tokens'}, identity mapping",
-        "- measured: growth of peak RSS (VmHWM) in a fresh process after imports and the tokenizer",
-        "",
-        "| layers | model (MiB) | operation | peak RSS growth (MiB) | x embedding size | x model size | wall (s) |",
-        "|---:|---:|---|---:|---:|---:|---:|",
-    ]
-    for layers, _params, model_mb, results in table:
-        for name, r in results.items():
-            lines.append(
-                f"| {layers} | {model_mb:.0f} | {name} | {r['peak_delta_mb']:.0f} | "
-                f"{r['peak_delta_mb'] / emb_mb:.2f} | {r['peak_delta_mb'] / model_mb:.2f} | {r['wall_s']:.1f} |"
-            )
-    lines += [
-        "",
-        "The transplant builds one matrix at a time (source rows in, target rows built, combined rows in",
-        "float64 blocks of 2,048 rows, then parked in a scratch file), so its peak is about one source plus",
-        "one target matrix plus block temporaries, whatever the number of layers; tensors are read with",
-        "plain file reads (no mmap) and untouched shards are copied without entering the process. Loading",
-        "and saving the whole model grows with the layers. Wall times on this shared 2-core machine were",
-        "taken while other jobs ran (load average ~8-10); compare them only within one table.",
-        "",
-    ]
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text("\n".join(lines))
-    print("\n".join(lines))
+    write_markdown(args.out, result_blocks(args, table, emb_mb, tok_path))
+    log(f"wrote {args.out}")
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def result_blocks(args: argparse.Namespace, table: list, emb_mb: float, tok_path: Path) -> list[Block]:
+    """transplant_memory.md: the run's settings, then one row per (model, operation)."""
+    import torch
+    import transformers as tf
+
+    items = [
+        f"command: `python -m benchmarks.transplant_memory --hidden {args.hidden} --layers "
+        f"{' '.join(map(str, args.layers))} --shard-size {args.shard_size}`",
+        f"commit: {git_commit()}; date: {utc_now('%Y-%m-%d %H:%M UTC')}",
+        f"machine: {platform.machine()}, {os.cpu_count()} CPU cores, {platform.platform()}, Python "
+        f"{platform.python_version()}, torch {torch.__version__}, transformers {tf.__version__}",
+        f"models: Llama architecture, hidden {args.hidden}, {ROWS} rows (untied), float32, shards of "
+        f"<= {args.shard_size}; layers as in the table",
+        f"embedding + output head: {emb_mb:.0f} MiB; tokenizer: "
+        f"{'GPT-NeoX (shared data)' if tok_path == NEOX else 'synthetic 50,277 tokens'}, identity mapping",
+        "measured: growth of peak RSS (VmHWM) in a fresh process after imports and the tokenizer",
+    ]
+    rows = [
+        [layers, f"{model_mb:.0f}", name, f"{r['peak_delta_mb']:.0f}", f"{r['peak_delta_mb'] / emb_mb:.2f}"]
+        + [f"{r['peak_delta_mb'] / model_mb:.2f}", f"{r['wall_s']:.1f}"]
+        for layers, _params, model_mb, results in table
+        for name, r in results.items()
+    ]
+    headers = ["layers", "model (MiB)", "operation", "peak RSS growth (MiB)", "x embedding size", "x model size"]
+    headers.append("wall (s)")
+    return [
+        ("h", 1, "Transplant peak memory: sharded rewrite vs loading the model"),
+        ("p", "\n".join(f"- {x}" for x in items)),
+        ("table", headers, rows, "rrlrrrr"),
+        (
+            "p",
+            "The transplant builds one matrix at a time (source rows in, target rows built, combined rows in\n"
+            "float64 blocks of 2,048 rows, then parked in a scratch file), so its peak is about one source plus\n"
+            "one target matrix plus block temporaries, whatever the number of layers; tensors are read with\n"
+            "plain file reads (no mmap) and untouched shards are copied without entering the process. Loading\n"
+            "and saving the whole model grows with the layers. Wall times on this shared 2-core machine were\n"
+            "taken while other jobs ran (load average ~8-10); compare them only within one table.",
+        ),
+    ]
 
 
 if __name__ == "__main__":
