@@ -30,6 +30,8 @@ from typing import Any
 
 import torch
 
+from benchmarks.harness import Block, markdown_text
+
 REPO = Path(__file__).resolve().parents[1]
 
 LN2 = math.log(2.0)
@@ -131,29 +133,34 @@ def split(run_dir: Path, model_dir: Path, source_dir: Path, n_docs: int, max_cha
     }
 
 
-def render(res: dict[str, Any], title: str) -> str:
-    lines = [
-        f"{title}: {res['documents']} documents, {res['bytes']:,} bytes; target {res['target_bpb']:.4f} bpb, "
-        f"source {res['source_bpb']:.4f} bpb on the same bytes",
-        "",
-        "| target token | tokens | share of bytes | target bpb | source bpb, same bytes | excess bits per byte | share of the excess | probability on new tokens |",
-        "|---|---|---|---|---|---|---|---|",
+SPLIT_COLUMNS = ["target token", "tokens", "share of bytes", "target bpb", "source bpb, same bytes"]
+SPLIT_COLUMNS += ["excess bits per byte", "share of the excess", "probability on new tokens"]
+
+
+def render(res: dict[str, Any], title: str) -> list[Block]:
+    """The split of `res` (from split()) as Markdown blocks: one row per class of target token."""
+    rows = [
+        [r["class"], f"{r['tokens']:,}", f"{r['share_of_bytes']:.1%}", f"{r['target_bpb']:.3f}"]
+        + [f"{r['source_bpb']:.3f}", f"{r['target_bpb'] - r['source_bpb']:+.3f}"]
+        + ["-" if r["share_of_excess"] is None else format(r["share_of_excess"], ".1%"), f"{r['mean_mass_on_new']:.3f}"]
+        for r in res["rows"]
+        if r["bytes"]
     ]
-    for r in res["rows"]:
-        if not r["bytes"]:
-            continue
-        lines.append(
-            f"| {r['class']} | {r['tokens']:,} | {r['share_of_bytes']:.1%} | {r['target_bpb']:.3f} | "
-            f"{r['source_bpb']:.3f} | {r['target_bpb'] - r['source_bpb']:+.3f} | {'-' if r['share_of_excess'] is None else format(r['share_of_excess'], '.1%')} | "
-            f"{r['mean_mass_on_new']:.3f} |"
-        )
-    lines += ["", "Texts with the most excess bits in each class (summed over their occurrences):", ""]
-    lines += [f"- {r['class']}: " + ", ".join(f"`{t!r}` {b:+.0f}" for t, b in r["most_excess"]) for r in res["rows"]]
-    return "\n".join(lines)
+    excess = [f"- {r['class']}: " + ", ".join(f"`{t!r}` {b:+.0f}" for t, b in r["most_excess"]) for r in res["rows"]]
+    return [
+        (
+            "p",
+            f"{title}: {res['documents']} documents, {res['bytes']:,} bytes; target {res['target_bpb']:.4f} bpb, "
+            f"source {res['source_bpb']:.4f} bpb on the same bytes",
+        ),
+        ("table", SPLIT_COLUMNS, rows),
+        ("p", "Texts with the most excess bits in each class (summed over their occurrences):"),
+        ("p", "\n".join(excess)),
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bpb_split", description=__doc__.split("\n")[0])
     p.add_argument("run_dir", type=Path)
     p.add_argument("--model", type=Path, default=None, help="the target model (default RUN_DIR/model/init)")
     p.add_argument("--source-model", type=Path, default=None, help="default: models.source_model of the run")
@@ -170,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
         args.source_model = Path(named)
     model = args.model or args.run_dir / "model" / "init"
     res = split(args.run_dir, model, args.source_model, args.docs, args.max_chars)
-    print(render(res, f"{model}"))
+    print(markdown_text(render(res, f"{model}")))
     if args.json:
         args.json.write_text(json.dumps(res, indent=1))
 

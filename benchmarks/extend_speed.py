@@ -24,7 +24,17 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.harness import ROOT, git_head, log, machine, module_command
+from benchmarks.harness import (
+    ROOT,
+    Block,
+    git_head,
+    log,
+    machine,
+    module_command,
+    read_json,
+    write_json,
+    write_markdown,
+)
 from benchmarks.scale import pool_documents, smollm2_tokenizer
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -77,13 +87,16 @@ def child(kind: str, mb: float, new_tokens: int, vocab: int, tok_dir: Path) -> N
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.extend_speed", description=__doc__.splitlines()[0])
     ap.add_argument("--mb", type=float, nargs="+", default=[10.0, 50.0])
     ap.add_argument("--new-tokens", type=int, default=8000)
     ap.add_argument("--vocab", type=int, default=32000)
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "extend_speed")
     ap.add_argument("--child", choices=["extend", "bpe"])
+    ap.add_argument("--render", action="store_true", help="only rewrite results/extend_speed.md from its .json")
     args = ap.parse_args()
+    if args.render:
+        return write_markdown(RESULTS / "extend_speed.md", render(read_json(RESULTS / "extend_speed.json")))
     args.work.mkdir(parents=True, exist_ok=True)
     tok_dir = smollm2_tokenizer(args.work)
     if args.child:
@@ -102,29 +115,33 @@ def main() -> None:
         "command": "python -m benchmarks.extend_speed " + " ".join(sys.argv[1:]),
         "rows": rows,
     }
-    (RESULTS / "extend_speed.json").write_text(json.dumps(res, indent=1))
-    L = [
-        "# Learning an extension vs training a BPE from scratch",
-        "",
-        f"Commit {res['commit']}; {res['machine']}.",
-        f"Command: `{res['command']}`",
-        "",
-    ]
-    L += [
-        f"Extension: +{args.new_tokens} tokens over SmolLM2-135M's tokenizer; BPE: {args.vocab} tokens from scratch.",
-        "",
-    ]
-    L += [
-        "| MB of text | extend wall s | extend CPU s | extend peak MB | BPE wall s | BPE CPU s | BPE peak MB | CPU ratio extend / BPE |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for mb in args.mb:
-        e, b = (next(r for r in rows if r["kind"] == k and r["mb"] == mb) for k in ("extend", "bpe"))
-        L.append(
-            f"| {mb:g} | {e['wall_s']:.1f} | {e['cpu_s']:.1f} | {e['peak_mb']:.0f} | {b['wall_s']:.1f} | {b['cpu_s']:.1f} "
-            f"| {b['peak_mb']:.0f} | {e['cpu_s'] / b['cpu_s']:.2f} |"
+    res["new_tokens"], res["vocab"] = args.new_tokens, args.vocab
+    write_json(RESULTS / "extend_speed.json", res)
+    write_markdown(RESULTS / "extend_speed.md", render(res))
+    log(f"wrote {RESULTS / 'extend_speed.md'}")
+
+
+def render(res: dict) -> list[Block]:
+    """extend_speed.md of record `res` as Markdown blocks (the record alone decides every byte)."""
+    table = []
+    for mb in dict.fromkeys(r["mb"] for r in res["rows"]):
+        e, b = (next(r for r in res["rows"] if r["kind"] == k and r["mb"] == mb) for k in ("extend", "bpe"))
+        table.append(
+            [f"{mb:g}", f"{e['wall_s']:.1f}", f"{e['cpu_s']:.1f}", f"{e['peak_mb']:.0f}", f"{b['wall_s']:.1f}"]
+            + [f"{b['cpu_s']:.1f}", f"{b['peak_mb']:.0f}", f"{e['cpu_s'] / b['cpu_s']:.2f}"]
         )
-    (RESULTS / "extend_speed.md").write_text("\n".join(L) + "\n")
+    headers = ["MB of text", "extend wall s", "extend CPU s", "extend peak MB", "BPE wall s", "BPE CPU s"]
+    headers += ["BPE peak MB", "CPU ratio extend / BPE"]
+    return [
+        ("h", 1, "Learning an extension vs training a BPE from scratch"),
+        ("p", f"Commit {res['commit']}; {res['machine']}.\nCommand: `{res['command']}`"),
+        (
+            "p",
+            f"Extension: +{res['new_tokens']} tokens over SmolLM2-135M's tokenizer; BPE: {res['vocab']} tokens from "
+            "scratch.",
+        ),
+        ("table", headers, table),
+    ]
 
 
 if __name__ == "__main__":

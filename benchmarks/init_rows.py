@@ -22,9 +22,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.harness import log, markdown_text
+
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.init_rows", description=__doc__.split("\n")[0])
     ap.add_argument("run_dir", type=Path)
     ap.add_argument("--inits", default="fvt_prior,fvt,chain")
     ap.add_argument("--docs", type=int, default=40)
@@ -61,19 +63,17 @@ def main() -> None:
     model_dir = resolve_model_dir(cfg.models.source_model, cfg.tokenization.cache_dir)
     src_tok, tgt_tok = layout.tokenizer("source"), layout.tokenizer("target")
     texts = layout.heldout_texts()[: args.docs]
-    lines = [
-        f"\n{args.run_dir.name}: {len(texts)} held-out docs, "
-        f"{sum(len(t.encode()) for t in texts):,} bytes; source {model_dir}\n",
-        "| init | bpb at init | bytes/token | transplant s |",
-        "|---|---|---|---|",
-    ]
-    print("\n".join(lines), flush=True)
+    title = (
+        f"{args.run_dir.name}: {len(texts)} held-out docs, {sum(len(t.encode()) for t in texts):,} bytes; "
+        f"source {model_dir}"
+    )
+    rows: list[list[str]] = []
+    log(title)
 
     def row(name: str, model, tok, wall: float) -> None:
         r = bits_per_byte(model, tok, texts, batch_size=8)
-        line = f"| {name} | {r['bits_per_byte']:.4f} | {r['bytes_per_token']:.3f} | {wall:.0f} |"
-        lines.append(line)
-        print(line, flush=True)
+        rows.append([name, f"{r['bits_per_byte']:.4f}", f"{r['bytes_per_token']:.3f}", f"{wall:.0f}"])
+        log(" | ".join(rows[-1]))
 
     if args.source:
         row(
@@ -103,7 +103,7 @@ def main() -> None:
             if name == "focus":  # FOCUS's rows over the mean transplant (quality.py's child, 3 fastText epochs)
                 import subprocess
 
-                from quality import FOCUS_CHILD, FOCUS_VENV
+                from benchmarks.quality import FOCUS_CHILD, FOCUS_VENV
 
                 cmd = [str(FOCUS_VENV / "bin" / "python"), "-c", FOCUS_CHILD, str(args.run_dir), str(Path(tmp) / "m")]
                 r = subprocess.run([*cmd, "3", str(model_dir)], capture_output=True, text=True)
@@ -111,9 +111,11 @@ def main() -> None:
                     raise SystemExit(f"FOCUS child failed (exit {r.returncode}):\n{r.stderr[-2000:]}")
             wall = time.perf_counter() - t
             row(name, AutoModelForCausalLM.from_pretrained(str(Path(tmp) / "m"), dtype=torch.float32), tgt_tok, wall)
-    if args.out:
+    blocks = [("p", title), ("table", ["init", "bpb at init", "bytes/token", "transplant s"], rows)]
+    print(markdown_text(blocks), flush=True)
+    if args.out:  # a section appended to a results file that collects several runs (init_smollm2.md)
         with open(args.out, "a", encoding="utf-8") as f:
-            f.write("\n".join(lines) + "\n")
+            f.write("\n" + markdown_text(blocks))
 
 
 if __name__ == "__main__":

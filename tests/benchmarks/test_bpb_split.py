@@ -1,25 +1,16 @@
-"""benchmarks/bpb_split.py: the per-class split adds up to the evaluate stage's bits per byte."""
+"""benchmarks/bpb_split.py (python -m benchmarks.bpb_split): the per-class split adds up to the evaluate stage's bits per byte."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
+from benchmarks import bpb_split
 from helpers import TEXT, save_tiny_model, train_bpe_tokenizer, write_jsonl
 from vocabadapt.evaluation.bpb import bits_per_byte
 
 DOCS = [f"case {i}: " + TEXT[(11 * i) % 150 : (11 * i) % 150 + 90] for i in range(12)]
-
-
-def _module():
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bpb_split.py"
-    spec = importlib.util.spec_from_file_location("bpb_split", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +35,7 @@ def _bpb(model_dir, tok):
 
 def test_split_adds_up_to_both_models_bits_per_byte(run):
     root, src, tgt = run
-    res = _module().split(root / "run", root / "tgt", root / "src", n_docs=len(DOCS), max_chars=10_000)
+    res = bpb_split.split(root / "run", root / "tgt", root / "src", n_docs=len(DOCS), max_chars=10_000)
     assert res["documents"] == len(DOCS)
     assert res["bytes"] == sum(len(d.encode()) for d in DOCS)
     assert res["target_bpb"] == pytest.approx(_bpb(root / "tgt", tgt), rel=1e-5)
@@ -63,7 +54,7 @@ def test_a_model_against_itself_is_all_kept_with_no_excess(run, tmp_path):
     write_jsonl(same / "corpus" / "heldout.jsonl", DOCS)
     for side in ("source", "target"):
         src.save_pretrained(str(same / "tokenizers" / side))
-    res = _module().split(same, root / "src", root / "src", n_docs=len(DOCS), max_chars=10_000)
+    res = bpb_split.split(same, root / "src", root / "src", n_docs=len(DOCS), max_chars=10_000)
     rows = {r["class"]: r for r in res["rows"]}
     assert rows["kept"]["bytes"] == res["bytes"]
     assert rows["kept"]["target_bits"] == pytest.approx(rows["kept"]["source_bits"])
