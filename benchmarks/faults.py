@@ -22,7 +22,7 @@ writes benchmarks/results/faults.md (and faults.json next to it). What it does:
    to the reference.
 
 The source model is examples/pubmed_demo/model when it exists, else a tiny deterministic GPT-NeoX built
-by tests/helpers.py for the demo's source tokenizer (--model tiny forces that).
+by vocabadapt.testing for the demo's source tokenizer (--model tiny forces that).
 """
 
 from __future__ import annotations
@@ -286,7 +286,7 @@ def choose_model(kind: str, work: Path) -> tuple[str, str]:
     if not (out / "model.safetensors").exists():
         tok = load_tokenizer(str(REPO / "examples/pubmed_demo/tokenizers/source"), ModelsConfig())
         save_tiny_model(out, tok, arch="gpt_neox", hidden=64, layers=2, max_pos=256)
-    return str(out), "tiny deterministic GPT-NeoX (tests/helpers.py, hidden 64, 2 layers) for the demo source tokenizer"
+    return str(out), "tiny deterministic GPT-NeoX (vocabadapt.testing, hidden 64, 2 layers) for the demo source tokenizer"
 
 
 def kill_once(
