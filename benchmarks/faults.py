@@ -286,7 +286,9 @@ def choose_model(kind: str, work: Path) -> tuple[str, str]:
     if not (out / "model.safetensors").exists():
         tok = load_tokenizer(str(REPO / "examples/pubmed_demo/tokenizers/source"), ModelsConfig())
         save_tiny_model(out, tok, arch="gpt_neox", hidden=64, layers=2, max_pos=256)
-    return str(out), "tiny deterministic GPT-NeoX (vocabadapt.testing, hidden 64, 2 layers) for the demo source tokenizer"
+    return str(
+        out
+    ), "tiny deterministic GPT-NeoX (vocabadapt.testing, hidden 64, 2 layers) for the demo source tokenizer"
 
 
 def kill_once(

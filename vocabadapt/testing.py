@@ -200,7 +200,7 @@ def tiny_model(
     cfg.eos_token_id = 0
     cfg.pad_token_id = 1
     torch.manual_seed(seed)
-    model = tf.AutoModelForCausalLM.from_config(cfg)
+    model: Any = tf.AutoModelForCausalLM.from_config(cfg)  # Any: its tie_weights() is untyped in transformers
     seed_all(model, seed)
     if cfg.tie_word_embeddings:
         model.tie_weights()
@@ -210,7 +210,7 @@ def tiny_model(
 
 def save_tiny_model(directory: Path, tokenizer: Any, arch: str = "gpt_neox", **kwargs: Any) -> Path:
     """Save a tiny model sized to `tokenizer` (kwargs go to tiny_model) plus the tokenizer into `directory`."""
-    model = tiny_model(arch, vocab_size=len(tokenizer), **kwargs)
+    model: Any = tiny_model(arch, vocab_size=len(tokenizer), **kwargs)  # a PreTrainedModel
     directory.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(directory), safe_serialization=True)
     tokenizer.save_pretrained(str(directory))
