@@ -44,28 +44,43 @@ def flow(d: dict | str) -> str:
     return json.dumps(d)
 
 
-def run_row(name: str, work: Path, extra: dict, init_only: bool) -> dict:
+def run_config_row(name: str, work: Path, overrides: dict) -> Path:
+    """`vocabadapt run` of the SmolLM2 benchmark config through evaluate into WORK/name (a copy of WORK/base),
+    with `overrides` as --set; a finished row (its wall_s file) is kept."""
     dest = work / name
-    logf = work / f"{name}.log"
     if not (dest / "wall_s").exists():
         if dest.exists():
             shutil.rmtree(dest)
         shutil.copytree(work / "base", dest, symlinks=True)
-        budget = {**quality.REAL_BUDGETS["full"], **quality.COMMON, **extra}
-        if init_only:
-            budget.update(quality.UNTRAINED)
-        budget["models.target_tokenizer"] = flow(ROWS[name])
         log(f"{name}: running")
         wall = run_cli(
-            ["run", str(quality.REAL_CONFIG), "--run-dir", str(dest), "--until", "evaluate", *quality.sets(budget)],
-            logf,
+            ["run", str(quality.REAL_CONFIG), "--run-dir", str(dest), "--until", "evaluate", *quality.sets(overrides)],
+            work / f"{name}.log",
         )
         (dest / "wall_s").write_text(f"{wall:.1f}")
+    return dest
+
+
+def row_summary(dest: Path) -> dict:
+    """quality.row_result of a finished row, with its vocabulary, bytes per token and extension summary."""
     r = quality.row_result(dest, float((dest / "wall_s").read_text()))
     stats = read_json(dest / "tokens" / "stats.json")
     r["vocab_rows"] = stats["target"]["vocab_size"]
     r["heldout_bytes_per_token"] = {s: stats[s]["heldout_bytes_per_token"] for s in ("source", "target")}
     r["extension"] = stats["tokenizers"].get("target_extension")
+    s = read_json(dest / "eval" / "summary.json")
+    r["general_bpb"] = {
+        m: ((v.get("bpb") or {}).get("general") or {}).get("bits_per_byte") for m, v in s["models"].items()
+    }
+    return r
+
+
+def run_row(name: str, work: Path, extra: dict, init_only: bool) -> dict:
+    budget = {**quality.REAL_BUDGETS["full"], **quality.COMMON, **extra}
+    if init_only:
+        budget.update(quality.UNTRAINED)
+    budget["models.target_tokenizer"] = flow(ROWS[name])
+    r = row_summary(run_config_row(name, work, budget))
     log(f"{name}: done in {r['wall_s']:.0f} s")
     return r
 

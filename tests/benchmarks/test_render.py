@@ -24,6 +24,7 @@ CASES = {
     "speed": ("speed.json", None, lambda d: ["--render", "--results", str(d)]),
     "eval_speed": ("eval_speed_*.json", ["eval_speed.md"], lambda d: ["--render", "--results", str(d)]),
     "extension": ("extension.json", None, lambda d: ["--render", "--results", str(d)]),
+    "recovery": ("recovery.json", None, lambda d: ["--render", "--results", str(d)]),
     "cloze": ("cloze*.json", None, lambda d: ["--render", "--out", str(d / "cloze_smollm2")]),
     "gen_speed": ("gen_speed.json", None, lambda d: ["--render", "--out", str(d / "gen_speed")]),
 }
