@@ -22,7 +22,11 @@ DEFAULT_SOURCE = ROOT.parent / "shared" / "data" / "biomed" / "raw" / "bc5cdr" /
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks.build_bc5cdr_cloze",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--source", type=Path, default=DEFAULT_SOURCE, help="BC5CDR PubTator file (the test set)")
     ap.add_argument("--questions", type=int, default=600, help="number of questions to sample")
     ap.add_argument("--seed", type=int, default=0)
