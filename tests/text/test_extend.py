@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 from pathlib import Path
 
 import pytest
@@ -204,3 +206,39 @@ def test_config_takes_one_of_train_or_extend():
     for bad in ({"extend": {"new_tokens": 10}, "train": {"vocab_size": 1000}}, {"extend": {"new_tokens": 0}}, {}):
         with pytest.raises(ConfigError, match="target_tokenizer"):
             validate_dict(models(bad), "c.yaml")
+
+
+def _mistral_v1(tmp_path: Path):
+    """Mistral-7B v0.1's SentencePiece tokenizer (BioMistral's), from the mistral-common package (Apache-2.0)."""
+    import shutil
+
+    from vocabadapt.config import package_file
+
+    try:
+        model = package_file("pkg:mistral_common/data/tokenizer.model.v1")
+    except ConfigError:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail("CI=true but mistral-common is not installed (the Makefile installs it with --no-deps)")
+        pytest.skip("mistral-common is not installed")
+    d = tmp_path / "mistral"
+    d.mkdir()
+    shutil.copy(model, d / "tokenizer.model")
+    (d / "tokenizer_config.json").write_text(
+        json.dumps({"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"})
+    )
+    return load_tokenizer(str(d), ModelsConfig(), None)
+
+
+@pytest.mark.shared_data(*ABSTRACTS)
+def test_real_mistral_sentencepiece_tokenizer(tmp_path, abstracts):
+    """The research config's family on its real tokenizer: 32,000 SentencePiece BPE pieces with byte fallback."""
+    train, held = abstracts
+    src = _mistral_v1(tmp_path)
+    assert len(src) == 32000
+    ext = learn_extension(src, train, 800, name="mistral-v1")
+    assert ext.family == "sentencepiece" and len(ext.new_tokens) == 800 and ext.first_new_id == 32000
+    check_extension(src, ext, held)
+    texts = [t.replace("▁", " ") for t in ext.new_tokens]
+    # SentencePiece never joins a letter to punctuation or a digit to a digit; neither does the extension.
+    assert not any(re.search(r"\d\d", t) or re.search(r"[A-Za-z][^\w\s]|[^\w\s][A-Za-z]", t) for t in texts)
+    assert _bytes_per_token(ext.tokenizer, held) > 1.1 * _bytes_per_token(src, held)

@@ -6,8 +6,10 @@ every source token, id and merge, and appends merges that join *finished* source
 
 1. The corpus is encoded by the source tokenizer itself. Its tokens, grouped into the words its
    pre-tokenizer keeps apart, are the units new merges may join: merges never cross a pre-tokenizer
-   split, never join a special or added token, a SentencePiece byte-fallback piece, or (where the source
-   has no multi-digit and no space+digit token) a digit.
+   split, never join a special or added token or a SentencePiece byte-fallback piece, and never join two
+   characters of classes (letter, digit, space, other) that no source token joins: no digit after a digit
+   where the source keeps digits single (SmolLM2, Llama 2), no letter after punctuation where the source's
+   trainer split them by script (SentencePiece's Mistral and Llama 2).
 2. Each source token is mapped to one private symbol (a code point), each word to a string of symbols,
    and the `tokenizers` library's Rust BPE trainer learns merges over those strings. Its memory is its
    table of distinct words; the corpus is streamed in batches.
@@ -17,7 +19,7 @@ every source token, id and merge, and appends merges that join *finished* source
    is a source token boundary.
 
 A merge whose result already spells a source token would hand a source id to a different segmentation of
-the same bytes; it is dropped, with every later merge built on it (as are merges that break the digit rule).
+the same bytes; it is dropped, with every later merge built on it.
 
 Families: byte-level BPE (GPT-2, SmolLM2, Llama 3 with `ignore_merges`) and SentencePiece BPE with byte
 fallback in a tokenizer.json (Llama 2, Mistral); others raise InputError naming what to use instead.
@@ -29,6 +31,7 @@ import json
 import logging
 import re
 import tempfile
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -45,8 +48,6 @@ log = logging.getLogger(__name__)
 _SYMBOL_BASE = 0x4E00
 _SURROGATES = (0xD800, 0xE000)
 _MAX_SOURCE_IDS = 0x110000 - _SYMBOL_BASE - (_SURROGATES[1] - _SURROGATES[0])
-_MULTI_DIGIT = re.compile(r"\d\d")
-_SPACE_DIGIT = re.compile(r"\s\d")
 _BYTE_FALLBACK = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")
 # Extra merges asked of the trainer for those dropped afterwards (aliases, digit rule).
 _MARGIN = 0.25
@@ -128,21 +129,46 @@ def backend_json(tokenizer: Any, name: str) -> dict[str, Any]:
     return spec
 
 
+CLASSES = "LNSP"
+
+
+def char_class(c: str) -> str:
+    """L letter (or mark), N digit, S whitespace, P anything else."""
+    if c.isdigit():
+        return "N"
+    if c.isspace():
+        return "S"
+    return "L" if unicodedata.category(c)[0] in "LM" else "P"
+
+
+def transitions(text: str) -> set[tuple[str, str]]:
+    """The class pairs of adjacent characters that a pre-tokenizer may keep apart: every change of class,
+    and a digit after a digit (SmolLM2 and Llama 2 keep digits single)."""
+    out = set()
+    for a, b in zip(text, text[1:]):
+        pair = (char_class(a), char_class(b))
+        if pair[0] != pair[1] or pair == ("N", "N"):
+            out.add(pair)
+    return out
+
+
 @dataclass(frozen=True)
 class _Rules:
     """Per source id, what new merges may do with it."""
 
-    isolated: np.ndarray  # (ids,) bool: joins nothing (special, added, byte fallback, digit under the digit rule)
+    isolated: np.ndarray  # (ids,) bool: joins nothing (special, added, byte fallback; digits the source keeps single)
     starts_word: np.ndarray  # (ids,) bool: a SentencePiece word-start piece begins a new word
-    texts: list[str]  # surface text per id ("" where there is none), for the digit rule
-    forbid_multi_digit: bool
-    forbid_space_digit: bool
+    texts: list[str]  # surface text per id ("" where there is none)
+    seen: frozenset[tuple[str, str]]  # the transitions some regular source token has
+    first: np.ndarray  # (ids,) int: class index (CLASSES) of the token's first character
+    last: np.ndarray  # (ids,) int: class index of its last character
+    joins: np.ndarray  # (classes, classes) bool: may a token ending in class a be followed by one starting in b
 
     def allows(self, text: str) -> bool:
-        return not (
-            (self.forbid_multi_digit and _MULTI_DIGIT.search(text))
-            or (self.forbid_space_digit and _SPACE_DIGIT.search(text))
-        )
+        """A new token may hold only the character-class transitions the source's own tokens hold: where no
+        source token joins a letter to punctuation (SentencePiece's script split) or a digit to a digit, no
+        new one does either."""
+        return transitions(text) <= self.seen
 
 
 def _rules(vocab: dict[str, int], added: set[int], n_ids: int, family: str, byte_fallback: bool) -> _Rules:
@@ -157,13 +183,14 @@ def _rules(vocab: dict[str, int], added: set[int], n_ids: int, family: str, byte
             isolated[i] = byte_fallback and bool(_BYTE_FALLBACK.match(tok))
     for i in added:
         isolated[i] = True
-    forbid_multi = not any(_MULTI_DIGIT.search(t) for t in texts)
-    forbid_space = not any(_SPACE_DIGIT.search(t) for t in texts)
-    if forbid_multi and forbid_space:  # the source keeps digits single: a digit token joins nothing
-        for i, t in enumerate(texts):
-            if any(c.isdigit() for c in t):
-                isolated[i] = True
-    return _Rules(isolated, starts_word, texts, forbid_multi, forbid_space)
+    for i, t in enumerate(texts):
+        isolated[i] |= not t  # an id with no text (a gap in the vocabulary) joins nothing
+    seen = frozenset().union(*(transitions(t) for i, t in enumerate(texts) if not isolated[i]))
+    first = np.array([CLASSES.index(char_class(t[0])) if t else 0 for t in texts], dtype=np.int64)
+    last = np.array([CLASSES.index(char_class(t[-1])) if t else 0 for t in texts], dtype=np.int64)
+    # Same class is no transition (a word goes on), except a digit after a digit (see transitions).
+    joins = np.array([[(a == b != "N") or (a, b) in seen for b in CLASSES] for a in CLASSES], dtype=bool)
+    return _Rules(isolated, starts_word, texts, seen, first, last, joins)
 
 
 def _symbol_lines(backend: Any, texts: Iterable[str], rules: _Rules, batch_size: int) -> Iterator[str]:
@@ -180,9 +207,11 @@ def _symbol_lines(backend: Any, texts: Iterable[str], rules: _Rules, batch_size:
                 continue
             words = np.asarray([-1 if w is None else w for w in enc.word_ids], dtype=np.int64)
             # An isolated token becomes a separator itself; a separator is also inserted before token k
-            # when the pre-tokenizer starts a new word there or a SentencePiece word-start piece begins.
+            # when the pre-tokenizer starts a new word there, a SentencePiece word-start piece begins, or
+            # the two tokens meet at characters of classes no source token joins.
             sym = np.where(rules.isolated[ids], 0x20, symbols[ids]).astype(np.uint32)
             cut = (words[1:] != words[:-1]) | rules.starts_word[ids[1:]]
+            cut |= ~rules.joins[rules.last[ids[:-1]], rules.first[ids[1:]]]  # classes no source token joins
             parts.append(np.insert(sym, np.nonzero(cut)[0] + 1, 0x20))
             parts.append(space)
         if parts:
@@ -262,7 +291,7 @@ def learn_extension(
         if token in existing:
             reason = "spells a token the tokenizer has"
         elif not rules.allows(text):
-            reason = "digit rule"
+            reason = "joins characters no source token joins"
         if reason:
             dropped[reason] = dropped.get(reason, 0) + 1
             continue
