@@ -34,10 +34,7 @@ vocabadapt.stages.train is the pipeline's recipe around it.
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
 import logging
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,175 +44,23 @@ import numpy as np
 import torch
 
 from ..config import ModelsConfig, VocabAdaptationConfig
-from ..errors import InputError, StageError
-from ..io import atomic_dir, read_json, read_jsonl, write_json
-from ..model.keys import lora_targets as resolve_lora_targets
-from ..text.shards import ShardReader
-from .byte_align import DistillCollator
-from .callbacks import EmbeddingHealth, StageMonitor, heldout_sample, heldout_scorer
-from .checkpoints import (
-    STATE_FILE,
-    TrainableRowsSaver,
-    check_resume,
-    copy_model,
-    partial_checkpoints,
-    truncate_metrics,
-    valid_checkpoints,
-)
-from .distill import LOSSES, TeacherSource, build_teacher, shared_vocabulary
+from ..io import atomic_dir, read_jsonl, write_json
+from .callbacks import EmbeddingHealth, StageMonitor
+from .checkpoints import STATE_FILE, TrainableRowsSaver, copy_model
+from .distill import TeacherSource
 from .loop import fit, stage_summary
+from .model_setup import checkpoint_dtype, prepare_model, trainable_matrices
 from .objective import Distiller, RowPlan
-from .packing import PackedDataset, PackedSequences, SequenceOrder, collate
+from .packing import PackedDataset, collate
+from .plan import StagePlan, plan_stage
 from .rows import RowMask
-from .settings import METRICS_FILE, StageSettings, settings_record
+from .settings import StageSettings
+from .teacher import distill_collator, load_distiller, report_signal, warn_unaligned
 from .world import world
 
+__all__ = ["train_stage", "trainable_matrices"]  # trainable_matrices lives in .model_setup; kept importable here
+
 log = logging.getLogger(__name__)
-
-
-def _resolve_bf16(requested: bool) -> bool:
-    if not requested:
-        return False
-    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return True
-    log.warning("vocab_adaptation.bf16 is on but this device has no bf16 support (CPU or old GPU): training in fp32")
-    return False
-
-
-def _attn_implementation(use_flash_attn: bool) -> str:
-    if not use_flash_attn:
-        return "sdpa"
-    if importlib.util.find_spec("flash_attn") is None:
-        raise StageError(
-            "vocab_adaptation.use_flash_attn is true but the flash-attn package is not installed; install it "
-            "(pip install flash-attn, needs CUDA) or set use_flash_attn: false to use PyTorch SDPA attention"
-        )
-    return "flash_attention_2"
-
-
-def trainable_matrices(model: Any) -> list[torch.nn.Parameter]:
-    """The input embedding and output head weights, by identity (one entry when they are tied)."""
-    found: list[torch.nn.Parameter] = []
-    inp = model.get_input_embeddings()
-    out = model.get_output_embeddings()
-    for module in (inp, out):
-        if module is None:
-            continue
-        w = module.weight
-        if not any(w is f for f in found):
-            found.append(w)
-    if not found:
-        raise StageError(f"{type(model).__name__} exposes no input/output embeddings; cannot run stage 1")
-    return found
-
-
-def _set_trainable(
-    model: Any, settings: StageSettings, cfg: VocabAdaptationConfig, matrices: list[torch.nn.Parameter]
-) -> tuple[Any, list[str] | None]:
-    """Freeze what the stage does not train; wrap the model in LoRA adapters for trainable == "lora".
-
-    Returns (the model to train, the LoRA target modules or None).
-    Raises:
-        InputError: a configured LoRA target is not a linear layer of the model.
-    """
-    if settings.trainable == "embeddings":
-        for p in model.parameters():
-            p.requires_grad_(False)
-        for p in matrices:
-            p.requires_grad_(True)
-        return model, None
-    if settings.trainable == "all":
-        for p in model.parameters():
-            p.requires_grad_(True)
-        return model, None
-    from peft import LoraConfig, get_peft_model
-    from transformers import set_seed
-
-    lora_targets = resolve_lora_targets(model, cfg.lora_target_modules)
-    set_seed(cfg.seed)  # the adapters' random init must not depend on what ran before in this process
-    model = get_peft_model(
-        model,
-        LoraConfig(
-            r=cfg.lora_r,
-            lora_alpha=cfg.lora_alpha,  # type: ignore[arg-type]  # peft annotates int, accepts float
-            lora_dropout=cfg.lora_dropout,
-            target_modules=lora_targets,
-            bias="none",
-            task_type="CAUSAL_LM",
-        ),
-    )
-    for p in matrices:  # peft froze them; the new rows keep training with the adapters
-        p.requires_grad_(True)
-    return model, lora_targets
-
-
-def _prepare_model(
-    model_dir: Path,
-    settings: StageSettings,
-    cfg: VocabAdaptationConfig,
-    models: ModelsConfig,
-    attn: str,
-    resume_from: Path | None,
-) -> tuple[Any, list[torch.nn.Parameter], list[str] | None]:
-    """Load the input model in fp32, freeze what the stage does not train, restore a checkpoint's weights.
-
-    Returns (the model to train, its embedding/head matrices, the LoRA targets or None).
-    Raises:
-        StageError: max_seq_length beyond the model's context.
-    """
-    from ..model.hub import load_model
-
-    model = load_model(str(model_dir), models, dtype=torch.float32, attn_implementation=attn)
-    max_pos = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
-    if max_pos is not None and cfg.max_seq_length > max_pos:
-        raise StageError(
-            f"vocab_adaptation.max_seq_length {cfg.max_seq_length} exceeds the model's context "
-            f"({max_pos} positions); lower it"
-        )
-    matrices = trainable_matrices(model)
-    model, lora_targets = _set_trainable(model, settings, cfg, matrices)
-    if cfg.gradient_checkpointing and settings.trainable != "all":
-        model.enable_input_require_grads()  # checkpointed blocks need an input that requires grad
-    if resume_from is not None:
-        log.info("%s: resuming from %s", settings.name, resume_from)
-        if settings.trainable == "lora":
-            TrainableRowsSaver.load(resume_from, matrices)
-        else:
-            # Trainer's own resume loads the raw state dict non-strictly, which skips tensors whose saved
-            # name differs from the module's (transformers 5 saves GPT-NeoX's lm_head as embed_out);
-            # loading through from_pretrained maps the names, and strict=True proves nothing was missed.
-            saved = load_model(str(resume_from), models, dtype=torch.float32, attn_implementation=attn)
-            model.load_state_dict(saved.state_dict(), strict=True)
-            del saved
-    return model, matrices, lora_targets
-
-
-@dataclass
-class _Resume:
-    """Where a stage resumes: the checkpoint state record and the checkpoint to load (None = start)."""
-
-    state: dict[str, Any]
-    checkpoint: Path | None
-    step: int
-
-
-def _find_resume(
-    settings: StageSettings, record: dict[str, Any], checkpoint_dir: Path, metrics_path: Path, main: bool
-) -> _Resume:
-    """Refuse checkpoints of other settings, drop cut-off ones, find the checkpoint to resume from."""
-    good = valid_checkpoints(checkpoint_dir, need_rows=settings.trainable == "lora")
-    state = check_resume(checkpoint_dir, record, bool(good))
-    if state.pop("discarded_checkpoints", False):
-        good = []
-    if main:
-        for d in partial_checkpoints(checkpoint_dir, good):
-            log.warning("ignoring the partially written checkpoint %s (removed)", d)
-            shutil.rmtree(d, ignore_errors=True)
-        if not good:
-            metrics_path.unlink(missing_ok=True)
-        else:
-            truncate_metrics(metrics_path, good[-1][0])
-    return _Resume(state, good[-1][1] if good else None, good[-1][0] if good else 0)
 
 
 def train_stage(
@@ -267,31 +112,21 @@ def train_stage(
         return _skip_stage(settings, model_dir, output_dir, main)
 
     # ---- validate everything before loading weights
-    plan = _plan_stage(
+    plan = plan_stage(
         settings, cfg, model_dir, train_shards, metrics_dir, checkpoint_dir, heldout_texts, models, world_size, main
     )
-    collator = _distill_collator(settings, cfg, plan, teacher)
+    collator = distill_collator(settings, cfg, plan, teacher)
 
     # ---- the model (and the teacher beside it)
-    model, matrices, lora_targets = _prepare_model(model_dir, settings, cfg, models, plan.attn, plan.resume.checkpoint)
+    model, matrices, lora_targets = prepare_model(model_dir, settings, cfg, models, plan.attn, plan.resume.checkpoint)
     distiller = (
-        _distiller(model, settings, cfg, plan, teacher, models)
+        load_distiller(model, settings, cfg, plan, teacher, models)
         if teacher is not None and collator is not None
         else None
     )
-    mask = RowMask(matrices, frozen_rows) if frozen_rows is not None else None
-    row_plan = (
-        RowPlan(matrices, settings.lr_embeddings, mask is not None)
-        if mask is not None or settings.lr_embeddings is not None
-        else None
-    )
-    save_dtype = _checkpoint_dtype(model_dir)
-    trainee = _Trainee(
-        matrix_names=["embeddings" if i == 0 else "head" for i in range(len(matrices))],
-        n_trainable=sum(p.numel() for p in model.parameters() if p.requires_grad),
-        n_total=sum(p.numel() for p in model.parameters()),
-        lora_targets=lora_targets,
-    )
+    mask, row_plan = _row_controls(matrices, settings, frozen_rows)
+    save_dtype = checkpoint_dtype(model_dir)
+    trainee = _Trainee.of(model, matrices, lora_targets)
     if main:
         write_json(checkpoint_dir / STATE_FILE, plan.resume.state)
 
@@ -315,7 +150,7 @@ def train_stage(
             mask.remove()
     if collator is not None and distiller is not None:
         distiller.flush()  # count the micro-batches after the last logging step too
-        _warn_signal(settings, collator, distiller)
+        warn_unaligned(settings, collator, distiller)
 
     # ---- finish: merge, score, write
     final = model.merge_and_unload() if settings.trainable == "lora" else model
@@ -332,106 +167,21 @@ def train_stage(
     summary["train_rows"] = {"frozen_rows": mask.count if mask is not None else 0}
     summary["lr_embeddings"] = settings.lr_embeddings
     if distiller is not None and collator is not None:
-        summary.setdefault("distill", {})
-        summary["distill"]["segments_unaligned"] = collator.unaligned_total
-        summary["distill"]["batches_without_signal"] = distiller.batches_without_signal
-        log.info(
-            "%s: %.1f%% of target positions had a teacher signal (%.1f%% at a shared boundary, %.1f%% with a KL pair)",
-            settings.name,
-            100 * summary["distill"].get("signal_fraction", 0.0),
-            100 * summary["distill"].get("boundaries_fraction", 0.0),
-            100 * summary["distill"].get("kl_fraction", 0.0),
-        )
+        report_signal(summary, settings, collator, distiller)
     return summary
 
 
-def _distill_collator(
-    settings: StageSettings, cfg: VocabAdaptationConfig, plan: _Plan, teacher: TeacherSource | None
-) -> DistillCollator | None:
-    """The collator that adds the teacher's side, built (and its tokenizers checked) before weights load.
-
-    Raises:
-        InputError: a distillation objective without a teacher; a tokenizer family that cannot be aligned by bytes.
-    """
-    if not settings.distills:
-        return None
-    if teacher is None:
-        raise InputError(
-            f"vocab_adaptation.objective_{settings.name} is {settings.objective} but no teacher was given; "
-            f"set models.source_model (the teacher is the source model) or use objective ce"
-        )
-    max_source = int(cfg.max_seq_length * 4)  # a worse source tokenization needs more tokens for the same bytes
-    with contextlib.suppress(OSError, ValueError):
-        src_cfg = read_json(teacher.model_dir / "config.json")
-        max_source = int(src_cfg.get("max_position_embeddings") or src_cfg.get("n_positions") or max_source)
-    return DistillCollator(
-        plan.tokenizer,
-        teacher.tokenizer,
-        plan.packed.eos_id,
-        max_source,
-        with_labels=settings.objective == "distill+ce",
+def _row_controls(
+    matrices: list[torch.nn.Parameter], settings: StageSettings, frozen_rows: np.ndarray | None
+) -> tuple[RowMask | None, RowPlan | None]:
+    """The gradient mask of the frozen rows (train_rows: new) and the optimiser's parameter groups, when asked."""
+    mask = RowMask(matrices, frozen_rows) if frozen_rows is not None else None
+    row_plan = (
+        RowPlan(matrices, settings.lr_embeddings, mask is not None)
+        if mask is not None or settings.lr_embeddings is not None
+        else None
     )
-
-
-def _distiller(
-    model: Any,
-    settings: StageSettings,
-    cfg: VocabAdaptationConfig,
-    plan: _Plan,
-    teacher: TeacherSource,
-    models: ModelsConfig,
-) -> Distiller:
-    """Load the teacher (the source model) and check it matches the run's source tokenizer.
-
-    Raises:
-        InputError: the source model cannot be loaded, or its vocabulary is smaller than the source tokenizer's.
-        StageError: stage 1 shares the body, but model/init's body is not the source model's.
-    """
-    from ..model.hub import load_model
-
-    shared_body = settings.trainable == "embeddings"
-    # A separate teacher runs in bf16 where training does (half the memory, as the audit counts it); a shared
-    # body is the student's fp32 one, and the source rows kept beside it stay fp32.
-    dtype = torch.bfloat16 if plan.bf16 and not shared_body else torch.float32
-    source = load_model(str(teacher.model_dir), models, dtype=dtype, attn_implementation=plan.attn)
-    rows = source.get_input_embeddings().weight.shape[0]
-    if rows < len(teacher.tokenizer):
-        raise InputError(
-            f"the teacher {teacher.model_dir} has {rows} embedding rows but the run's source tokenizer has "
-            f"{len(teacher.tokenizer)} tokens: models.source_tokenizer is not this model's tokenizer, so the "
-            f"teacher would read ids it never learned; use the model's own tokenizer or objective ce"
-        )
-    shared = build_teacher(model, source, shared_body=shared_body)
-    if shared_body:
-        del source  # only its embedding and head rows are kept; the body is the student's
-    d = cfg.distill
-    shared_t, shared_s = (
-        shared_vocabulary(plan.tokenizer, teacher.tokenizer, rows)
-        if d.kl_weight
-        else (torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64))
-    )
-    log.info(
-        "%s: distilling from %s (%s), losses %s, KL vocabulary %d tokens",
-        settings.name,
-        teacher.model_dir,
-        "shared frozen body" if shared_body else "separate frozen copy",
-        {k: getattr(d, w) for k, (_, w) in LOSSES.items()},
-        shared_t.numel(),
-    )
-    return Distiller(shared, d, settings.objective == "distill+ce", shared_t, shared_s)
-
-
-def _warn_signal(settings: StageSettings, collator: DistillCollator, distiller: Distiller) -> None:
-    """One counted warning for text the teacher could not be aligned with (no shared boundary, other bytes)."""
-    if distiller.batches_without_signal or collator.unaligned_total:
-        log.warning(
-            "%s: %d micro-batches had no position with a teacher signal and %d document segments could not be "
-            "aligned by bytes (the source tokenizer spells other bytes: a normaliser, or a cut character); "
-            "those positions trained without the teacher",
-            settings.name,
-            distiller.batches_without_signal,
-            collator.unaligned_total,
-        )
+    return mask, row_plan
 
 
 def _skip_stage(settings: StageSettings, model_dir: Path, output_dir: Path, main: bool) -> dict[str, Any]:
@@ -446,75 +196,6 @@ def _skip_stage(settings: StageSettings, model_dir: Path, output_dir: Path, main
         "mode": settings.trainable,
         "sequences": {"start": settings.start_position, "stop": settings.start_position, "ranges": []},
     }
-
-
-@dataclass
-class _Plan:
-    """A stage as checked before any weights load: precision, attention, data, held-out scorer, resume point."""
-
-    world_size: int
-    per_step: int  # sequences per optimiser step, all processes together
-    bf16: bool
-    attn: str
-    tokenizer: Any
-    packed: PackedSequences
-    order: SequenceOrder
-    count: int  # sequences the stage trains on
-    eval_fn: Callable[[Any], float] | None
-    heldout_bytes: int
-    metrics_path: Path
-    resume: _Resume
-
-
-def _plan_stage(
-    settings: StageSettings,
-    cfg: VocabAdaptationConfig,
-    model_dir: Path,
-    train_shards: Path,
-    metrics_dir: Path,
-    checkpoint_dir: Path,
-    heldout_texts: Sequence[str] | None,
-    models: ModelsConfig,
-    world_size: int,
-    main: bool,
-) -> _Plan:
-    """The stage's _Plan: everything train_stage checks and reads before it loads the model's weights.
-
-    Raises:
-        StageError: flash-attn missing, resume refused. InputError: no model directory, no shards, bad tokenizer.
-    """
-    from ..model.hub import load_tokenizer
-
-    per_step = cfg.batch_size * cfg.gradient_accumulation * world_size
-    bf16 = _resolve_bf16(cfg.bf16)
-    attn = _attn_implementation(cfg.use_flash_attn)
-    if not (model_dir / "config.json").is_file():
-        raise InputError(f"{model_dir} is not a model directory (no config.json); run the previous stage first")
-    tokenizer = load_tokenizer(str(model_dir), models)
-    packed = PackedSequences(_reader(train_shards), cfg.max_seq_length, tokenizer.eos_token_id)
-    order = SequenceOrder(len(packed), cfg.seed, cfg.shuffle)
-    eval_fn, heldout_bytes = None, 0
-    if heldout_texts is not None:
-        sample = heldout_sample(heldout_texts, cfg.eval_max_bytes)
-        heldout_bytes = sum(len(t.encode("utf-8")) for t in sample)
-        eval_fn = heldout_scorer(tokenizer, sample, cfg.max_seq_length, cfg.batch_size, bf16)
-    metrics_path = metrics_dir / METRICS_FILE
-    record = settings_record(settings, cfg, world_size, bf16, model_dir, train_shards)
-    resume = _find_resume(settings, record, checkpoint_dir, metrics_path, main)
-    return _Plan(
-        world_size=world_size,
-        per_step=per_step,
-        bf16=bf16,
-        attn=attn,
-        tokenizer=tokenizer,
-        packed=packed,
-        order=order,
-        count=settings.steps * per_step,
-        eval_fn=eval_fn,
-        heldout_bytes=heldout_bytes,
-        metrics_path=metrics_path,
-        resume=resume,
-    )
 
 
 @dataclass
@@ -535,12 +216,21 @@ class _Trainee:
     n_total: int
     lora_targets: list[str] | None
 
+    @classmethod
+    def of(cls, model: Any, matrices: list[torch.nn.Parameter], lora_targets: list[str] | None) -> _Trainee:
+        return cls(
+            matrix_names=["embeddings" if i == 0 else "head" for i in range(len(matrices))],
+            n_trainable=sum(p.numel() for p in model.parameters() if p.requires_grad),
+            n_total=sum(p.numel() for p in model.parameters()),
+            lora_targets=lora_targets,
+        )
+
 
 def _fit_stage(
     model: Any,
     settings: StageSettings,
     cfg: VocabAdaptationConfig,
-    plan: _Plan,
+    plan: StagePlan,
     checkpoint_dir: Path,
     health: EmbeddingHealth | None,
     matrices: list[torch.nn.Parameter],
@@ -580,7 +270,7 @@ def _fit_stage(
 def _summarise(
     settings: StageSettings,
     cfg: VocabAdaptationConfig,
-    plan: _Plan,
+    plan: StagePlan,
     trainee: _Trainee,
     health: bool,
     bpb_after: float | None,
@@ -619,19 +309,3 @@ def _summarise(
         bpb_after,
     )
     return summary
-
-
-def _reader(path: Path) -> ShardReader:
-    if not path.is_dir():
-        raise InputError(f"{path} does not exist; run the tokenize stage first")
-    return ShardReader(path)
-
-
-def _checkpoint_dtype(model_dir: Path) -> torch.dtype:
-    """The dtype the input checkpoint was stored in (so the output keeps it); float32 when unknown."""
-    with contextlib.suppress(OSError, ValueError):
-        cfg = read_json(model_dir / "config.json")
-        name = cfg.get("dtype") or cfg.get("torch_dtype")
-        if isinstance(name, str) and hasattr(torch, name) and isinstance(getattr(torch, name), torch.dtype):
-            return getattr(torch, name)
-    return torch.float32
