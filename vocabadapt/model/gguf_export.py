@@ -4,9 +4,7 @@ The counterpart of `gguf.py` (GGUF in): a user who came with a GGUF file gets on
 llama.cpp's `convert_hf_to_gguf.py` writes for a Llama-family model with a byte-level BPE tokenizer:
 
     general.* / <arch>.* hyperparameters        from config.json
-    tokenizer.ggml.{model,pre,tokens,token_type} from the tokenizer (model "gpt2" = byte-level BPE)
-    tokenizer.ggml.{merges,*_token_id,add_*}    and tokenizer.chat_template: gguf.SpecialVocab, the same
-                                                reader llama.cpp's converter uses
+    tokenizer.ggml.*, tokenizer.chat_template    from tokenizer.json (vocabadapt.model.gguf_tokenizer)
     token_embd, blk.N.*, output_norm[, output]  the tensors, named by the gguf package's tensor map
 
 Two facts of the format that matter for correctness:
@@ -22,7 +20,6 @@ written under a temporary name beside the target and renamed only when complete.
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import tempfile
@@ -35,13 +32,25 @@ import torch
 
 from ..errors import InputError, StageError
 from ..io import TMP_PREFIX
+from .gguf_tokenizer import PRE_TOKENIZERS, GGUFVocab, find_tokenizer_dir, read_vocab, write_vocab
 from .streaming import checkpoint_files, read_header, read_tensor
+
+__all__ = [
+    "ARCHITECTURES",
+    "EXPORT_TYPES",
+    "PRE_TOKENIZERS",  # defined in .gguf_tokenizer, kept importable here
+    "ExportType",
+    "GGUFArchitecture",
+    "check_architecture",
+    "export_gguf",
+    "supported_architectures",
+]
 
 log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------------------------------
-# what can be written: architectures, tensor types, pre-tokenizers (each a registry)
+# what can be written: architectures and tensor types (each a registry; pre-tokenizers: .gguf_tokenizer)
 
 
 @dataclass(frozen=True)
@@ -100,47 +109,6 @@ ARCHITECTURES: dict[str, GGUFArchitecture] = {
         GGUFArchitecture("mistral", "LLAMA", True, _refuse_llama, "written as llama, as llama.cpp's converter does"),
         GGUFArchitecture("qwen2", "QWEN2", False, _refuse_rope_scaling, "Qwen2 / Qwen2.5 (q/k/v biases)"),
     )
-}
-
-
-# tokenizer.json pre-tokenizers, as llama.cpp names them (tokenizer.ggml.pre). llama.cpp picks its split
-# regex by this name, so a wrong name silently changes the token ids: an unknown shape is refused.
-_LLAMA3_SPLIT = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
-    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
-_QWEN2_SPLIT = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
-    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
-
-
-def _pre_shape(pre: dict[str, Any] | None) -> tuple[Any, ...] | None:
-    """A hashable summary of a tokenizer.json pre_tokenizer: the steps that decide where text is split."""
-    if pre is None:
-        return None
-    steps = pre["pretokenizers"] if pre.get("type") == "Sequence" else [pre]
-    shape: list[Any] = []
-    for s in steps:
-        kind = s.get("type")
-        if kind == "ByteLevel":
-            shape.append(("ByteLevel", bool(s.get("add_prefix_space")), bool(s.get("use_regex", True))))
-        elif kind == "Digits":
-            shape.append(("Digits", bool(s.get("individual_digits"))))
-        elif kind == "Split":
-            pattern = s.get("pattern", {})
-            shape.append(("Split", pattern.get("Regex", pattern.get("String")), s.get("behavior"), s.get("invert")))
-        else:
-            shape.append((kind,))
-    return tuple(shape)
-
-
-PRE_TOKENIZERS: dict[tuple[Any, ...], str] = {
-    (("ByteLevel", False, True),): "gpt-2",
-    # SmolLM's own tokenizer.json: digits one by one, then GPT-2's split
-    (("Digits", True), ("ByteLevel", False, True)): "smollm",
-    (("Split", _LLAMA3_SPLIT, "Isolated", False), ("ByteLevel", False, False)): "llama-bpe",
-    (("Split", _QWEN2_SPLIT, "Isolated", False), ("ByteLevel", False, False)): "qwen2",
 }
 
 
@@ -289,73 +257,6 @@ def _permute_qk(w: np.ndarray, n_heads: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------------
-# tokenizer
-
-
-@dataclass
-class _Vocab:
-    tokens: list[str]
-    types: list[int]
-    pre: str
-    added: int
-
-
-def _tokenizer_dir(model_dir: Path, tokenizer_dir: Path | None) -> Path:
-    d = tokenizer_dir or model_dir
-    if not (d / "tokenizer.json").is_file():
-        raise InputError(
-            f"{d} has no tokenizer.json; GGUF export needs the fast (tokenizers) byte-level BPE tokenizer saved "
-            f"beside the model (tokenizer.save_pretrained), or pass its directory"
-        )
-    return d
-
-
-def _vocab(tok_dir: Path, n_rows: int) -> _Vocab:
-    """Tokens in id order with llama.cpp's token types, as convert_hf_to_gguf.py's get_vocab_base does."""
-    import gguf
-    from transformers import AutoTokenizer
-
-    data = json.loads((tok_dir / "tokenizer.json").read_text(encoding="utf-8"))
-    model = data.get("model", {})
-    if model.get("type") != "BPE" or model.get("byte_fallback") or data.get("normalizer") is not None:
-        raise InputError(
-            f"{tok_dir}/tokenizer.json is not a byte-level BPE without a normalizer (model {model.get('type')}, "
-            f"byte_fallback {model.get('byte_fallback')}, normalizer {(data.get('normalizer') or {}).get('type')}); "
-            f"GGUF export writes byte-level BPE (llama.cpp's 'gpt2' vocabulary) only"
-        )
-    shape = _pre_shape(data.get("pre_tokenizer"))
-    pre = PRE_TOKENIZERS.get(shape) if shape is not None else None
-    if pre is None:
-        raise InputError(
-            f"{tok_dir}/tokenizer.json: pre-tokenizer {json.dumps(data.get('pre_tokenizer'))[:300]} has no llama.cpp "
-            f"name known here (known: {', '.join(sorted(set(PRE_TOKENIZERS.values())))}); llama.cpp would split "
-            f"text differently from this tokenizer, so the file is not written"
-        )
-    tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
-    vocab = tokenizer.get_vocab()  # token -> id, added tokens included
-    if len(vocab) > n_rows:
-        raise InputError(
-            f"{tok_dir}: the tokenizer has {len(vocab)} tokens but the model has {n_rows} embedding rows; "
-            f"export the model the tokenizer belongs to"
-        )
-    by_id = {i: t for t, i in vocab.items()}
-    added = tokenizer.added_tokens_decoder  # id -> AddedToken
-    tokens: list[str] = []
-    types: list[int] = []
-    for i in range(n_rows):
-        if i not in by_id:  # rows beyond the tokenizer (a padded embedding): llama.cpp's placeholders
-            tokens.append(f"[PAD{i}]")
-            types.append(gguf.TokenType.UNUSED)
-        elif i in added:
-            tokens.append(added[i].content)
-            types.append(gguf.TokenType.CONTROL if added[i].special else gguf.TokenType.USER_DEFINED)
-        else:
-            tokens.append(by_id[i])
-            types.append(gguf.TokenType.NORMAL)
-    return _Vocab(tokens=tokens, types=[int(t) for t in types], pre=pre, added=len(added))
-
-
-# --------------------------------------------------------------------------------------------------
 # writing
 
 
@@ -412,7 +313,7 @@ def _tensor_data(t: _TensorPlan) -> np.ndarray:
     return gguf.quants.quantize(np.ascontiguousarray(a), gguf.GGMLQuantizationType[t.qtype])
 
 
-def _write(path: Path, plan: _Plan, vocab: _Vocab, tok_dir: Path, name: str) -> None:
+def _write(path: Path, plan: _Plan, vocab: GGUFVocab, tok_dir: Path, name: str) -> None:
     import gguf
 
     writer = gguf.GGUFWriter(str(path), gguf.MODEL_ARCH_NAMES[getattr(gguf.MODEL_ARCH, plan.arch.gguf_arch)])
@@ -422,16 +323,7 @@ def _write(path: Path, plan: _Plan, vocab: _Vocab, tok_dir: Path, name: str) -> 
         _hparams(writer, plan.config, plan.arch)
         writer.add_file_type(int(gguf.LlamaFileType[plan.export_type.file_type]))
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-        writer.add_tokenizer_model("gpt2")  # llama.cpp's name for byte-level BPE
-        writer.add_tokenizer_pre(vocab.pre)
-        writer.add_token_list(vocab.tokens)
-        writer.add_token_types(vocab.types)
-        special = gguf.SpecialVocab(tok_dir, load_merges=True, n_vocab=len(vocab.tokens))
-        if not special.merges:
-            raise InputError(
-                f"{tok_dir}/tokenizer.json has no merges; a BPE vocabulary without merges cannot be written"
-            )
-        special.add_to_gguf(writer, quiet=True)
+        write_vocab(writer, vocab, tok_dir)
         for t in plan.tensors:
             _tensor_info(writer, t)
         writer.write_header_to_file()
@@ -481,8 +373,8 @@ def export_gguf(
     if out.suffix.lower() != ".gguf":
         raise InputError(f"{out}: the output file name must end in .gguf")
     plan = _plan(model_dir, export_type)
-    tok_dir = _tokenizer_dir(model_dir, Path(tokenizer_dir) if tokenizer_dir else None)
-    vocab = _vocab(tok_dir, int(plan.config.vocab_size))
+    tok_dir = find_tokenizer_dir(model_dir, Path(tokenizer_dir) if tokenizer_dir else None)
+    vocab = read_vocab(tok_dir, int(plan.config.vocab_size))
 
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=TMP_PREFIX + out.name + ".", dir=out.parent)
