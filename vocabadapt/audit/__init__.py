@@ -9,6 +9,7 @@ check; a rule that does not apply (LoRA rules with LoRA off) returns [].
     facts.py           gather_facts: corpus statistics, the model's config, GPU memory, flash-attn
     arithmetic.py      data consumption, corpus size, parameter counts, number formats
     rules_training.py  learning rate, shuffling, stage-2 data range, token budget
+    rules_distill.py   distillation: its learning rates, the teacher's memory beside the student
     rules_setup.py     precision and attention, batch and steps, optimiser and scheduler names
     rules_model.py     stage-2 memory, LoRA, maximum positions
     rules_data.py      vectors trained or skipped, alignment threshold and pivots, evaluation leaks, fastText n-grams
@@ -23,7 +24,7 @@ from __future__ import annotations
 import logging
 
 from ..config import Config
-from . import rules_data, rules_model, rules_setup, rules_training  # noqa: F401  (registers the rules)
+from . import rules_data, rules_distill, rules_model, rules_setup, rules_training  # noqa: F401  (registers the rules)
 from .arithmetic import count_parameters, stage2_start
 from .facts import gather_facts, local_model_config, parse_corpus_stats
 from .findings import RULES, SEVERITIES, Facts, Finding, rule
