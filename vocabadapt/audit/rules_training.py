@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
-from ..config import Config
+from ..config import Config, VocabAdaptationConfig
 from .arithmetic import (
     EMBEDDINGS_ONLY_LR_CAP,
     LR_ERROR_FACTOR,
@@ -22,7 +23,7 @@ from .arithmetic import (
     stage2_start,
     stage_consumption,
 )
-from .findings import VA, WARMUP, Facts, Finding, missing, rule
+from .findings import VA, WARMUP, CorpusSize, Facts, Finding, missing, rule
 
 
 @rule("lr_stage1", order=10)
@@ -114,21 +115,7 @@ def _embeddings_lr(config: Config, facts: Facts, rule_id: str, key: str, name: s
         + f", e.g. {key.rsplit('.', 1)[-1]}: {lr_text(linear_lr)}; or raise the batch towards "
         f"{PAPER_SEQUENCES_PER_STEP:,} sequences per step"
     )
-    problems = []
-    severity = "info"
-    if lr > LR_WARN_FACTOR * sqrt_lr:
-        severity = "error" if lr > LR_ERROR_FACTOR * sqrt_lr else "warning"
-        problems.append(
-            f"{lr_text(lr)} is {lr / sqrt_lr:.3g}× the square-root-scaled paper value ({lr_text(sqrt_lr)}) "
-            f"and {lr / linear_lr:.3g}× the linear-scaled one ({lr_text(linear_lr)})"
-        )
-    if small and lr > EMBEDDINGS_ONLY_LR_CAP:
-        if severity == "info":
-            severity = "warning"
-        problems.append(
-            ("it is" if problems else f"{lr_text(lr)} is") + f" above {lr_text(EMBEDDINGS_ONLY_LR_CAP)}, "
-            f"high for embeddings-only training at a small batch (< {num(SMALL_BATCH_TOKENS)} tokens/step)"
-        )
+    severity, problems = _lr_problems(lr, sqrt_lr, linear_lr, small)
     if problems:
         msg = f"{name} " + "; ".join(problems) + f". At {step}, {scaled}."
         return [Finding(rule_id, severity, key, msg, advice, ev)]
@@ -147,6 +134,26 @@ def _embeddings_lr(config: Config, facts: Facts, rule_id: str, key: str, name: s
     return [
         Finding(rule_id, "info", key, f"{name} {lr_text(lr)} at {step} is consistent with the paper: {scaled}.", "", ev)
     ]
+
+
+def _lr_problems(lr: float, sqrt_lr: float, linear_lr: float, small: bool) -> tuple[str, list[str]]:
+    """(severity, problems) of an embeddings learning rate: above the scaled paper value, above the small-batch cap."""
+    problems = []
+    severity = "info"
+    if lr > LR_WARN_FACTOR * sqrt_lr:
+        severity = "error" if lr > LR_ERROR_FACTOR * sqrt_lr else "warning"
+        problems.append(
+            f"{lr_text(lr)} is {lr / sqrt_lr:.3g}× the square-root-scaled paper value ({lr_text(sqrt_lr)}) "
+            f"and {lr / linear_lr:.3g}× the linear-scaled one ({lr_text(linear_lr)})"
+        )
+    if small and lr > EMBEDDINGS_ONLY_LR_CAP:
+        if severity == "info":
+            severity = "warning"
+        problems.append(
+            ("it is" if problems else f"{lr_text(lr)} is") + f" above {lr_text(EMBEDDINGS_ONLY_LR_CAP)}, "
+            f"high for embeddings-only training at a small batch (< {num(SMALL_BATCH_TOKENS)} tokens/step)"
+        )
+    return severity, problems
 
 
 @rule("shuffle", order=20)
@@ -172,90 +179,115 @@ def check_shuffle(config: Config, facts: Facts) -> list[Finding]:
 def check_stage2_start(config: Config, facts: Facts) -> list[Finding]:
     """Where stage 2 starts in the data order, against stage 1's consumption and the corpus size."""
     va = config.vocab_adaptation
-    key = f"{VA}.train_start_idx_stage2"
     if va.stage2_steps == 0 or config.embedding_warmup.enabled:
         return []  # stage 2 reads no data (with the warm-up enabled, stage 2 does not run)
-    seqs = sequences_per_step(config, facts)
     c1, c2 = stage_consumption(config, facts)
-    start = stage2_start(config, facts)
-    is_auto = va.train_start_idx_stage2 == "auto"
+    reads = _Stage2Reads(
+        sequences_per_step(config, facts), c1, c2, stage2_start(config, facts), va.train_start_idx_stage2 == "auto"
+    )
     ev: dict[str, Any] = {
         "train_start_idx_stage2": va.train_start_idx_stage2,
-        "start_sequence": start,
-        "sequences_per_step": seqs,
+        "start_sequence": reads.start,
+        "sequences_per_step": reads.seqs,
         "stage1_sequences": c1,
         "stage2_sequences": c2,
         "stage1_tokens": c1 * va.max_seq_length,
         "stage2_tokens": c2 * va.max_seq_length,
         "auto_value": c1,
-        "stage2_end_sequence": start + c2,
+        "stage2_end_sequence": reads.start + c2,
     }
-    consumption = (
-        f"stage 1 reads {num(c1)} sequences ({va.stage1_steps:,} steps × {num(seqs)}), stage 2 reads "
-        f"{num(c2)} ({va.stage2_steps:,} × {num(seqs)}) from sequence {num(start)}" + (" (auto)" if is_auto else "")
-    )
-    notes: list[str] = []
-    # The paper's 2,560,000 is 2,500 steps × 1,024 sequences: stage 1's consumption at the paper's batch.
-    for steps in {va.stage1_steps, 2500}:
-        if not is_auto and start == steps * PAPER_SEQUENCES_PER_STEP and seqs != PAPER_SEQUENCES_PER_STEP:
-            notes.append(
-                f"{num(start)} = {steps:,} steps × {PAPER_SEQUENCES_PER_STEP:,} sequences, stage 1's "
-                f"consumption at the paper's batch; at {num(seqs)} sequences per step stage 1 consumes "
-                f"{num(c1)}, which is what auto chooses"
-            )
-            ev["matches_paper_batch"] = True
-            break
-    findings: list[Finding] = []
-    severity = "info"
-    problems: list[str] = []
-    if not is_auto and start < c1:
-        severity = "warning"
-        problems.append(
-            f"stage 2 re-reads {num(c1 - start)} sequences stage 1 already trained on "
-            f"(start {num(start)} < stage-1 consumption {num(c1)})"
-        )
-    elif not is_auto and start > c1:
-        ev["skipped_sequences"] = start - c1
-        problems.append(
-            f"{num(start - c1)} sequences between the end of stage 1 ({num(c1)}) and the start of "
-            f"stage 2 are never used"
-        )
-        severity = "warning"
+    notes = _paper_batch_notes(va, reads, ev)
+    severity, problems = _stage1_overlap(reads, ev)
     size = corpus_size(config, facts)
     if size is None:
-        need_tokens = (start + c2) * va.max_seq_length
-        ev["required_sequences"] = start + c2
-        ev["required_tokens"] = need_tokens
-        extra = f"; the corpus must hold ≥ {num(start + c2)} packed sequences ({num(need_tokens)} target tokens)"
-        if facts.documents:
-            per_doc = need_tokens / facts.documents
-            ev["required_tokens_per_document"] = per_doc
-            extra += f", i.e. ≥ {num(per_doc)} tokens per document over its {num(facts.documents)} documents"
-        parts = (
-            problems
-            + notes
-            + [
-                consumption + extra,
-                "not checked against the corpus: no token or byte counts (--corpus-stats with "
-                "tokens or bytes, or corpus.size_gb)",
-                f"train_start_idx_stage2: auto means stage 1's consumption = {num(c1)}, so "
-                "stage 2 starts on data stage 1 never saw",
+        return [_stage2_start_unsized(va, facts, reads, ev, severity, problems + notes)]
+    return [_stage2_start_sized(va, size, reads, ev, severity, problems, notes)]
+
+
+@dataclass(frozen=True)
+class _Stage2Reads:
+    """What the two stages read of the packed sequences, in sequences."""
+
+    seqs: int  # per optimiser step, all processes together
+    c1: int  # stage 1's consumption
+    c2: int  # stage 2's consumption
+    start: int  # stage 2's first sequence
+    is_auto: bool  # train_start_idx_stage2: auto (start == c1)
+
+    @property
+    def auto_advice(self) -> str:
+        return f"set train_start_idx_stage2: auto (= {num(self.c1)} here)"
+
+
+def _paper_batch_notes(va: VocabAdaptationConfig, r: _Stage2Reads, ev: dict[str, Any]) -> list[str]:
+    """A note when the start is stage 1's consumption at the paper's batch, not at this run's."""
+    # The paper's 2,560,000 is 2,500 steps × 1,024 sequences: stage 1's consumption at the paper's batch.
+    for steps in {va.stage1_steps, 2500}:
+        if not r.is_auto and r.start == steps * PAPER_SEQUENCES_PER_STEP and r.seqs != PAPER_SEQUENCES_PER_STEP:
+            ev["matches_paper_batch"] = True
+            return [
+                f"{num(r.start)} = {steps:,} steps × {PAPER_SEQUENCES_PER_STEP:,} sequences, stage 1's "
+                f"consumption at the paper's batch; at {num(r.seqs)} sequences per step stage 1 consumes "
+                f"{num(r.c1)}, which is what auto chooses"
             ]
-        )
-        msg = ". ".join(p[0].upper() + p[1:] for p in parts) + "."
-        findings.append(
-            Finding(
-                "stage2_start",
-                severity,
-                key,
-                msg,
-                f"set train_start_idx_stage2: auto (= {num(c1)} here)"
-                if not is_auto
-                else "pass --corpus-stats <run>/corpus/stats.json to check the data suffices",
-                ev,
-            )
-        )
-        return findings
+    return []
+
+
+def _stage1_overlap(r: _Stage2Reads, ev: dict[str, Any]) -> tuple[str, list[str]]:
+    """(severity, problems) of a fixed start before stage 1's end (re-read data) or after it (unused data)."""
+    if not r.is_auto and r.start < r.c1:
+        return "warning", [
+            f"stage 2 re-reads {num(r.c1 - r.start)} sequences stage 1 already trained on "
+            f"(start {num(r.start)} < stage-1 consumption {num(r.c1)})"
+        ]
+    if not r.is_auto and r.start > r.c1:
+        ev["skipped_sequences"] = r.start - r.c1
+        return "warning", [
+            f"{num(r.start - r.c1)} sequences between the end of stage 1 ({num(r.c1)}) and the start of "
+            f"stage 2 are never used"
+        ]
+    return "info", []
+
+
+def _stage2_start_unsized(
+    va: VocabAdaptationConfig, facts: Facts, r: _Stage2Reads, ev: dict[str, Any], severity: str, problems: list[str]
+) -> Finding:
+    """The finding without a corpus size: the data the two stages need, stated as a requirement."""
+    consumption = (
+        f"stage 1 reads {num(r.c1)} sequences ({va.stage1_steps:,} steps × {num(r.seqs)}), stage 2 reads "
+        f"{num(r.c2)} ({va.stage2_steps:,} × {num(r.seqs)}) from sequence {num(r.start)}"
+        + (" (auto)" if r.is_auto else "")
+    )
+    need_tokens = (r.start + r.c2) * va.max_seq_length
+    ev["required_sequences"] = r.start + r.c2
+    ev["required_tokens"] = need_tokens
+    extra = f"; the corpus must hold ≥ {num(r.start + r.c2)} packed sequences ({num(need_tokens)} target tokens)"
+    if facts.documents:
+        per_doc = need_tokens / facts.documents
+        ev["required_tokens_per_document"] = per_doc
+        extra += f", i.e. ≥ {num(per_doc)} tokens per document over its {num(facts.documents)} documents"
+    parts = problems + [
+        consumption + extra,
+        "not checked against the corpus: no token or byte counts (--corpus-stats with "
+        "tokens or bytes, or corpus.size_gb)",
+        f"train_start_idx_stage2: auto means stage 1's consumption = {num(r.c1)}, so "
+        "stage 2 starts on data stage 1 never saw",
+    ]
+    msg = ". ".join(p[0].upper() + p[1:] for p in parts) + "."
+    rec = r.auto_advice if not r.is_auto else "pass --corpus-stats <run>/corpus/stats.json to check the data suffices"
+    return Finding("stage2_start", severity, f"{VA}.train_start_idx_stage2", msg, rec, ev)
+
+
+def _stage2_start_sized(
+    va: VocabAdaptationConfig,
+    size: CorpusSize,
+    r: _Stage2Reads,
+    ev: dict[str, Any],
+    severity: str,
+    problems: list[str],
+    notes: list[str],
+) -> Finding:
+    """The finding against the corpus size: past the end, wrapping around, or stage 1 alone over an epoch."""
     N = size.sequences
     ev.update(
         {
@@ -263,44 +295,43 @@ def check_stage2_start(config: Config, facts: Facts) -> list[Finding]:
             "corpus_tokens": size.tokens,
             "corpus_basis": size.basis,
             "corpus_measured": size.measured,
-            "stage1_fraction": c1 / N if N else math.inf,
-            "stage2_fraction": c2 / N if N else math.inf,
-            "start_fraction": start / N if N else math.inf,
+            "stage1_fraction": r.c1 / N if N else math.inf,
+            "stage2_fraction": r.c2 / N if N else math.inf,
+            "start_fraction": r.start / N if N else math.inf,
         }
     )
     est = "" if size.measured else "about "
-    if start >= N:
+    if r.start >= N:
         # An estimate is trusted to within 2×; beyond that, or with measured counts, it is an error.
-        severity = "error" if size.measured or start >= 2 * N else "warning"
+        severity = "error" if size.measured or r.start >= 2 * N else "warning"
         problems.insert(
             0,
-            f"stage 2 starts at sequence {num(start)}, past the end of the data "
-            f"({start / N:.2f}× the corpus{'' if size.measured else ', estimated'})"
+            f"stage 2 starts at sequence {num(r.start)}, past the end of the data "
+            f"({r.start / N:.2f}× the corpus{'' if size.measured else ', estimated'})"
             if N
             else "the corpus is empty",
         )
-    elif start + c2 > N:
+    elif r.start + r.c2 > N:
         severity = "error" if severity == "error" else "warning"
         problems.append(
-            f"stage 2 runs past the end ({num(start + c2)} > {num(N)}) and wraps around into data already read"
+            f"stage 2 runs past the end ({num(r.start + r.c2)} > {num(N)}) and wraps around into data already read"
         )
-    elif c1 > N:
+    elif r.c1 > N:
         severity = "warning" if severity == "info" else severity
-        problems.append(f"stage 1 alone reads {c1 / N:.2f} epochs, so stage 2's data was seen in stage 1")
-    share = (f" = {c1 / N:.1%} of the corpus" if N else "", f" ({c2 / N:.1%})" if N else "")
+        problems.append(f"stage 1 alone reads {r.c1 / N:.2f} epochs, so stage 2's data was seen in stage 1")
+    share = (f" = {r.c1 / N:.1%} of the corpus" if N else "", f" ({r.c2 / N:.1%})" if N else "")
     consumption = (
-        f"stage 1 reads {num(c1)} sequences ({va.stage1_steps:,} steps × {num(seqs)}{share[0]}), "
-        f"stage 2 {num(c2)}{share[1]} from sequence {num(start)}" + (" (auto)" if is_auto else "")
+        f"stage 1 reads {num(r.c1)} sequences ({va.stage1_steps:,} steps × {num(r.seqs)}{share[0]}), "
+        f"stage 2 {num(r.c2)}{share[1]} from sequence {num(r.start)}" + (" (auto)" if r.is_auto else "")
     )
     parts = problems + [consumption] + notes + [f"corpus: {est}{num(N)} sequences [{size.basis}]"]
     msg = ". ".join(p[0].upper() + p[1:] for p in parts)
     rec = ""
-    if severity != "info" or not is_auto:
-        rec = f"set train_start_idx_stage2: auto (= {num(c1)} here)"
-        if c1 + c2 > N:  # even with auto the two stages do not fit in one epoch
+    if severity != "info" or not r.is_auto:
+        rec = r.auto_advice
+        if r.c1 + r.c2 > N:  # even with auto the two stages do not fit in one epoch
             rec += "; and use a larger corpus or fewer steps so both stages fit in one epoch"
-    findings.append(Finding("stage2_start", severity, key, msg + ".", rec, ev))
-    return findings
+    return Finding("stage2_start", severity, f"{VA}.train_start_idx_stage2", msg + ".", rec, ev)
 
 
 @rule("token_budget", order=40)

@@ -110,6 +110,21 @@ def read_pubtator(path: Path) -> list[Document]:
     return docs
 
 
+def _candidates(d: Document, min_context_chars: int) -> list[Mention]:
+    """The mentions of `d` a question may mask: an entity type, enough context, and not given away by it."""
+    full = d.text
+    out = []
+    for m in d.mentions:
+        ctx = full[: m.start]
+        if m.type not in ENTITY_TYPES or m.start < min_context_chars or not ctx.endswith(" "):
+            continue  # mid-word mentions ("-induced") would need a delimiter other than " "
+        earlier = {x.concept for x in d.mentions if x.end <= m.start}
+        if m.text.lower() in ctx.lower() or (m.concept != "-1" and m.concept in earlier):
+            continue
+        out.append(m)
+    return out
+
+
 def build_questions(
     docs: Sequence[Document],
     n_questions: int,
@@ -140,22 +155,9 @@ def build_questions(
                 pool[m.type].setdefault(m.text.lower(), (m.text, m.concept))
     pools = {t: sorted(v.values()) for t, v in pool.items()}
 
-    def candidates(d: Document) -> list[Mention]:
-        full = d.text
-        out = []
-        for m in d.mentions:
-            ctx = full[: m.start]
-            if m.type not in pool or m.start < min_context_chars or not ctx.endswith(" "):
-                continue  # mid-word mentions ("-induced") would need a delimiter other than " "
-            earlier = {x.concept for x in d.mentions if x.end <= m.start}
-            if m.text.lower() in ctx.lower() or (m.concept != "-1" and m.concept in earlier):
-                continue
-            out.append(m)
-        return out
-
     order = list(docs)
     rng.shuffle(order)
-    per_doc = {d.pmid: candidates(d) for d in order}
+    per_doc = {d.pmid: _candidates(d, min_context_chars) for d in order}
     questions: list[dict[str, Any]] = []
     rounds = 0
     # Round-robin over the shuffled abstracts: a second mention of an abstract only after every

@@ -272,7 +272,35 @@ def learn_extension(
     lines = _symbol_lines(backend_of(tokenizer), texts, rules, batch_size)
     trainer_model.train_from_iterator(lines, trainer)
     proposed = json.loads(trainer_model.to_str())["model"]["merges"]
+    kept, dropped = _keep_merges(proposed, vocab, rules, n_ids, new_tokens)
+    if not kept:
+        raise InputError(
+            f"the training corpus supplies no pair of {name} tokens seen at least {min_frequency} times: nothing to "
+            "add; use more text or lower models.target_tokenizer.extend.min_frequency"
+        )
+    if len(kept) < new_tokens:
+        log.warning(
+            "extension: learned %d new tokens of the %d asked (the corpus supplies no more pairs at min_frequency %d)",
+            len(kept),
+            new_tokens,
+            min_frequency,
+        )
+    extended = _append_merges(tokenizer, spec, kept, n_ids)
+    ext = Extension(extended, [a + b for a, b in kept], n_ids, new_tokens, family, dropped)
+    _check_source_ids(extended, vocab, name)
+    log.info("extension: %d new tokens after id %d (%s)", len(kept), n_ids - 1, family)
+    return ext
 
+
+def _keep_merges(
+    proposed: list[Any], vocab: dict[str, int], rules: _Rules, n_ids: int, new_tokens: int
+) -> tuple[list[tuple[str, str]], dict[str, int]]:
+    """The trainer's merges (in symbol strings, best first) that make a new token, as vocabulary strings.
+
+    A merge is dropped when it is built on a dropped merge, spells a token the tokenizer has, or joins
+    characters no source token joins (rules.allows). Returns (the first `new_tokens` kept merges as
+    (left, right) vocabulary strings, {reason: count} of the dropped ones).
+    """
     strings = {chr(_symbol(i)): t for t, i in vocab.items()}  # symbol string -> vocabulary string
     texts_of = {chr(_symbol(i)): rules.texts[i] for i in range(n_ids)}
     existing = set(vocab)
@@ -298,23 +326,7 @@ def learn_extension(
         strings[left + right], texts_of[left + right] = token, text
         existing.add(token)
         kept.append((strings[left], strings[right]))
-    if not kept:
-        raise InputError(
-            f"the training corpus supplies no pair of {name} tokens seen at least {min_frequency} times: nothing to "
-            "add; use more text or lower models.target_tokenizer.extend.min_frequency"
-        )
-    if len(kept) < new_tokens:
-        log.warning(
-            "extension: learned %d new tokens of the %d asked (the corpus supplies no more pairs at min_frequency %d)",
-            len(kept),
-            new_tokens,
-            min_frequency,
-        )
-    extended = _append_merges(tokenizer, spec, kept, n_ids)
-    ext = Extension(extended, [a + b for a, b in kept], n_ids, new_tokens, family, dropped)
-    _check_source_ids(extended, vocab, name)
-    log.info("extension: %d new tokens after id %d (%s)", len(kept), n_ids - 1, family)
-    return ext
+    return kept, dropped
 
 
 def _append_merges(tokenizer: Any, spec: dict[str, Any], merges: list[tuple[str, str]], first_id: int) -> Any:
