@@ -82,6 +82,61 @@ def monitor_curve(dest: Path) -> list[dict]:
     return pts
 
 
+def curve_from_log(name: str, work: Path) -> list[dict]:
+    """Monitor points of a row that has not finished, from its CLI log (WORK/NAME.log): the training
+    monitor's "held-out X bits per byte" lines, by stage (stage 2 after stage 1's configured steps)."""
+    import re
+
+    import yaml
+
+    cfg = yaml.safe_load((work / name / "config.yaml").read_text())["vocab_adaptation"]
+    per_step = cfg["batch_size"] * cfg["gradient_accumulation"] * cfg["max_seq_length"]
+    offset, stage, pts = 0, None, []
+    for line in (work / f"{name}.log").read_text().splitlines():
+        if m := re.search(r"\] (stage[12]) +running", line):
+            stage = m.group(1)
+            offset = 0 if stage == "stage1" else cfg["stage1_steps"] * per_step
+        elif stage and (m := re.search(r"held-out ([0-9.]+) bits per byte before training", line)):
+            if stage == "stage1":
+                pts.append({"tokens": 0, "bpb": float(m.group(1))})
+        elif stage and (m := re.search(r"step (\d+): held-out ([0-9.]+) bits per byte", line)):
+            pts.append({"tokens": offset + int(m.group(1)) * per_step, "bpb": float(m.group(2))})
+    return pts
+
+
+def partial_row(name: str, work: Path) -> dict:
+    """What a row that did not finish measured: its monitor curve so far (no evaluate-stage figures)."""
+    empty = {"bpb": None, "bytes_per_token": None}
+    return {
+        "partial": True,
+        "monitor": curve_from_log(name, work),
+        "settings": ROWS[name],
+        **{k: dict(empty) for k in ("init", "stage1", "stage2", "source")},
+        "general_bpb": {},
+        "wall_s": 0.0,
+    }
+
+
+def source_monitor_bpb(work: Path, name: str, monitor_bytes: int) -> float:
+    """The untrained source model's bpb on the monitor's sample of row NAME (the sample every row's monitor
+    scores: the first documents of corpus/heldout.jsonl up to monitor_bytes), scored as the monitor scores."""
+    import yaml
+
+    from vocabadapt.config import ModelsConfig
+    from vocabadapt.model.hub import load_model, load_tokenizer
+    from vocabadapt.run.layout import RunLayout
+    from vocabadapt.training.callbacks import heldout_sample, heldout_scorer
+
+    cfg = yaml.safe_load((work / name / "config.yaml").read_text())
+    models = ModelsConfig(**cfg["models"])
+    layout = RunLayout(work / name)
+    sample = heldout_sample(list(layout.corpus_texts("heldout")), monitor_bytes)
+    va = cfg["vocab_adaptation"]
+    model = load_model(models.source_model, models)
+    tokenizer = load_tokenizer(str(layout.tokenizer_dir("source")), models)
+    return heldout_scorer(tokenizer, sample, va["max_seq_length"], va["batch_size"])(model)
+
+
 def tokens_to(curve: list[dict], target: float) -> int | None:
     """Tokens of the first monitor point at or below `target` bpb (None: never reached)."""
     return next((p["tokens"] for p in curve if p["bpb"] <= target), None)
@@ -118,15 +173,19 @@ def render(res: dict, stem: str) -> list[Block]:
     """STEM.md of record `res` as Markdown blocks (the record alone decides every byte)."""
     rows = res["rows"]
     first = next(iter(rows.values()))
-    # The continued row starts from the source model itself: its step-0 monitor reading is the source's.
-    source_monitor = rows["continued"]["monitor"][0]["bpb"] if "continued" in rows else None
+    source_monitor = res.get("source_monitor_bpb")
     table = []
     for name, r in rows.items():
         curve = r["monitor"]
         reach = tokens_to(curve, source_monitor) if source_monitor is not None else None
         gen = r.get("general_bpb") or {}
         table.append(
-            [name, fmt(r["init"]["bpb"]), fmt(r["stage1"]["bpb"]), fmt(r["stage2"]["bpb"])]
+            [
+                name + (" (partial)" if r.get("partial") else ""),
+                fmt(r["init"]["bpb"]),
+                fmt(r["stage1"]["bpb"]),
+                fmt(r["stage2"]["bpb"]),
+            ]
             + [f"{fmt(gen.get('stage2'))} ({fmt(gen.get('source'))})", "-" if reach is None else f"{reach:,}"]
             + [fmt(curve[-1]["bpb"] if curve else None), f"{r['wall_s']:.0f}"]
         )
@@ -141,8 +200,19 @@ def render(res: dict, stem: str) -> list[Block]:
         (
             "p",
             f"Budget per row: {res['budget']}. The monitor scores {res['monitor_bytes']:,} held-out bytes every 10 "
-            f"steps; the untrained source scores {fmt(source_monitor)} there (the continued row's step 0) and "
-            f"{fmt(first['source']['bpb'])} on the evaluate stage's 40 documents.",
+            f"steps; the untrained source scores {fmt(source_monitor)} there"
+            + (
+                f" and {fmt(first['source']['bpb'])} on the evaluate stage's 40 documents"
+                if first["source"]["bpb"]
+                else ""
+            )
+            + "."
+            + (
+                " Rows marked partial did not finish in the session: their curve is the monitor's readings so far, "
+                "from the row's log, and they have no evaluate-stage figures."
+                if any(r.get("partial") for r in rows.values())
+                else ""
+            ),
         ),
         ("table", MAIN_COLUMNS, table),
         ("p", "Monitor bpb against tokens trained:"),
@@ -161,7 +231,8 @@ def plot(res: dict, path: Path) -> None:
     for name, r in res["rows"].items():
         pts = r["monitor"]
         axes[0].plot([p["tokens"] for p in pts], [p["bpb"] for p in pts], marker=".", label=name)
-        axes[1].plot([p["train_s"] for p in pts], [p["bpb"] for p in pts], marker=".", label=name)
+        if all("train_s" in p for p in pts):  # a finished row's curve against its training time
+            axes[1].plot([p["train_s"] for p in pts], [p["bpb"] for p in pts], marker=".", label=name)
     axes[0].set_xlabel("tokens trained (stage 1 then stage 2)")
     axes[1].set_xlabel("training wall seconds (same machine, rows side by side)")
     for ax in axes:
@@ -189,6 +260,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--set", action="append", default=[], help="KEY=VALUE for every row")
     ap.add_argument("--tag", default="")
     ap.add_argument("--render", action="store_true", help="rewrite the results file from its JSON only")
+    ap.add_argument(
+        "--partial", action="store_true", help="record the rows as they stand: unfinished ones from their logs"
+    )
     ap.add_argument("--results", type=Path, default=RESULTS, help="the folder of the results files")
     args = ap.parse_args(argv)
     out = args.results / f"recovery{'-' + args.tag if args.tag else ''}"
@@ -206,9 +280,16 @@ def main(argv: list[str] | None = None) -> None:
             args.work / "base.log",
         )
     t0 = time.time()
+
+    def row(name: str) -> dict:
+        if args.partial and not (args.work / name / "wall_s").exists():
+            return partial_row(name, args.work)
+        return run_row(name, args.work, args.steps, args.monitor_bytes, extra)
+
     with ThreadPoolExecutor(args.jobs) as pool:
-        rows = dict(zip(names, pool.map(lambda n: run_row(n, args.work, args.steps, args.monitor_bytes, extra), names)))
+        rows = dict(zip(names, pool.map(row, names)))
     res = {
+        "source_monitor_bpb": source_monitor_bpb(args.work, names[0], args.monitor_bytes),
         "commit": git_head(),
         "machine": machine(),
         "date": time.strftime("%Y-%m-%d"),
