@@ -29,6 +29,10 @@ Library entry (tests, benchmarks, other drivers):
                 heldout_texts=None, models=None, row_groups=None, callbacks=(), teacher=None,
                 frozen_rows=None) -> summary dict
 
+Before any weights load, vocabadapt.training.plan checks the data, the resume point and the precision;
+vocabadapt.training.model_setup loads the model and freezes what the stage does not train (LoRA included);
+vocabadapt.training.teacher sets up the teacher side of a distilling stage.
+
 vocabadapt.stages.train is the pipeline's recipe around it.
 """
 
