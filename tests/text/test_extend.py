@@ -209,24 +209,15 @@ def test_config_takes_one_of_train_or_extend():
 
 
 def _mistral_v1(tmp_path: Path):
-    """Mistral-7B v0.1's SentencePiece tokenizer (BioMistral's), from the mistral-common package (Apache-2.0)."""
-    import shutil
+    """Mistral-7B v0.1's SentencePiece tokenizer (BioMistral's), from the mistral-common wheel (Apache-2.0)."""
+    from vocabadapt.testing import MISTRAL_FILE, mistral_tokenizer_folder
 
-    from vocabadapt.config import package_file
-
-    try:
-        model = package_file("pkg:mistral_common/data/tokenizer.model.v1")
-    except ConfigError:
+    folder = mistral_tokenizer_folder(tmp_path / "mistral")
+    if folder is None:
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail("CI=true but mistral-common is not installed (the Makefile installs it with --no-deps)")
-        pytest.skip("mistral-common is not installed")
-    d = tmp_path / "mistral"
-    d.mkdir()
-    shutil.copy(model, d / "tokenizer.model")
-    (d / "tokenizer_config.json").write_text(
-        json.dumps({"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"})
-    )
-    return load_tokenizer(str(d), ModelsConfig(), None)
+            pytest.fail(f"CI=true but {MISTRAL_FILE} is missing (the Makefile's venv step extracts it)")
+        pytest.skip(f"{MISTRAL_FILE} is missing (make venv extracts it)")
+    return load_tokenizer(str(folder), ModelsConfig(), None)
 
 
 @pytest.mark.shared_data(*ABSTRACTS)
