@@ -101,6 +101,10 @@ def curve_from_log(name: str, work: Path) -> list[dict]:
                 pts.append({"tokens": 0, "bpb": float(m.group(1))})
         elif stage and (m := re.search(r"step (\d+): held-out ([0-9.]+) bits per byte", line)):
             pts.append({"tokens": offset + int(m.group(1)) * per_step, "bpb": float(m.group(2))})
+        elif m := re.search(r"(stage[12]): (\d+) steps, .*held-out bpb [0-9.]+ -> ([0-9.]+)", line):
+            end = offset + int(m.group(2)) * per_step  # the stage's last reading, at its last step
+            if not pts or pts[-1]["tokens"] != end:
+                pts.append({"tokens": end, "bpb": float(m.group(3))})
     return pts
 
 
@@ -187,7 +191,7 @@ def render(res: dict, stem: str) -> list[Block]:
                 fmt(r["stage2"]["bpb"]),
             ]
             + [f"{fmt(gen.get('stage2'))} ({fmt(gen.get('source'))})", "-" if reach is None else f"{reach:,}"]
-            + [fmt(curve[-1]["bpb"] if curve else None), f"{r['wall_s']:.0f}"]
+            + [fmt(curve[-1]["bpb"] if curve else None), "-" if r.get("partial") else f"{r['wall_s']:.0f}"]
         )
     tokens = sorted({p["tokens"] for r in rows.values() for p in r["monitor"]})
     curves = [
