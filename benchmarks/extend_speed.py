@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import resource
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from benchmarks.harness import (
@@ -35,24 +35,14 @@ from benchmarks.harness import (
     write_json,
     write_markdown,
 )
-from benchmarks.scale import pool_documents, smollm2_tokenizer
+from benchmarks.scale import pool_copies, pool_documents, smollm2_tokenizer
 
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def texts(mb: float, seed: int = 0):
-    """About `mb` MB of documents from the pool, streamed."""
-    pool, target, written, copy = pool_documents(), int(mb * 1e6), 0, 0
-    while written < target:
-        order = list(range(len(pool)))
-        random.Random(seed + copy).shuffle(order)
-        for i in order:
-            text = f"c{copy}: {pool[i]}"
-            written += len(text.encode("utf-8"))
-            yield text
-            if written >= target:
-                return
-        copy += 1
+def texts(mb: float, seed: int = 0) -> Iterator[str]:
+    """About `mb` MB of documents from the pool, streamed (scale.py's corpus, not written to disk)."""
+    return (text for _, text in pool_copies(pool_documents(), int(mb * 1e6), seed))
 
 
 def child(kind: str, mb: float, new_tokens: int, vocab: int, tok_dir: Path) -> None:

@@ -44,7 +44,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from benchmarks.harness import (
     Block,
@@ -111,6 +111,22 @@ def pool_documents() -> list[str]:
     return [d for d in docs if d]
 
 
+def pool_copies(pool: list[str], target_bytes: int, seed: int) -> Iterator[tuple[int, str]]:
+    """(copy number, document) until `target_bytes` of UTF-8: copy c is the pool in the order
+    random.Random(seed + c) shuffles it, each document prefixed "c<c>: " (distinct to the dedup filter)."""
+    written, copy = 0, 0
+    while True:
+        order = list(range(len(pool)))
+        random.Random(seed + copy).shuffle(order)
+        for i in order:
+            text = f"c{copy}: {pool[i]}"
+            written += len(text.encode("utf-8"))
+            yield copy, text
+            if written >= target_bytes:
+                return
+        copy += 1
+
+
 def build_corpus(size_gb: float, path: Path, seed: int) -> dict[str, Any]:
     """Write N GB of training text (see the module docstring); cached by (size, seed)."""
     info_file = path.with_suffix(".info.json")
@@ -119,22 +135,16 @@ def build_corpus(size_gb: float, path: Path, seed: int) -> dict[str, Any]:
     pool = pool_documents()
     if not pool:
         raise SystemExit(f"no text under {SHARED}/biomed/*.jsonl or {SHARED}/general/*.txt; set SHARED_DATA")
-    target = int(size_gb * 1e9)
-    written, docs, copy = 0, 0, 0
+    written = docs = 0
+    copy = -1
     t0 = time.perf_counter()
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
-        while written < target:
-            order = list(range(len(pool)))
-            random.Random(seed + copy).shuffle(order)
-            for i in order:
-                text = f"c{copy}: {pool[i]}"
-                f.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
-                written += len(text.encode("utf-8"))
-                docs += 1
-                if written >= target:
-                    break
-            copy += 1
+        for copy, text in pool_copies(pool, int(size_gb * 1e9), seed):  # noqa: B007 (copy is read after the loop)
+            f.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
+            written += len(text.encode("utf-8"))
+            docs += 1
+    copy += 1  # copies begun
     os.replace(tmp, path)
     info = {
         "text_bytes": written,
