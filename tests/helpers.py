@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from vocabadapt.testing import (  # noqa: F401  (re-exported: tests import them as `helpers`)
     SHARED_DATA,
@@ -86,3 +87,25 @@ def run_pipeline_offline(config: Path, run_dir: Path, sets: list[str], env: dict
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["complete"] and all(r["status"] == "done" for r in manifest["stages"].values())
     return manifest
+
+
+def tiny_stage_config(seq: int, **overrides: Any):
+    """A VocabAdaptationConfig for training tests: 2 + 2 steps of 2 sequences of `seq` tokens, lr 1e-2, a
+    checkpoint every 2 steps, no warmup, no held-out checks; `overrides` replace any field."""
+    from vocabadapt.config import VocabAdaptationConfig
+
+    base: dict[str, Any] = dict(
+        stage1_steps=2,
+        stage2_steps=2,
+        batch_size=2,
+        gradient_accumulation=1,
+        max_seq_length=seq,
+        lr_stage1=1e-2,
+        lr_stage2=1e-2,
+        save_steps=2,
+        logging_steps=1,
+        eval_steps=1000,
+        eval_max_bytes=1000,
+        warmup_ratio=0.0,
+    )
+    return VocabAdaptationConfig(**{**base, **overrides})

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, TrainerCallback
 
-from helpers import TEXT, save_tiny_model, train_bpe_tokenizer
+from helpers import TEXT, save_tiny_model, tiny_stage_config, train_bpe_tokenizer
 from vocabadapt.config import Config, VocabAdaptationConfig
 from vocabadapt.errors import InputError
 from vocabadapt.text.shards import ShardWriter
@@ -160,22 +160,7 @@ def test_non_start_marking_tokenizer_is_refused_with_a_message():
 
 
 def _cfg(**kw) -> VocabAdaptationConfig:
-    base = dict(
-        stage1_steps=4,
-        stage2_steps=4,
-        batch_size=2,
-        gradient_accumulation=1,
-        max_seq_length=SEQ,
-        lr_stage1=1e-2,
-        lr_stage2=1e-2,
-        save_steps=2,
-        logging_steps=1,
-        eval_steps=1000,
-        eval_max_bytes=1000,
-        warmup_ratio=0.0,
-    )
-    base.update(kw)
-    return VocabAdaptationConfig(**base)
+    return tiny_stage_config(SEQ, **{**dict(stage1_steps=4, stage2_steps=4), **kw})
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
-from helpers import TEXT, save_tiny_model, train_bpe_tokenizer
+from helpers import TEXT, save_tiny_model, tiny_stage_config, train_bpe_tokenizer
 from vocabadapt.config import Config, VocabAdaptationConfig
 from vocabadapt.errors import InputError, StageError
 from vocabadapt.evaluation.bpb import bits_per_byte
@@ -35,24 +35,7 @@ SEQ = 16
 
 
 def _cfg(**kw) -> VocabAdaptationConfig:
-    base = dict(
-        stage1_steps=2,
-        stage2_steps=2,
-        batch_size=2,
-        gradient_accumulation=1,
-        max_seq_length=SEQ,
-        lr_stage1=1e-2,
-        lr_stage2=1e-2,
-        save_steps=2,
-        logging_steps=1,
-        eval_steps=1000,
-        eval_max_bytes=1000,
-        warmup_ratio=0.0,
-        lora_r=4,
-        lora_alpha=8,
-    )
-    base.update(kw)
-    return VocabAdaptationConfig(**base)
+    return tiny_stage_config(SEQ, **{**dict(lora_r=4, lora_alpha=8), **kw})
 
 
 @pytest.fixture(scope="module")
